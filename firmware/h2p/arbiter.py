@@ -1,0 +1,49 @@
+# Power arbitration: one arbiter decides a current from prioritised claims
+# (safety > fuel/power > operator > session), as OpenEVSE does, and anyone
+# can ask it which claim is in charge. The smallest claim wins; on a tie the
+# higher-priority claim is named. Currents are integers in 0.1 A.
+from h2p.compat import const
+
+# Claims on the EV current limit, highest priority first.
+INTERLOCK = const(0)
+CONTACTOR = const(1)
+BATTERY = const(2)
+CHARGER = const(3)
+OPERATOR = const(4)
+SESSION = const(5)
+EV_CLAIMS = ("interlock", "contactor", "battery", "charger", "operator", "session")
+
+# Claims on the stack current setpoint.
+S_INTERLOCK = const(0)
+S_FUEL = const(1)
+S_RAMP = const(2)
+S_TEMP = const(3)
+S_BATTERY = const(4)
+S_DEMAND = const(5)
+STACK_CLAIMS = ("interlock", "fuel", "ramp", "stack_temp", "battery", "demand")
+
+
+class Arbiter:
+    def __init__(self, names):
+        self.names = names
+        self.claims = [0] * len(names)
+        self.limit = 0
+        self.owner = 0
+
+    def claim(self, who, deci_amps):
+        self.claims[who] = deci_amps if deci_amps > 0 else 0
+
+    def decide(self):
+        c = self.claims
+        lim = c[0]
+        owner = 0
+        for k in range(1, len(c)):
+            if c[k] < lim:
+                lim = c[k]
+                owner = k
+        self.limit = lim
+        self.owner = owner
+        return lim
+
+    def in_charge(self):
+        return self.names[self.owner]

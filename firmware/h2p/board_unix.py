@@ -1,0 +1,166 @@
+# The MicroPython unix port as a board: the RS-485 line is RTU frames over
+# TCP to the simulator (or a serial device), the clock runs `speed` times
+# faster than the wall so firmware and simulator agree on simulated time,
+# and the watchdog is a task that exits the process (the runner restarts
+# it, as a board would reboot). The board's filesystem is the working
+# directory: config.json, board.json, data/.
+import os
+import sys
+import time
+
+from h2p.compat import asyncio, const
+
+_TICKS_MASK = const(0x3FFFFFFF)
+
+PLATFORM = "unix"
+
+
+class Clock:
+    # Simulated milliseconds in MicroPython's ticks space (wraps like
+    # time.ticks_ms on a board, so ticks_diff works the same).
+    def __init__(self, speed=1.0, wall_floor_ms=30, epoch_ns=0):
+        # epoch_ns: the simulator's wall-clock start; with it both processes
+        # read the same simulated time, so their logs line up.
+        self.speed = speed
+        self._last = time.ticks_us()
+        self._acc_us = 0
+        if epoch_ns:
+            self._acc_us = int((time.time_ns() - epoch_ns) // 1000 * speed)
+        self.floor = wall_floor_ms
+
+    def ms(self):
+        t = time.ticks_us()
+        d = time.ticks_diff(t, self._last)
+        self._last = t
+        self._acc_us += int(d * self.speed)
+        return (self._acc_us // 1000) & _TICKS_MASK
+
+    def wall_ms(self):
+        return time.ticks_ms()
+
+    def to_wall(self, sim_ms):
+        # Host sockets have their own latency; a timeout shorter than the
+        # floor would turn scheduling jitter into a silent device.
+        w = int(sim_ms / self.speed)
+        return w if w > self.floor else self.floor
+
+    async def sleep_ms(self, sim_ms):
+        await asyncio.sleep_ms(int(sim_ms / self.speed))
+
+
+class TcpLine:
+    # RTU frames over TCP: exactly the bytes a UART would carry.
+    def __init__(self, host, port, clock):
+        self.host = host
+        self.port = port
+        self.clock = clock
+        self.r = None
+        self.w = None
+
+    async def open(self):
+        while True:
+            try:
+                self.r, self.w = await asyncio.open_connection(self.host, self.port)
+                return
+            except OSError as e:
+                print("bus: cannot reach %s:%d (%s), retrying" % (self.host, self.port, e))
+                await asyncio.sleep_ms(500)
+
+    def discard(self):
+        # Stale bytes from a late reply must not be taken for the next one.
+        s = getattr(self.r, "s", None)  # MicroPython's Stream keeps its socket here
+        if s is None:
+            return
+        try:
+            while True:
+                b = s.recv(256)
+                if not b:
+                    break
+        except OSError:
+            pass
+
+    async def send(self, buf, n):
+        self.w.write(memoryview(buf)[:n])
+        await self.w.drain()
+
+    async def recv_into(self, mv, timeout_ms):
+        try:
+            n = await asyncio.wait_for_ms(self.r.readinto(mv), self.clock.to_wall(timeout_ms))
+        except asyncio.TimeoutError:
+            return 0
+        if n is None:
+            return 0
+        if n == 0:
+            # Simulator went away: reconnect and report a timeout.
+            await self.open()
+        return n
+
+
+class Watchdog:
+    # machine.WDT stand-in: if not fed within timeout (wall time), the
+    # process exits with a code the runner reads as a watchdog reset.
+    def __init__(self, timeout_ms):
+        self.timeout = timeout_ms
+        self.fed = time.ticks_ms()
+
+    def feed(self):
+        self.fed = time.ticks_ms()
+
+    async def run(self):
+        while True:
+            await asyncio.sleep_ms(100)
+            if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
+                _write_reset_cause("watchdog")
+                print("watchdog: no progress for %d ms, resetting" % self.timeout)
+                sys.exit(3)
+
+
+def _write_reset_cause(cause):
+    try:
+        with open("data/reset_cause", "w") as f:
+            f.write(cause)
+    except OSError:
+        pass
+
+
+def reset_cause():
+    try:
+        with open("data/reset_cause") as f:
+            c = f.read().strip()
+        os.remove("data/reset_cause")
+        return c or "power_on"
+    except OSError:
+        return "power_on"
+
+
+class Board:
+    def __init__(self, desc):
+        self.desc = desc
+        self.name = desc["name"]
+        speed = float(os.getenv("H2P_SPEED") or "1")
+        self.clock = Clock(speed, int(os.getenv("H2P_WALL_FLOOR_MS") or "30"),
+                           int(os.getenv("H2P_EPOCH_NS") or "0"))
+        u = desc["uart"]
+        if u["transport"] != "tcp":
+            raise ValueError("board %s: unix board supports transport 'tcp'" % self.name)
+        host = os.getenv("H2P_BUS_HOST") or u["host"]
+        port = int(os.getenv("H2P_BUS_PORT") or u["port"])
+        self.line = TcpLine(host, port, self.clock)
+        self.wdt = Watchdog(desc["watchdog_ms"])
+        self.reset_cause = reset_cause()
+
+    async def open(self):
+        await self.line.open()
+
+    def estop_pressed(self):
+        # No GPIO here: the simulator's safety I/O mirrors the E-stop chain.
+        return False
+
+    def led(self, on):
+        pass
+
+    async def network_up(self):
+        return True
+
+    def unique_id(self):
+        return "unix"

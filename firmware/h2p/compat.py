@@ -1,0 +1,50 @@
+# The one place where MicroPython and CPython differ. Every other firmware
+# module imports these names from here instead of guessing the platform.
+import sys
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover - very old MicroPython
+    import uasyncio as asyncio  # type: ignore
+
+try:
+    from time import ticks_ms, ticks_diff, ticks_add
+except ImportError:  # CPython: same semantics without wrap-around
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+
+try:
+    from hashlib import sha256
+except ImportError:  # pragma: no cover
+    from uhashlib import sha256  # type: ignore
+
+
+async def sleep_ms(ms):
+    # asyncio.sleep_ms exists on MicroPython only.
+    if MICROPYTHON:
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+def wait_for(coro, timeout_s):
+    return asyncio.wait_for(coro, timeout_s)

@@ -1,0 +1,94 @@
+# The pile's config: /config.json on the board's filesystem. Everything but
+# the pile id has a default. Loaded and validated once at boot; a bad file
+# stops the firmware in `off` with the contactor open and one clear line.
+from h2p.schema import REQUIRED, ident, load_json, one_of, rng, validate
+from h2p.registers import METER_PROFILES
+
+_UNIT = (int, None, rng(1, 247), "Modbus unit id")
+
+BUS = {
+    "baud": (int, 115200, one_of(9600, 19200, 38400, 57600, 115200), "RS-485 baud rate"),
+    "timeout_ms": (int, 60, rng(5, 2000), "response timeout per transaction"),
+    "retries": (int, 0, rng(0, 3), "retries of a read before the device counts as silent"),
+    "data_age_ms": (int, 1000, rng(100, 10000), "a reading older than this is unknown"),
+    "slow_every": (int, 10, rng(1, 100), "slow telemetry is read every N poll cycles"),
+}
+
+UNITS = {
+    "reformer": (int, 1, _UNIT[2], "reformer controller"),
+    "fuelcell": (int, 2, _UNIT[2], "fuel-cell controller"),
+    "bms": (int, 3, _UNIT[2], "battery BMS"),
+    "charger": (int, 4, _UNIT[2], "charger controller"),
+    "meter": (int, 5, _UNIT[2], "energy meter"),
+    "safety": (int, 6, _UNIT[2], "safety I/O"),
+}
+
+LIMITS = {
+    "charger_max_a": (float, 125.0, rng(1, 500), "charger modules' output current rating"),
+    "operator_limit_a": (float, 500.0, rng(0, 500), "operator's EV current limit at boot"),
+    "charger_eff": (float, 0.955, rng(0.5, 1.0), "DC charger efficiency"),
+    "stack_cells": (int, 120, rng(1, 400), "cells in the stack"),
+    "stack_rated_a": (float, 75.0, rng(1, 500), "stack current at rated power"),
+    "stack_min_load": (float, 0.25, rng(0.1, 0.5), "minimum stack load, fraction of rated"),
+    "stack_ramp_up": (float, 0.01, rng(0.001, 0.05), "stack ramp up, fraction of rated per second"),
+    "stack_ramp_down": (float, 0.07, rng(0.01, 0.2), "stack ramp down, fraction of rated per second"),
+    "fuel_util": (float, 0.78, rng(0.5, 0.95), "anode fuel utilisation"),
+    "premix_h2_mol_per_l": (float, 50.3, rng(10, 100), "mol H2 per litre of premix (60 wt % MeOH)"),
+    "feed_lead_s": (float, 45.0, rng(0, 300), "evaporator + reformer delay the feed leads the current by"),
+    "bed_setpoint_c": (float, 265.0, rng(220, 300), "reformer bed setpoint"),
+    "bed_feed_min_c": (float, 240.0, rng(200, 300), "bed temperature before premix is fed"),
+    "stack_start_c": (float, 130.0, rng(120, 180), "stack temperature before current is drawn"),
+    "stack_ready_c": (float, 150.0, rng(120, 180), "stack temperature for `ready`"),
+    "bat_soc_min": (float, 10.0, rng(0, 50), "buffer battery SOC floor for EV charging"),
+    "bat_soc_target": (float, 90.0, rng(50, 100), "stack charges the battery up to this SOC"),
+    "bat_soc_max": (float, 95.0, rng(50, 100), "stack drops to minimum load above this SOC"),
+    "stop_current_a": (float, 5.0, rng(0.5, 20), "contactor opens only below this current"),
+    "purge_s": (float, 30.0, rng(0, 600), "purge time in cooldown"),
+    "cool_reformer_c": (float, 80.0, rng(20, 200), "cooldown ends below this bed temperature"),
+    "cool_stack_c": (float, 90.0, rng(20, 200), "cooldown ends below this stack temperature"),
+}
+
+MQTT = {
+    "host": (str, "", None, "broker host; empty disables MQTT"),
+    "port": (int, 1883, rng(1, 65535), "broker port"),
+    "user": (str, "", None, "MQTT user name (defaults to the pile id)"),
+    "password": (str, "", None, "per-pile MQTT password (h2pile keys)"),
+    "cmd_key": (str, "", None, "per-pile command key, hex (h2pile keys)"),
+    "keepalive_s": (int, 15, rng(5, 600), "MQTT keepalive"),
+    "tls": (bool, False, None, "TLS with server-certificate verification"),
+    "ca_file": (str, "ca.der", None, "fleet CA certificate (DER) on the board"),
+    "server_hostname": (str, "", None, "name in the broker certificate"),
+    "heartbeat_s": (int, 30, rng(1, 3600), "telemetry heartbeat"),
+}
+
+WIFI = {
+    "ssid": (str, "", None, "WiFi network (boards with WiFi)"),
+    "password": (str, "", None, "WiFi password"),
+}
+
+
+def _meter(v):
+    return None if v in METER_PROFILES else "must be one of " + ", ".join(sorted(METER_PROFILES))
+
+
+SCHEMA = {
+    "pile_id": (str, REQUIRED, ident, "pile id: a-z, 0-9, '-', '_' (used in topics)"),
+    "bus": (BUS, None, None, ""),
+    "units": (UNITS, None, None, ""),
+    "meter_profile": (str, "sdm630", _meter, "energy meter profile (registers.METER_PROFILES)"),
+    "limits": (LIMITS, None, None, ""),
+    "mqtt": (MQTT, None, None, ""),
+    "wifi": (WIFI, None, None, ""),
+    "auto_start": (bool, False, None, "wake the pile at boot without a command"),
+    "auto_charge": (bool, False, None, "start a session when an EV plugs in, without a command"),
+    "idle_shutdown_s": (int, 0, rng(0, 86400), "shut down after this long without an EV (0: never)"),
+    "data_dir": (str, "data", None, "directory for the journal and persistent counters"),
+}
+
+
+def load(path):
+    return load_json(path, SCHEMA)
+
+
+def from_dict(d, where="config"):
+    return validate(SCHEMA, d, where)

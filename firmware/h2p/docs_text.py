@@ -1,0 +1,51 @@
+# Texts for people (docs, the live view's help), kept out of the modules the
+# board runs so they cost no RAM there. Host tools and docs import this.
+
+# What each state means, for docs and the live view.
+STATE_DOC = (
+    "everything off, contactor open; waits for a wake command or auto-start",
+    "checks every device answers, no interlock active, contactor reads open",
+    "burner heats the reformer bed and the stack; ventilation proven",
+    "premix fed once the bed is hot; waits for hydrogen to reach the stack",
+    "stack enabled with an immediate small load, ramped to minimum load",
+    "stack running, buffer battery charging; an EV may plug in",
+    "contactor closed, EV current set by the power arbiter",
+    "EV current ramped down, then the contactor opens",
+    "load ramped down, pump stopped, residual H2 consumed, purge, cool",
+    "a stop-severity fault: contactor open, waits until it clears",
+    "emergency: contactor open at once, fuel off, ventilation maximum",
+)
+
+
+
+
+INTERLOCK_WHY = {
+    "estop": "E-stop pressed (GPIO or safety I/O chain)",
+    "h2_warn": "hydrogen at 10 % LEL",
+    "h2_trip": "hydrogen at 25 % LEL: fuel off, ventilation max",
+    "meoh_leak": "methanol in the tank bund",
+    "bed_overtemp": "reformer bed above 320 degC",
+    "stack_hot": "stack above 185 degC: lower power",
+    "stack_overtemp": "stack at 195 degC",
+    "cell_low": "minimum cell below 0.35 V",
+    "cell_trip": "minimum cell below 0.20 V: starvation",
+    "tank_empty": "premix tank empty",
+    "vent_fail": "no proven ventilation airflow while fuel is present",
+    "tilt": "pile tilted",
+    "door_open": "enclosure door open",
+    "estop_chain": "hard-wired E-stop chain open",
+    "water": "water ingress",
+    "iso_warn": "insulation 100-500 ohm/V",
+    "iso_fault": "insulation below 100 ohm/V",
+    "pilot_short": "pilot state E (short)",
+    "bms_alarm": "buffer battery BMS alarm",
+    "charger_hot": "charger modules above 85 degC",
+    "contactor_welded": "contactor welded: commanded open, aux reads closed",
+    "contactor_stuck": "contactor stuck open: commanded closed, aux reads open",
+    "comm_charger": "charger controller silent",
+    "comm_safety": "safety I/O silent",
+    "comm_fuelcell": "fuel-cell controller silent",
+    "comm_reformer": "reformer controller silent",
+    "comm_bms": "battery BMS silent",
+    "comm_meter": "energy meter silent",
+}

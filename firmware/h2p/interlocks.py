@@ -1,0 +1,219 @@
+# The interlock table: one row per hazard (../shared/domain.md section 3) and
+# per device whose silence makes the pile blind. It is data; docs/safety.md
+# is generated from it. The engine is stepped with (now, readings, state)
+# and every other module asks it, and only it, whether the contactor may
+# close or fuel may flow. A reading that is UNKNOWN (stale, missing,
+# implausible) makes every rule that reads it true: unknown is unsafe.
+from array import array
+
+from h2p.compat import const, ticks_diff
+from h2p import states as S
+from h2p.readings import INDEX, SCALES, UNKNOWN
+
+# Severities (EVerest-style taxonomy): the path the pile takes.
+WARNING = const(1)  # event only
+DERATE = const(2)  # a lower power claim
+STOP = const(3)  # ramp the EV current to zero, open, keep stack running
+EMERGENCY = const(4)  # contactor open at once, fuel off, ventilation max
+SEVERITY_NAMES = ("none", "warning", "derate", "stop", "emergency")
+
+# Comparisons.
+GE = const(0)  # value >= threshold
+LE = const(1)  # value <= threshold
+BIT = const(2)  # value & threshold != 0
+EQ = const(3)  # value == threshold
+OHM_V = const(4)  # insulation kohm per output volt below threshold (ohm/V)
+EXT = const(5)  # raised by code (contactor supervision, E-stop input)
+OP_NAMES = (">=", "<=", "bit", "==", "ohm/V <", "code")
+
+# When a row applies (outside its phase it is inactive).
+ALWAYS = const(0)
+FUEL = const(1)  # fuel may be present: preheat .. cooldown
+STACK = const(2)  # stack is loaded: stack_start .. stopping
+EV = const(3)  # an EV is connected (pilot B, C or D) or the contactor is closed
+WHEN_NAMES = ("always", "fuel present", "stack loaded", "EV connected")
+
+# Clearing: auto when the condition has gone; RESET needs the condition
+# gone and a reset command (operator or technician).
+AUTO = const(0)
+RESET = const(1)
+CLEAR_NAMES = ("auto", "reset command")
+
+# derate rows carry the fraction of charger current still allowed (percent).
+# (name, reading, op, threshold, debounce_ms, severity, clear, when, derate %)
+# What each row guards against is in docs_text.INTERLOCK_WHY (docs only).
+TABLE = (
+    ("estop", None, EXT, 0, 0, EMERGENCY, RESET, ALWAYS, 0),
+    ("h2_warn", "sio_h2_lel", GE, 10.0, 500, WARNING, AUTO, ALWAYS, 0),
+    ("h2_trip", "sio_h2_lel", GE, 25.0, 100, EMERGENCY, RESET, ALWAYS, 0),
+    ("meoh_leak", "ref_meoh_leak", GE, 1, 500, EMERGENCY, RESET, ALWAYS, 0),
+    ("bed_overtemp", "ref_bed_c", GE, 320.0, 500, EMERGENCY, RESET, ALWAYS, 0),
+    ("stack_hot", "fc_stack_c", GE, 185.0, 2000, DERATE, AUTO, STACK, 50),
+    ("stack_overtemp", "fc_stack_c", GE, 195.0, 500, EMERGENCY, RESET, ALWAYS, 0),
+    ("cell_low", "fc_min_cell_v", LE, 0.35, 1000, DERATE, AUTO, STACK, 50),
+    ("cell_trip", "fc_min_cell_v", LE, 0.20, 200, EMERGENCY, RESET, STACK, 0),
+    ("tank_empty", "ref_tank_l", LE, 2.0, 5000, STOP, AUTO, FUEL, 0),
+    ("vent_fail", "sio_airflow", LE, 0.5, 3000, EMERGENCY, RESET, FUEL, 0),
+    ("tilt", "sio_status", BIT, 1, 500, STOP, AUTO, ALWAYS, 0),
+    ("door_open", "sio_status", BIT, 2, 500, STOP, AUTO, ALWAYS, 0),
+    ("estop_chain", "sio_status", BIT, 4, 0, EMERGENCY, RESET, ALWAYS, 0),
+    ("water", "sio_status", BIT, 8, 1000, STOP, AUTO, ALWAYS, 0),
+    ("iso_warn", "chg_iso_kohm", OHM_V, 500, 1000, WARNING, AUTO, EV, 0),
+    ("iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0),
+    ("pilot_short", "chg_pilot", EQ, 4, 100, STOP, AUTO, EV, 0),
+    ("bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0),
+    ("charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50),
+    ("contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0),
+    ("contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0),
+    ("comm_charger", "chg_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0),
+    ("comm_safety", "sio_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0),
+    ("comm_fuelcell", "fc_status", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0),
+    ("comm_reformer", "ref_mode", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0),
+    ("comm_bms", "bat_soc", EXT, 0, 0, STOP, AUTO, ALWAYS, 0),
+    ("comm_meter", "met_a", EXT, 0, 0, STOP, AUTO, EV, 0),
+)
+
+N = len(TABLE)
+ROW = {}
+for _i, _r in enumerate(TABLE):
+    ROW[_r[0]] = _i
+
+# Rows whose reading is a "comm_" heartbeat go true when that reading is
+# unknown; that is how loss of a device is a hazard like any other.
+_FUEL_STATES = (S.PREHEAT, S.REFORMING, S.STACK_START, S.READY, S.CHARGING, S.STOPPING, S.COOLDOWN)
+_STACK_STATES = (S.STACK_START, S.READY, S.CHARGING, S.STOPPING)
+
+_UNKNOWN = const(2)  # condition true because the data is unknown
+
+_I_OUT_V = INDEX["chg_out_v"]
+_I_REQ_V = INDEX["chg_ev_req_v"]
+_I_PILOT = INDEX["chg_pilot"]
+
+
+def _compile():
+    # Thresholds in the stored integer units of their reading.
+    rows = []
+    for r in TABLE:
+        name, reading, op, thr = r[0], r[1], r[2], r[3]
+        i = INDEX[reading] if reading else -1
+        if op in (GE, LE) and reading:
+            t = int(round(thr / SCALES[i]))
+        else:
+            t = int(thr)
+        rows.append((i, op, t, r[4], r[5], r[6], r[7], r[8]))
+    return tuple(rows)
+
+
+class Interlocks:
+    def __init__(self):
+        self.rows = _compile()
+        self.active = bytearray(N)  # 1 while the rule holds (debounced)
+        self.latched = bytearray(N)  # 1 until reset (RESET rows)
+        self.pending = array("i", [0] * N)  # when the condition was first seen
+        self.ext = bytearray(N)  # conditions raised by code
+        self.changed = False  # an active/latched flag changed at the last step
+        self.severity = 0  # highest severity in force
+        self.derate_pct = 100
+        self.first = -1  # row index of the highest-severity rule in force
+
+    def raise_ext(self, name, on=True):
+        self.ext[ROW[name]] = 1 if on else 0
+
+    def in_force(self, i):
+        return self.active[i] or self.latched[i]
+
+    def _phase(self, when, state, ev_connected):
+        if when == ALWAYS:
+            return True
+        if when == FUEL:
+            return state in _FUEL_STATES
+        if when == STACK:
+            return state in _STACK_STATES
+        return ev_connected
+
+    def _cond(self, k, row, rd, now):
+        i, op, t = row[0], row[1], row[2]
+        if op == EXT:
+            if i >= 0:  # comm row: the device's heartbeat reading
+                return rd.get(i, now) == UNKNOWN
+            return self.ext[k] == 1
+        v = rd.get(i, now)
+        if v == UNKNOWN:
+            return _UNKNOWN  # true, but not a measured hazard
+        if op == GE:
+            return v >= t
+        if op == LE:
+            return v <= t
+        if op == BIT:
+            return (v & t) != 0
+        if op == EQ:
+            return v == t
+        # OHM_V: kohm * 1000 / volts < t; volts stored in 0.1 V
+        dv = rd.get(_I_OUT_V, now)
+        rv = rd.get(_I_REQ_V, now)
+        if dv == UNKNOWN or rv == UNKNOWN:
+            return _UNKNOWN
+        if rv > dv:
+            dv = rv
+        if dv < 500:  # below 50 V the ratio means nothing; judge at 50 V
+            dv = 500
+        return v * 10000 < t * dv
+
+    def step(self, now, rd, state, ev_connected):
+        self.changed = False
+        sev = 0
+        first = -1
+        derate = 100
+        for k in range(N):
+            row = self.rows[k]
+            on = self._phase(row[6], state, ev_connected) and self._cond(k, row, rd, now)
+            # Unknown data blocks like the hazard itself, but only a measured
+            # hazard latches: a device that was silent at boot is not a leak.
+            was = self.active[k]
+            if on:
+                if not was:
+                    if self.pending[k] == 0:
+                        self.pending[k] = now | 1  # never 0 while pending
+                    if ticks_diff(now, self.pending[k]) >= row[3]:
+                        self.active[k] = 1
+                        self.changed = True
+                if self.active[k] and on is True and row[5] == RESET and not self.latched[k]:
+                    self.latched[k] = 1
+                    self.changed = True
+            else:
+                self.pending[k] = 0
+                if was:
+                    self.active[k] = 0
+                    self.changed = True
+            if self.active[k] or self.latched[k]:
+                s = row[4]
+                if s > sev:
+                    sev = s
+                    first = k
+                if s == DERATE and row[7] < derate:
+                    derate = row[7]
+        self.severity = sev
+        self.first = first
+        self.derate_pct = derate
+
+    def reset(self):
+        # A reset clears latches whose condition has gone. The welded
+        # contactor is a technician's reset: it only clears through here too,
+        # and the contactor supervisor re-checks the aux contact after.
+        n = 0
+        for k in range(N):
+            if self.latched[k] and not self.active[k]:
+                self.latched[k] = 0
+                self.changed = True
+                n += 1
+        return n
+
+    # Questions every other module asks. No other code decides these.
+    def contactor_allowed(self):
+        return self.severity < STOP
+
+    def fuel_allowed(self):
+        return self.severity < EMERGENCY
+
+    def names_in_force(self):
+        return [TABLE[k][0] for k in range(N) if self.active[k] or self.latched[k]]

@@ -1,0 +1,71 @@
+# Every value the firmware knows about the pile, with its age. Values are
+# kept as integers in fixed units (the register's own scale: 0.1 degC,
+# 0.1 A, ...) so the control core compares and adds without allocating.
+# A value that is stale, missing or out of range reads as UNKNOWN, and every
+# consumer treats UNKNOWN as the unsafe side.
+from array import array
+
+from h2p.compat import const, ticks_diff
+UNKNOWN = const(-0x3FFFFFFF)
+
+
+def _names_scales():
+    # Read once from the register maps (which the board may unload later).
+    from h2p import registers as R
+
+    names = R.reading_names()
+    scales = {}
+    for dev in R.DEVICE_ORDER:
+        for f in R.DEVICES[dev]["readings"]:
+            scales[f[0]] = f[3]
+    # Meter values are float32 on the wire; kept as 0.1 V, 0.1 A, W, Wh.
+    scales.update({"met_v": 0.1, "met_a": 0.1, "met_w": 1, "met_wh": 1})
+    return names, tuple(scales[n] for n in names)
+
+
+NAMES, SCALES = _names_scales()
+INDEX = {}
+for _i, _n in enumerate(NAMES):
+    INDEX[_n] = _i
+
+
+def idx(name):
+    return INDEX[name]
+
+
+class Readings:
+    def __init__(self, max_age_ms=1000):
+        n = len(NAMES)
+        self.raw = array("i", [UNKNOWN] * n)
+        self.ts = array("i", [0] * n)
+        self.seen = bytearray(n)  # 1 once the value was ever read
+        self.max_age_ms = max_age_ms
+
+    def put(self, i, raw, now):
+        self.raw[i] = raw
+        self.ts[i] = now
+        self.seen[i] = 1
+
+    def get(self, i, now):
+        # The raw integer, or UNKNOWN if never read or older than max age.
+        if not self.seen[i] or ticks_diff(now, self.ts[i]) > self.max_age_ms:
+            return UNKNOWN
+        return self.raw[i]
+
+    def age_ms(self, i, now):
+        if not self.seen[i]:
+            return -1
+        return ticks_diff(now, self.ts[i])
+
+    def value(self, i, now):
+        # Physical value as float, None when unknown (telemetry, not control).
+        r = self.get(i, now)
+        return None if r == UNKNOWN else r * SCALES[i]
+
+    def snapshot(self, now):
+        out = {}
+        for i in range(len(NAMES)):
+            v = self.value(i, now)
+            if v is not None:
+                out[NAMES[i]] = round(v, 3)
+        return out

@@ -1,0 +1,123 @@
+# A tiny validator for the JSON files on the board (config, board
+# description). A schema is a dict: key -> (kind, default, check, doc).
+# kind is int, float, str, bool, list or a nested schema dict; default
+# REQUIRED means the key must be present. Errors name the file, the key path
+# and what was expected, because a technician reads them on a serial console.
+
+REQUIRED = "<required>"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _kind_name(kind):
+    if isinstance(kind, dict):
+        return "object"
+    return {int: "integer", float: "number", str: "string", bool: "true/false", list: "list"}[kind]
+
+
+def _type_ok(kind, v):
+    if kind is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, kind)
+
+
+def validate(schema, data, where, path=""):
+    # Returns a new dict with defaults filled in; raises ConfigError naming
+    # the first problem. Unknown keys are errors: a typo must not silently
+    # fall back to a default.
+    if not isinstance(data, dict):
+        raise ConfigError("%s: %s must be an object" % (where, path or "top level"))
+    for k in data:
+        if k not in schema:
+            raise ConfigError(
+                "%s: unknown key '%s%s' (known: %s)"
+                % (where, path, k, ", ".join(sorted(schema)))
+            )
+    out = {}
+    for k in schema:
+        kind, default, check, _doc = schema[k]
+        key = path + k
+        if k not in data:
+            if default == REQUIRED:
+                raise ConfigError("%s: missing key '%s' (%s expected)" % (where, key, _kind_name(kind)))
+            if isinstance(kind, dict):
+                out[k] = validate(kind, {}, where, key + ".")
+            else:
+                out[k] = default
+            continue
+        v = data[k]
+        if isinstance(kind, dict):
+            out[k] = validate(kind, v, where, key + ".")
+            continue
+        if v is None and default is None:
+            out[k] = None
+            continue
+        if not _type_ok(kind, v):
+            raise ConfigError(
+                "%s: key '%s' is %r, expected %s" % (where, key, v, _kind_name(kind))
+            )
+        if check is not None:
+            msg = check(v)
+            if msg:
+                raise ConfigError("%s: key '%s' is %r: %s" % (where, key, v, msg))
+        out[k] = float(v) if kind is float else v
+    return out
+
+
+def rng(lo, hi):
+    def check(v):
+        if v < lo or v > hi:
+            return "must be between %s and %s" % (lo, hi)
+        return None
+
+    return check
+
+
+def one_of(*choices):
+    def check(v):
+        if v not in choices:
+            return "must be one of " + ", ".join(str(c) for c in choices)
+        return None
+
+    return check
+
+
+def ident(v):
+    # Pile ids go into MQTT topics and file names: keep them plain.
+    if not 1 <= len(v) <= 32:
+        return "must be 1 to 32 characters"
+    for c in v:
+        if not (("a" <= c <= "z") or ("0" <= c <= "9") or c in "-_"):
+            return "may hold only a-z, 0-9, '-' and '_'"
+    return None
+
+
+def load_json(path, schema):
+    import json
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read (%s)" % (path, e))
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s: not valid JSON (%s)" % (path, e))
+    return validate(schema, data, path)
+
+
+def describe(schema, path=""):
+    # (key, type, default, doc) rows for docs and `h2pile provision --help`.
+    rows = []
+    for k in sorted(schema):
+        kind, default, _check, doc = schema[k]
+        if isinstance(kind, dict):
+            rows.extend(describe(kind, path + k + "."))
+        else:
+            rows.append((path + k, _kind_name(kind), default, doc))
+    return rows

@@ -1,0 +1,625 @@
+# The supervisor: the pile's state machine. A plain object stepped with
+# (now) over the Readings store; it writes the words it wants on the bus
+# into the device drivers (Device.want) and the I/O shell sends what changed.
+# It never touches the bus, the clock or the network itself, so it is tested
+# fast and deterministically on CPython and MicroPython alike.
+#
+# Units: temperatures 0.1 degC, currents 0.1 A, voltages 0.1 V, SOC 0.1 %,
+# power W, energy Wh, time ms: integers, so a step allocates nothing.
+from h2p.compat import const, ticks_diff
+from h2p import states as S
+from h2p import codes as R
+from h2p import interlocks as IL
+from h2p.arbiter import (
+    Arbiter, EV_CLAIMS, STACK_CLAIMS, INTERLOCK, CONTACTOR, BATTERY, CHARGER,
+    OPERATOR, SESSION, S_INTERLOCK, S_FUEL, S_RAMP, S_TEMP, S_BATTERY, S_DEMAND,
+)
+from h2p.contactor import Contactor
+from h2p.readings import INDEX as I, UNKNOWN
+
+_SELFTEST_MS = const(15000)
+_LOCK_MS = const(3000)
+_ISO_MS = const(10000)
+_FLOW_SLOTS = const(64)  # one pump-flow sample per second
+_RESIDUAL_MS = const(20000)  # small load after the pump stops: eats the H2
+
+# 96485 C/mol * 2 electrons; see _a_per_flow below.
+_FARADAY2 = 192970
+
+
+class Supervisor:
+    def __init__(self, config, devices, now=0):
+        lim = config["limits"]
+        self.cfg = config
+        self.dev = {}
+        for d in devices:
+            self.dev[d.name] = d
+        self.il = IL.Interlocks()
+        self.ev_arb = Arbiter(EV_CLAIMS)
+        self.st_arb = Arbiter(STACK_CLAIMS)
+        self.contactor = Contactor(self.il)
+        # Limits in integer units.
+        self.rated = int(lim["stack_rated_a"] * 10)
+        self.min_load = int(lim["stack_rated_a"] * lim["stack_min_load"] * 10)
+        self.ramp_up = int(lim["stack_rated_a"] * lim["stack_ramp_up"] * 10)  # 0.1 A/s
+        self.ramp_down = int(lim["stack_rated_a"] * lim["stack_ramp_down"] * 10)
+        self.chg_max = int(lim["charger_max_a"] * 10)
+        self.operator = int(lim["operator_limit_a"] * 10)
+        self.eff_pm = int(lim["charger_eff"] * 1000)
+        self.bed_sp = int(lim["bed_setpoint_c"] * 10)
+        self.bed_feed = int(lim["bed_feed_min_c"] * 10)
+        self.stack_start_t = int(lim["stack_start_c"] * 10)
+        self.stack_ready_t = int(lim["stack_ready_c"] * 10)
+        self.soc_min = int(lim["bat_soc_min"] * 10)
+        self.soc_target = int(lim["bat_soc_target"] * 10)
+        self.soc_max = int(lim["bat_soc_max"] * 10)
+        self.stop_a = int(lim["stop_current_a"] * 10)
+        self.purge_ms = int(lim["purge_s"] * 1000)
+        self.cool_bed = int(lim["cool_reformer_c"] * 10)
+        self.cool_stack = int(lim["cool_stack_c"] * 10)
+        self.lead_s = int(lim["feed_lead_s"])
+        # Stack amps (0.1 A) carried by 0.1 ml/min of premix, times 1000:
+        # H2 mol/s = flow L/s * mol/L; current = mol/s * util * 2F / cells.
+        self.a_per_flow = int(
+            lim["premix_h2_mol_per_l"] * lim["fuel_util"] * _FARADAY2
+            / lim["stack_cells"] / 60000 * 1000
+        )
+        self.auto_charge = config["auto_charge"]
+        self.idle_ms = config["idle_shutdown_s"] * 1000
+        # Command words, by index in each driver (looked up once).
+        ch, fc, rf = self.dev["charger"], self.dev["fuelcell"], self.dev["reformer"]
+        self._c_contactor = ch.cmd_index("chg_contactor")
+        self._c_limit = ch.cmd_index("chg_limit_a")
+        self._c_enable = ch.cmd_index("chg_enable")
+        self._c_lock = ch.cmd_index("chg_lock")
+        self._f_enable = fc.cmd_index("fc_enable")
+        self._f_sp = fc.cmd_index("fc_current_sp")
+        self._f_purge = fc.cmd_index("fc_purge")
+        self._r_mode = rf.cmd_index("ref_mode_cmd")
+        self._r_pump = rf.cmd_index("ref_pump_sp")
+        self._r_bed = rf.cmd_index("ref_bed_sp")
+        # State.
+        self.state = S.OFF
+        self.since = now
+        self.last = now
+        self.phase = 0  # sub-step inside a state
+        self.phase_ms = now
+        self.fc_sp = 0  # stack current setpoint, 0.1 A
+        self.pump_sp = 0  # 0.1 ml/min
+        self.ev_limit = 0  # 0.1 A
+        self.flow = [0] * _FLOW_SLOTS
+        self.flow_ms = now
+        self.flow_k = 0
+        self.estop_in = False  # board GPIO
+        # Requests (from commands, auto-start, the EV).
+        self.want_run = config["auto_start"]
+        self.want_charge = False
+        self.session_limit = self.chg_max
+        self.session_auth = ""
+        self.stop_req = ""
+        self.saw_c = False
+        self.idle_since = now
+        # Session bookkeeping the shell reads (journal, telemetry).
+        self.session_active = False
+        self.session_n = 0
+        self.stop_reason = ""
+        self.events = []  # (kind, detail) drained by the shell
+
+    # ---- requests (from signed commands or the config) ------------------
+    def wake(self):
+        if self.state in (S.FAULT, S.ESTOP):
+            return False, "pile is in " + S.NAMES[self.state]
+        self.want_run = True
+        return True, ""
+
+    def shutdown(self):
+        self.want_run = False
+        self.want_charge = False
+        if self.session_active:
+            self.stop_req = "shutdown"
+        return True, ""
+
+    def start(self, auth="", limit_a=None):
+        if self.state in (S.FAULT, S.ESTOP, S.COOLDOWN):
+            return False, "pile is in " + S.NAMES[self.state]
+        self.want_run = True
+        self.want_charge = True
+        self.session_auth = auth or ""
+        self.session_limit = self.chg_max if limit_a is None else int(limit_a * 10)
+        return True, ""
+
+    def stop(self):
+        if not self.session_active:
+            self.want_charge = False
+            return False, "no session"
+        self.stop_req = "operator"
+        self.want_charge = False
+        return True, ""
+
+    def set_limit(self, amps):
+        self.operator = int(amps * 10)
+        return True, ""
+
+    def reset(self):
+        n = self.il.reset()
+        return True, "%d latch(es) cleared" % n
+
+    # ---- helpers ---------------------------------------------------------
+    def _go(self, state, now):
+        if state != self.state:
+            self.events.append(("state", S.NAMES[self.state], S.NAMES[state]))
+            self.state = state
+            self.since = now
+            self.phase = 0
+            self.phase_ms = now
+
+    def _phase(self, p, now):
+        self.phase = p
+        self.phase_ms = now
+
+    def _in(self, now):
+        return ticks_diff(now, self.since)
+
+    def _in_phase(self, now):
+        return ticks_diff(now, self.phase_ms)
+
+    def _r(self, name, now):
+        return self.rd.get(I[name], now)
+
+    def ev_connected(self, now):
+        p = self._r("chg_pilot", now)
+        return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D
+
+    def _record_flow(self, now):
+        # One pump-flow sample a second: the feed-forward delay line.
+        while ticks_diff(now, self.flow_ms) >= 1000:
+            self.flow_ms += 1000
+            self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
+            f = self._r("ref_pump_mlmin", now)
+            self.flow[self.flow_k] = 0 if f == UNKNOWN else f
+
+    def _fuel_current(self, now):
+        # The current the hydrogen now reaching the stack can carry: the
+        # smaller of the feed now and the feed one transport delay ago.
+        lag = self.flow[(self.flow_k - self.lead_s) % _FLOW_SLOTS]
+        f = self._r("ref_pump_mlmin", now)
+        if f == UNKNOWN:
+            return 0
+        if lag < f:
+            f = lag
+        return f * self.a_per_flow // 1000
+
+    def _flow_for(self, deci_amps):
+        # Pump setpoint that carries `deci_amps`, with 5 % margin.
+        return (deci_amps * 1050) // self.a_per_flow
+
+    # ---- the step --------------------------------------------------------
+    def step(self, now, readings):
+        self.rd = readings
+        dt = ticks_diff(now, self.last)
+        if dt < 0:
+            dt = 0
+        elif dt > 2000:
+            dt = 2000
+        self.last = now
+        il = self.il
+        evc = self.ev_connected(now)
+        il.raise_ext("estop", self.estop_in)
+        il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
+        k = I["chg_status"]
+        self.contactor.supervise(now, readings.get(k, now), readings.ts[k])
+        if il.changed:
+            self.events.append(("faults", ",".join(il.names_in_force()) or "none", S.NAMES[self.state]))
+        self._record_flow(now)
+
+        st = self.state
+        if il.severity == IL.EMERGENCY:
+            k = il.first
+            # E-stop state only when it is really pressed; unknown data is
+            # an emergency of its own (FAULT), not a pressed button.
+            sio = self._r("sio_status", now)
+            estop = self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
+            # While off or in self-test nothing is energised and devices are
+            # still coming up: unknown data is waited for, not tripped on.
+            if (st != S.OFF and st != S.SELFTEST) or estop:
+                self._end_session(IL.TABLE[k][0])
+                self._go(S.ESTOP if estop else S.FAULT, now)
+        elif il.severity == IL.STOP and st in (S.CHARGING, S.READY, S.STACK_START, S.REFORMING, S.PREHEAT):
+            if st == S.CHARGING:
+                self.stop_req = IL.TABLE[il.first][0]
+                self._go(S.STOPPING, now)
+            else:
+                self._go(S.FAULT, now)
+        st = self.state
+
+        if st == S.OFF:
+            self._off(now)
+        elif st == S.SELFTEST:
+            self._selftest(now)
+        elif st == S.PREHEAT:
+            self._preheat(now)
+        elif st == S.REFORMING:
+            self._reforming(now)
+        elif st == S.STACK_START:
+            self._stack_start(now, dt)
+        elif st == S.READY:
+            self._ready(now, dt, evc)
+        elif st == S.CHARGING:
+            self._charging(now, dt, evc)
+        elif st == S.STOPPING:
+            self._stopping(now, dt)
+        elif st == S.COOLDOWN:
+            self._cooldown(now, dt)
+        elif st == S.FAULT:
+            self._fault(now, dt)
+        else:
+            self._estop(now)
+        self._guard()
+
+    # ---- outputs ---------------------------------------------------------
+    def _fuel(self, mode, pump, fc_en, purge=0):
+        rf, fc = self.dev["reformer"], self.dev["fuelcell"]
+        rf.set(self._r_mode, mode)
+        rf.set(self._r_pump, pump)
+        rf.set(self._r_bed, self.bed_sp)
+        self.pump_sp = pump
+        fc.set(self._f_enable, fc_en)
+        fc.set(self._f_sp, self.fc_sp if fc_en else 0)
+        fc.set(self._f_purge, purge)
+
+    def _ev(self, contactor, limit, enable, lock):
+        ch = self.dev["charger"]
+        self.contactor.command(contactor)
+        ch.set(self._c_contactor, 1 if self.contactor.closed_cmd else 0)
+        ch.set(self._c_limit, limit)
+        ch.set(self._c_enable, enable)
+        ch.set(self._c_lock, lock)
+        self.ev_limit = limit
+
+    def _fan(self, pct):
+        self.dev["safety"].set(0, pct)
+
+    def _guard(self):
+        # Last word before anything goes on the wire: no code path closes
+        # the contactor or feeds fuel while a blocking interlock is in force.
+        il = self.il
+        ch = self.dev["charger"]
+        if not il.contactor_allowed():
+            if self.contactor.closed_cmd and il.severity < IL.EMERGENCY and self._ev_amps() > self.stop_a:
+                # Ramp first: the limit is already 0, the contactor opens
+                # when the current has fallen (STOPPING does that).
+                ch.set(self._c_limit, 0)
+            else:
+                self.contactor.command(0)
+                ch.set(self._c_contactor, 0)
+                ch.set(self._c_enable, 0)
+                ch.set(self._c_limit, 0)
+        if not il.fuel_allowed():
+            rf, fc = self.dev["reformer"], self.dev["fuelcell"]
+            rf.set(self._r_mode, R.REF_MODE_OFF)
+            rf.set(self._r_pump, 0)
+            fc.set(self._f_sp, 0)
+            fc.set(self._f_enable, 0)
+            self.fc_sp = 0
+            self._fan(100)
+        elif il.in_force(IL.ROW["h2_warn"]):
+            self._fan(100)
+
+    def _ev_amps(self):
+        a = self._r("chg_out_a", self.last)
+        return self.chg_max if a == UNKNOWN else a
+
+    # ---- stack and feed ----------------------------------------------------
+    def _run_stack(self, now, dt, ev_load):
+        # Decide the stack current from its claims; feed-forward the pump.
+        il = self.il
+        arb = self.st_arb
+        rated = self.rated
+        arb.claim(S_INTERLOCK, rated * il.derate_pct // 100 if il.fuel_allowed() else 0)
+        arb.claim(S_FUEL, self._fuel_current(now))
+        arb.claim(S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
+        t = self._r("fc_stack_c", now)
+        arb.claim(S_TEMP, rated if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
+        soc = self._r("bat_soc", now)
+        if soc == UNKNOWN or (soc >= self.soc_max and not ev_load):
+            arb.claim(S_BATTERY, self.min_load)
+        elif soc >= self.soc_target and not ev_load:
+            arb.claim(S_BATTERY, (self.min_load + rated) // 2)
+        else:
+            arb.claim(S_BATTERY, rated)
+        arb.claim(S_DEMAND, rated)
+        want = arb.decide()
+        floor = self.fc_sp - (self.ramp_down * dt) // 1000
+        if want < floor and arb.owner != S_INTERLOCK and arb.owner != S_FUEL:
+            want = floor
+        self.fc_sp = want
+        # The pump leads: feed what the unramped demand will need.
+        target = arb.claims[S_BATTERY]
+        if target < self.min_load:
+            target = self.min_load
+        if target < self.fc_sp:
+            target = self.fc_sp
+        self._fuel(R.REF_MODE_RUN, self._flow_for(target), 1)
+
+    # ---- states ----------------------------------------------------------
+    def _off(self, now):
+        self.fc_sp = 0
+        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._ev(0, 0, 0, 0)
+        self._fan(0)
+        if self.want_run:
+            self._go(S.SELFTEST, now)
+
+    def _all_fresh(self, now):
+        for d in self.dev.values():
+            if d.silent or ticks_diff(now, d.ok_ms) > self.rd.max_age_ms:
+                return False
+        return True
+
+    def _selftest(self, now):
+        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._ev(0, 0, 0, 0)
+        self._fan(30)
+        aux = self._r("chg_status", now)
+        ok = (
+            self._all_fresh(now)
+            and self.il.severity < IL.STOP
+            and aux != UNKNOWN
+            and not aux & R.CHG_AUX_CLOSED
+        )
+        if ok and self._in(now) >= 1000:
+            self.events.append(("selftest", "pass", ""))
+            self._go(S.PREHEAT, now)
+        elif self._in(now) > _SELFTEST_MS:
+            self.events.append(("selftest", "fail", ",".join(self.il.names_in_force())))
+            self._go(S.FAULT, now)
+        elif not self.want_run:
+            self._go(S.OFF, now)
+
+    def _preheat(self, now):
+        self._ev(0, 0, 0, 0)
+        self._fan(60)
+        air = self._r("sio_airflow", now)
+        # Ignition only with proven airflow.
+        if air != UNKNOWN and air > 5:
+            self._fuel(R.REF_MODE_PREHEAT, 0, 0)
+        else:
+            self._fuel(R.REF_MODE_OFF, 0, 0)
+        bed = self._r("ref_bed_c", now)
+        if bed != UNKNOWN and bed >= self.bed_feed:
+            self._go(S.REFORMING, now)
+        if not self.want_run:
+            self._go(S.COOLDOWN, now)
+
+    def _reforming(self, now):
+        self._ev(0, 0, 0, 0)
+        self._fan(60)
+        self.fc_sp = 0
+        self._fuel(R.REF_MODE_RUN, self._flow_for(self.min_load), 0)
+        t = self._r("fc_stack_c", now)
+        if (
+            self._in(now) >= self.lead_s * 1000
+            and t != UNKNOWN
+            and t >= self.stack_start_t
+            and self._fuel_current(now) >= self.min_load // 2
+        ):
+            # An immediate small load: an open-circuit stack above 0.85 V
+            # per cell ages fast.
+            self.fc_sp = self.min_load // 2
+            self._go(S.STACK_START, now)
+        if not self.want_run:
+            self._go(S.COOLDOWN, now)
+
+    def _stack_start(self, now, dt):
+        self._ev(0, 0, 0, 0)
+        self._fan(60)
+        self._run_stack(now, dt, False)
+        t = self._r("fc_stack_c", now)
+        if self.fc_sp >= self.min_load and t != UNKNOWN and t >= self.stack_ready_t:
+            self.idle_since = now
+            self._go(S.READY, now)
+        if not self.want_run:
+            self._go(S.COOLDOWN, now)
+
+    def _ready(self, now, dt, evc):
+        self._fan(60)
+        self._run_stack(now, dt, False)
+        self._ev(0, 0, 0, 0)
+        if evc:
+            self.idle_since = now
+            if (self.want_charge or self.auto_charge) and self.il.contactor_allowed():
+                soc = self._r("bat_soc", now)
+                if soc != UNKNOWN and soc > self.soc_min:
+                    self._start_session(now)
+                    self._go(S.CHARGING, now)
+                    return
+        if not self.want_run:
+            self._go(S.COOLDOWN, now)
+        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms:
+            self.events.append(("idle_shutdown", "", ""))
+            self.want_run = False
+            self._go(S.COOLDOWN, now)
+
+    def _ev_claims(self, now):
+        arb = self.ev_arb
+        il = self.il
+        arb.claim(INTERLOCK, self.chg_max * il.derate_pct // 100 if il.contactor_allowed() else 0)
+        arb.claim(CONTACTOR, self.chg_max if self.contactor.verified_closed() else 0)
+        # Power balance: stack net power plus what the battery may give.
+        w = 0
+        v = self._r("fc_dcdc_v", now)
+        a = self._r("fc_dcdc_a", now)
+        if v != UNKNOWN and a != UNKNOWN:
+            w = v * a // 100
+        soc = self._r("bat_soc", now)
+        bv = self._r("bat_v", now)
+        bl = self._r("bat_dis_lim_a", now)
+        if soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min:
+            w += bl * bv // 100
+        ev_v = self._r("chg_out_v", now)
+        rv = self._r("chg_ev_req_v", now)
+        if ev_v == UNKNOWN or ev_v < 500:
+            ev_v = rv if rv != UNKNOWN and rv > 500 else 4000
+        arb.claim(BATTERY, w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0)
+        arb.claim(CHARGER, self.chg_max)
+        arb.claim(OPERATOR, self.operator)
+        req = self._r("chg_ev_req_a", now)
+        s = self.session_limit
+        if req != UNKNOWN and req < s:
+            s = req
+        arb.claim(SESSION, s if req != UNKNOWN else 0)
+        return arb.decide()
+
+    def _charging(self, now, dt, evc):
+        self._fan(60)
+        self._run_stack(now, dt, True)
+        ch = self._r("chg_status", now)
+        pilot = self._r("chg_pilot", now)
+        if not evc:
+            # Unplugged: the EV draws nothing any more; open at once.
+            self._ev(0, 0, 0, 0)
+            self._end_session("ev_unplugged")
+            self._go(S.READY, now)
+            return
+        if pilot == R.PILOT_C or pilot == R.PILOT_D:
+            self.saw_c = True
+        elif self.saw_c and pilot == R.PILOT_B:
+            # The EV stopped asking (C->B): it has already cut its current,
+            # IEC 61851 wants the contactor open within 100 ms.
+            self._ev(0, 0, 0, 1)
+            self._end_session("ev_stopped")
+            self._go(S.STOPPING, now)
+            self._phase(2, now)
+            return
+        if self.stop_req:
+            self._go(S.STOPPING, now)
+            return
+        p = self.phase
+        if p == 0:  # lock the connector
+            self._ev(0, 0, 0, 1)
+            if ch != UNKNOWN and ch & R.CHG_LOCKED:
+                self._phase(1, now)
+            elif self._in_phase(now) > _LOCK_MS:
+                self.stop_req = "lock_failed"
+        elif p == 1:  # insulation measured and fine (the interlocks judge it)
+            self._ev(0, 0, 0, 1)
+            if ch != UNKNOWN and ch & R.CHG_IMD_DONE and self.il.contactor_allowed():
+                self._ev(1, 0, 0, 1)
+                self._phase(2, now)
+            elif self._in_phase(now) > _ISO_MS:
+                self.stop_req = "insulation_timeout"
+        else:  # closed: aux must agree before current flows
+            lim = self._ev_claims(now)
+            on = 1 if self.contactor.verified_closed() else 0
+            self._ev(1, lim if on else 0, on, 1)
+
+    def _stopping(self, now, dt):
+        self._fan(60)
+        if self.il.fuel_allowed() and self.fc_sp > 0:
+            self._run_stack(now, dt, False)
+        if self.phase == 0:
+            # Ramp the EV current down; open only below a few amperes.
+            self._ev(1, 0, 1, 1)
+            a = self._r("chg_out_a", now)
+            if (a != UNKNOWN and a <= self.stop_a) or self._in_phase(now) > 5000:
+                self._ev(0, 0, 0, 1)
+                self._end_session(self.stop_req or "stopped")
+                self._phase(1, now)
+        elif self.phase == 1:
+            self._ev(0, 0, 0, 1)
+            if self._in_phase(now) > 500:
+                self._phase(2, now)
+        else:
+            self._ev(0, 0, 0, 0)  # unlock
+            if self._in_phase(now) > 500:
+                self.stop_req = ""
+                self.want_charge = False
+                self.saw_c = False
+                if self.il.severity >= IL.STOP:
+                    self._go(S.FAULT, now)
+                elif not self.want_run:
+                    self._go(S.COOLDOWN, now)
+                else:
+                    self.idle_since = now
+                    self._go(S.READY, now)
+
+    def _cooldown(self, now, dt):
+        # Ramp down, stop the pump, eat residual H2 with a small load, purge,
+        # cool with the fan running.
+        self._ev(0, 0, 0, 0)
+        self._fan(100)
+        p = self.phase
+        if p == 0:
+            self.fc_sp -= (self.ramp_down * dt) // 1000
+            if self.fc_sp <= self.min_load // 2:
+                self.fc_sp = self.min_load // 2
+                self._phase(1, now)
+            self._fuel(R.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
+        elif p == 1:
+            self._fuel(R.REF_MODE_COOLDOWN, 0, 1)
+            if self._in_phase(now) > _RESIDUAL_MS:
+                self.fc_sp = 0
+                self._phase(2, now)
+        elif p == 2:
+            self._fuel(R.REF_MODE_COOLDOWN, 0, 0, 1)
+            if self._in_phase(now) > self.purge_ms:
+                self._phase(3, now)
+        else:
+            self._fuel(R.REF_MODE_COOLDOWN, 0, 0)
+            bed = self._r("ref_bed_c", now)
+            st = self._r("fc_stack_c", now)
+            if bed != UNKNOWN and st != UNKNOWN and bed < self.cool_bed and st < self.cool_stack:
+                self._fuel(R.REF_MODE_OFF, 0, 0)
+                self._go(S.OFF, now)
+
+    def _fault(self, now, dt):
+        self._ev(0, 0, 0, 0)
+        il = self.il
+        if il.fuel_allowed() and self.fc_sp > 0:
+            # A stop-severity fault keeps a healthy stack and reformer running.
+            self._fan(60)
+            self._run_stack(now, dt, False)
+        else:
+            self.fc_sp = 0
+            self._fuel(R.REF_MODE_OFF, 0, 0)
+            self._fan(100)
+        if il.severity < IL.STOP and self._in(now) > 2000:
+            if self.fc_sp > 0 and self.want_run:
+                self._go(S.READY, now)
+            else:
+                self._go(S.COOLDOWN, now)
+
+    def _estop(self, now):
+        self.fc_sp = 0
+        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._ev(0, 0, 0, 0)
+        self._fan(100)
+        if self.il.severity < IL.EMERGENCY and self._in(now) > 2000:
+            self.want_run = False
+            self._go(S.COOLDOWN, now)
+
+    # ---- sessions --------------------------------------------------------
+    def _start_session(self, now):
+        self.session_active = True
+        self.session_n += 1
+        self.saw_c = False
+        self.stop_req = ""
+        self.stop_reason = ""
+        self.events.append(("session_start", self.session_n, self.session_auth))
+
+    def _end_session(self, reason):
+        if self.session_active:
+            self.session_active = False
+            self.stop_reason = reason
+            self.events.append(("session_stop", self.session_n, reason))
+
+    def status(self, now):
+        # What the state topic and the live view show.
+        return {
+            "state": S.NAMES[self.state],
+            "faults": self.il.names_in_force(),
+            "ev_limit_by": self.ev_arb.in_charge(),
+            "stack_limit_by": self.st_arb.in_charge(),
+            "ev_limit_a": self.ev_limit / 10,
+            "stack_sp_a": self.fc_sp / 10,
+        }

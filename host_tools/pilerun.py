@@ -1,0 +1,191 @@
+"""Run the whole pile on this machine: the simulator and the firmware on the
+MicroPython unix port, wired by RTU frames over TCP, at one time factor.
+
+Used by `make sim` (live view), by `h2pile sim run` (scenarios) and by the
+integration tests. The firmware's console (STATUS and LOG lines) is parsed
+into `status` and `events`; the simulator is reached on its control port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from host_tools import ROOT
+from host_tools.build import build
+
+MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PileRun:
+    def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
+                 log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None):
+        self.speed = speed
+        self.heap = heap
+        self.baud = baud
+        self.config = {"pile_id": "sim-1", "auto_start": True, "auto_charge": True,
+                       "idle_shutdown_s": 120, "bus": {"baud": baud}}
+        _deep_update(self.config, config or {})
+        self.sim_args = list(sim_args)
+        self.board_dir = board_dir
+        self.log_path = log_path
+        self.wall_floor_ms = wall_floor_ms
+        self.firmware_build = firmware_build
+        self.port = free_port()
+        self.ctl_port = free_port()
+        self.sim = None
+        self.fw = None
+        self.status: dict = {}
+        self.state = "off"
+        self.events: list[dict] = []  # {"t": sim s, "wall": s, "kind":..., "a":..., "b":...}
+        self.states: list[tuple[float, str]] = []
+        self.lines: list[str] = []
+        self.on_line = None
+        self._tasks: list[asyncio.Task] = []
+        self.t0 = time.monotonic()
+
+    # ---- set-up ------------------------------------------------------------
+    def _prepare_board(self) -> str:
+        out = self.firmware_build or build("unix_sim", os.path.join(ROOT, "build"))
+        d = self.board_dir or tempfile.mkdtemp(prefix="h2pile-board-")
+        self.board_dir = d
+        os.makedirs(os.path.join(d, "data"), exist_ok=True)
+        shutil.copy(os.path.join(out, "main.py"), d)
+        shutil.copy(os.path.join(out, "board.json"), d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(self.config, f, indent=1)
+        self.lib = os.path.join(out, "lib")
+        return d
+
+    async def start(self):
+        board = self._prepare_board()
+        sim_cmd = [sys.executable, "-m", "sim", "--port", str(self.port), "--control-port",
+                   str(self.ctl_port), "--speed", str(self.speed), "--baud", str(self.baud)]
+        if self.log_path:
+            sim_cmd += ["--log", self.log_path]
+        sim_cmd += self.sim_args
+        self.sim = await asyncio.create_subprocess_exec(
+            *sim_cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+        line = await asyncio.wait_for(self.sim.stdout.readline(), 20)
+        if b"serving" not in line:
+            rest = await self.sim.stdout.read()
+            raise RuntimeError("simulator did not start: " + (line + rest).decode(errors="replace"))
+        self.epoch_ns = int(line.split(b"epoch_ns ")[1].split()[0])
+        self._tasks.append(asyncio.create_task(self._drain_sim()))
+        await self.start_firmware()
+
+    async def start_firmware(self):
+        env = dict(os.environ, MICROPYPATH=".frozen:" + self.lib, H2P_SPEED=str(self.speed),
+                   H2P_BUS_PORT=str(self.port), H2P_BUS_HOST="127.0.0.1",
+                   H2P_EPOCH_NS=str(self.epoch_ns))
+        if self.wall_floor_ms is not None:
+            env["H2P_WALL_FLOOR_MS"] = str(self.wall_floor_ms)
+        self.fw = await asyncio.create_subprocess_exec(
+            MICROPYTHON, "-X", f"heapsize={self.heap}", "main.py", cwd=self.board_dir, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        self._tasks.append(asyncio.create_task(self._read_fw(self.fw)))
+
+    async def _drain_sim(self):
+        while self.sim and self.sim.stdout:
+            line = await self.sim.stdout.readline()
+            if not line:
+                return
+            self.lines.append("SIM " + line.decode(errors="replace").rstrip())
+
+    async def _read_fw(self, proc):
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if len(self.lines) > 5000:
+                del self.lines[:1000]
+            if line.startswith("STATUS "):
+                try:
+                    self.status = json.loads(line[7:])
+                    self.state = self.status.get("state", self.state)
+                except ValueError:
+                    pass
+            elif line.startswith("LOG event "):
+                parts = line.split(" ", 6)
+                ev = {"t": int(parts[2]) / 1000.0, "wall": time.monotonic() - self.t0,
+                      "kind": parts[3], "a": parts[4] if len(parts) > 4 else "",
+                      "b": parts[5] if len(parts) > 5 else ""}
+                self.events.append(ev)
+                if ev["kind"] == "state":
+                    self.state = ev["b"]
+                    self.states.append((ev["t"], ev["b"]))
+            if self.on_line:
+                self.on_line(line)
+
+    # ---- the simulator's control port --------------------------------------
+    async def control(self, req: dict) -> dict:
+        from sim import control
+
+        return await control.request("127.0.0.1", self.ctl_port, req)
+
+    async def inject(self, event: str, **args) -> dict:
+        r = await self.control({"op": "inject", "event": event, "args": args})
+        if not r.get("ok"):
+            raise RuntimeError(r.get("error"))
+        return r
+
+    async def plant(self) -> dict:
+        return (await self.control({"op": "status"}))["status"]
+
+    async def wait_state(self, state: str, timeout_wall: float) -> bool:
+        end = time.monotonic() + timeout_wall
+        while time.monotonic() < end:
+            if self.state == state:
+                return True
+            if self.fw and self.fw.returncode is not None:
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+    # ---- tear-down ---------------------------------------------------------
+    async def kill_firmware(self, sig=signal.SIGKILL):
+        if self.fw and self.fw.returncode is None:
+            try:
+                os.killpg(self.fw.pid, sig)
+            except ProcessLookupError:
+                pass
+            await self.fw.wait()
+
+    async def stop(self):
+        for p in (self.fw, self.sim):
+            if p and p.returncode is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                try:
+                    await asyncio.wait_for(p.wait(), 5)
+                except asyncio.TimeoutError:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    await p.wait()
+        for t in self._tasks:
+            t.cancel()
+
+
+def _deep_update(d: dict, u: dict):
+    for k, v in u.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            _deep_update(d[k], v)
+        else:
+            d[k] = v

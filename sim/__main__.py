@@ -1,0 +1,65 @@
+"""Run the simulator: ``python -m sim --port 5020 --speed 50``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from sim import control, params as P
+from sim.server import PileSim, jsonl_writer
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5020, help="RTU-over-TCP port")
+    ap.add_argument("--serial", default="", help="serve a serial device instead of TCP")
+    ap.add_argument("--control-port", type=int, default=5021, help="live control port (h2pile sim inject)")
+    ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    ap.add_argument("--baud", type=int, default=115200)
+    ap.add_argument("--turnaround-ms", type=float, default=2.0, help="device turnaround per reply")
+    ap.add_argument("--no-wire-timing", action="store_true")
+    ap.add_argument("--meter", default="sdm630", help="meter profile")
+    ap.add_argument("--log", default="", help="JSON-lines log of writes and injected events")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    return ap
+
+
+async def amain(args) -> int:
+    try:
+        overrides = dict(P.parse_override(x) for x in args.param)
+    except ValueError as e:
+        print(f"sim: {e}", file=sys.stderr)
+        return 2
+    log = jsonl_writer(args.log) if args.log else None
+    sim = PileSim(P.merged(overrides), speed=args.speed, baud=args.baud,
+                  turnaround_ms=args.turnaround_ms, meter_profile=args.meter,
+                  wire_timing=not args.no_wire_timing, log=log)
+    if args.serial:
+        await sim.serve_serial(args.serial)
+    else:
+        await sim.serve_tcp(args.host, args.port)
+    ctl = await control.serve(sim, args.host, args.control_port)
+    print(f"sim: serving on {args.serial or f'{args.host}:{args.port}'} (control {args.control_port}), "
+          f"speed {args.speed}, epoch_ns {sim.epoch_ns}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, stop.set)
+    phys = asyncio.create_task(sim.physics_task())
+    await stop.wait()
+    phys.cancel()
+    ctl.close()
+    await sim.stop()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

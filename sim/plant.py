@@ -1,0 +1,486 @@
+"""Physics of the pile, stepped in simulated seconds.
+
+One object per part (reformer, stack, battery, charger with contactor and
+insulation monitor, EV, meter, safety I/O). Each reads the commands the
+firmware wrote on the bus and produces what its device's registers show.
+Parameters live in sim/params.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from h2p import registers as R
+
+F = 96485.0
+
+
+class Reformer:
+    def __init__(self, p):
+        self.p = p
+        self.mode = R.REF_MODE_OFF
+        self.pump_sp = 0.0  # ml/min
+        self.bed_sp = 265.0
+        self.bed = p["ambient_c"]
+        self.evap = p["ambient_c"]
+        self.burner = p["ambient_c"]
+        self.tank = p["tank_l"]
+        self.pump = 0.0
+        self.burnt_l = 0.0
+        self.fed_l = 0.0
+        self.delay = deque()  # (t_arrive, ml/min)
+        self.flow_at_stack = 0.0
+        self.leak = False
+        self.overheat = 0.0  # injected extra degC/s
+
+    def h2_mol_s(self):
+        # Hydrogen reaching the stack now: feed one transport delay ago,
+        # times conversion at the bed temperature.
+        p = self.p
+        conv = (self.bed - p["conv_zero_c"]) / (p["conv_full_c"] - p["conv_zero_c"])
+        conv = min(1.0, max(0.0, conv))
+        frac = p["starvation_fraction"]
+        return self.flow_at_stack / 60000.0 * p["premix_h2_mol_per_l"] * conv * frac
+
+    def co_pct(self):
+        p = self.p
+        if self.bed < p["conv_zero_c"]:
+            return 0.0
+        return max(0.0, p["co_pct_at_265"] + p["co_pct_per_k"] * (self.bed - 265.0))
+
+    def step(self, t, dt):
+        p = self.p
+        amb = p["ambient_c"]
+        running = self.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and self.tank > 0
+        # Pump: premix drawn from the tank, arriving after the evaporator.
+        self.pump = self.pump_sp if (self.mode == R.REF_MODE_RUN and self.tank > 0) else 0.0
+        self.delay.append((t + p["evap_delay_s"], self.pump))
+        while self.delay and self.delay[0][0] <= t:
+            self.flow_at_stack = self.delay.popleft()[1]
+        burner_kw = 0.0
+        if running:
+            hot = self.bed >= self.bed_sp - 5
+            target = self.bed_sp if hot else p["bed_full_burner_c"]
+            self.bed += (target - self.bed) / p["bed_tau_s"] * dt
+            burner_kw = p["burner_trim_kw"] if self.mode == R.REF_MODE_RUN else p["burner_preheat_kw"]
+            self.burner += (p["burner_c"] - self.burner) * min(1.0, dt / 30.0)
+        else:
+            self.bed += (amb - self.bed) / p["bed_cool_tau_s"] * dt
+            self.burner += (amb - self.burner) * min(1.0, dt / 120.0)
+        self.bed += self.overheat * dt
+        self.evap += (min(self.bed, 180.0) - self.evap) * min(1.0, dt / 60.0)
+        used = self.pump / 60000.0 * dt + burner_kw / (p["premix_lhv_mj_per_l"] * 1000.0) * dt
+        self.fed_l += self.pump / 60000.0 * dt
+        self.burnt_l += burner_kw / (p["premix_lhv_mj_per_l"] * 1000.0) * dt
+        self.tank = max(0.0, self.tank - used)
+
+
+class Stack:
+    def __init__(self, p):
+        self.p = p
+        self.enable = 0
+        self.sp = 0.0  # A
+        self.current = 0.0
+        self.temp = p["ambient_c"]
+        self.purge = 0
+        self.util = 0.0
+        self.v_cell = 0.0
+        self.min_cell = 0.0
+        self.overheat = 0.0  # injected W
+
+    def cell_v(self, j, temp, co_pct):
+        p = self.p
+        v = (
+            p["e0_v"]
+            - p["tafel_b_v"] * math.log10((j + p["jx"]) / p["j0"])
+            - p["r_ohm_cm2"] * j
+            + p["c_conc_v"] * math.log(max(1e-6, 1 - j / p["jl"]))
+            + p["v_per_k"] * (temp - 160.0)
+            - p["v_per_co_pct"] * co_pct
+        )
+        return v
+
+    def step(self, dt, h2_mol_s, co_pct, heating):
+        p = self.p
+        n = p["cells"]
+        area = p["cell_area_cm2"]
+        # Current follows the setpoint within the DC/DC's limits; no current
+        # below 120 degC (the controller refuses).
+        target = self.sp if (self.enable and self.temp >= 120.0) else 0.0
+        self.current += (target - self.current) * min(1.0, dt / 0.5)
+        j = self.current / area
+        need = self.current * n / (2 * F)
+        self.util = need / h2_mol_s if h2_mol_s > 1e-9 else (9.9 if need > 0 else 0.0)
+        co = co_pct if h2_mol_s > 0 else 0.0
+        self.v_cell = self.cell_v(j, self.temp, co) if (self.enable or h2_mol_s > 0) else 0.0
+        spread = p["cell_spread_v"] + p["cell_spread_per_j"] * j
+        self.min_cell = max(0.0, self.v_cell - spread) if self.v_cell > 0 else 0.0
+        if self.current > 0.5 and self.util > p["starve_util"]:
+            # Weakest cell runs out of hydrogen first: its voltage collapses.
+            self.min_cell = max(0.0, self.min_cell - (self.util - p["starve_util"]) * 8.0)
+        # Heat: waste heat of the reaction, warm-up heater, oil cooler, loss.
+        q = self.current * n * max(0.0, p["thermoneutral_v"] - self.v_cell)
+        if heating and self.temp < 160.0:
+            q += p["stack_preheat_kw"] * 1000.0
+        q += self.overheat
+        if self.enable or heating:
+            q -= max(0.0, self.temp - p["stack_cool_setpoint_c"]) * p["stack_cool_gain_w_per_k"]
+            q -= p["stack_ua_w_per_k"] * (self.temp - p["ambient_c"])
+            self.temp += q / (p["stack_heat_kj_per_k"] * 1000.0) * dt
+        else:
+            self.temp += (p["ambient_c"] - self.temp) / p["stack_cool_tau_s"] * dt
+            self.temp += self.overheat / (p["stack_heat_kj_per_k"] * 1000.0) * dt
+
+    def power_w(self):
+        return self.v_cell * self.p["cells"] * self.current
+
+
+class Battery:
+    def __init__(self, p):
+        self.p = p
+        self.soc = p["bat_soc"]
+        self.current = 0.0  # + discharge
+        self.alarm = 0
+        self.nominal_v = p["bat_cells"] * 3.2
+        self.ah = p["bat_kwh"] * 1000.0 / self.nominal_v
+
+    def ocv(self):
+        # LFP open-circuit voltage per cell: steep at the ends, flat between.
+        s = self.soc
+        pts = ((0, 2.90), (5, 3.10), (10, 3.20), (20, 3.26), (50, 3.29), (80, 3.32), (90, 3.34), (95, 3.38), (100, 3.45))
+        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+            if s <= s1:
+                return self.p["bat_cells"] * (v0 + (v1 - v0) * (max(s, 0) - s0) / (s1 - s0))
+        return self.p["bat_cells"] * 3.45
+
+    def voltage(self):
+        return self.ocv() - self.current * self.p["bat_r_ohm"]
+
+    def chg_limit(self):
+        lim = self.p["bat_chg_c"] * self.ah
+        if self.soc > 95:
+            lim *= max(0.0, (100 - self.soc) / 5)
+        return lim
+
+    def dis_limit(self):
+        lim = self.p["bat_dis_c"] * self.ah
+        if self.soc < 10:
+            lim *= max(0.0, self.soc / 10)
+        return lim
+
+    def step(self, dt, net_load_w):
+        v = max(1.0, self.ocv())
+        self.current = net_load_w / v
+        self.soc -= self.current * dt / 3600.0 / self.ah * 100.0
+        self.soc = min(100.0, max(0.0, self.soc))
+
+
+class EV:
+    def __init__(self, p):
+        self.p = p
+        self.present = False
+        self.soc = p["ev_soc"]
+        self.kwh = p["ev_kwh"]
+        self.target = p["ev_target_soc"]
+        self.asking = False
+        self.received_wh = 0.0
+        self.greedy = False  # fault: asks beyond its acceptance
+
+    def plug(self, soc=None, kwh=None, target=None):
+        self.present = True
+        if soc is not None:
+            self.soc = soc
+        if kwh is not None:
+            self.kwh = kwh
+        if target is not None:
+            self.target = target
+        self.asking = self.soc < self.target
+        self.received_wh = 0.0
+
+    def unplug(self):
+        self.present = False
+        self.asking = False
+
+    def ocv(self):
+        p = self.p
+        return p["ev_v_empty"] + (p["ev_v_full"] - p["ev_v_empty"]) * self.soc / 100.0
+
+    def ah(self):
+        return self.kwh * 1000.0 / ((self.p["ev_v_empty"] + self.p["ev_v_full"]) / 2)
+
+    def request_a(self):
+        # Acceptance: <= 1.75 C below 50 %, 1.25 C to 75 %, 0.5 C above; CV
+        # near full so that OCV + I*R stays under the maximum voltage.
+        if not (self.present and self.asking):
+            return 0.0
+        if self.greedy:
+            return self.p["ev_max_a"]
+        c = 1.75 if self.soc < 50 else (1.25 if self.soc < 75 else 0.5)
+        i = c * self.ah()
+        cv = (self.p["ev_v_full"] - self.ocv()) / self.p["ev_r_ohm"]
+        return max(0.0, min(i, cv, self.p["ev_max_a"]))
+
+    def pilot(self):
+        if not self.present:
+            return R.PILOT_A
+        return R.PILOT_C if self.asking else R.PILOT_B
+
+    def step(self, dt, amps, volts):
+        if not self.present:
+            return
+        wh = amps * volts * dt / 3600.0
+        self.received_wh += wh
+        self.soc += wh / (self.kwh * 1000.0) * 100.0
+        if self.asking and self.soc >= self.target:
+            self.asking = False  # C -> B: the EV stops asking
+
+
+class Charger:
+    def __init__(self, p, ev):
+        self.p = p
+        self.ev = ev
+        self.contactor_cmd = 0
+        self.limit = 0.0
+        self.enable = 0
+        self.lock_cmd = 0
+        self.closed = False
+        self.locked = False
+        self.t_contactor = 0.0
+        self.t_lock = 0.0
+        self.imd_t = 0.0
+        self.imd_done = False
+        self.iso_kohm = p["iso_kohm"]
+        self.current = 0.0
+        self.sp_seen = 0.0  # setpoint after the modules' latency
+        self.latency_q = deque()
+        self.temp = p["ambient_c"] + 5
+        self.welded = False
+        self.stuck_open = False
+        self.cycles = 0
+        self.opened_under_load = 0
+        self.max_open_a = 0.0
+
+    def voltage(self):
+        ev = self.ev
+        if not (ev.present and self.closed):
+            return 0.0
+        return ev.ocv() + self.current * self.p["ev_r_ohm"]
+
+    def step(self, t, dt):
+        p = self.p
+        ev = self.ev
+        # Connector lock and insulation measurement (after lock, EV present).
+        want_lock = bool(self.lock_cmd) and ev.present
+        if want_lock != self.locked:
+            self.t_lock += dt
+            if self.t_lock >= p["lock_s"]:
+                self.locked = want_lock
+                self.t_lock = 0.0
+        else:
+            self.t_lock = 0.0
+        if self.locked and ev.present:
+            self.imd_t += dt
+            self.imd_done = self.imd_t >= p["imd_s"]
+        else:
+            self.imd_t = 0.0
+            self.imd_done = False
+        # Contactor.
+        want = bool(self.contactor_cmd)
+        if self.welded and self.closed:
+            want = True
+        if self.stuck_open:
+            want = False
+        if want != self.closed:
+            self.t_contactor += dt
+            if self.t_contactor >= p["contactor_s"]:
+                if not want and self.current > 5.0:
+                    self.opened_under_load += 1
+                    self.max_open_a = max(self.max_open_a, self.current)
+                self.closed = want
+                self.t_contactor = 0.0
+                if want:
+                    self.cycles += 1
+        else:
+            self.t_contactor = 0.0
+        # Modules: setpoint after latency, then a current ramp.
+        self.latency_q.append((t + p["chg_latency_s"], self.limit if self.enable else 0.0))
+        while self.latency_q and self.latency_q[0][0] <= t:
+            self.sp_seen = self.latency_q.popleft()[1]
+        target = 0.0
+        if self.closed and ev.present:
+            target = min(self.sp_seen, ev.request_a())
+            if not ev.asking:
+                target = 0.0
+        if not self.closed or not ev.present or not ev.asking:
+            self.current = target  # the EV cuts its own current at once
+        else:
+            step = p["chg_ramp_a_per_s"] * dt
+            self.current += max(-step, min(step, target - self.current))
+        self.temp += ((p["ambient_c"] + 5 + self.current * 0.2) - self.temp) * min(1.0, dt / 300.0)
+
+    def status(self):
+        s = 0
+        if self.closed:
+            s |= R.CHG_AUX_CLOSED
+        if self.enable and self.closed:
+            s |= R.CHG_OUTPUT_ON
+        if self.locked:
+            s |= R.CHG_LOCKED
+        if self.imd_done:
+            s |= R.CHG_IMD_DONE
+        return s
+
+
+class Plant:
+    def __init__(self, params):
+        self.p = params
+        self.t = 0.0
+        self.reformer = Reformer(params)
+        self.stack = Stack(params)
+        self.battery = Battery(params)
+        self.ev = EV(params)
+        self.charger = Charger(params, self.ev)
+        self.meter_kwh = params["meter_kwh"]
+        self.fan = 0.0
+        self.h2_lel = 0.0
+        self.h2_target = 0.0
+        self.h2_rate = 0.0
+        self.status_bits = 0  # tilt, door, estop chain, water
+        self.vent_blocked = False
+        self.ev_v = 0.0
+        self.ev_a = 0.0
+        self.dcdc_w = 0.0
+        self.bus_v = self.battery.voltage()
+
+    # ---- register views ---------------------------------------------------
+    def readings(self) -> dict[str, float]:
+        rf, st, bt, ch = self.reformer, self.stack, self.battery, self.charger
+        n = self.p["cells"]
+        return {
+            "ref_mode": rf.mode,
+            "ref_burner_c": rf.burner,
+            "ref_evap_c": rf.evap,
+            "ref_bed_c": rf.bed,
+            "ref_pump_mlmin": rf.pump,
+            "ref_tank_l": rf.tank,
+            "ref_meoh_leak": 1 if rf.leak else 0,
+            "ref_alarms": 0,
+            "fc_status": (1 if st.enable else 0),
+            "fc_stack_c": st.temp,
+            "fc_stack_v": st.v_cell * n,
+            "fc_stack_a": st.current,
+            "fc_min_cell_v": st.min_cell,
+            "fc_co_ppm": self.reformer.co_pct() * 10000 if st.current > 0 else 0,
+            "fc_dcdc_v": self.bus_v if st.current > 0 else 0,
+            "fc_dcdc_a": self.dcdc_w / self.bus_v if self.bus_v > 0 else 0,
+            "bat_soc": bt.soc,
+            "bat_v": self.bus_v,
+            "bat_a": bt.current,
+            "bat_c": self.p["bat_c"],
+            "bat_chg_lim_a": bt.chg_limit(),
+            "bat_dis_lim_a": bt.dis_limit(),
+            "bat_alarms": bt.alarm,
+            "chg_status": ch.status(),
+            "chg_pilot": self.ev.pilot(),
+            "chg_ev_req_v": self.ev.ocv() if self.ev.present else 0,
+            "chg_ev_req_a": self.ev.request_a(),
+            "chg_ev_soc": self.ev.soc if self.ev.present else 0,
+            "chg_out_v": self.ev_v,
+            "chg_out_a": self.ev_a,
+            "chg_iso_kohm": min(65535, ch.iso_kohm) if ch.imd_done else 65535,
+            "chg_c": ch.temp,
+            "sio_status": self.status_bits,
+            "sio_h2_lel": self.h2_lel,
+            "sio_airflow": 0.0 if self.vent_blocked else self.fan * self.p["airflow_per_pct"],
+            "met_v": self.ev_v,
+            "met_a": self.ev_a,
+            "met_w": self.ev_v * self.ev_a,
+            "met_wh": self.meter_kwh * 1000.0,
+        }
+
+    def command(self, name: str, value: float):
+        rf, st, ch = self.reformer, self.stack, self.charger
+        if name == "ref_mode_cmd":
+            rf.mode = int(value)
+        elif name == "ref_pump_sp":
+            rf.pump_sp = value
+        elif name == "ref_bed_sp":
+            rf.bed_sp = value
+        elif name == "fc_enable":
+            st.enable = int(value)
+        elif name == "fc_current_sp":
+            st.sp = value
+        elif name == "fc_purge":
+            st.purge = int(value)
+        elif name == "chg_contactor":
+            ch.contactor_cmd = int(value)
+        elif name == "chg_limit_a":
+            ch.limit = value
+        elif name == "chg_enable":
+            ch.enable = int(value)
+        elif name == "chg_lock":
+            ch.lock_cmd = int(value)
+        elif name == "sio_fan":
+            self.fan = max(0.0, min(100.0, value))
+
+    # ---- time ---------------------------------------------------------------
+    def advance(self, t_to: float, max_dt: float = 0.05):
+        while self.t < t_to - 1e-9:
+            dt = min(max_dt, t_to - self.t)
+            self._step(dt)
+            self.t += dt
+
+    def _step(self, dt):
+        p = self.p
+        rf, st, bt, ch, ev = self.reformer, self.stack, self.battery, self.charger, self.ev
+        rf.step(self.t, dt)
+        heating = rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and rf.tank > 0
+        st.step(dt, rf.h2_mol_s(), rf.co_pct(), heating)
+        ch.step(self.t, dt)
+        self.ev_v = ch.voltage()
+        self.ev_a = ch.current if self.ev_v > 0 else 0.0
+        out_w = self.ev_v * self.ev_a
+        # Meter sits at the output; a little is lost in the cable to the EV.
+        self.meter_kwh += out_w * dt / 3.6e6
+        ev.step(dt, self.ev_a * (1 - p["cable_loss"]), self.ev_v)
+        stack_w = st.power_w()
+        self.dcdc_w = stack_w * p["dcdc_eff"]
+        bop = (p["bop_w"] + p["bop_frac"] * stack_w) if (st.enable or rf.mode != R.REF_MODE_OFF) else 0.0
+        bop += self.fan * 5.0  # fan: 500 W at full duty
+        load = out_w / p["chg_eff"] + bop - self.dcdc_w
+        bt.step(dt, load)
+        self.bus_v = bt.voltage()
+        # Hydrogen: an injected leak ramps towards its target; ventilation
+        # clears it.
+        if self.h2_target > self.h2_lel:
+            self.h2_lel = min(self.h2_target, self.h2_lel + self.h2_rate * dt)
+        else:
+            clear = 0.5 * (self.fan / 100.0) * dt if not self.vent_blocked else 0.0
+            self.h2_lel = max(self.h2_target, self.h2_lel - clear * max(1.0, self.h2_lel))
+
+    def summary(self) -> dict:
+        rf, st, bt, ev, ch = self.reformer, self.stack, self.battery, self.ev, self.charger
+        return {
+            "t": round(self.t, 3),
+            "bed_c": round(rf.bed, 1),
+            "stack_c": round(st.temp, 1),
+            "stack_a": round(st.current, 2),
+            "stack_w": round(st.power_w(), 1),
+            "net_w": round(self.dcdc_w, 1),
+            "bat_soc": round(bt.soc, 3),
+            "tank_l": round(rf.tank, 3),
+            "fed_l": round(rf.fed_l, 4),
+            "burnt_l": round(rf.burnt_l, 4),
+            "ev_present": ev.present,
+            "ev_soc": round(ev.soc, 3),
+            "ev_a": round(self.ev_a, 2),
+            "ev_w": round(self.ev_a * self.ev_v, 1),
+            "ev_received_wh": round(ev.received_wh, 2),
+            "meter_kwh": self.meter_kwh,
+            "contactor": ch.closed,
+            "contactor_cycles": ch.cycles,
+            "opened_under_load": ch.opened_under_load,
+            "h2_lel": round(self.h2_lel, 2),
+            "min_cell_v": round(st.min_cell, 3),
+        }
