@@ -3,8 +3,8 @@
 # answered within one read plus one write) and writes what changed, the
 # charger first. Other tasks print status, drain events and feed the
 # watchdog only when both the bus and the control step made progress.
+import gc
 import json
-import sys
 
 from h2p import VERSION
 from h2p import states as S
@@ -35,6 +35,9 @@ class Pile:
         self.refresh_ms = [0] * len(self.devices)
         self.session_wh0 = None
         self.session_wh = 0
+        self.session_ms = 0  # when the session started or stopped
+        self.closing = False  # stopped; waiting for a meter reading after it
+        self.force_slow = False
         self.total_wh = 0
         self.listeners = []  # fn(kind, a, b) for events (MQTT, journal)
 
@@ -82,7 +85,8 @@ class Pile:
     async def bus_task(self):
         await self.board.open()
         while True:
-            slow = self.cycles % self.slow_every == 0
+            slow = self.force_slow or self.cycles % self.slow_every == 0
+            self.force_slow = False
             for dev in self.devices:
                 for blk in dev.blocks:
                     if blk.fast or slow:
@@ -100,18 +104,27 @@ class Pile:
             kind, a, b = ev.pop(0)
             now = self.clock.ms()
             if kind == "session_start":
-                self.session_wh0 = self._meter_wh(now)
-                self.session_wh = 0
-            elif kind == "session_stop":
-                self._count_energy(now)
+                # Energy is billing data read on the slow schedule: take a
+                # fresh reading now for the baseline, and another after stop.
                 self.session_wh0 = None
+                self.session_wh = 0
+                self.session_ms = now
+                self.force_slow = True
+            elif kind == "session_stop":
+                self.session_ms = now
+                self.closing = True
+                self.force_slow = True
             log("event", now, kind, a, b)
             for fn in self.listeners:
                 fn(kind, a, b)
 
     def _meter_wh(self, now):
-        v = self.rd.get(INDEX["met_wh"], now)
-        return None if v == UNKNOWN else v
+        # Only a reading taken after the session's start/stop counts.
+        i = INDEX["met_wh"]
+        v = self.rd.get(i, now)
+        if v == UNKNOWN or ticks_diff(self.rd.ts[i], self.session_ms) < 0:
+            return None
+        return v
 
     def _count_energy(self, now):
         wh = self._meter_wh(now)
@@ -120,16 +133,21 @@ class Pile:
         if self.session_wh0 is None:
             self.session_wh0 = wh
         self.session_wh = wh - self.session_wh0
+        if self.closing:
+            self.closing = False
+            log("session", now, "closed", self.sup.session_n, self.session_wh, "Wh", self.sup.stop_reason)
 
     def status(self):
         now = self.clock.ms()
-        if self.sup.session_active:
+        if self.sup.session_active or self.closing:
             self._count_energy(now)
         st = self.sup.status(now)
         st["t"] = now
         st["session_wh"] = self.session_wh
         st["cycles"] = self.cycles
         st["bus"] = self.master.stats
+        gc.collect()
+        st["heap"] = [gc.mem_alloc(), gc.mem_free()]
         st["r"] = self.rd.snapshot(now)
         return st
 
@@ -168,5 +186,13 @@ def main(board, config, unload=None):
         # The register maps were needed to build the drivers, not after.
         unload("h2p.registers")
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
+    gc.collect()
+    # One machine-readable line for `h2pile verify` and the runner.
+    print("BOOT " + json.dumps({
+        "version": VERSION, "board": board.name, "pile": config["pile_id"],
+        "reset": board.reset_cause, "baud": config["bus"]["baud"],
+        "meter": config["meter_profile"], "mqtt": config["mqtt"]["host"] or None,
+        "heap_free": gc.mem_free(), "heap_used": gc.mem_alloc(),
+    }))
     asyncio.run(run(pile, board))
     return 0
