@@ -21,7 +21,10 @@ class Contactor:
 
     def command(self, close):
         close = 1 if close else 0
-        if close and not self.il.contactor_allowed():
+        # Closing needs the interlocks' consent. Staying closed while the
+        # current ramps down does not: opening under load is for emergencies
+        # only, and the supervisor's guard decides those.
+        if close and not self.closed_cmd and not self.il.contactor_allowed():
             close = 0
         if close != self.closed_cmd:
             self.closed_cmd = close

@@ -109,7 +109,8 @@ class Interlocks:
         self.rows = _compile()
         self.active = bytearray(N)  # 1 while the rule holds (debounced)
         self.latched = bytearray(N)  # 1 until reset (RESET rows)
-        self.pending = array("i", [0] * N)  # when the condition was first seen
+        self.since = array("i", [0] * N)  # when the condition was first seen
+        self.pending = bytearray(N)  # 1 while the condition holds, debouncing
         self.ext = bytearray(N)  # conditions raised by code
         self.changed = False  # an active/latched flag changed at the last step
         self.severity = 0  # highest severity in force
@@ -172,9 +173,10 @@ class Interlocks:
             was = self.active[k]
             if on:
                 if not was:
-                    if self.pending[k] == 0:
-                        self.pending[k] = now | 1  # never 0 while pending
-                    if ticks_diff(now, self.pending[k]) >= row[3]:
+                    if not self.pending[k]:
+                        self.pending[k] = 1
+                        self.since[k] = now
+                    if ticks_diff(now, self.since[k]) >= row[3]:
                         self.active[k] = 1
                         self.changed = True
                 if self.active[k] and on is True and row[5] == RESET and not self.latched[k]:

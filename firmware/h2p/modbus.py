@@ -6,6 +6,7 @@
 #   await send(buf, n)                 write n bytes of buf
 #   await recv_into(mv, timeout_ms)    read what is there into mv, 0 on timeout
 #   discard()                          drop anything still in the input
+#   await settle()                     after an error: wait for line silence
 # A dead device costs one timeout, never a stall: every wait is bounded.
 # Replies with a bad CRC, wrong unit, wrong function or wrong length are
 # rejected and counted, never used.
@@ -86,6 +87,17 @@ class Master:
         return n + 2
 
     async def _transact(self, n, unit, fc, expect):
+        try:
+            return await self._transact1(n, unit, fc, expect)
+        except ModbusError as e:
+            if e.kind != "exception":
+                # A late or broken reply must not be read as the next one:
+                # wait until the line has been quiet, as a master on a real
+                # RS-485 line waits for bus idle after a fault.
+                await self.t.settle()
+            raise
+
+    async def _transact1(self, n, unit, fc, expect):
         # One request, one reply of `expect` bytes (whole frame incl. CRC).
         # Returns the reply length; raises ModbusError on anything wrong.
         clock = self.clock
@@ -108,12 +120,14 @@ class Master:
             got += k
             if got >= 2 and self._rx[1] & 0x80:
                 need = 5  # exception reply
+            elif got >= 3 and (fc == 3 or fc == 4) and self._rx[2] != expect - 5:
+                break  # byte count disagrees with what we asked for
         self._last = clock.ms()
         if got == 0:
             self.stats[ST_TIMEOUT] += 1
             raise ModbusError("timeout", unit)
         b = self._rx
-        if got < need:
+        if got < need or (need == expect and (fc == 3 or fc == 4) and self._rx[2] != expect - 5):
             self.stats[ST_LEN] += 1
             t.discard()
             raise ModbusError("wrong_length", unit)
@@ -154,10 +168,6 @@ class Master:
             except ModbusError as e:
                 if tries <= 0 or e.kind == "exception":
                     raise
-        if self._rx[2] != 2 * count:
-            self.stats[ST_LEN] += 1
-            self.stats[ST_OK] -= 1
-            raise ModbusError("wrong_length", unit)
         return self._rxmv[3 : 3 + 2 * count]
 
     async def write(self, unit, addr, values, count):

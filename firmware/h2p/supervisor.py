@@ -11,7 +11,7 @@ from h2p import states as S
 from h2p import codes as R
 from h2p import interlocks as IL
 from h2p.arbiter import (
-    Arbiter, EV_CLAIMS, STACK_CLAIMS, INTERLOCK, CONTACTOR, BATTERY, CHARGER,
+    Arbiter, NONE, EV_CLAIMS, STACK_CLAIMS, INTERLOCK, CONTACTOR, BATTERY, CHARGER,
     OPERATOR, SESSION, S_INTERLOCK, S_FUEL, S_RAMP, S_TEMP, S_BATTERY, S_DEMAND,
 )
 from h2p.contactor import Contactor
@@ -98,6 +98,8 @@ class Supervisor:
         self.session_auth = ""
         self.stop_req = ""
         self.saw_c = False
+        self.fresh_plug = False  # an EV plugged in since the last session
+        self.pilot = R.PILOT_A
         self.idle_since = now
         # Session bookkeeping the shell reads (journal, telemetry).
         self.session_active = False
@@ -204,6 +206,13 @@ class Supervisor:
         self.last = now
         il = self.il
         evc = self.ev_connected(now)
+        p = self._r("chg_pilot", now)
+        if p != UNKNOWN:
+            if self.pilot == R.PILOT_A and p != R.PILOT_A:
+                self.fresh_plug = True
+            elif p == R.PILOT_A:
+                self.fresh_plug = False
+            self.pilot = p
         il.raise_ext("estop", self.estop_in)
         il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
         k = I["chg_status"]
@@ -315,19 +324,22 @@ class Supervisor:
         il = self.il
         arb = self.st_arb
         rated = self.rated
-        arb.claim(S_INTERLOCK, rated * il.derate_pct // 100 if il.fuel_allowed() else 0)
+        if not il.fuel_allowed():
+            arb.claim(S_INTERLOCK, 0)
+        else:
+            arb.claim(S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
         arb.claim(S_FUEL, self._fuel_current(now))
         arb.claim(S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
         t = self._r("fc_stack_c", now)
-        arb.claim(S_TEMP, rated if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
+        arb.claim(S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
         soc = self._r("bat_soc", now)
         if soc == UNKNOWN or (soc >= self.soc_max and not ev_load):
             arb.claim(S_BATTERY, self.min_load)
         elif soc >= self.soc_target and not ev_load:
             arb.claim(S_BATTERY, (self.min_load + rated) // 2)
         else:
-            arb.claim(S_BATTERY, rated)
-        arb.claim(S_DEMAND, rated)
+            arb.claim(S_BATTERY, NONE)
+        arb.claim(S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
         floor = self.fc_sp - (self.ramp_down * dt) // 1000
         if want < floor and arb.owner != S_INTERLOCK and arb.owner != S_FUEL:
@@ -335,6 +347,8 @@ class Supervisor:
         self.fc_sp = want
         # The pump leads: feed what the unramped demand will need.
         target = arb.claims[S_BATTERY]
+        if target > rated:
+            target = rated
         if target < self.min_load:
             target = self.min_load
         if target < self.fc_sp:
@@ -427,7 +441,9 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         if evc:
             self.idle_since = now
-            if (self.want_charge or self.auto_charge) and self.il.contactor_allowed():
+            # Auto-charge starts a session on a fresh plug-in only: an EV that
+            # stopped asking stays plugged without a new session.
+            if (self.want_charge or (self.auto_charge and self.fresh_plug)) and self.il.contactor_allowed():
                 soc = self._r("bat_soc", now)
                 if soc != UNKNOWN and soc > self.soc_min:
                     self._start_session(now)
@@ -443,8 +459,11 @@ class Supervisor:
     def _ev_claims(self, now):
         arb = self.ev_arb
         il = self.il
-        arb.claim(INTERLOCK, self.chg_max * il.derate_pct // 100 if il.contactor_allowed() else 0)
-        arb.claim(CONTACTOR, self.chg_max if self.contactor.verified_closed() else 0)
+        if not il.contactor_allowed():
+            arb.claim(INTERLOCK, 0)
+        else:
+            arb.claim(INTERLOCK, NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100)
+        arb.claim(CONTACTOR, NONE if self.contactor.verified_closed() else 0)
         # Power balance: stack net power plus what the battery may give.
         w = 0
         v = self._r("fc_dcdc_v", now)
@@ -600,6 +619,7 @@ class Supervisor:
 
     # ---- sessions --------------------------------------------------------
     def _start_session(self, now):
+        self.fresh_plug = False
         self.session_active = True
         self.session_n += 1
         self.saw_c = False

@@ -1,0 +1,47 @@
+# h2pile: `make sim` runs the whole pile live against the simulator,
+# `make test` runs the test suite. Both set up everything on a fresh machine.
+PY      := .venv/bin/python
+BOARD   ?= esp32_generic
+SPEED   ?= 60
+HEAP    ?= 96K
+
+.PHONY: all test sim firmware bench hil docs deps venv clean
+
+all: test
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: .venv/.installed
+
+# Debian packages the tests and the live view need (a real broker, ptys).
+deps:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto socat >/dev/null)
+	@command -v socat >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null)
+
+test: venv deps
+	$(PY) -m pytest -q
+
+sim: venv deps
+	$(PY) -m host_tools.cli live --speed $(SPEED) --heap $(HEAP)
+
+firmware: venv
+	$(PY) -m host_tools.build $(BOARD)
+
+bench: venv deps
+	$(PY) -m bench.run
+
+hil: venv deps
+	@test -n "$(PORT)" -a -n "$(BUS)" || (echo "usage: make hil PORT=/dev/ttyUSB0 BUS=/dev/ttyUSB1 (see docs/hil.md)"; exit 2)
+	$(PY) -m host_tools.hil --port $(PORT) --bus $(BUS)
+
+docs: venv
+	$(PY) -m host_tools.cli docs --write
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,166 @@
+"""`h2pile cmd PILE OP [k=v ...]`: sign a command, publish it, wait for the ack.
+
+Exit status: 0 accepted, 1 rejected by the pile, 2 no ack before --timeout,
+3 bad arguments or broker unreachable/refused.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
+if _FW not in sys.path:
+    sys.path.insert(0, _FW)
+
+from h2p import keys as _keys  # noqa: E402
+from h2p import sign, topics  # noqa: E402
+
+from host_tools.keys import add_secret_args, fleet_secret_from  # noqa: E402
+
+EXIT_OK, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
+
+
+def parse_broker(s):
+    host, _, port = s.rpartition(":")
+    if not host:
+        host, port = s, "1883"
+    try:
+        port = int(port)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        raise ValueError("--broker must be HOST:PORT, got %r" % s)
+    return host, port
+
+
+def parse_args_kv(op, kvs):
+    spec = topics.CMD_BY_OP.get(op)
+    if spec is None:
+        raise ValueError("unknown op %r (one of: %s)" % (op, ", ".join(c[0] for c in topics.CMD_OPS)))
+    types = {a[0]: a[1] for a in spec[2]}
+    out = {}
+    for kv in kvs:
+        if "=" not in kv:
+            raise ValueError("argument %r is not KEY=VALUE" % kv)
+        k, v = kv.split("=", 1)
+        if k not in types:
+            raise ValueError("op %s has no argument %r (has: %s)" % (op, k, ", ".join(types) or "none"))
+        if types[k] == "num":
+            try:
+                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                raise ValueError("argument %s=%r is not a number" % (k, v))
+        else:
+            out[k] = v
+    r = sign.check_args(op, out)
+    if r:
+        raise ValueError("%s (op %s)" % (r, op))
+    return out
+
+
+def command_key(args, pile):
+    if args.key:
+        try:
+            k = sign.key_bytes(args.key)
+        except Exception:
+            raise ValueError("--key must be 64 hex characters")
+        if len(k) != 32:
+            raise ValueError("--key must be 64 hex characters")
+        return k
+    return sign.key_bytes(_keys.cmd_key(fleet_secret_from(args), pile))
+
+
+def send(host, port, pile, cmd, user=None, password=None, timeout=10.0, tls_ca=None):
+    """Publish cmd, wait for its ack. -> (exit code, ack dict or error text)"""
+    import paho.mqtt.client as mqtt
+    ack_topic = topics.topic(pile, "cmd/ack")
+    result = {}
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_connect(c, ud, flags, rc, props=None):
+        if getattr(rc, "is_failure", rc != 0):
+            result["error"] = "broker refused connection: %s" % rc
+            done.set()
+            return
+        c.subscribe(ack_topic, 1)
+
+    def on_subscribe(c, ud, mid, rcs, props=None):
+        if any(getattr(r, "is_failure", False) for r in rcs):
+            result["error"] = "not allowed to subscribe %s" % ack_topic
+            done.set()
+            return
+        subscribed.set()
+        c.publish(topics.topic(pile, "cmd"), json.dumps(cmd), qos=1, retain=False)
+
+    def on_message(c, ud, msg):
+        try:
+            a = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(a, dict) and a.get("id") == cmd["id"]:
+            result["ack"] = a
+            done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h2pile-cmd-%d" % os.getpid())
+    if user is not None:
+        c.username_pw_set(user, password)
+    if tls_ca:
+        c.tls_set(ca_certs=tls_ca)
+    c.on_connect = on_connect
+    c.on_subscribe = on_subscribe
+    c.on_message = on_message
+    try:
+        c.connect(host, port, keepalive=30)
+    except (OSError, ValueError) as e:
+        return EXIT_ERROR, "cannot connect to %s:%d: %s" % (host, port, e)
+    c.loop_start()
+    try:
+        done.wait(timeout)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    if "error" in result:
+        return EXIT_ERROR, result["error"]
+    if "ack" not in result:
+        return EXIT_TIMEOUT, "no ack from %s within %.1f s%s" % (
+            pile, timeout, "" if subscribed.is_set() else " (never subscribed)")
+    return (EXIT_OK if result["ack"].get("ok") is True else EXIT_REJECTED), result["ack"]
+
+
+def handler(args):
+    try:
+        if not topics.valid_pile_id(args.pile):
+            raise ValueError("bad pile id %r" % args.pile)
+        cargs = parse_args_kv(args.op, args.kv)
+        host, port = parse_broker(args.broker)
+        key = command_key(args, args.pile)
+        cmd = sign.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
+    except ValueError as e:
+        print("h2pile cmd: error: %s" % e, file=sys.stderr)
+        return EXIT_ERROR
+    code, res = send(host, port, args.pile, cmd, args.user, args.password, args.timeout, args.tls_ca)
+    if isinstance(res, dict):
+        print(json.dumps(res))
+    else:
+        print("h2pile cmd: %s" % res, file=sys.stderr)
+    return code
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("cmd", help="send a signed command to a pile and wait for the ack",
+                              description=__doc__)
+    p.add_argument("pile", help="pile id")
+    p.add_argument("op", help="one of: " + ", ".join(c[0] for c in topics.CMD_OPS))
+    p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="command arguments")
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default 127.0.0.1:1883)")
+    p.add_argument("--user", help="MQTT user (operator)")
+    p.add_argument("--password", help="MQTT password")
+    p.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
+    add_secret_args(p)
+    p.add_argument("--key", help="per-pile command key (64 hex) instead of the fleet secret")
+    p.add_argument("--ttl", type=int, default=30, help="seconds the command stays valid (default 30)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack (default 10)")
+    p.set_defaults(func=handler)
+    return p

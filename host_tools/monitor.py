@@ -1,0 +1,172 @@
+"""`h2pile monitor`: live table of every pile seen on h2pile/v1/+/#.
+
+Redraws in place with ANSI escapes; --plain prints a plain table every
+--interval seconds; --once --wait S prints one table after S seconds and exits
+(for scripts and tests).
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
+if _FW not in sys.path:
+    sys.path.insert(0, _FW)
+
+from h2p import topics  # noqa: E402
+
+from host_tools.cmd import parse_broker  # noqa: E402
+
+COLUMNS = (
+    # header, width
+    ("PILE", 12), ("ONLINE", 6), ("STATE", 12), ("P_KW", 6), ("PREMIX_L", 8),
+    ("BAT%", 5), ("EV%", 5), ("FAULTS", 16), ("LIMIT", 14), ("SEEN_S", 6),
+)
+
+
+class Fleet:
+    """Folds pile messages into one row per pile. Thread-safe."""
+
+    def __init__(self):
+        self.piles = {}
+        self.bad = 0
+        self.lock = threading.Lock()
+
+    def feed(self, topic, payload, now=None):
+        p = topics.parse(topic)
+        if p is None:
+            return False
+        pile, name = p
+        try:
+            d = json.loads(payload) if payload else {}
+        except ValueError:
+            d = None
+        if not isinstance(d, dict):
+            with self.lock:
+                self.bad += 1
+            return False
+        with self.lock:
+            row = self.piles.setdefault(pile, {})
+            row["seen"] = time.monotonic() if now is None else now
+            if name == "status":
+                row["online"] = d.get("online")
+            elif name == "state":
+                for k in ("state", "faults", "limit_by", "limit_a"):
+                    if k in d:
+                        row[k] = d[k]
+            elif name == "tele":
+                for k in ("p_kw", "premix_l", "bat_soc", "ev_soc"):
+                    if k in d:
+                        row[k] = d[k]
+        return True
+
+    def rows(self, now=None):
+        now = time.monotonic() if now is None else now
+        out = []
+        with self.lock:
+            for pile in sorted(self.piles):
+                r = self.piles[pile]
+                faults = r.get("faults")
+                if isinstance(faults, list):
+                    faults = ",".join(str(f) for f in faults) or "-"
+                lim = r.get("limit_by")
+                if lim is not None and r.get("limit_a") is not None:
+                    lim = "%s %sA" % (lim, _num(r.get("limit_a")))
+                online = r.get("online")
+                out.append((pile, "yes" if online is True else ("NO" if online is False else "?"),
+                            _txt(r.get("state")), _num(r.get("p_kw")), _num(r.get("premix_l")),
+                            _num(r.get("bat_soc")), _num(r.get("ev_soc")), _txt(faults),
+                            _txt(lim), "%.0f" % (now - r["seen"])))
+        return out
+
+    def table(self, now=None):
+        lines = ["  ".join(h.ljust(w) for h, w in COLUMNS)]
+        for r in self.rows(now):
+            lines.append("  ".join(str(v)[:w].ljust(w) for v, (h, w) in zip(r, COLUMNS)))
+        if not self.piles:
+            lines.append("(no piles seen yet)")
+        return "\n".join(lines)
+
+
+def _num(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "-"
+    return ("%.1f" % v) if isinstance(v, float) else str(v)
+
+
+def _txt(v):
+    return "-" if v is None else str(v)
+
+
+def handler(args):
+    import paho.mqtt.client as mqtt
+    try:
+        host, port = parse_broker(args.broker)
+    except ValueError as e:
+        print("h2pile monitor: error: %s" % e, file=sys.stderr)
+        return 3
+    fleet = Fleet()
+    err = {}
+
+    def on_connect(c, ud, flags, rc, props=None):
+        if getattr(rc, "is_failure", rc != 0):
+            err["e"] = "broker refused connection: %s" % rc
+            return
+        c.subscribe(topics.PREFIX + "+/#", 1)
+
+    def on_message(c, ud, msg):
+        fleet.feed(msg.topic, msg.payload)
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h2pile-mon-%d" % os.getpid())
+    if args.user is not None:
+        c.username_pw_set(args.user, args.password)
+    if args.tls_ca:
+        c.tls_set(ca_certs=args.tls_ca)
+    c.on_connect = on_connect
+    c.on_message = on_message
+    try:
+        c.connect(host, port, keepalive=30)
+    except (OSError, ValueError) as e:
+        print("h2pile monitor: cannot connect to %s:%d: %s" % (host, port, e), file=sys.stderr)
+        return 3
+    c.loop_start()
+    try:
+        if args.once:
+            time.sleep(args.wait)
+            if "e" in err:
+                print("h2pile monitor: %s" % err["e"], file=sys.stderr)
+                return 3
+            print(fleet.table())
+            return 0
+        ansi = not args.plain and sys.stdout.isatty()
+        while True:
+            if "e" in err:
+                print("h2pile monitor: %s" % err["e"], file=sys.stderr)
+                return 3
+            t = fleet.table()
+            if ansi:
+                sys.stdout.write("\x1b[H\x1b[2J" + t + "\n")
+            else:
+                sys.stdout.write(t + "\n\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("monitor", help="live table of all piles", description=__doc__)
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
+    p.add_argument("--once", action="store_true", help="print one table and exit")
+    p.add_argument("--wait", type=float, default=2.0, help="with --once: seconds to collect first")
+    p.add_argument("--plain", action="store_true", help="no ANSI: print a table every --interval")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(func=handler)
+    return p

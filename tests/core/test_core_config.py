@@ -1,0 +1,46 @@
+from h2p.config import from_dict
+from h2p.schema import ConfigError
+
+
+def _err(d):
+    try:
+        from_dict(d, "config.json")
+    except ConfigError as e:
+        return str(e)
+    raise AssertionError("accepted %r" % (d,))
+
+
+def test_defaults_fill_everything_optional():
+    c = from_dict({"pile_id": "p-1"})
+    assert c["bus"]["baud"] == 115200 and c["units"]["meter"] == 5
+    assert c["limits"]["stack_rated_a"] == 75.0
+
+
+def test_missing_key_named():
+    e = _err({})
+    assert "config.json" in e and "pile_id" in e and "missing" in e
+
+
+def test_unknown_key_named():
+    e = _err({"pile_id": "p", "bus": {"baud": 9600, "baudrate": 1}})
+    assert "bus.baudrate" in e and "unknown" in e
+
+
+def test_wrong_type_named_with_expected():
+    e = _err({"pile_id": "p", "bus": {"baud": "fast"}})
+    assert "bus.baud" in e and "integer" in e
+
+
+def test_out_of_range_named():
+    e = _err({"pile_id": "p", "units": {"meter": 300}})
+    assert "units.meter" in e and "between" in e
+
+
+def test_bad_pile_id():
+    e = _err({"pile_id": "Pile 1!"})
+    assert "pile_id" in e
+
+
+def test_bool_is_not_an_integer():
+    e = _err({"pile_id": "p", "bus": {"retries": True}})
+    assert "bus.retries" in e
