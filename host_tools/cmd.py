@@ -14,7 +14,7 @@ if _FW not in sys.path:
     sys.path.insert(0, _FW)
 
 from h2p import keys as _keys  # noqa: E402
-from h2p import sign, topics  # noqa: E402
+from h2p import sign, signer, topics  # noqa: E402
 
 from host_tools.keys import add_secret_args, fleet_secret_from  # noqa: E402
 
@@ -38,7 +38,7 @@ def parse_args_kv(op, kvs):
     spec = topics.CMD_BY_OP.get(op)
     if spec is None:
         raise ValueError("unknown op %r (one of: %s)" % (op, ", ".join(c[0] for c in topics.CMD_OPS)))
-    types = {a[0]: a[1] for a in spec[2]}
+    types = {a[0]: a[1] for a in spec[1]}
     out = {}
     for kv in kvs:
         if "=" not in kv:
@@ -136,7 +136,7 @@ def handler(args):
         cargs = parse_args_kv(args.op, args.kv)
         host, port = parse_broker(args.broker)
         key = command_key(args, args.pile)
-        cmd = sign.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
+        cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
     except ValueError as e:
         print("h2pile cmd: error: %s" % e, file=sys.stderr)
         return EXIT_ERROR

@@ -12,7 +12,7 @@ _FW = os.path.join(_ROOT, "firmware")
 if _FW not in sys.path:
     sys.path.insert(0, _FW)
 
-from h2p import sign, topics  # noqa: E402
+from h2p import sign, topics, topics_doc  # noqa: E402
 
 DOC_PATH = os.path.join(_ROOT, "docs", "mqtt.md")
 
@@ -39,23 +39,23 @@ def render():
     for t in topics.TOPICS:
         rows.append(("`%s`" % t[topics.T_NAME],
                      "pile -> broker" if t[topics.T_DIR] == "pub" else "broker -> pile",
-                     t[topics.T_QOS], "yes" if t[topics.T_RETAIN] else "no", t[topics.T_DOC]))
+                     t[topics.T_QOS], "yes" if t[topics.T_RETAIN] else "no", topics_doc.TOPIC_DOC[t[0]]))
     L += _table(("topic", "direction", "QoS", "retained", "content"), rows)
     L += ["", "## Every pile message", "",
           "JSON object. Every message the pile publishes carries:"]
-    L += _fields("stamp", topics.STAMP_FIELDS)
-    L += _fields("status", topics.STATUS_FIELDS)
-    L += _fields("meta", topics.META_FIELDS)
-    L += _fields("state", topics.STATE_FIELDS)
+    L += _fields("stamp", topics_doc.STAMP_FIELDS)
+    L += _fields("status", topics_doc.STATUS_FIELDS)
+    L += _fields("meta", topics_doc.META_FIELDS)
+    L += _fields("state", topics_doc.STATE_FIELDS)
     L += ["", "### tele", "",
           "A tele message is sent when a field moves by more than its deadband, and "
           "at least every %d s." % topics.TELE_MAX_INTERVAL_S, ""]
-    L += _table(("field", "unit", "deadband", "meaning"), topics.TELE_FIELDS)
-    L += _fields("cmd/ack", topics.ACK_FIELDS)
+    L += _table(("field", "unit", "deadband", "meaning"), topics_doc.TELE_FIELDS)
+    L += _fields("cmd/ack", topics_doc.ACK_FIELDS)
     L += ["", "## Commands", "",
           "A command is a JSON object on `cmd`, at most %d bytes, signed with the "
           "pile's command key (`h2pile keys`):" % sign.MAX_CMD_BYTES, ""]
-    L += _table(("field", "type", "meaning"), topics.CMD_FIELDS)
+    L += _table(("field", "type", "meaning"), topics_doc.CMD_FIELDS)
     L += ["",
           "`sig` = hex HMAC-SHA256 over a canonical encoding (see `firmware/h2p/sign.py`): "
           "`h2pile-cmd/1:` followed by length-prefixed fields `LEN:VALUE,` for pile, id, op, "
@@ -70,13 +70,13 @@ def render():
           "again; its first ack is repeated with `dup: true`." % (sign.MAX_TTL_S, sign.SKEW_S),
           ""]
     for c in topics.CMD_OPS:
-        L += ["### `%s`" % c[0], "", c[1], ""]
-        if c[2]:
+        L += ["### `%s`" % c[0], "", topics_doc.CMD_DOC[c[0]], ""]
+        if c[1]:
             rows = []
-            for a in c[2]:
+            for a in c[1]:
                 rng = ("%s..%s" % (a[topics.A_LO], a[topics.A_HI])) if a[topics.A_TYPE] == "num" \
                     else ("%s..%s bytes" % (a[topics.A_LO], a[topics.A_HI]))
-                rows.append(("`%s`" % a[0], a[1], "yes" if a[2] else "no", rng, a[5]))
+                rows.append(("`%s`" % a[0], a[1], "yes" if a[2] else "no", rng, topics_doc.ARG_DOC[(c[0], a[0])]))
             L += _table(("arg", "type", "required", "range", "meaning"), rows)
         else:
             L.append("No arguments.")

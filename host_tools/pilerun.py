@@ -32,7 +32,8 @@ def free_port() -> int:
 
 class PileRun:
     def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
-                 log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None):
+                 log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None,
+                 mqtt=False, fleet_secret="sim-fleet-secret"):
         self.speed = speed
         self.heap = heap
         self.baud = baud
@@ -48,6 +49,16 @@ class PileRun:
         self.ctl_port = free_port()
         self.sim = None
         self.fw = None
+        self.broker = None
+        self.mqtt_port = None
+        self.fleet_secret = fleet_secret
+        if mqtt:
+            from h2p import keys
+
+            self.mqtt_port = free_port()
+            pid = self.config["pile_id"]
+            _deep_update(self.config, {"mqtt": {"host": "127.0.0.1", "port": self.mqtt_port,
+                                                "cmd_key": keys.cmd_key(fleet_secret, pid)}})
         self.status: dict = {}
         self.state = "off"
         self.events: list[dict] = []  # {"t": sim s, "wall": s, "kind":..., "a":..., "b":...}
@@ -72,6 +83,10 @@ class PileRun:
 
     async def start(self):
         board = self._prepare_board()
+        if self.mqtt_port:
+            from host_tools import broker
+
+            self.broker = broker.start(self.mqtt_port)
         sim_cmd = [sys.executable, "-m", "sim", "--port", str(self.port), "--control-port",
                    str(self.ctl_port), "--speed", str(self.speed), "--baud", str(self.baud)]
         if self.log_path:
@@ -168,6 +183,9 @@ class PileRun:
             await self.fw.wait()
 
     async def stop(self):
+        if self.broker and self.broker.poll() is None:
+            self.broker.terminate()
+            self.broker.wait(5)
         for p in (self.fw, self.sim):
             if p and p.returncode is None:
                 try:

@@ -23,11 +23,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-wire-timing", action="store_true")
     ap.add_argument("--meter", default="sdm630", help="meter profile")
     ap.add_argument("--log", default="", help="JSON-lines log of writes and injected events")
-    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a parameter of sim/params.py (repeatable)")
+    ap.add_argument("--sample-s", type=float, default=0.0,
+                    help="log the plant's state every this many simulated seconds (0: never)")
+    ap.add_argument("--params-doc", action="store_true", help="print docs/sim.md (all parameters) and exit")
     return ap
 
 
 async def amain(args) -> int:
+    if args.speed <= 0:
+        print("sim: --speed must be > 0", file=sys.stderr)
+        return 2
     try:
         overrides = dict(P.parse_override(x) for x in args.param)
     except ValueError as e:
@@ -48,7 +55,7 @@ async def amain(args) -> int:
     loop = asyncio.get_running_loop()
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, stop.set)
-    phys = asyncio.create_task(sim.physics_task())
+    phys = asyncio.create_task(sim.physics_task(sample_s=args.sample_s))
     await stop.wait()
     phys.cancel()
     ctl.close()
@@ -58,7 +65,14 @@ async def amain(args) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return asyncio.run(amain(args))
+    if args.params_doc:
+        sys.stdout.write(P.markdown())
+        return 0
+    try:
+        return asyncio.run(amain(args))
+    except OSError as e:
+        print(f"sim: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

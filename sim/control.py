@@ -1,7 +1,9 @@
 """Live control of a running simulator: JSON lines over TCP on loopback.
 
-Requests: {"op": "status"}, {"op": "inject", "event": NAME, "args": {...}},
-{"op": "events"} (the list of events with their arguments). Every reply is
+Requests: {"op": "status"}, {"op": "inject", "event": NAME, "args": {...}}
+(optionally "at": simulated seconds, to apply it then rather than now;
+"tag": any string copied into the log record), {"op": "events"} (the list
+of events with their arguments). Every reply is
 one JSON line with "ok" and either the result or "error" saying what was
 wrong. Used by ``h2pile sim inject``, the live view and the tests.
 """
@@ -58,14 +60,30 @@ def handle_request(sim, line: bytes, on_event=None) -> dict:
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be an object"}
         try:
-            faults.apply(sim, name, args)
+            faults.check(name, args)
         except ValueError as e:
             return {"ok": False, "error": str(e)}
-        rec = {"kind": "inject", "t": round(sim.now(), 4), "event": name, "args": args}
-        sim.log(rec)
-        if on_event:
-            on_event(rec)
-        return {"ok": True, "t": rec["t"]}
+        at = req.get("at")
+        tag = req.get("tag")
+
+        def fire():
+            faults.apply(sim, name, args)
+            rec = {"kind": "inject", "t": round(sim.now(), 4), "event": name, "args": args}
+            if tag is not None:
+                rec["tag"] = str(tag)
+            sim.log(rec)
+            if on_event:
+                on_event(rec)
+            return rec
+
+        if at is not None:
+            if not isinstance(at, (int, float)) or at != at:
+                return {"ok": False, "error": "at must be a number of simulated seconds"}
+            delay = (float(at) - sim.now()) / sim.speed
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, fire)
+                return {"ok": True, "scheduled": float(at)}
+        return {"ok": True, "t": fire()["t"]}
     return {"ok": False, "error": f"unknown op {op!r} (status, inject, events)"}
 
 

@@ -18,11 +18,12 @@ EVENTS: dict[str, tuple[str, dict[str, tuple[float, float, float]], bool]] = {
     "ev_stop": ("EV stops asking for current (C->B)", {}, False),
     "ev_resume": ("EV asks again (B->C)", {}, False),
     "ev_unplug": ("EV unplugged (pilot to A), also mid-charge", {}, False),
+    "pilot_short": ("pilot line shorted to earth (IEC 61851 state E)", {}, False),
     "ev_greedy": ("EV asks for more than the pile can give", {"amps": (500.0, 1.0, 1000.0)}, False),
     "h2_leak": ("hydrogen leak: % LEL ramps to `lel` at `rate` %LEL/s", {"lel": (30.0, 0.0, 100.0), "rate": (5.0, 0.01, 1000.0)}, False),
     "meoh_leak": ("methanol in the tank bund", {}, False),
     "reformer_overtemp": ("reformer bed heats by `rate` K/s beyond control", {"rate": (1.0, 0.01, 50.0)}, False),
-    "stack_overtemp": ("stack gains `watts` of heat it cannot reject", {"watts": (20000.0, 100.0, 1e6)}, False),
+    "stack_overtemp": ("oil cooler fails and the stack gains `watts` of extra heat", {"watts": (20000.0, 100.0, 1e6)}, False),
     "starvation": ("hydrogen reaching the stack falls to `fraction` of the feed (low cell voltage)", {"fraction": (0.3, 0.0, 1.0)}, False),
     "tank_empty": ("premix tank empty", {}, False),
     "insulation": ("insulation resistance of the DC output drops to `kohm`", {"kohm": (20.0, 0.0, 65535.0)}, False),
@@ -41,9 +42,29 @@ EVENTS: dict[str, tuple[str, dict[str, tuple[float, float, float]], bool]] = {
 }
 
 
+# Faults that `clear` undoes (EV events are undone by other EV events).
+CLEARABLE = tuple(k for k in EVENTS if not k.startswith("ev_") and k != "clear") + ("ev_greedy",)
+
+
+def markdown() -> str:
+    """The table of events for docs/scenarios.md."""
+    out = ["| event | arguments (default, range) | what happens |", "|---|---|---|"]
+    for name, (doc, spec, needs_dev) in EVENTS.items():
+        args = []
+        if needs_dev:
+            args.append("`device` (one of " + ", ".join(DEVICES) + ")")
+        if name == "clear":
+            args.append("`fault` (default all; one of " + ", ".join(CLEARABLE) + ")")
+            args.append("`device` (for silent/bad_crc/garbage; default every device)")
+        for a, (d, lo, hi) in spec.items():
+            args.append(f"`{a}` ({d:g}, {lo:g}..{hi:g})")
+        out.append(f"| `{name}` | {'; '.join(args) or '-'} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
 def check(name: str, args: dict) -> dict:
     """Validate an event; returns its arguments with defaults filled in."""
-    if name not in EVENTS:
+    if not isinstance(name, str) or name not in EVENTS:
         raise ValueError(f"unknown event '{name}' (known: {', '.join(sorted(EVENTS))})")
     _doc, spec, needs_dev = EVENTS[name]
     out: dict = {}
@@ -55,11 +76,14 @@ def check(name: str, args: dict) -> dict:
         out["device"] = dev
     if name == "clear":
         f = args.pop("fault", "all")
-        if f != "all" and f not in EVENTS:
-            raise ValueError(f"clear: unknown fault '{f}'")
+        if f != "all" and f not in CLEARABLE:
+            raise ValueError(f"clear: fault={f!r} is not a fault that can be cleared (one of: all, {', '.join(CLEARABLE)})")
         out["fault"] = f
         if "device" in args:
-            out["device"] = args.pop("device")
+            dev = args.pop("device")
+            if dev not in DEVICES:
+                raise ValueError(f"clear: device={dev!r} is not one of {', '.join(DEVICES)}")
+            out["device"] = dev
     for k, v in args.items():
         if k not in spec:
             raise ValueError(f"event '{name}' has no argument '{k}' (arguments: {', '.join(spec) or 'none'})")
@@ -89,9 +113,11 @@ def apply(sim, name: str, args: dict) -> None:
         p.ev.asking = p.ev.present
     elif name == "ev_unplug":
         p.ev.unplug()
+    elif name == "pilot_short":
+        p.ev.pilot_short = True
     elif name == "ev_greedy":
         p.ev.greedy = True
-        p.p["ev_max_a"] = a["amps"]
+        p.ev.greedy_a = a["amps"]
     elif name == "h2_leak":
         p.h2_target = a["lel"]
         p.h2_rate = a["rate"]
@@ -141,6 +167,9 @@ def _clear(sim, fault: str, device=None) -> None:
         p.stack.overheat = 0.0
     if every or fault == "starvation":
         p.p["starvation_fraction"] = 1.0
+    if every or fault == "tank_empty":
+        if p.reformer.tank <= 0.0:
+            p.reformer.tank = p.p["tank_l"]  # refilled
     if every or fault == "insulation":
         p.charger.iso_kohm = p.p["iso_kohm"]
     if every or fault == "contactor_welded":
@@ -162,3 +191,5 @@ def _clear(sim, fault: str, device=None) -> None:
         p.battery.alarm = 0
     if every or fault == "ev_greedy":
         p.ev.greedy = False
+    if every or fault == "pilot_short":
+        p.ev.pilot_short = False

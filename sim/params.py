@@ -7,9 +7,13 @@ fits (../shared/domain.md section 2). Override any of them per run with
 
 from __future__ import annotations
 
+import math
+
 DEFAULTS: dict[str, tuple[float, str]] = {
-    # ambient
+    # ambient and start-up
     "ambient_c": (20.0, "ambient temperature, degC"),
+    "bed_c0": (20.0, "reformer bed temperature at start, degC (warm start: 265)"),
+    "stack_c0": (20.0, "stack temperature at start, degC (warm start: 165)"),
     # premix and reformer
     "tank_l": (200.0, "premix in the tank at start, L"),
     "tank_capacity_l": (250.0, "tank capacity, L"),
@@ -42,15 +46,17 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "cell_spread_v": (0.02, "minimum cell below mean at no load, V"),
     "cell_spread_per_j": (0.03, "extra spread per A/cm2, V"),
     "starve_util": (0.95, "local H2 utilisation above which the weakest cell starves"),
-    "stack_heat_kj_per_k": (30.0, "stack + oil loop heat capacity, kJ/K"),
+    "starve_v_per_util": (8.0, "minimum-cell voltage lost per unit of utilisation above starve_util, V"),
+    "stack_min_temp_c": (120.0, "the stack controller refuses current below this, degC (V/E)"),
+    "stack_heat_kj_per_k": (36.0, "stack + oil loop heat capacity, kJ/K"),
     "stack_ua_w_per_k": (5.0, "stack heat loss to ambient, W/K"),
     "stack_preheat_kw": (2.5, "oil heater power during warm-up, kW"),
     "stack_cool_setpoint_c": (165.0, "oil cooler holds the stack here, degC"),
     "stack_cool_gain_w_per_k": (2000.0, "oil cooler gain, W/K above setpoint"),
     "stack_cool_tau_s": (900.0, "stack cooling time constant in cooldown, s"),
     "thermoneutral_v": (1.25, "thermoneutral cell voltage (waste heat reference), V"),
-    "dcdc_eff": (0.96, "stack DC/DC efficiency"),
-    "bop_w": (300.0, "balance of plant draw while running, W"),
+    "dcdc_eff": (0.97, "stack DC/DC efficiency (E)"),
+    "bop_w": (250.0, "balance of plant draw while running (pumps, blowers, controls), W (E)"),
     "bop_frac": (0.03, "balance of plant draw per W of stack power"),
     # buffer battery (LFP)
     "bat_kwh": (60.0, "buffer battery capacity, kWh (E)"),
@@ -59,7 +65,9 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "bat_r_ohm": (0.05, "pack internal resistance, ohm"),
     "bat_chg_c": (0.5, "charge limit, C"),
     "bat_dis_c": (1.0, "discharge limit, C"),
-    "bat_c": (25.0, "battery temperature, degC"),
+    "bat_c": (25.0, "battery temperature at start, degC"),
+    "bat_heat_kj_per_k": (400.0, "battery heat capacity, kJ/K"),
+    "bat_ua_w_per_k": (40.0, "battery heat loss to ambient, W/K"),
     # DC charger
     "chg_eff": (0.955, "charger module efficiency (V)"),
     "chg_ramp_a_per_s": (50.0, "charger current ramp, A/s (V/E)"),
@@ -80,7 +88,45 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     # meter and safety I/O
     "meter_kwh": (1234.5, "meter's import register at start, kWh"),
     "airflow_per_pct": (0.1, "enclosure airflow per % fan duty, m3/min"),
+    "fan_w": (250.0, "ventilation fan draw at full duty, W"),
+    "h2_clear_per_s": (0.5, "fraction of the H2 concentration the fan clears per second at full duty"),
+    # safety monitor (judges the firmware from outside; not physics)
+    "h2_trip_lel": (25.0, "H2 concentration at which fuel must be off, % LEL (V/E)"),
+    "iso_fault_ohm_per_v": (100.0, "insulation below this is a fault, ohm/V (V)"),
+    "safety_grace_s": (0.5, "time the firmware has to see an H2 leak or an unplug before turning fuel on or closing the contactor counts as unsafe, s"),
 }
+
+
+SECTIONS = (
+    ("ambient_c", "Ambient and start-up"),
+    ("tank_l", "Premix and reformer"),
+    ("cells", "HT-PEM stack and DC/DC"),
+    ("bat_kwh", "Buffer battery (LFP)"),
+    ("chg_eff", "DC charger, contactor, insulation monitor"),
+    ("ev_kwh", "EV"),
+    ("meter_kwh", "Meter and safety I/O"),
+    ("h2_trip_lel", "Safety monitor"),
+)
+
+
+def markdown() -> str:
+    """docs/sim.md: every parameter with its default and meaning."""
+    heads = dict(SECTIONS)
+    out = [
+        "# Simulator parameters",
+        "",
+        "<!-- generated from sim/params.py by sim.params.markdown(); do not edit:",
+        "     `python -m sim --params-doc > docs/sim.md` -->",
+        "",
+        "Override any of them with `python -m sim --param name=value` or a",
+        "scenario's `[params]` table. (V) figure read in a public source,",
+        "(E) our estimate or fit (see the project's domain reference).",
+    ]
+    for name, (value, doc) in DEFAULTS.items():
+        if name in heads:
+            out += ["", "## " + heads[name], "", "| parameter | default | meaning |", "|---|---|---|"]
+        out.append(f"| `{name}` | {value:g} | {doc} |")
+    return "\n".join(out) + "\n"
 
 
 def defaults() -> dict[str, float]:
@@ -92,7 +138,10 @@ def merged(overrides: dict[str, float] | None) -> dict[str, float]:
     for k, v in (overrides or {}).items():
         if k not in p:
             raise KeyError(f"unknown parameter '{k}' (see sim/params.py)")
-        p[k] = float(v)
+        x = float(v)
+        if not math.isfinite(x):
+            raise ValueError(f"parameter '{k}': {v!r} is not a finite number")
+        p[k] = x
     return p
 
 
@@ -104,6 +153,9 @@ def parse_override(text: str) -> tuple[str, float]:
     if k not in DEFAULTS:
         raise ValueError(f"unknown parameter '{k}' (see sim/params.py)")
     try:
-        return k, float(v)
+        x = float(v)
     except ValueError:
         raise ValueError(f"parameter '{k}': '{v}' is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"parameter '{k}': '{v}' is not a finite number")
+    return k, x

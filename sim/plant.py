@@ -22,9 +22,9 @@ class Reformer:
         self.mode = R.REF_MODE_OFF
         self.pump_sp = 0.0  # ml/min
         self.bed_sp = 265.0
-        self.bed = p["ambient_c"]
-        self.evap = p["ambient_c"]
-        self.burner = p["ambient_c"]
+        self.bed = p["bed_c0"]
+        self.evap = min(max(p["bed_c0"], p["ambient_c"]), 180.0)
+        self.burner = p["bed_c0"]  # warm start: the burner was just lit
         self.tank = p["tank_l"]
         self.pump = 0.0
         self.burnt_l = 0.0
@@ -38,10 +38,18 @@ class Reformer:
         # Hydrogen reaching the stack now: feed one transport delay ago,
         # times conversion at the bed temperature.
         p = self.p
-        conv = (self.bed - p["conv_zero_c"]) / (p["conv_full_c"] - p["conv_zero_c"])
-        conv = min(1.0, max(0.0, conv))
+        conv = self.conversion()
         frac = p["starvation_fraction"]
         return self.flow_at_stack / 60000.0 * p["premix_h2_mol_per_l"] * conv * frac
+
+    def conversion(self):
+        p = self.p
+        c = (self.bed - p["conv_zero_c"]) / (p["conv_full_c"] - p["conv_zero_c"])
+        return min(1.0, max(0.0, c))
+
+    def fuelled(self):
+        """Burner lit or premix pumped: fuel is present."""
+        return (self.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and self.tank > 0) or self.pump > 0
 
     def co_pct(self):
         p = self.p
@@ -82,12 +90,12 @@ class Stack:
         self.enable = 0
         self.sp = 0.0  # A
         self.current = 0.0
-        self.temp = p["ambient_c"]
+        self.temp = p["stack_c0"]
         self.purge = 0
         self.util = 0.0
         self.v_cell = 0.0
         self.min_cell = 0.0
-        self.overheat = 0.0  # injected W
+        self.overheat = 0.0  # injected W; the oil cooler has failed while > 0
 
     def cell_v(self, j, temp, co_pct):
         p = self.p
@@ -107,25 +115,31 @@ class Stack:
         area = p["cell_area_cm2"]
         # Current follows the setpoint within the DC/DC's limits; no current
         # below 120 degC (the controller refuses).
-        target = self.sp if (self.enable and self.temp >= 120.0) else 0.0
+        target = self.sp if (self.enable and self.temp >= p["stack_min_temp_c"]) else 0.0
         self.current += (target - self.current) * min(1.0, dt / 0.5)
         j = self.current / area
         need = self.current * n / (2 * F)
         self.util = need / h2_mol_s if h2_mol_s > 1e-9 else (9.9 if need > 0 else 0.0)
         co = co_pct if h2_mol_s > 0 else 0.0
-        self.v_cell = self.cell_v(j, self.temp, co) if (self.enable or h2_mol_s > 0) else 0.0
+        v = self.cell_v(j, self.temp, co) if (self.enable or h2_mol_s > 0) else 0.0
+        if self.current > 0.5 and self.util > 1.0:
+            # The whole stack is short of hydrogen: the mean voltage sags too.
+            v -= min(v, (self.util - 1.0) * 0.5)
+        self.v_cell = max(0.0, v)
         spread = p["cell_spread_v"] + p["cell_spread_per_j"] * j
         self.min_cell = max(0.0, self.v_cell - spread) if self.v_cell > 0 else 0.0
         if self.current > 0.5 and self.util > p["starve_util"]:
-            # Weakest cell runs out of hydrogen first: its voltage collapses.
-            self.min_cell = max(0.0, self.min_cell - (self.util - p["starve_util"]) * 8.0)
+            # The weakest cell runs out of hydrogen first: its voltage
+            # collapses (towards reversal; the sensor reads 0).
+            self.min_cell = max(0.0, self.min_cell - (self.util - p["starve_util"]) * p["starve_v_per_util"])
         # Heat: waste heat of the reaction, warm-up heater, oil cooler, loss.
         q = self.current * n * max(0.0, p["thermoneutral_v"] - self.v_cell)
         if heating and self.temp < 160.0:
             q += p["stack_preheat_kw"] * 1000.0
         q += self.overheat
         if self.enable or heating:
-            q -= max(0.0, self.temp - p["stack_cool_setpoint_c"]) * p["stack_cool_gain_w_per_k"]
+            if not self.overheat:
+                q -= max(0.0, self.temp - p["stack_cool_setpoint_c"]) * p["stack_cool_gain_w_per_k"]
             q -= p["stack_ua_w_per_k"] * (self.temp - p["ambient_c"])
             self.temp += q / (p["stack_heat_kj_per_k"] * 1000.0) * dt
         else:
@@ -140,6 +154,7 @@ class Battery:
     def __init__(self, p):
         self.p = p
         self.soc = p["bat_soc"]
+        self.temp = p["bat_c"]
         self.current = 0.0  # + discharge
         self.alarm = 0
         self.nominal_v = p["bat_cells"] * 3.2
@@ -170,10 +185,13 @@ class Battery:
         return lim
 
     def step(self, dt, net_load_w):
+        p = self.p
         v = max(1.0, self.ocv())
         self.current = net_load_w / v
         self.soc -= self.current * dt / 3600.0 / self.ah * 100.0
         self.soc = min(100.0, max(0.0, self.soc))
+        q = self.current ** 2 * p["bat_r_ohm"] - p["bat_ua_w_per_k"] * (self.temp - p["ambient_c"])
+        self.temp += q / (p["bat_heat_kj_per_k"] * 1000.0) * dt
 
 
 class EV:
@@ -186,6 +204,8 @@ class EV:
         self.asking = False
         self.received_wh = 0.0
         self.greedy = False  # fault: asks beyond its acceptance
+        self.greedy_a = p["ev_max_a"]
+        self.pilot_short = False  # fault: pilot line shorted (state E)
 
     def plug(self, soc=None, kwh=None, target=None):
         self.present = True
@@ -215,13 +235,15 @@ class EV:
         if not (self.present and self.asking):
             return 0.0
         if self.greedy:
-            return self.p["ev_max_a"]
+            return self.greedy_a
         c = 1.75 if self.soc < 50 else (1.25 if self.soc < 75 else 0.5)
         i = c * self.ah()
         cv = (self.p["ev_v_full"] - self.ocv()) / self.p["ev_r_ohm"]
         return max(0.0, min(i, cv, self.p["ev_max_a"]))
 
     def pilot(self):
+        if self.pilot_short:
+            return R.PILOT_E
         if not self.present:
             return R.PILOT_A
         return R.PILOT_C if self.asking else R.PILOT_B
@@ -260,6 +282,8 @@ class Charger:
         self.cycles = 0
         self.opened_under_load = 0
         self.max_open_a = 0.0
+        self.bus_max_a = 1e9  # what the DC bus (stack + battery) can feed
+        self.max_a = 0.0  # highest output current seen
 
     def voltage(self):
         ev = self.ev
@@ -309,7 +333,7 @@ class Charger:
             self.sp_seen = self.latency_q.popleft()[1]
         target = 0.0
         if self.closed and ev.present:
-            target = min(self.sp_seen, ev.request_a())
+            target = min(self.sp_seen, ev.request_a(), self.bus_max_a)
             if not ev.asking:
                 target = 0.0
         if not self.closed or not ev.present or not ev.asking:
@@ -317,6 +341,7 @@ class Charger:
         else:
             step = p["chg_ramp_a_per_s"] * dt
             self.current += max(-step, min(step, target - self.current))
+        self.max_a = max(self.max_a, self.current)
         self.temp += ((p["ambient_c"] + 5 + self.current * 0.2) - self.temp) * min(1.0, dt / 300.0)
 
     def status(self):
@@ -332,6 +357,47 @@ class Charger:
         return s
 
 
+class Safety:
+    """Judges the firmware from outside: how long a hazard met fuel or a
+    closed contactor, and which commands were written into a hazard the
+    firmware had had time to see (after ``safety_grace_s``)."""
+
+    KINDS = ("fuel_with_h2_leak", "contactor_with_iso_fault", "contactor_with_ev_gone")
+
+    def __init__(self, p):
+        self.p = p
+        self.since = {k: None for k in self.KINDS}  # hazard present since (sim s)
+        self.exposed = {k: None for k in self.KINDS}  # hazard and output together since
+        self.max_s = {k: 0.0 for k in self.KINDS}  # longest exposure
+        self.writes = {k: 0 for k in self.KINDS}  # unsafe commands written
+
+    def step(self, t, hazards: dict, outputs: dict):
+        for k in self.KINDS:
+            if hazards[k]:
+                if self.since[k] is None:
+                    self.since[k] = t
+                if outputs[k]:
+                    if self.exposed[k] is None:
+                        self.exposed[k] = t
+                    self.max_s[k] = max(self.max_s[k], t - self.exposed[k])
+                else:
+                    self.exposed[k] = None
+            else:
+                self.since[k] = None
+                self.exposed[k] = None
+
+    def judge_write(self, t, kind) -> bool:
+        # The insulation result arrives in the same register block as the
+        # monitor's "done" bit: closing after it is never excused. A leak
+        # or an unplug may cross a threshold between two polls: grace.
+        grace = 0.0 if kind == "contactor_with_iso_fault" else self.p["safety_grace_s"]
+        s = self.since[kind]
+        if s is not None and t - s >= grace:
+            self.writes[kind] += 1
+            return True
+        return False
+
+
 class Plant:
     def __init__(self, params):
         self.p = params
@@ -341,7 +407,9 @@ class Plant:
         self.battery = Battery(params)
         self.ev = EV(params)
         self.charger = Charger(params, self.ev)
+        self.safety = Safety(params)
         self.meter_kwh = params["meter_kwh"]
+        self.meter_kwh0 = params["meter_kwh"]
         self.fan = 0.0
         self.h2_lel = 0.0
         self.h2_target = 0.0
@@ -351,9 +419,14 @@ class Plant:
         self.ev_v = 0.0
         self.ev_a = 0.0
         self.dcdc_w = 0.0
+        self.bop_w = 0.0
         self.bus_v = self.battery.voltage()
+        self.hazards = {k: False for k in Safety.KINDS}
 
     # ---- register views ---------------------------------------------------
+    def airflow(self):
+        return 0.0 if self.vent_blocked else self.fan * self.p["airflow_per_pct"]
+
     def readings(self) -> dict[str, float]:
         rf, st, bt, ch = self.reformer, self.stack, self.battery, self.charger
         n = self.p["cells"]
@@ -377,7 +450,7 @@ class Plant:
             "bat_soc": bt.soc,
             "bat_v": self.bus_v,
             "bat_a": bt.current,
-            "bat_c": self.p["bat_c"],
+            "bat_c": bt.temp,
             "bat_chg_lim_a": bt.chg_limit(),
             "bat_dis_lim_a": bt.dis_limit(),
             "bat_alarms": bt.alarm,
@@ -392,18 +465,26 @@ class Plant:
             "chg_c": ch.temp,
             "sio_status": self.status_bits,
             "sio_h2_lel": self.h2_lel,
-            "sio_airflow": 0.0 if self.vent_blocked else self.fan * self.p["airflow_per_pct"],
+            "sio_airflow": self.airflow(),
             "met_v": self.ev_v,
             "met_a": self.ev_a,
             "met_w": self.ev_v * self.ev_a,
             "met_wh": self.meter_kwh * 1000.0,
         }
 
-    def command(self, name: str, value: float):
+    def command(self, name: str, value: float) -> str | None:
+        """Apply a command written on the bus. Returns the kind of unsafe
+        write (Safety.KINDS) if it was written into a known hazard."""
         rf, st, ch = self.reformer, self.stack, self.charger
+        unsafe = None  # set when the write turns fuel on or closes the contactor
         if name == "ref_mode_cmd":
+            fuel = (R.REF_MODE_PREHEAT, R.REF_MODE_RUN)
+            if int(value) in fuel and rf.mode not in fuel:
+                unsafe = "fuel_with_h2_leak"
             rf.mode = int(value)
         elif name == "ref_pump_sp":
+            if value > 0 and rf.pump_sp <= 0:
+                unsafe = "fuel_with_h2_leak"
             rf.pump_sp = value
         elif name == "ref_bed_sp":
             rf.bed_sp = value
@@ -414,6 +495,8 @@ class Plant:
         elif name == "fc_purge":
             st.purge = int(value)
         elif name == "chg_contactor":
+            if value and not ch.contactor_cmd:
+                unsafe = "contactor_with_iso_fault" if self.hazards["contactor_with_iso_fault"] else "contactor_with_ev_gone"
             ch.contactor_cmd = int(value)
         elif name == "chg_limit_a":
             ch.limit = value
@@ -423,6 +506,9 @@ class Plant:
             ch.lock_cmd = int(value)
         elif name == "sio_fan":
             self.fan = max(0.0, min(100.0, value))
+        if unsafe and self.hazards[unsafe] and self.safety.judge_write(self.t, unsafe):
+            return unsafe
+        return None
 
     # ---- time ---------------------------------------------------------------
     def advance(self, t_to: float, max_dt: float = 0.05):
@@ -437,17 +523,24 @@ class Plant:
         rf.step(self.t, dt)
         heating = rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and rf.tank > 0
         st.step(dt, rf.h2_mol_s(), rf.co_pct(), heating)
+        stack_w = st.power_w()
+        self.dcdc_w = stack_w * p["dcdc_eff"]
+        bop = (p["bop_w"] + p["bop_frac"] * stack_w) if (st.enable or rf.mode != R.REF_MODE_OFF) else 0.0
+        bop += self.fan / 100.0 * p["fan_w"]
+        self.bop_w = bop
+        # The charger modules can draw what the stack and the battery give;
+        # beyond that the bus sags and the modules derate.
+        avail_w = max(0.0, self.dcdc_w + bt.dis_limit() * max(1.0, bt.ocv()) - bop)
+        v_ev = max(1.0, ev.ocv()) if ev.present else 1.0
+        ch.bus_max_a = avail_w * p["chg_eff"] / v_ev
         ch.step(self.t, dt)
         self.ev_v = ch.voltage()
         self.ev_a = ch.current if self.ev_v > 0 else 0.0
         out_w = self.ev_v * self.ev_a
-        # Meter sits at the output; a little is lost in the cable to the EV.
+        # The meter sits at the output and counts what flows to the EV; a
+        # little is lost in the cable on the way.
         self.meter_kwh += out_w * dt / 3.6e6
         ev.step(dt, self.ev_a * (1 - p["cable_loss"]), self.ev_v)
-        stack_w = st.power_w()
-        self.dcdc_w = stack_w * p["dcdc_eff"]
-        bop = (p["bop_w"] + p["bop_frac"] * stack_w) if (st.enable or rf.mode != R.REF_MODE_OFF) else 0.0
-        bop += self.fan * 5.0  # fan: 500 W at full duty
         load = out_w / p["chg_eff"] + bop - self.dcdc_w
         bt.step(dt, load)
         self.bus_v = bt.voltage()
@@ -456,31 +549,81 @@ class Plant:
         if self.h2_target > self.h2_lel:
             self.h2_lel = min(self.h2_target, self.h2_lel + self.h2_rate * dt)
         else:
-            clear = 0.5 * (self.fan / 100.0) * dt if not self.vent_blocked else 0.0
+            clear = p["h2_clear_per_s"] * (self.fan / 100.0) * dt if not self.vent_blocked else 0.0
             self.h2_lel = max(self.h2_target, self.h2_lel - clear * max(1.0, self.h2_lel))
+        # Safety monitor.
+        volts = max(50.0, ev.ocv() if ev.present else 0.0, self.ev_v)
+        hz = self.hazards
+        hz["fuel_with_h2_leak"] = self.h2_lel >= p["h2_trip_lel"]
+        # Known once the insulation monitor has a result to show.
+        hz["contactor_with_iso_fault"] = (ev.present and ch.imd_done
+                                          and ch.iso_kohm * 1000.0 / volts < p["iso_fault_ohm_per_v"])
+        hz["contactor_with_ev_gone"] = not ev.present
+        self.safety.step(self.t + dt, hz, {
+            "fuel_with_h2_leak": rf.fuelled(),
+            "contactor_with_iso_fault": ch.closed,
+            "contactor_with_ev_gone": ch.closed,
+        })
 
     def summary(self) -> dict:
         rf, st, bt, ev, ch = self.reformer, self.stack, self.battery, self.ev, self.charger
+        sf = self.safety
         return {
             "t": round(self.t, 3),
+            "ref_mode": rf.mode,
             "bed_c": round(rf.bed, 1),
+            "burner_c": round(rf.burner, 1),
+            "evap_c": round(rf.evap, 1),
+            "pump_mlmin": round(rf.pump, 2),
+            "conversion": round(rf.conversion(), 3),
+            "co_pct": round(rf.co_pct(), 3),
             "stack_c": round(st.temp, 1),
             "stack_a": round(st.current, 2),
             "stack_w": round(st.power_w(), 1),
+            "cell_v": round(st.v_cell, 4),
+            "min_cell_v": round(st.min_cell, 3),
+            "util": round(min(st.util, 9.9), 3),
             "net_w": round(self.dcdc_w, 1),
+            "bop_w": round(self.bop_w, 1),
             "bat_soc": round(bt.soc, 3),
+            "bat_a": round(bt.current, 2),
+            "bat_v": round(self.bus_v, 1),
+            "bat_c": round(bt.temp, 2),
             "tank_l": round(rf.tank, 3),
             "fed_l": round(rf.fed_l, 4),
             "burnt_l": round(rf.burnt_l, 4),
             "ev_present": ev.present,
+            "ev_asking": ev.asking,
+            "pilot": R.PILOT_NAMES[ev.pilot()],
             "ev_soc": round(ev.soc, 3),
             "ev_a": round(self.ev_a, 2),
+            "ev_v": round(self.ev_v, 1),
             "ev_w": round(self.ev_a * self.ev_v, 1),
             "ev_received_wh": round(ev.received_wh, 2),
             "meter_kwh": self.meter_kwh,
+            "delivered_kwh": round(self.meter_kwh - self.meter_kwh0, 4),
             "contactor": ch.closed,
+            "contactor_cmd": ch.contactor_cmd,
+            "locked": ch.locked,
+            "chg_limit_a": ch.limit,
+            "iso_kohm": ch.iso_kohm,
             "contactor_cycles": ch.cycles,
             "opened_under_load": ch.opened_under_load,
+            "max_open_a": round(ch.max_open_a, 1),
+            "max_ev_a": round(ch.max_a, 2),
+            "fan": self.fan,
+            "airflow": round(self.airflow(), 2),
             "h2_lel": round(self.h2_lel, 2),
-            "min_cell_v": round(st.min_cell, 3),
+            "fuel_on": rf.fuelled(),
+            "unsafe_s": {k: round(v, 3) for k, v in sf.max_s.items()},
+            "unsafe_writes": dict(sf.writes),
         }
+
+
+
+
+def summary_keys() -> tuple[str, ...]:
+    """Every field of Plant.summary(), for validating scenario conditions."""
+    from sim import params as P
+
+    return tuple(Plant(P.defaults()).summary())

@@ -127,6 +127,8 @@ class PileSim:
             reply = 8
             req = 8 if fc == 6 else 9 + 2 * len(values)
             now = self.now()
+            if dev in self.silent:
+                return None  # off or cut off: it never heard the request
             for k, w in enumerate(values):
                 self._write(dev, address + k, int(w), now)
         if self.wire_timing and dev not in self.silent:
@@ -141,9 +143,12 @@ class PileSim:
                 if typ == R.I16 and word & 0x8000:
                     word -= 0x10000
                 value = word * scale
-                self.plant.command(name, value)
+                unsafe = self.plant.command(name, value)
                 self.writes.append((now, dev, name, value))
-                self.log({"kind": "write", "t": round(now, 4), "dev": dev, "cmd": name, "value": value})
+                rec = {"kind": "write", "t": round(now, 4), "dev": dev, "cmd": name, "value": value}
+                if unsafe:
+                    rec["unsafe"] = unsafe
+                self.log(rec)
                 for h in self.hooks:
                     h(dev, name, value)
                 return
@@ -165,9 +170,15 @@ class PileSim:
         return data
 
     # ---- serving ---------------------------------------------------------
-    async def physics_task(self, every_s: float = 0.02):
+    async def physics_task(self, every_s: float = 0.02, sample_s: float = 0.0):
+        """Keep the plant moving; log a `sample` record of the plant's
+        summary every `sample_s` simulated seconds (0: none)."""
+        next_sample = 0.0
         while True:
             self.advance()
+            if sample_s > 0 and self.plant.t >= next_sample:
+                self.log(sample_record(self.plant))
+                next_sample = self.plant.t + sample_s
             await asyncio.sleep(every_s)
 
     async def serve_tcp(self, host: str = "127.0.0.1", port: int = 5020):
@@ -192,6 +203,20 @@ class PileSim:
     async def stop(self):
         if self.server:
             await self.server.shutdown()
+
+
+SAMPLE_FIELDS = ("bed_c", "burner_c", "stack_c", "bat_c", "stack_a", "stack_w", "net_w", "bop_w", "ev_w",
+                 "bat_a", "bat_soc", "ev_soc", "h2_lel", "min_cell_v", "tank_l", "delivered_kwh", "contactor")
+
+
+def sample_record(plant) -> dict:
+    s = plant.summary()
+    rec = {"kind": "sample", "t": s["t"]}
+    for k in SAMPLE_FIELDS:
+        rec[k] = s[k]
+    if not s["ev_present"]:
+        rec["ev_soc"] = None
+    return rec
 
 
 def jsonl_writer(path):

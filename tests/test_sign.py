@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from h2p import cmdhandler, keys, sign  # noqa: E402
+from h2p import cmdhandler, keys, sign, signer  # noqa: E402
 from mqtt_broker import run_mpy  # noqa: E402
 
 KEY = keys.cmd_key("fleet-secret", "P1")
@@ -23,7 +23,7 @@ def raw(cmd):
 
 
 def fresh(op="set_limit", args=None, now=NOW, **kw):
-    return sign.sign_command(op, {"amps": 32} if args is None and op == "set_limit" else (args or {}),
+    return signer.sign_command(op, {"amps": 32} if args is None and op == "set_limit" else (args or {}),
                              KEY, now, pile="P1", **kw)
 
 
@@ -129,11 +129,11 @@ def test_float_args_canonical():
 
 def test_sign_command_rejects_bad_input():
     with pytest.raises(ValueError):
-        sign.sign_command("set_limit", {"amps": 900}, KEY, NOW)
+        signer.sign_command("set_limit", {"amps": 900}, KEY, NOW)
     with pytest.raises(ValueError):
-        sign.sign_command("nope", {}, KEY, NOW)
+        signer.sign_command("nope", {}, KEY, NOW)
     with pytest.raises(ValueError):
-        sign.sign_command("stop", {}, KEY, NOW, ttl_s=10000)
+        signer.sign_command("stop", {}, KEY, NOW, ttl_s=10000)
 
 
 class Target:
@@ -180,7 +180,7 @@ def test_cmdhandler():
 
 MPY_SCRIPT = r"""
 import sys, json
-from h2p import sign, keys
+from h2p import sign, signer, keys
 vec = json.loads(open(sys.argv[1]).read())
 out = {"key": keys.cmd_key("fleet-secret", "P1"), "mqtt": keys.mqtt_password("fleet-secret", "P1")}
 res = []
@@ -190,7 +190,7 @@ for v in vec["verify"]:
 out["verify"] = res
 sigs = []
 for s in vec["sign"]:
-    c = sign.sign_command(s["op"], s["args"], out["key"], s["now"], pile="P1", cid=s["id"], nonce=s["nonce"])
+    c = signer.sign_command(s["op"], s["args"], out["key"], s["now"], pile="P1", cid=s["id"], nonce=s["nonce"])
     sigs.append(c["sig"])
 out["sign"] = sigs
 cache = sign.ReplayCache()

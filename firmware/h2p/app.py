@@ -1,13 +1,13 @@
 # The imperative shell: asyncio tasks that move bytes. The bus task reads
 # the poll schedule, steps the supervisor after every read (so a hazard is
 # answered within one read plus one write) and writes what changed, the
-# charger first. Other tasks print status, drain events and feed the
-# watchdog only when both the bus and the control step made progress.
+# charger first. Sessions go to the flash journal; the uplink (MQTT) is
+# optional. The watchdog is fed only when both the bus and the control step
+# made progress.
 import gc
 import json
 
 from h2p import VERSION
-from h2p import states as S
 from h2p.compat import asyncio, ticks_diff
 from h2p import devices as D
 from h2p.log import log
@@ -16,6 +16,10 @@ from h2p.readings import Readings, INDEX, UNKNOWN
 from h2p.supervisor import Supervisor
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
+_I_WH = INDEX["met_wh"]
+_I_W = INDEX["met_w"]
+_I_TANK = INDEX["ref_tank_l"]
+_I_EVSOC = INDEX["chg_ev_soc"]
 
 
 class Pile:
@@ -33,13 +37,20 @@ class Pile:
         self.steps = 0
         self.slow_every = bus["slow_every"]
         self.refresh_ms = [0] * len(self.devices)
-        self.session_wh0 = None
-        self.session_wh = 0
-        self.session_ms = 0  # when the session started or stopped
-        self.closing = False  # stopped; waiting for a meter reading after it
         self.force_slow = False
-        self.total_wh = 0
-        self.listeners = []  # fn(kind, a, b) for events (MQTT, journal)
+        self.session_ms = 0  # when the running session started or stopped
+        self.closing = None  # stop reason, until a meter reading after the stop
+        self.listeners = []  # fn(kind, a, b) for events (MQTT)
+        self._up_ms = clock.ms()
+        self._up = 0  # uptime in simulated ms, never wraps
+        self.rec = None  # SessionRecorder, once the journal is open
+        self.boot_no = 0
+
+    def uptime_s(self):
+        now = self.clock.ms()
+        self._up += ticks_diff(now, self._up_ms)
+        self._up_ms = now
+        return self._up / 1000
 
     # ---- bus ---------------------------------------------------------------
     async def _read(self, dev, blk):
@@ -94,56 +105,90 @@ class Pile:
                         self._step()
                         await self._flush()
             self.cycles += 1
+            if self.cycles == 2:
+                self._open_journal()
             # Yield even when every device answers at once.
             await asyncio.sleep_ms(0)
 
-    # ---- events and status -------------------------------------------------
+    # ---- sessions: one record each, in the flash journal ------------------------
+    def _open_journal(self):
+        # After the first poll cycles, so a session the last boot left open
+        # is closed with the meter's count now, not just its last checkpoint.
+        from h2p.journal import Journal
+        from h2p.session import SessionRecorder
+
+        cfg = self.cfg
+        j = Journal(cfg["data_dir"] + "/journal.bin", max_bytes=cfg["journal_kb"] * 1024,
+                    checkpoint_interval_s=cfg["checkpoint_s"])
+        rep = j.open()
+        if rep["torn_bytes"] or rep["garbage"]:
+            log("journal", "repaired", "torn", rep["torn_bytes"], "garbage", rep["garbage"])
+        wall = getattr(self.board, "unix_time", None)
+        self.rec = SessionRecorder(j, cfg["pile_id"], wall, int(cfg["limits"]["charger_max_a"] * 1000),
+                                   on_close=self._closed)
+        reason = "reboot" if self.board.reset_cause == "soft" else "power_loss"
+        for r in self.rec.recover(self.uptime_s(), self._fresh(_I_WH, 0), self._fresh(_I_TANK, 0), reason):
+            log("session", "recovered", r["id"], r["energy_wh"], "Wh")
+        self.boot_no = self.rec.boot()
+        log("journal", "boot", self.boot_no, "records", rep["records"])
+
+    def _fresh(self, i, since):
+        # A reading taken at or after `since`, or None.
+        v = self.rd.value(i, self.clock.ms())
+        if v is None or ticks_diff(self.rd.ts[i], since) < 0:
+            return None
+        return v
+
+    def _closed(self, rec):
+        for fn in self.listeners:
+            fn("bill", rec, None)
+
+    def _session_tick(self):
+        rec = self.rec
+        if rec is None:
+            return
+        if self.closing is not None:
+            wh = self._fresh(_I_WH, self.session_ms)
+            if wh is not None or ticks_diff(self.clock.ms(), self.session_ms) > 10000:
+                r = rec.stop(self.uptime_s(), self.closing, wh, self._fresh(_I_TANK, self.session_ms),
+                             self._fresh(_I_EVSOC, 0))
+                self.closing = None
+                if r:
+                    log("session", "closed", r["id"], r["energy_wh"], "Wh", r["reason"])
+        elif rec.active:
+            rec.step(self.uptime_s(), self._fresh(_I_WH, self.session_ms), self._fresh(_I_TANK, 0),
+                     self._fresh(_I_W, 0), self._fresh(_I_EVSOC, 0))
+
     def _drain(self):
         ev = self.sup.events
         while ev:
             kind, a, b = ev.pop(0)
             now = self.clock.ms()
             if kind == "session_start":
-                # Energy is billing data read on the slow schedule: take a
-                # fresh reading now for the baseline, and another after stop.
-                self.session_wh0 = None
-                self.session_wh = 0
-                self.session_ms = now
+                # Energy is read on the slow schedule: ask for it now.
                 self.force_slow = True
+                self.session_ms = now
+                if self.rec is not None and not self.rec.active:
+                    self.rec.start(self.uptime_s(), b or None, None, self._fresh(_I_TANK, 0),
+                                   self._fresh(_I_EVSOC, 0))
             elif kind == "session_stop":
-                self.session_ms = now
-                self.closing = True
                 self.force_slow = True
+                self.session_ms = now
+                self.closing = b
             log("event", now, kind, a, b)
             for fn in self.listeners:
                 fn(kind, a, b)
 
-    def _meter_wh(self, now):
-        # Only a reading taken after the session's start/stop counts.
-        i = INDEX["met_wh"]
-        v = self.rd.get(i, now)
-        if v == UNKNOWN or ticks_diff(self.rd.ts[i], self.session_ms) < 0:
-            return None
-        return v
-
-    def _count_energy(self, now):
-        wh = self._meter_wh(now)
-        if wh is None:
-            return
-        if self.session_wh0 is None:
-            self.session_wh0 = wh
-        self.session_wh = wh - self.session_wh0
-        if self.closing:
-            self.closing = False
-            log("session", now, "closed", self.sup.session_n, self.session_wh, "Wh", self.sup.stop_reason)
+    # ---- status ------------------------------------------------------------
+    def session_wh(self):
+        s = self.rec.s if self.rec else None
+        return round(s["e"], 1) if s else 0
 
     def status(self):
         now = self.clock.ms()
-        if self.sup.session_active or self.closing:
-            self._count_energy(now)
         st = self.sup.status(now)
         st["t"] = now
-        st["session_wh"] = self.session_wh
+        st["session_wh"] = self.session_wh()
         st["cycles"] = self.cycles
         st["bus"] = self.master.stats
         gc.collect()
@@ -156,7 +201,9 @@ class Pile:
         # runner and the tests read; on a board it is the USB REPL).
         while True:
             await asyncio.sleep_ms(every_wall_ms)
-            print("STATUS " + json.dumps(self.status()))
+            self._session_tick()
+            if self.board.console:
+                print("STATUS " + json.dumps(self.status()))
 
     async def watchdog_task(self):
         # Feed only when both the bus and the control step moved on.
@@ -177,6 +224,10 @@ async def run(pile, board):
     ]
     if hasattr(board.wdt, "run"):
         tasks.append(asyncio.create_task(board.wdt.run()))
+    if pile.cfg["mqtt"]["host"]:
+        from h2p.uplink import Uplink
+
+        tasks.append(asyncio.create_task(Uplink(pile).run()))
     await asyncio.gather(*tasks)
 
 

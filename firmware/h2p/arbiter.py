@@ -23,6 +23,11 @@ S_DEMAND = const(5)
 STACK_CLAIMS = ("interlock", "fuel", "ramp", "stack_temp", "battery", "demand")
 
 
+# A claim that does not limit (an interlock with nothing in force, a
+# verified contactor): larger than any real current, so it never wins.
+NONE = const(0x3FFFFFFF)
+
+
 class Arbiter:
     def __init__(self, names):
         self.names = names

@@ -79,6 +79,14 @@ class TcpLine:
         except OSError:
             pass
 
+    async def settle(self):
+        scratch = bytearray(64)
+        for _ in range(16):
+            try:
+                await asyncio.wait_for_ms(self.r.readinto(scratch), self.clock.floor)
+            except asyncio.TimeoutError:
+                return
+
     async def send(self, buf, n):
         self.w.write(memoryview(buf)[:n])
         await self.w.drain()
@@ -148,6 +156,12 @@ class Board:
         self.line = TcpLine(host, port, self.clock)
         self.wdt = Watchdog(desc["watchdog_ms"])
         self.reset_cause = reset_cause()
+        self.console = True  # STATUS lines on stdout
+
+    def unix_time(self):
+        # The host's clock is set (NTP on boards): real seconds, as the
+        # operators who sign commands use.
+        return time.time()
 
     async def open(self):
         await self.line.open()

@@ -40,6 +40,8 @@ LIMITS = {
     "stack_start_c": (float, 130.0, rng(120, 180), "stack temperature before current is drawn"),
     "stack_ready_c": (float, 150.0, rng(120, 180), "stack temperature for `ready`"),
     "bat_soc_min": (float, 10.0, rng(0, 50), "buffer battery SOC floor for EV charging"),
+    "bat_kwh": (float, 60.0, rng(1, 500), "buffer battery capacity (deliverable-energy estimate)"),
+    "premix_l_per_kwh": (float, 0.95, rng(0.6, 3.0), "premix per kWh net (deliverable-energy estimate)"),
     "bat_soc_target": (float, 90.0, rng(50, 100), "stack charges the battery up to this SOC"),
     "bat_soc_max": (float, 95.0, rng(50, 100), "stack drops to minimum load above this SOC"),
     "stop_current_a": (float, 5.0, rng(0.5, 20), "contactor opens only below this current"),
@@ -83,6 +85,8 @@ SCHEMA = {
     "auto_charge": (bool, False, None, "start a session when an EV plugs in, without a command"),
     "idle_shutdown_s": (int, 0, rng(0, 86400), "shut down after this long without an EV (0: never)"),
     "data_dir": (str, "data", None, "directory for the journal and persistent counters"),
+    "journal_kb": (int, 32, rng(8, 512), "flash the session journal may use"),
+    "checkpoint_s": (int, 60, rng(5, 3600), "at most one checkpoint of a running session per this many s"),
 }
 
 

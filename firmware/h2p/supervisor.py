@@ -165,6 +165,12 @@ class Supervisor:
     def _in_phase(self, now):
         return ticks_diff(now, self.phase_ms)
 
+    def _late(self, ms):
+        # A charger reply overdue: only a reading taken `ms` after the phase
+        # began can say the device did not follow (a slow bus is not a
+        # failed lock).
+        return ticks_diff(self.rd.ts[I["chg_status"]], self.phase_ms) > ms
+
     def _r(self, name, now):
         return self.rd.get(I[name], now)
 
@@ -518,14 +524,14 @@ class Supervisor:
             self._ev(0, 0, 0, 1)
             if ch != UNKNOWN and ch & R.CHG_LOCKED:
                 self._phase(1, now)
-            elif self._in_phase(now) > _LOCK_MS:
+            elif self._late(_LOCK_MS):
                 self.stop_req = "lock_failed"
         elif p == 1:  # insulation measured and fine (the interlocks judge it)
             self._ev(0, 0, 0, 1)
             if ch != UNKNOWN and ch & R.CHG_IMD_DONE and self.il.contactor_allowed():
                 self._ev(1, 0, 0, 1)
                 self._phase(2, now)
-            elif self._in_phase(now) > _ISO_MS:
+            elif self._late(_ISO_MS):
                 self.stop_req = "insulation_timeout"
         else:  # closed: aux must agree before current flows
             lim = self._ev_claims(now)
@@ -540,7 +546,7 @@ class Supervisor:
             # Ramp the EV current down; open only below a few amperes.
             self._ev(1, 0, 1, 1)
             a = self._r("chg_out_a", now)
-            if (a != UNKNOWN and a <= self.stop_a) or self._in_phase(now) > 5000:
+            if (a != UNKNOWN and a <= self.stop_a) or self._late(5000):
                 self._ev(0, 0, 0, 1)
                 self._end_session(self.stop_req or "stopped")
                 self._phase(1, now)

@@ -10,33 +10,17 @@ VERSION = "v1"
 PREFIX = "h2pile/" + VERSION + "/"
 
 # Directions: "pub" = pile publishes, "sub" = pile subscribes (operator publishes).
-# (name, qos, retain, direction, description)
+# (name, qos, retain, direction). What each one carries: topics_doc.py.
 TOPICS = (
-    ("status", 1, True, "pub",
-     "Liveness. {\"online\": true} on every connect; the broker publishes the "
-     "last will {\"online\": false, \"seq\": 0} when the link dies."),
-    ("meta", 1, True, "pub",
-     "Identity: firmware version, board, config hash, capabilities. Sent on "
-     "every connect and on the resend_meta command."),
-    ("state", 1, True, "pub",
-     "State machine state, active faults and the claim that limits the "
-     "output current. Sent on every change and on connect."),
-    ("tele", 0, False, "pub",
-     "Telemetry, sent when a field moves by more than its deadband or at "
-     "the latest every TELE_MAX_INTERVAL_S. QoS 0: a lost sample is "
-     "replaced by the next."),
-    ("evt", 1, False, "pub",
-     "Events: faults raised/cleared, session start/stop, warnings."),
-    ("cmd", 1, False, "sub",
-     "Signed commands (see h2p.sign). Never retained: a retained command "
-     "would be replayed to the pile on every reconnect."),
-    ("cmd/ack", 1, False, "pub",
-     "One acknowledgement per received command: {id, op, ok, reason}."),
-    ("bill", 1, False, "pub",
-     "Billing record of a finished session. The pile keeps it in flash and "
-     "re-sends it until a bill/ack with the same id arrives."),
-    ("bill/ack", 1, False, "sub",
-     "Back office confirms a billing record: {\"id\": ...}."),
+    ('status', 1, True, 'pub'),
+    ('meta', 1, True, 'pub'),
+    ('state', 1, True, 'pub'),
+    ('tele', 0, False, 'pub'),
+    ('evt', 1, False, 'pub'),
+    ('cmd', 1, False, 'sub'),
+    ('cmd/ack', 1, False, 'pub'),
+    ('bill', 1, False, 'pub'),
+    ('bill/ack', 1, False, 'sub'),
 )
 
 # Indexes into a TOPICS row.
@@ -44,7 +28,6 @@ T_NAME = 0
 T_QOS = 1
 T_RETAIN = 2
 T_DIR = 3
-T_DOC = 4
 
 _BY_NAME = {}
 for _t in TOPICS:
@@ -101,97 +84,48 @@ def parse(full_topic):
 
 
 # ---- commands --------------------------------------------------------------
-# Argument: (name, type, required, lo, hi, description). type "num" is a JSON
-# number checked against lo..hi; type "str" is a string whose length in bytes
-# is checked against lo..hi.
+# Argument: (name, type, required, lo, hi). type "num" is a JSON number
+# checked against lo..hi; type "str" is a string whose length in bytes is
+# checked against lo..hi. Descriptions: topics_doc.py.
 A_NAME = 0
 A_TYPE = 1
 A_REQ = 2
 A_LO = 3
 A_HI = 4
-A_DOC = 5
 
-# (op, description, args)
+# (op, args)
 CMD_OPS = (
-    ("start", "Start (or authorise) a charging session.", (
-        ("auth", "str", False, 1, 256,
-         "sponsor/entitlement token from the app back end"),
-        ("limit_a", "num", False, 0, 500, "output current limit for this session, A"),
-    )),
-    ("stop", "Stop the session: ramp the current down, then open the contactor.", ()),
-    ("set_limit", "Set the output current limit.", (
-        ("amps", "num", True, 0, 500, "output current limit, A"),
-    )),
-    ("reset", "Acknowledge and clear latched faults that are no longer present.", ()),
-    ("shutdown", "Controlled shutdown of reformer and fuel cell (15-30 min).", ()),
-    ("wake", "Leave standby: start warming up for a session.", ()),
-    ("resend_meta", "Publish meta, state and status again.", ()),
+    ('start', (('auth', 'str', False, 1, 256), ('limit_a', 'num', False, 0, 500), )),
+    ('stop', ()),
+    ('set_limit', (('amps', 'num', True, 0, 500), )),
+    ('reset', ()),
+    ('shutdown', ()),
+    ('wake', ()),
+    ('resend_meta', ()),
 )
 
 CMD_BY_OP = {}
 for _c in CMD_OPS:
     CMD_BY_OP[_c[0]] = _c
 
-# Command envelope (see h2p.sign): field -> (type, description)
-CMD_FIELDS = (
-    ("id", "str", "unique command id chosen by the sender (1..64 chars)"),
-    ("op", "str", "one of the ops below"),
-    ("args", "obj", "arguments object (may be empty)"),
-    ("pile", "str", "target pile id (signed; must match the pile)"),
-    ("issued", "int", "Unix time the command was signed, s"),
-    ("expires", "int", "Unix time after which the pile rejects it, s"),
-    ("nonce", "str", "random hex, 8..64 chars"),
-    ("sig", "str", "hex HMAC-SHA256 over the canonical encoding, per-pile command key"),
-)
-
-# ---- payload fields ---------------------------------------------------------
-# Telemetry: (field, unit, deadband, description). A change smaller than the
-# deadband does not by itself cause a tele message.
-TELE_FIELDS = (
-    ("p_kw", "kW", 0.2, "charger output power"),
-    ("v_out", "V", 2.0, "charger output voltage"),
-    ("i_out", "A", 1.0, "charger output current"),
-    ("e_kwh", "kWh", 0.05, "energy delivered in this session (billing meter)"),
-    ("ev_soc", "%", 1.0, "EV state of charge"),
-    ("bat_soc", "%", 0.5, "buffer battery state of charge"),
-    ("bat_kw", "kW", 0.2, "buffer battery power, + = discharging"),
-    ("fc_kw", "kW", 0.1, "fuel-cell net power"),
-    ("fc_t", "degC", 1.0, "stack temperature"),
-    ("ref_t", "degC", 2.0, "reformer bed temperature"),
-    ("premix_l", "L", 0.2, "premix in the tank"),
-    ("fuel_l_kwh", "L/kWh", 0.02, "premix use per kWh (rolling)"),
-    ("h2_lel", "%LEL", 1.0, "hydrogen concentration in the enclosure"),
-    ("limit_a", "A", 1.0, "output current limit in force"),
-)
+# ---- telemetry ---------------------------------------------------------------
+# field -> deadband: a change smaller than this does not by itself cause a
+# tele message (units and meanings: topics_doc.TELE_FIELDS).
+TELE_DEADBAND = {
+    'p_kw': 0.2,
+    'v_out': 2.0,
+    'i_out': 1.0,
+    'e_kwh': 0.05,
+    'ev_soc': 1.0,
+    'bat_soc': 0.5,
+    'bat_kw': 0.2,
+    'fc_kw': 0.1,
+    'fc_t': 1.0,
+    'ref_t': 2.0,
+    'premix_l': 0.2,
+    'fuel_l_kwh': 0.02,
+    'h2_lel': 1.0,
+    'limit_a': 1.0,
+    'deliver_kwh': 0.5,
+}
 TELE_MAX_INTERVAL_S = 60
-
-TELE_DEADBAND = {}
-for _f in TELE_FIELDS:
-    TELE_DEADBAND[_f[0]] = _f[2]
-
-# Fields of the other pile payloads (field, type, description).
-STATUS_FIELDS = (
-    ("online", "bool", "true while connected; false in the last will"),
-)
-META_FIELDS = (
-    ("fw", "str", "firmware version"),
-    ("board", "str", "board profile"),
-    ("cfg", "str", "configuration hash"),
-)
-STATE_FIELDS = (
-    ("state", "str", "state machine state"),
-    ("faults", "list", "active fault codes"),
-    ("limit_by", "str", "what limits the output current now (bms, fc, ev, cmd, thermal...)"),
-    ("limit_a", "num", "the current limit in force, A"),
-)
-ACK_FIELDS = (
-    ("id", "str", "command id (null if the command could not be parsed)"),
-    ("op", "str", "command op (null if unknown)"),
-    ("ok", "bool", "true if accepted and carried out"),
-    ("reason", "str", "'ok' or why it was rejected"),
-    ("dup", "bool", "present and true if this repeats the ack of an already seen command"),
-)
-STAMP_FIELDS = (
-    ("seq", "int", "per-boot sequence number of the message (the will uses 0)"),
-    ("boot", "int", "boot counter"),
-)

@@ -1,0 +1,91 @@
+# Descriptions of the MQTT contract for people (docs/mqtt.md, `h2pile cmd
+# --help`). Kept apart from topics.py so the board does not carry them: the
+# board never imports this module. The data itself is in topics.py.
+from h2p.topics import TELE_DEADBAND
+
+TOPIC_DOC = {
+    'status': 'Liveness. {"online": true} on every connect; the broker publishes the last will {"online": false, "seq": 0} when the link dies.',
+    'meta': 'Identity: firmware version, board, config hash, capabilities. Sent on every connect and on the resend_meta command.',
+    'state': 'State machine state, active faults and the claim that limits the output current. Sent on every change and on connect.',
+    'tele': 'Telemetry, sent when a field moves by more than its deadband or at the latest every TELE_MAX_INTERVAL_S. QoS 0: a lost sample is replaced by the next.',
+    'evt': 'Events: faults raised/cleared, session start/stop, warnings.',
+    'cmd': 'Signed commands (see h2p.sign). Never retained: a retained command would be replayed to the pile on every reconnect.',
+    'cmd/ack': 'One acknowledgement per received command: {id, op, ok, reason}.',
+    'bill': 'Billing record of a finished session. The pile keeps it in flash and re-sends it until a bill/ack with the same id arrives.',
+    'bill/ack': 'Back office confirms a billing record: {"id": ...}.',
+}
+
+CMD_DOC = {
+    'start': 'Start (or authorise) a charging session.',
+    'stop': 'Stop the session: ramp the current down, then open the contactor.',
+    'set_limit': 'Set the output current limit.',
+    'reset': 'Acknowledge and clear latched faults that are no longer present.',
+    'shutdown': 'Controlled shutdown of reformer and fuel cell (15-30 min).',
+    'wake': 'Leave standby: start warming up for a session.',
+    'resend_meta': 'Publish meta, state and status again.',
+}
+
+# (op, arg) -> description
+ARG_DOC = {
+    ('start', 'auth'): 'sponsor/entitlement token from the app back end',
+    ('start', 'limit_a'): 'output current limit for this session, A',
+    ('set_limit', 'amps'): 'output current limit, A',
+}
+
+# Command envelope (see h2p.sign): (field, type, description)
+CMD_FIELDS = (
+    ('id', 'str', 'unique command id chosen by the sender (1..64 chars)'),
+    ('op', 'str', 'one of the ops below'),
+    ('args', 'obj', 'arguments object (may be empty)'),
+    ('pile', 'str', 'target pile id (signed; must match the pile)'),
+    ('issued', 'int', 'Unix time the command was signed, s'),
+    ('expires', 'int', 'Unix time after which the pile rejects it, s'),
+    ('nonce', 'str', 'random hex, 8..64 chars'),
+    ('sig', 'str', 'hex HMAC-SHA256 over the canonical encoding, per-pile command key'),
+)
+
+# Telemetry: (field, unit, deadband, description); deadbands from topics.py.
+_TELE = (
+    ('p_kw', 'kW', 'charger output power'),
+    ('v_out', 'V', 'charger output voltage'),
+    ('i_out', 'A', 'charger output current'),
+    ('e_kwh', 'kWh', 'energy delivered in this session (billing meter)'),
+    ('ev_soc', '%', 'EV state of charge'),
+    ('bat_soc', '%', 'buffer battery state of charge'),
+    ('bat_kw', 'kW', 'buffer battery power, + = discharging'),
+    ('fc_kw', 'kW', 'fuel-cell net power'),
+    ('fc_t', 'degC', 'stack temperature'),
+    ('ref_t', 'degC', 'reformer bed temperature'),
+    ('premix_l', 'L', 'premix in the tank'),
+    ('fuel_l_kwh', 'L/kWh', 'premix use per kWh (rolling)'),
+    ('h2_lel', '%LEL', 'hydrogen concentration in the enclosure'),
+    ('limit_a', 'A', 'output current limit in force'),
+    ('deliver_kwh', 'kWh', 'energy the pile can still deliver from premix and battery (for dispatch)'),
+)
+TELE_FIELDS = tuple((f, u, TELE_DEADBAND[f], d) for f, u, d in _TELE)
+
+STATUS_FIELDS = (
+    ('online', 'bool', 'true while connected; false in the last will'),
+)
+META_FIELDS = (
+    ('fw', 'str', 'firmware version'),
+    ('board', 'str', 'board profile'),
+    ('cfg', 'str', 'configuration hash'),
+)
+STATE_FIELDS = (
+    ('state', 'str', 'state machine state'),
+    ('faults', 'list', 'active fault codes'),
+    ('limit_by', 'str', 'what limits the output current now (bms, fc, ev, cmd, thermal...)'),
+    ('limit_a', 'num', 'the current limit in force, A'),
+)
+ACK_FIELDS = (
+    ('id', 'str', 'command id (null if the command could not be parsed)'),
+    ('op', 'str', 'command op (null if unknown)'),
+    ('ok', 'bool', 'true if accepted and carried out'),
+    ('reason', 'str', "'ok' or why it was rejected"),
+    ('dup', 'bool', 'present and true if this repeats the ack of an already seen command'),
+)
+STAMP_FIELDS = (
+    ('seq', 'int', 'per-boot sequence number of the message (the will uses 0)'),
+    ('boot', 'int', 'boot counter'),
+)
