@@ -16,6 +16,7 @@ from h2p.readings import Readings, INDEX, UNKNOWN
 from h2p.supervisor import Supervisor
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
+_THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
 _I_WH = INDEX["met_wh"]
 _I_W = INDEX["met_w"]
 _I_TANK = INDEX["ref_tank_l"]
@@ -37,6 +38,8 @@ class Pile:
         self.steps = 0
         self.slow_every = bus["slow_every"]
         self.refresh_ms = [0] * len(self.devices)
+        self.wrote_ms = [0] * len(self.devices)
+        self.schedule = self._schedule()
         self.force_slow = False
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
@@ -53,6 +56,19 @@ class Pile:
         return self._up / 1000
 
     # ---- bus ---------------------------------------------------------------
+    def _schedule(self):
+        # The charger (pilot, contactor aux, current) is read between every
+        # two other reads, so an EV that stops asking is seen within two
+        # transactions, not a whole cycle. Everything else once a cycle;
+        # blocks marked slow (meter energy) every `slow_every` cycles.
+        ch = [(d, b) for d in self.devices if d.name == "charger" for b in d.blocks]
+        rest = [(d, b) for d in self.devices if d.name != "charger" for b in d.blocks]
+        out = []
+        for x in rest:
+            out.extend(ch)
+            out.append(x)
+        return out
+
     async def _read(self, dev, blk):
         try:
             buf = await self.master.read(dev.unit, blk.fc, blk.start, blk.count)
@@ -65,12 +81,15 @@ class Pile:
         return True
 
     async def _flush(self):
+        urgent = not self.sup.il.fuel_allowed()
         for k in range(len(self.devices)):
             dev = self.devices[k]
             n = len(dev.want)
             if not n:
                 continue
             now = self.clock.ms()
+            if k and not urgent and ticks_diff(now, self.wrote_ms[k]) < _THROTTLE_MS:
+                continue  # the charger (k == 0) and fuel-off are never held back
             if ticks_diff(now, self.refresh_ms[k]) > _REFRESH_MS:
                 self.refresh_ms[k] = now
                 for i in range(n):
@@ -82,6 +101,7 @@ class Pile:
             except ModbusError:
                 dev.errors += 1
                 continue
+            self.wrote_ms[k] = now
             for i in range(n):
                 dev.sent[i] = dev.want[i]
 
@@ -98,12 +118,11 @@ class Pile:
         while True:
             slow = self.force_slow or self.cycles % self.slow_every == 0
             self.force_slow = False
-            for dev in self.devices:
-                for blk in dev.blocks:
-                    if blk.fast or slow:
-                        await self._read(dev, blk)
-                        self._step()
-                        await self._flush()
+            for dev, blk in self.schedule:
+                if blk.fast or slow:
+                    await self._read(dev, blk)
+                    self._step()
+                    await self._flush()
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
@@ -234,8 +253,12 @@ async def run(pile, board):
 def main(board, config, unload=None):
     pile = Pile(board, config)
     if unload:
-        # The register maps were needed to build the drivers, not after.
+        # The register maps and the interlock source table were needed to
+        # build the drivers and the rules, not after.
         unload("h2p.registers")
+        from h2p import interlocks
+
+        interlocks.release()
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()
     # One machine-readable line for `h2pile verify` and the runner.

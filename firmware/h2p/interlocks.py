@@ -74,9 +74,10 @@ TABLE = (
 )
 
 N = len(TABLE)
+NAMES = tuple(r[0] for r in TABLE)
 ROW = {}
-for _i, _r in enumerate(TABLE):
-    ROW[_r[0]] = _i
+for _i, _n in enumerate(NAMES):
+    ROW[_n] = _i
 
 # Rows whose reading is a "comm_" heartbeat go true when that reading is
 # unknown; that is how loss of a device is a hazard like any other.
@@ -218,4 +219,11 @@ class Interlocks:
         return self.severity < EMERGENCY
 
     def names_in_force(self):
-        return [TABLE[k][0] for k in range(N) if self.active[k] or self.latched[k]]
+        return [NAMES[k] for k in range(N) if self.active[k] or self.latched[k]]
+
+
+def release():
+    # On the board: the compiled rows are all the engine needs once an
+    # Interlocks exists; the source table (docs, host tools) can go.
+    global TABLE
+    TABLE = None

@@ -22,6 +22,7 @@ _LOCK_MS = const(3000)
 _ISO_MS = const(10000)
 _FLOW_SLOTS = const(64)  # one pump-flow sample per second
 _RESIDUAL_MS = const(20000)  # small load after the pump stops: eats the H2
+_IMD_SETTLE_MS = const(300)  # longer than the insulation rows' debounce
 
 # 96485 C/mol * 2 electrons; see _a_per_flow below.
 _FARADAY2 = 192970
@@ -99,6 +100,7 @@ class Supervisor:
         self.stop_req = ""
         self.saw_c = False
         self.fresh_plug = False  # an EV plugged in since the last session
+        self.imd_ms = -1
         self.pilot = R.PILOT_A
         self.idle_since = now
         # Session bookkeeping the shell reads (journal, telemetry).
@@ -175,8 +177,10 @@ class Supervisor:
         return self.rd.get(I[name], now)
 
     def ev_connected(self, now):
+        # E (pilot shorted) is still an EV on the cable: a fault to ramp
+        # down from, not an unplug to open on at once.
         p = self._r("chg_pilot", now)
-        return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D
+        return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D or p == R.PILOT_E
 
     def _record_flow(self, now):
         # One pump-flow sample a second: the feed-forward delay line.
@@ -214,7 +218,9 @@ class Supervisor:
         evc = self.ev_connected(now)
         p = self._r("chg_pilot", now)
         if p != UNKNOWN:
-            if self.pilot == R.PILOT_A and p != R.PILOT_A:
+            # A plug-in, or an EV that paused (B) asking again (C), may start
+            # a session on its own (auto_charge).
+            if (self.pilot == R.PILOT_A and p != R.PILOT_A) or (self.pilot == R.PILOT_B and p == R.PILOT_C):
                 self.fresh_plug = True
             elif p == R.PILOT_A:
                 self.fresh_plug = False
@@ -237,11 +243,11 @@ class Supervisor:
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
             if (st != S.OFF and st != S.SELFTEST) or estop:
-                self._end_session(IL.TABLE[k][0])
+                self._end_session(IL.NAMES[k])
                 self._go(S.ESTOP if estop else S.FAULT, now)
         elif il.severity == IL.STOP and st in (S.CHARGING, S.READY, S.STACK_START, S.REFORMING, S.PREHEAT):
             if st == S.CHARGING:
-                self.stop_req = IL.TABLE[il.first][0]
+                self.stop_req = IL.NAMES[il.first]
                 self._go(S.STOPPING, now)
             else:
                 self._go(S.FAULT, now)
@@ -506,7 +512,9 @@ class Supervisor:
             self._end_session("ev_unplugged")
             self._go(S.READY, now)
             return
-        if pilot == R.PILOT_C or pilot == R.PILOT_D:
+        if pilot == R.PILOT_E:
+            self.stop_req = "pilot_short"  # ramp down, then open
+        elif pilot == R.PILOT_C or pilot == R.PILOT_D:
             self.saw_c = True
         elif self.saw_c and pilot == R.PILOT_B:
             # The EV stopped asking (C->B): it has already cut its current,
@@ -528,7 +536,13 @@ class Supervisor:
                 self.stop_req = "lock_failed"
         elif p == 1:  # insulation measured and fine (the interlocks judge it)
             self._ev(0, 0, 0, 1)
-            if ch != UNKNOWN and ch & R.CHG_IMD_DONE and self.il.contactor_allowed():
+            if ch == UNKNOWN or not ch & R.CHG_IMD_DONE:
+                self.imd_ms = -1
+            elif self.imd_ms < 0:
+                self.imd_ms = now
+            # The result must stand past the insulation rules' debounce
+            # before it counts: a bad value and "done" can come in one read.
+            if self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS and self.il.contactor_allowed():
                 self._ev(1, 0, 0, 1)
                 self._phase(2, now)
             elif self._late(_ISO_MS):

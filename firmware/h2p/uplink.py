@@ -25,7 +25,8 @@ class Uplink:
             with open(m["ca_file"], "rb") as f:
                 tls = make_tls_context(cadata=f.read())
         self.c = MQTTClient(pid, m["host"], m["port"], m["user"] or pid, m["password"] or None,
-                            m["keepalive_s"], tls=tls, server_hostname=m["server_hostname"] or None)
+                            m["keepalive_s"], tls=tls, server_hostname=m["server_hostname"] or None,
+                            max_queue=16, max_payload=1024)
         self.heartbeat_ms = m["heartbeat_s"] * 1000
         self.key = m["cmd_key"]
         self.cmd_topic = topic(pid, "cmd")
