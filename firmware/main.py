@@ -61,4 +61,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    # On a board, sys.exit would soft-reboot into the same error in a loop;
+    # leave the technician at the REPL instead. The unix port exits.
+    if sys.platform not in ("esp32", "rp2"):
+        sys.exit(rc)

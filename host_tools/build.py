@@ -56,6 +56,9 @@ def build(board: str, out_root: str | None = None) -> str:
         # Only this board's board module goes on the board.
         if name.startswith("board_") and name[6:-3] in others:
             continue
+        # board_mcu is what the ESP32 and RP2040 board modules share.
+        if name == "board_mcu.py" and desc["platform"] not in ("esp32", "rp2"):
+            continue
         r = subprocess.run(
             [mpy_cross(), "-march=" + MARCH[desc["platform"]], "-o",
              os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, os.path.join(src, name)],
@@ -72,6 +75,13 @@ def build(board: str, out_root: str | None = None) -> str:
                 "include(\"$(PORT_DIR)/boards/manifest.py\")\n"
                 f"package(\"h2p\", base_path=\"{os.path.join(FIRMWARE)}\")\n"
                 f"module(\"main.py\", base_path=\"{FIRMWARE}\")\n")
+    write_sums(out)
+    return out
+
+
+def write_sums(out: str) -> None:
+    """SHA256SUMS of a build: `h2pile flash` checks every file against it,
+    on this computer before sending and on the board before switching."""
     sums = []
     for dirpath, _dirs, files in os.walk(out):
         for name in sorted(files):
@@ -83,7 +93,27 @@ def build(board: str, out_root: str | None = None) -> str:
                 sums.append(f"{hashlib.sha256(fh.read()).hexdigest()}  {rel}")
     with open(os.path.join(out, "SHA256SUMS"), "w") as f:
         f.write("\n".join(sorted(sums, key=lambda s: s.split()[1])) + "\n")
-    return out
+
+
+def _build_cli(board: str, out_root: str | None) -> int:
+    boards = sorted(n[:-5] for n in os.listdir(os.path.join(ROOT, "boards")) if n.endswith(".json"))
+    if board not in boards:
+        print(f"h2pile build: error: unknown board {board!r} (boards/*.json: {', '.join(boards)})",
+              file=sys.stderr)
+        return 2
+    try:
+        out = build(board, out_root)
+    except SystemExit as e:
+        print(f"h2pile build: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bad boards/NAME.json (ConfigError) and the like
+        print(f"h2pile build: error: {e}", file=sys.stderr)
+        return 2
+    lib = os.path.join(out, "lib")
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(lib) for f in fs)
+    n = sum(len(fs) for _, _, fs in os.walk(lib))
+    print(f"built {out}: {n} modules, {total} bytes of .mpy")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -91,10 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("board")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    out = build(a.board, a.out)
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(out, "lib")) for f in fs)
-    print(f"built {out}: {total} bytes of .mpy")
-    return 0
+    return _build_cli(a.board, a.out)
 
 
 def add_parser(sub):
@@ -103,9 +130,7 @@ def add_parser(sub):
     p.add_argument("--out", default=None)
 
     def run(a):
-        out = build(a.board, a.out)
-        print(f"built {out}")
-        return 0
+        return _build_cli(a.board, a.out)
 
     p.set_defaults(func=run)
 

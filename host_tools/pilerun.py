@@ -33,7 +33,7 @@ def free_port() -> int:
 class PileRun:
     def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
                  log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None,
-                 mqtt=False, fleet_secret="sim-fleet-secret"):
+                 mqtt=False, fleet_secret="sim-fleet-secret", port=None, ctl_port=None):
         self.speed = speed
         self.heap = heap
         self.baud = baud
@@ -45,8 +45,8 @@ class PileRun:
         self.log_path = log_path
         self.wall_floor_ms = wall_floor_ms
         self.firmware_build = firmware_build
-        self.port = free_port()
-        self.ctl_port = free_port()
+        self.port = port or free_port()
+        self.ctl_port = ctl_port or free_port()
         self.sim = None
         self.fw = None
         self.broker = None
@@ -147,6 +147,27 @@ class PileRun:
                     self.states.append((ev["t"], ev["b"]))
             if self.on_line:
                 self.on_line(line)
+
+    # ---- the private broker (mqtt=True) --------------------------------------
+    def stop_broker(self, sig=signal.SIGKILL):
+        """Take the private mosquitto down (an outage); start_broker() brings
+        a fresh one back on the same port (no persistence: its sessions and
+        queued messages are gone, as after a broker crash)."""
+        if self.broker and self.broker.poll() is None:
+            self.broker.send_signal(sig)
+            self.broker.wait(5)
+
+    def start_broker(self):
+        if not self.mqtt_port:
+            raise RuntimeError("PileRun(mqtt=False) has no broker")
+        if self.broker and self.broker.poll() is None:
+            return
+        from host_tools import broker
+
+        self.broker = broker.start(self.mqtt_port)
+
+    def broker_up(self) -> bool:
+        return bool(self.broker and self.broker.poll() is None)
 
     # ---- the simulator's control port --------------------------------------
     async def control(self, req: dict) -> dict:

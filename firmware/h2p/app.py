@@ -12,7 +12,7 @@ from h2p.compat import asyncio, ticks_diff
 from h2p import devices as D
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
-from h2p.readings import Readings, INDEX, UNKNOWN
+from h2p.readings import Readings, INDEX, SCALES, UNKNOWN
 from h2p.supervisor import Supervisor
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
@@ -40,6 +40,11 @@ class Pile:
         self.refresh_ms = [0] * len(self.devices)
         self.wrote_ms = [0] * len(self.devices)
         self.schedule = self._schedule()
+        self.energy_blk = None
+        for d in self.devices:
+            for b in d.blocks:
+                if any(f[0] == _I_WH for f in b.fields):
+                    self.energy_blk = b
         self.force_slow = False
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
@@ -47,6 +52,7 @@ class Pile:
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
         self.rec = None  # SessionRecorder, once the journal is open
+        self.report_errors = 0  # status/telemetry that could not be built
         self.boot_no = 0
 
     def uptime_s(self):
@@ -120,9 +126,15 @@ class Pile:
             self.force_slow = False
             for dev, blk in self.schedule:
                 if blk.fast or slow:
-                    await self._read(dev, blk)
+                    ok = await self._read(dev, blk)
                     self._step()
                     await self._flush()
+                    if blk is self.energy_blk and (ok or self.closing is not None):
+                        # Every energy reading goes to the session record as
+                        # it arrives: the baseline is the reading before the
+                        # contactor closed, the end the first one after it
+                        # opened.
+                        self._session_tick(ok)
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
@@ -137,6 +149,12 @@ class Pile:
         from h2p.session import SessionRecorder
 
         cfg = self.cfg
+        try:
+            import os
+
+            os.mkdir(cfg["data_dir"])
+        except OSError:
+            pass  # exists
         j = Journal(cfg["data_dir"] + "/journal.bin", max_bytes=cfg["journal_kb"] * 1024,
                     checkpoint_interval_s=cfg["checkpoint_s"])
         rep = j.open()
@@ -152,31 +170,42 @@ class Pile:
         log("journal", "boot", self.boot_no, "records", rep["records"])
 
     def _fresh(self, i, since):
-        # A reading taken at or after `since`, or None.
-        v = self.rd.value(i, self.clock.ms())
-        if v is None or ticks_diff(self.rd.ts[i], since) < 0:
+        # A reading taken at or after `since`, or None. Billing data is
+        # judged by when it was read, not by the control loop's age limit.
+        rd = self.rd
+        if not rd.seen[i] or rd.raw[i] == UNKNOWN or ticks_diff(rd.ts[i], since) < 0:
             return None
-        return v
+        return rd.raw[i] * SCALES[i]
 
     def _closed(self, rec):
         for fn in self.listeners:
             fn("bill", rec, None)
 
-    def _session_tick(self):
+    def _session_tick(self, meter_ok=True):
         rec = self.rec
         if rec is None:
             return
         if self.closing is not None:
             wh = self._fresh(_I_WH, self.session_ms)
-            if wh is not None or ticks_diff(self.clock.ms(), self.session_ms) > 10000:
-                r = rec.stop(self.uptime_s(), self.closing, wh, self._fresh(_I_TANK, self.session_ms),
+            # Close on the first meter reading after the stop; a meter that
+            # stays silent past the data-age limit closes it without.
+            if wh is not None or (not meter_ok and ticks_diff(self.clock.ms(), self.session_ms) > self.rd.max_age_ms):
+                from h2p.session import reason_for
+
+                reason = reason_for(self.closing)
+                if reason != self.closing and rec.s is not None:
+                    rec.s["flags"].append("cause:" + self.closing)
+                r = rec.stop(self.uptime_s(), reason, wh, self._fresh(_I_TANK, self.session_ms),
                              self._fresh(_I_EVSOC, 0))
                 self.closing = None
                 if r:
                     log("session", "closed", r["id"], r["energy_wh"], "Wh", r["reason"])
         elif rec.active:
-            rec.step(self.uptime_s(), self._fresh(_I_WH, self.session_ms), self._fresh(_I_TANK, 0),
-                     self._fresh(_I_W, 0), self._fresh(_I_EVSOC, 0))
+            wh = self._fresh(_I_WH, self.session_ms)
+            rec.step(self.uptime_s(), wh, self._fresh(_I_TANK, 0), self._fresh(_I_W, 0),
+                     self._fresh(_I_EVSOC, 0))
+            if wh is not None:
+                self.sup.hold_close = False
 
     def _drain(self):
         ev = self.sup.events
@@ -190,6 +219,8 @@ class Pile:
                 if self.rec is not None and not self.rec.active:
                     self.rec.start(self.uptime_s(), b or None, None, self._fresh(_I_TANK, 0),
                                    self._fresh(_I_EVSOC, 0))
+                    # No energy may flow before the start meter value.
+                    self.sup.hold_close = True
             elif kind == "session_stop":
                 self.force_slow = True
                 self.session_ms = now
@@ -217,12 +248,16 @@ class Pile:
 
     async def status_task(self, every_wall_ms):
         # A status line on the console (the unix board's stdout is what the
-        # runner and the tests read; on a board it is the USB REPL).
+        # runner and the tests read; on a board it is the USB REPL). Only a
+        # report: if it cannot be built (out of memory), skip it, never stop.
         while True:
             await asyncio.sleep_ms(every_wall_ms)
-            self._session_tick()
             if self.board.console:
-                print("STATUS " + json.dumps(self.status()))
+                try:
+                    print("STATUS " + json.dumps(self.status()))
+                except Exception as e:  # noqa: BLE001 - MemoryError included
+                    self.report_errors += 1
+                    print("STATUS-ERROR", type(e).__name__)
 
     async def watchdog_task(self):
         # Feed only when both the bus and the control step moved on.

@@ -88,8 +88,14 @@ class TcpLine:
                 return
 
     async def send(self, buf, n):
-        self.w.write(memoryview(buf)[:n])
-        await self.w.drain()
+        try:
+            self.w.write(memoryview(buf)[:n])
+            await self.w.drain()
+        except OSError as e:
+            # The simulator (the far end of the line) went away: reconnect;
+            # this transaction then times out like one to a silent device.
+            print("bus: line lost (%s), reconnecting" % e)
+            await self.open()
 
     async def recv_into(self, mv, timeout_ms):
         try:

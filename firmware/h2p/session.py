@@ -31,6 +31,24 @@ REASONS = (
 )
 
 
+# The supervisor's stop causes -> the billing taxonomy above. Any interlock
+# name not listed is a "fault"; the cause itself is kept as a flag.
+_CAUSE = {
+    "ev_stopped": "ev_stop",
+    "ev_unplugged": "unplug",
+    "operator": "user",
+    "shutdown": "shutdown",
+    "estop": "estop",
+    "estop_chain": "estop",
+}
+
+
+def reason_for(cause):
+    if cause in REASONS:
+        return cause
+    return _CAUSE.get(cause, "fault")
+
+
 def make_id(pile_id, boot, seq):
     return "%s-%05d-%03d" % (pile_id, boot, seq)
 

@@ -101,6 +101,7 @@ class Supervisor:
         self.saw_c = False
         self.fresh_plug = False  # an EV plugged in since the last session
         self.imd_ms = -1
+        self.hold_close = False  # set by the shell until the start meter value is taken
         self.pilot = R.PILOT_A
         self.idle_since = now
         # Session bookkeeping the shell reads (journal, telemetry).
@@ -246,10 +247,11 @@ class Supervisor:
                 self._end_session(IL.NAMES[k])
                 self._go(S.ESTOP if estop else S.FAULT, now)
         elif il.severity == IL.STOP and st in (S.CHARGING, S.READY, S.STACK_START, S.REFORMING, S.PREHEAT):
-            if st == S.CHARGING:
+            if st == S.CHARGING and self.contactor.closed_cmd:
                 self.stop_req = IL.NAMES[il.first]
-                self._go(S.STOPPING, now)
+                self._go(S.STOPPING, now)  # ramp down, then open
             else:
+                self._end_session(IL.NAMES[il.first])  # nothing flowed: no ramp
                 self._go(S.FAULT, now)
         st = self.state
 
@@ -542,7 +544,8 @@ class Supervisor:
                 self.imd_ms = now
             # The result must stand past the insulation rules' debounce
             # before it counts: a bad value and "done" can come in one read.
-            if self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS and self.il.contactor_allowed():
+            if (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
+                    and self.il.contactor_allowed() and not self.hold_close):
                 self._ev(1, 0, 0, 1)
                 self._phase(2, now)
             elif self._late(_ISO_MS):

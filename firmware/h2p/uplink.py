@@ -173,8 +173,12 @@ class Uplink:
             await asyncio.sleep_ms(500)
             if not c.connected:
                 continue
-            self._state()
-            self._tele()
-            while self.evts:
-                self.pub.pub("evt", self.evts.pop(0))
-            self.bill.poll(p.uptime_s())
+            try:
+                self._state()
+                self._tele()
+                while self.evts:
+                    self.pub.pub("evt", self.evts.pop(0))
+                self.bill.poll(p.uptime_s())
+            except Exception as e:  # noqa: BLE001 - reporting must not stop the pile
+                p.report_errors += 1
+                log("uplink", "error", type(e).__name__, e)

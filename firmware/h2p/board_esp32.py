@@ -1,0 +1,29 @@
+# ESP32 (e.g. ESP32-WROOM-32 with a MAX3485 on UART2): see board_mcu for
+# the line, watchdog, E-stop, LED and WiFi. UART.flush() returns once the
+# last byte has left the transmitter, so DE can drop right after it.
+import machine
+
+from h2p.board_mcu import McuBoard
+
+PLATFORM = "esp32"
+
+_CAUSES = (
+    (machine.PWRON_RESET, "power_on"),
+    (machine.HARD_RESET, "hard"),
+    (machine.WDT_RESET, "watchdog"),
+    (machine.DEEPSLEEP_RESET, "deepsleep"),
+    (machine.SOFT_RESET, "soft"),
+)
+
+
+def _tx_done(uart):
+    # type: (machine.UART) -> bool
+    uart.flush()  # blocks until sent: by now at most a character is left
+    return True
+
+
+class Board(McuBoard):
+    PLATFORM = PLATFORM
+
+    def __init__(self, desc, cfg=None):
+        super().__init__(desc, _tx_done, _CAUSES, cfg)

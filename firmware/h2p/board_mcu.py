@@ -1,0 +1,199 @@
+# What the ESP32 and RP2040 boards share: the RS-485 line on a hardware
+# UART with a driver-enable pin, the hardware watchdog, the E-stop input,
+# the status LED and WiFi. board_esp32 / board_rp2 add what differs (how to
+# wait until the last stop bit has left the UART, reset-cause names).
+# Only board modules may import machine and network.
+import time
+
+import machine
+
+from h2p.compat import asyncio, const
+
+_RXBUF = const(512)
+_SETTLE_MS = const(3)  # line counts as idle after this long without a byte
+
+# The hardware watchdog the firmware started, if any. `h2pile flash` feeds
+# it from the REPL after stopping the firmware with Ctrl-C, so a flash is
+# not cut short by a reset (it never starts one itself).
+_hw_wdt = None
+
+
+def feed_hw():
+    if _hw_wdt is not None:
+        _hw_wdt.feed()
+
+
+class Clock:
+    # Board time is wall time: ticks_ms wraps like the firmware expects.
+    floor = 0
+
+    def ms(self):
+        return time.ticks_ms()
+
+    def wall_ms(self):
+        return time.ticks_ms()
+
+    def to_wall(self, ms):
+        return ms
+
+    async def sleep_ms(self, ms):
+        await asyncio.sleep_ms(ms)
+
+
+class UartLine:
+    # Modbus RTU on RS-485 (half duplex): DE high while transmitting, low
+    # as soon as the last bit is out, so the reply is not talked over.
+    def __init__(self, u, baud, tx_done):
+        self.uart = machine.UART(u["id"], baudrate=baud, bits=8, parity=None, stop=1,
+                                 tx=machine.Pin(u["tx"]), rx=machine.Pin(u["rx"]),
+                                 rxbuf=_RXBUF, timeout=0)
+        self.de = machine.Pin(u["de"], machine.Pin.OUT, value=0)
+        self.char_us = 11000000 // baud
+        self.tx_done = tx_done  # fn(uart): True once the shift register is empty
+        self.reader = asyncio.StreamReader(self.uart)
+
+    async def open(self):
+        self.de.value(0)
+        self.discard()
+
+    def discard(self):
+        u = self.uart
+        while u.any():
+            u.read()
+
+    async def settle(self):
+        # After an error: wait until the line has been quiet for a while.
+        u = self.uart
+        for _ in range(64):
+            if not u.any():
+                await asyncio.sleep_ms(_SETTLE_MS)
+                if not u.any():
+                    return
+            self.discard()
+
+    async def send(self, buf, n):
+        u = self.uart
+        self.de.value(1)
+        u.write(memoryview(buf)[:n])
+        # Most of the frame is on the wire after n characters; sleep that
+        # long, then poll for the last stop bit before releasing the line.
+        wait = (n * self.char_us) // 1000
+        if wait > 1:
+            await asyncio.sleep_ms(wait - 1)
+        for _ in range(1000):
+            if self.tx_done(u):
+                break
+            await asyncio.sleep_ms(0)
+        self.de.value(0)
+        # No echo to drop: DE and /RE are tied together (docs/hil.md), so
+        # the receiver is off while we talk.
+
+    async def recv_into(self, mv, timeout_ms):
+        try:
+            return (await asyncio.wait_for_ms(self.reader.readinto(mv), timeout_ms)) or 0
+        except asyncio.TimeoutError:
+            return 0
+
+
+class Watchdog:
+    # machine.WDT, fed by the app only while the bus and the control loop
+    # make progress. RP2040's maximum is 8388 ms (boardcfg checks it).
+    def __init__(self, timeout_ms):
+        global _hw_wdt
+        self.timeout = timeout_ms
+        self.hw = machine.WDT(timeout=timeout_ms)
+        _hw_wdt = self.hw
+
+    def feed(self):
+        self.hw.feed()
+
+
+def reset_cause(names):
+    # names: (machine constant, name) pairs; unknown causes keep their number.
+    c = machine.reset_cause()
+    for k, name in names:
+        if k == c:
+            return name
+    return "cause_%d" % c
+
+
+def read_config(path="config.json"):
+    # The config main.py has validated, for the two things the board needs
+    # from it: the bus baud and the WiFi credentials (defaults otherwise).
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class McuBoard:
+    PLATFORM = ""
+
+    def __init__(self, desc, tx_done, causes, cfg=None):
+        self.desc = desc
+        self.name = desc["name"]
+        self.clock = Clock()
+        u = desc["uart"]
+        if u["transport"] != "uart":
+            raise ValueError("board %s: transport must be 'uart'" % self.name)
+        if cfg is None:
+            cfg = read_config()
+        bus = cfg.get("bus") or {}
+        w = cfg.get("wifi") or {}
+        self._wifi = (w.get("ssid", ""), w.get("password", ""))
+        # The line runs at the config's baud; the board's is the default.
+        self.line = UartLine(u, bus.get("baud", u["baud"]), tx_done)
+        self.wdt = Watchdog(desc["watchdog_ms"])
+        self.reset_cause = reset_cause(causes)
+        p = desc["estop_pin"]
+        self._estop = None if p is None else machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_UP)
+        self._estop_low = desc["estop_active_low"]
+        p = desc["led_pin"]
+        self._led = None if p is None else machine.Pin(p, machine.Pin.OUT, value=0)
+        self._wlan = None
+
+    async def open(self):
+        await self.line.open()
+
+    def estop_pressed(self):
+        if self._estop is None:
+            return False
+        v = self._estop.value()
+        return v == 0 if self._estop_low else v == 1
+
+    def led(self, on):
+        if self._led is not None:
+            self._led.value(1 if on else 0)
+
+    async def network_up(self, wait_ms=15000):
+        # True when the station interface has an address. Boards without
+        # WiFi (or with no SSID configured) report False; the pile runs
+        # without MQTT then.
+        if not self.desc["has_wifi"]:
+            return False
+        ssid, password = self._wifi
+        if not ssid:
+            return False
+        import network
+
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+            self._wlan.active(True)
+        w = self._wlan
+        if w.isconnected():
+            return True
+        w.connect(ssid, password)
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < wait_ms:
+            if w.isconnected():
+                return True
+            await asyncio.sleep_ms(200)
+        return False
+
+    def unique_id(self):
+        import binascii
+
+        return binascii.hexlify(machine.unique_id()).decode()
