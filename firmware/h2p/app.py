@@ -167,7 +167,18 @@ class Pile:
         for r in self.rec.recover(self.uptime_s(), self._fresh(_I_WH, 0), self._fresh(_I_TANK, 0), reason):
             log("session", "recovered", r["id"], r["energy_wh"], "Wh")
         self.boot_no = self.rec.boot()
+        # Contactor operations survive reboots (its wear is a lifetime count).
+        self.sup.contactor.cycles_base = j.get_meta("contactor_cycles", 0)
         log("journal", "boot", self.boot_no, "records", rep["records"])
+
+    def _save_cycles(self):
+        c = self.sup.contactor
+        total = c.cycles_base + c.cycles
+        if self.rec and total != self.rec.j.get_meta("contactor_cycles", 0):
+            try:
+                self.rec.j.set_meta("contactor_cycles", total)
+            except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
+                log("journal", "cannot store contactor cycles", type(e).__name__)
 
     def _fresh(self, i, since):
         # A reading taken at or after `since`, or None. Billing data is
@@ -200,6 +211,8 @@ class Pile:
                 self.closing = None
                 if r:
                     log("session", "closed", r["id"], r["energy_wh"], "Wh", r["reason"])
+                # One flash write per session, not per operation.
+                self._save_cycles()
         elif rec.active:
             wh = self._fresh(_I_WH, self.session_ms)
             rec.step(self.uptime_s(), wh, self._fresh(_I_TANK, 0), self._fresh(_I_W, 0),
@@ -240,6 +253,8 @@ class Pile:
         st["t"] = now
         st["session_wh"] = self.session_wh()
         st["cycles"] = self.cycles
+        c = self.sup.contactor
+        st["contactor_ops"] = c.cycles_base + c.cycles
         st["bus"] = self.master.stats
         gc.collect()
         st["heap"] = [gc.mem_alloc(), gc.mem_free()]

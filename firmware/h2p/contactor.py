@@ -16,7 +16,8 @@ class Contactor:
         self.closed_cmd = 0
         self.aux = 0
         self.changed_ms = 0
-        self.cycles = 0  # close operations since boot (shell adds the stored count)
+        self.cycles = 0  # close operations since boot
+        self.cycles_base = 0  # the stored count from earlier boots (journal meta)
         self.welded = False
 
     def command(self, close):
