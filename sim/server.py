@@ -31,6 +31,13 @@ def wire_time_s(baud: int, req_bytes: int, reply_bytes: int) -> float:
     return (chars * char_time_us(baud) + 2 * gap_us(baud)) / 1e6
 
 
+def reply_time_s(baud: int, req_bytes: int, reply_bytes: int) -> float:
+    """When the reply's last byte is on the wire: request, the gap before
+    the reply, the reply. The silence after it is the master's to keep (it
+    waits t3.5 before its next request), so it is not added here."""
+    return wire_time_s(baud, req_bytes, reply_bytes) - gap_us(baud) / 1e6
+
+
 class PileSim:
     def __init__(
         self,
@@ -133,7 +140,7 @@ class PileSim:
                 self._write(dev, address + k, int(w), now)
         if self.wire_timing and dev not in self.silent:
             await asyncio.sleep(
-                (wire_time_s(self.baud, req, reply) + self.turnaround_s) / self.speed
+                (reply_time_s(self.baud, req, reply) + self.turnaround_s) / self.speed
             )
         return None
 

@@ -53,6 +53,8 @@ class Pile:
         self._up = 0  # uptime in simulated ms, never wraps
         self.rec = None  # SessionRecorder, once the journal is open
         self.report_errors = 0  # status/telemetry that could not be built
+        self.step_ms = clock.ms()
+        self.step_gap = 0
         self.boot_no = 0
 
     def uptime_s(self):
@@ -63,12 +65,14 @@ class Pile:
 
     # ---- bus ---------------------------------------------------------------
     def _schedule(self):
-        # The charger (pilot, contactor aux, current) is read between every
-        # two other reads, so an EV that stops asking is seen within two
-        # transactions, not a whole cycle. Everything else once a cycle;
+        # The charger (pilot, contactor aux, current) and the safety I/O
+        # (H2, E-stop chain, tilt, door) are read before every other read, so
+        # a hazard there is seen within three transactions, not a whole
+        # cycle. Everything else once a cycle;
         # blocks marked slow (meter energy) every `slow_every` cycles.
-        ch = [(d, b) for d in self.devices if d.name == "charger" for b in d.blocks]
-        rest = [(d, b) for d in self.devices if d.name != "charger" for b in d.blocks]
+        hot = ("charger", "safety")  # EV, contactor, E-stop chain, H2, tilt, door
+        ch = [(d, b) for d in self.devices if d.name in hot for b in d.blocks]
+        rest = [(d, b) for d in self.devices if d.name not in hot for b in d.blocks]
         out = []
         for x in rest:
             out.extend(ch)
@@ -114,7 +118,12 @@ class Pile:
     def _step(self):
         sup = self.sup
         sup.estop_in = self.board.estop_pressed()
-        sup.step(self.clock.ms(), self.rd)
+        now = self.clock.ms()
+        gap = ticks_diff(now, self.step_ms)
+        self.step_ms = now
+        if gap > self.step_gap:
+            self.step_gap = gap  # worst interval between control steps, per report
+        sup.step(now, self.rd)
         self.steps += 1
         if sup.events:
             self._drain()
@@ -230,10 +239,16 @@ class Pile:
                 self.force_slow = True
                 self.session_ms = now
                 if self.rec is not None and not self.rec.active:
-                    self.rec.start(self.uptime_s(), b or None, None, self._fresh(_I_TANK, 0),
-                                   self._fresh(_I_EVSOC, 0))
-                    # No energy may flow before the start meter value.
-                    self.sup.hold_close = True
+                    sid = self.rec.start(self.uptime_s(), b or None, None, self._fresh(_I_TANK, 0),
+                                         self._fresh(_I_EVSOC, 0))
+                    if sid is None:
+                        # The journal is full of bills the ledger has not
+                        # acknowledged: charging now could not be billed.
+                        log("session", "refused", self.rec.last_error)
+                        self.sup.stop_req = "journal_full"
+                    else:
+                        # No energy may flow before the start meter value.
+                        self.sup.hold_close = True
             elif kind == "session_stop":
                 self.force_slow = True
                 self.session_ms = now
@@ -253,6 +268,8 @@ class Pile:
         st["t"] = now
         st["session_wh"] = self.session_wh()
         st["cycles"] = self.cycles
+        st["step_gap_ms"] = self.step_gap
+        self.step_gap = 0
         c = self.sup.contactor
         st["contactor_ops"] = c.cycles_base + c.cycles
         st["bus"] = self.master.stats

@@ -10,7 +10,7 @@ BUS = {
     "baud": (int, 115200, one_of(9600, 19200, 38400, 57600, 115200), "RS-485 baud rate"),
     "timeout_ms": (int, 60, rng(5, 2000), "response timeout per transaction"),
     "retries": (int, 0, rng(0, 3), "retries of a read before the device counts as silent"),
-    "data_age_ms": (int, 1000, rng(100, 60000), "a reading older than this is unknown (raise only for accelerated simulation)"),
+    "data_age_ms": (int, 2500, rng(100, 60000), "a reading older than this is unknown (raise only for accelerated simulation)"),
     "slow_every": (int, 10, rng(1, 100), "slow telemetry is read every N poll cycles"),
 }
 

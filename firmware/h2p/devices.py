@@ -67,7 +67,13 @@ def _field(name, off, typ, wire_scale):
     i = INDEX[name]
     f = wire_scale / SCALES[i]  # wire raw * f = stored raw
     lo, hi = PLAUSIBLE.get(name, (-1e9, 1e9))
-    return (i, off, typ, f, lo / SCALES[i], hi / SCALES[i])
+    # Integer bounds in stored units, so the check on every read compares
+    # small ints and allocates nothing (floats are boxed on MicroPython).
+    lo = int(lo / SCALES[i]) - 1 if lo > -1e9 else -0x3FFFFFFE
+    hi = int(hi / SCALES[i]) + 1 if hi < 1e9 else 0x3FFFFFFE
+    if typ != R.F32 and abs(f - 1) < 1e-9:
+        f = 1
+    return (i, off, typ, f, lo, hi)
 
 
 def _blocks_from(fields, fc, max_gap=8):
@@ -121,12 +127,16 @@ class Device:
     def store(self, block, buf, readings, now):
         for i, off, typ, f, lo, hi in block.fields:
             v = decode(buf, off, typ)
-            if f != 1:
+            if f != 1 or typ == R.F32:
                 v = v * f
-            if v != v or v < lo or v > hi:  # NaN or implausible
+                if v != v:  # NaN from a float meter
+                    readings.put(i, UNKNOWN, now)
+                    continue
+                v = int(v)
+            if v < lo or v > hi:  # implausible: a broken sensor, not a value
                 readings.put(i, UNKNOWN, now)
             else:
-                readings.put(i, int(v), now)
+                readings.put(i, v, now)
         self.ok_ms = now
         self.silent = False
 

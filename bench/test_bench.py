@@ -1,0 +1,61 @@
+"""Checks of the bench's own arithmetic (fast; `pytest bench/test_bench.py`).
+The measurements themselves are `python -m bench.run`."""
+
+import pytest
+
+from bench import stats
+from bench.busjitter import analyse
+from bench.session import best_point
+from bench.wire import TURNAROUND_S, Layout
+from sim.server import wire_time_s
+
+
+def test_wire_matches_domain_figures():
+    # domain.md section 4: a 2-register read (8 + 9 bytes, two gaps).
+    assert wire_time_s(9600, 8, 9) * 1000 == pytest.approx(27.5, abs=0.1)
+    assert wire_time_s(19200, 8, 9) * 1000 == pytest.approx(13.7, abs=0.1)
+    assert wire_time_s(115200, 8, 9) * 1000 == pytest.approx(5.1, abs=0.1)
+
+
+def test_layout_follows_firmware_schedule():
+    lay = Layout()
+    names = [d.name for d, _b in lay.schedule]
+    assert names[::2] == ["charger"] * (len(names) // 2)  # charger between every two other reads
+    # EV stop: charger block read (9 regs) + charger write (4 regs, FC16).
+    b = lay.reaction_bound_s(115200, "chg_pilot", "charger")
+    assert b == pytest.approx(wire_time_s(115200, 8, 23) + wire_time_s(115200, 17, 8))
+
+
+def _rows(lay, baud, overhead_s):
+    rows, t, seq = [], 0.0, 0
+    for _c in range(5):
+        for d, blk in lay.schedule:
+            if not blk.fast:
+                continue
+            delay = lay.read_s(baud, blk.count, TURNAROUND_S)
+            rows.append([seq, t, t, d.unit, 4, blk.count, False, delay])
+            seq += 1
+            t += delay + overhead_s
+    return rows
+
+
+def test_analyse_perfect_bus_is_ratio_one():
+    lay = Layout()
+    out = analyse(_rows(lay, 115200, 0.0), lay, 115200)
+    # Only the slow block (pro rata in the bound) is missing from the rows.
+    assert out["ratio_wire_turnaround"] == pytest.approx(1.0, abs=0.03)
+    assert out["step_lateness_ms"]["max"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_analyse_sees_overhead():
+    lay = Layout()
+    out = analyse(_rows(lay, 115200, 0.003), lay, 115200)
+    assert out["step_lateness_ms"]["p50"] == pytest.approx(3.0, abs=1e-3)
+    assert out["ratio_wire_turnaround"] > 1.3
+
+
+def test_percentiles_and_best_point():
+    assert stats.pct([1, 2, 3, 4], 50) == 2.5
+    assert stats.summary([])["max"] is None
+    bp = best_point()
+    assert 0.6 < bp["l_per_kwh"] < 1.3  # domain: 0.85-1.0 target, < 0.6 not physical
