@@ -173,7 +173,7 @@ class Pile:
         self.rec = SessionRecorder(j, cfg["pile_id"], wall, int(cfg["limits"]["charger_max_a"] * 1000),
                                    on_close=self._closed)
         reason = "reboot" if self.board.reset_cause == "soft" else "power_loss"
-        for r in self.rec.recover(self.uptime_s(), self._fresh(_I_WH, 0), self._fresh(_I_TANK, 0), reason):
+        for r in self.rec.recover(self.uptime_s(), self._fresh(_I_WH, 0), self._premix(0), reason):
             log("session", "recovered", r["id"], r["energy_wh"], "Wh")
         self.boot_no = self.rec.boot()
         # Contactor operations survive reboots (its wear is a lifetime count).
@@ -188,6 +188,13 @@ class Pile:
                 self.rec.j.set_meta("contactor_cycles", total)
             except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
                 log("journal", "cannot store contactor cycles", type(e).__name__)
+
+    def _premix(self, since):
+        # The recorder wants a counter of premix used that only rises: the
+        # tank level falling is that counter negated (a refill shows as a
+        # step back, which the recorder flags and re-bases on).
+        v = self._fresh(_I_TANK, since)
+        return None if v is None else -v
 
     def _fresh(self, i, since):
         # A reading taken at or after `since`, or None. Billing data is
@@ -215,7 +222,7 @@ class Pile:
                 reason = reason_for(self.closing)
                 if reason != self.closing and rec.s is not None:
                     rec.s["flags"].append("cause:" + self.closing)
-                r = rec.stop(self.uptime_s(), reason, wh, self._fresh(_I_TANK, self.session_ms),
+                r = rec.stop(self.uptime_s(), reason, wh, self._premix(self.session_ms),
                              self._fresh(_I_EVSOC, 0))
                 self.closing = None
                 if r:
@@ -224,7 +231,7 @@ class Pile:
                 self._save_cycles()
         elif rec.active:
             wh = self._fresh(_I_WH, self.session_ms)
-            rec.step(self.uptime_s(), wh, self._fresh(_I_TANK, 0), self._fresh(_I_W, 0),
+            rec.step(self.uptime_s(), wh, self._premix(0), self._fresh(_I_W, 0),
                      self._fresh(_I_EVSOC, 0))
             if wh is not None:
                 self.sup.hold_close = False
@@ -239,7 +246,7 @@ class Pile:
                 self.force_slow = True
                 self.session_ms = now
                 if self.rec is not None and not self.rec.active:
-                    sid = self.rec.start(self.uptime_s(), b or None, None, self._fresh(_I_TANK, 0),
+                    sid = self.rec.start(self.uptime_s(), b or None, None, self._premix(0),
                                          self._fresh(_I_EVSOC, 0))
                     if sid is None:
                         # The journal is full of bills the ledger has not

@@ -61,7 +61,14 @@ class TcpLine:
         while True:
             try:
                 self.r, self.w = await asyncio.open_connection(self.host, self.port)
-                return
+                # The unix port's non-blocking connect "succeeds" even when
+                # refused; the error shows on the first read. Probe: a line
+                # that is up is silent until asked.
+                try:
+                    await asyncio.wait_for_ms(self.r.readinto(bytearray(1)), 20)
+                except asyncio.TimeoutError:
+                    return
+                raise OSError("connection closed")
             except OSError as e:
                 print("bus: cannot reach %s:%d (%s), retrying" % (self.host, self.port, e))
                 await asyncio.sleep_ms(500)
@@ -86,6 +93,8 @@ class TcpLine:
                 await asyncio.wait_for_ms(self.r.readinto(scratch), self.clock.floor)
             except asyncio.TimeoutError:
                 return
+            except OSError:
+                return  # the next send or read reconnects
 
     async def send(self, buf, n):
         try:
@@ -102,6 +111,11 @@ class TcpLine:
             n = await asyncio.wait_for_ms(self.r.readinto(mv), self.clock.to_wall(timeout_ms))
         except asyncio.TimeoutError:
             return 0
+        except OSError as e:
+            # Connection reset: the far end of the line went away.
+            print("bus: line lost (%s), reconnecting" % e)
+            await self.open()
+            return 0
         if n is None:
             return 0
         if n == 0:
@@ -111,22 +125,32 @@ class TcpLine:
 
 
 class Watchdog:
-    # machine.WDT stand-in: if not fed within timeout (wall time), the
-    # process exits with a code the runner reads as a watchdog reset.
+    # machine.WDT stand-in: a thread outside the event loop (a task would
+    # stop with a loop that blocks), so a hung task or a blocked loop both
+    # end the process like a hardware reset; the cause is kept for the next
+    # boot. Wall time, as a board's WDT.
     def __init__(self, timeout_ms):
         self.timeout = timeout_ms
         self.fed = time.ticks_ms()
+        try:
+            import _thread
+
+            _thread.start_new_thread(self._watch, ())
+        except ImportError:  # a build without threads: no watchdog, say so
+            print("watchdog: no _thread on this build, not armed")
 
     def feed(self):
         self.fed = time.ticks_ms()
 
-    async def run(self):
+    def _watch(self):
         while True:
-            await asyncio.sleep_ms(100)
+            time.sleep_ms(100)
             if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
                 _write_reset_cause("watchdog")
                 print("watchdog: no progress for %d ms, resetting" % self.timeout)
-                sys.exit(3)
+                # sys.exit in a thread ends only the thread; a reset ends all.
+                os.system("kill -KILL $PPID")
+                return
 
 
 def _write_reset_cause(cause):

@@ -15,10 +15,18 @@ class Contactor:
         self.il = interlocks
         self.closed_cmd = 0
         self.aux = 0
-        self.changed_ms = 0
+        self.changed_ms = None  # set at the first reading: no judgement before it
         self.cycles = 0  # close operations since boot
         self.cycles_base = 0  # the stored count from earlier boots (journal meta)
         self.welded = False
+        self.adopted = False  # found closed at boot (a reset mid-charge)
+
+    def adopt(self):
+        # After a reset mid-charge the contactor may still be closed under
+        # load: take it as commanded closed so it is ramped down, not
+        # dropped open at full current.
+        self.closed_cmd = 1
+        self.adopted = True
 
     def command(self, close):
         close = 1 if close else 0
@@ -30,6 +38,8 @@ class Contactor:
         if close != self.closed_cmd:
             self.closed_cmd = close
             self.changed_ms = self._now
+            if close:
+                self.adopted = False
             if close:
                 self.cycles += 1
 
@@ -43,6 +53,8 @@ class Contactor:
         # full agreement window after the command can prove a disagreement;
         # on a slow bus the last reading may predate the command.
         self._now = now
+        if self.changed_ms is None:
+            self.changed_ms = now
         if status == UNKNOWN:
             return
         self.aux = 1 if status & CHG_AUX_CLOSED else 0

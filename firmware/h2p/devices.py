@@ -27,7 +27,7 @@ PLAUSIBLE = {
     "met_v": (0, 1200),
     "met_a": (-1000, 1000),
     "met_w": (-1e6, 1e6),
-    "met_wh": (0, 1e10),
+    "met_wh": (0, 1e8),  # 100 MWh in 0.1 Wh fits the int32 readings
 }
 
 
@@ -69,8 +69,8 @@ def _field(name, off, typ, wire_scale):
     lo, hi = PLAUSIBLE.get(name, (-1e9, 1e9))
     # Integer bounds in stored units, so the check on every read compares
     # small ints and allocates nothing (floats are boxed on MicroPython).
-    lo = int(lo / SCALES[i]) - 1 if lo > -1e9 else -0x3FFFFFFE
-    hi = int(hi / SCALES[i]) + 1 if hi < 1e9 else 0x3FFFFFFE
+    lo = int(round(lo / SCALES[i])) if lo > -1e9 else -0x3FFFFFFE
+    hi = int(round(hi / SCALES[i])) if hi < 1e9 else 0x3FFFFFFE
     if typ != R.F32 and abs(f - 1) < 1e-9:
         f = 1
     return (i, off, typ, f, lo, hi)
@@ -129,7 +129,7 @@ class Device:
             v = decode(buf, off, typ)
             if f != 1 or typ == R.F32:
                 v = v * f
-                if v != v:  # NaN from a float meter
+                if v - v != 0:  # NaN or +-inf from a float meter (inf - inf is NaN)
                     readings.put(i, UNKNOWN, now)
                     continue
                 v = int(v)

@@ -19,7 +19,8 @@ def _names_scales():
         for f in R.DEVICES[dev]["readings"]:
             scales[f[0]] = f[3]
     # Meter values are float32 on the wire; kept as 0.1 V, 0.1 A, W, Wh.
-    scales.update({"met_v": 0.1, "met_a": 0.1, "met_w": 1, "met_wh": 1})
+    # Energy in 0.1 Wh: bills are checked to the Wh, so no truncation to it.
+    scales.update({"met_v": 0.1, "met_a": 0.1, "met_w": 1, "met_wh": 0.1})
     return names, tuple(scales[n] for n in names)
 
 

@@ -144,6 +144,8 @@ class SessionRecorder:
             st["p"] = ck.get("p", 0.0)
             st["pk"] = ck.get("pk", 0)
             st["m"] = ck.get("m")
+            if ck.get("m0") is not None:
+                st["m0"] = ck.get("m0")
             st["pm"] = ck.get("pm")
             st["soc1"] = ck.get("soc1")
             st["ts"] = ck.get("ts")
@@ -303,6 +305,7 @@ class SessionRecorder:
             "p": round(st["p"], 4),
             "pk": int(st["pk"]),
             "m": st["m"],
+            "m0": st["m0"],
             "pm": st["pm"],
             "soc1": st["soc1"],
             "seen": st["seen"],

@@ -102,7 +102,7 @@ class Supervisor:
         self.fresh_plug = False  # an EV plugged in since the last session
         self.imd_ms = -1
         self.hold_close = False  # set by the shell until the start meter value is taken
-        self.pilot = R.PILOT_A
+        self.pilot = -1  # unknown until read: an EV found plugged at boot is not a new plug-in
         self.idle_since = now
         # Session bookkeeping the shell reads (journal, telemetry).
         self.session_active = False
@@ -221,15 +221,25 @@ class Supervisor:
         if p != UNKNOWN:
             # A plug-in, or an EV that paused (B) asking again (C), may start
             # a session on its own (auto_charge).
-            if (self.pilot == R.PILOT_A and p != R.PILOT_A) or (self.pilot == R.PILOT_B and p == R.PILOT_C):
+            if self.pilot < 0:
+                # First reading after boot: an EV still asking (a reset
+                # mid-charge) gets a new session; one that is done (B) not.
+                self.fresh_plug = p == R.PILOT_C or p == R.PILOT_D
+            elif (self.pilot == R.PILOT_A and p != R.PILOT_A) or (self.pilot == R.PILOT_B and p == R.PILOT_C):
                 self.fresh_plug = True
             elif p == R.PILOT_A:
                 self.fresh_plug = False
             self.pilot = p
         il.raise_ext("estop", self.estop_in)
-        il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
+        # Contactor supervision first, so a weld seen in this read is acted
+        # on in this step, not the next.
         k = I["chg_status"]
-        self.contactor.supervise(now, readings.get(k, now), readings.ts[k])
+        aux = readings.get(k, now)
+        c = self.contactor
+        if c.changed_ms is None and aux != UNKNOWN and aux & R.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
+            c.adopt()
+        c.supervise(now, aux, readings.ts[k])
+        il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
         if il.changed:
             self.events.append(("faults", ",".join(il.names_in_force()) or "none", S.NAMES[self.state]))
         self._record_flow(now)
@@ -290,8 +300,29 @@ class Supervisor:
         fc.set(self._f_sp, self.fc_sp if fc_en else 0)
         fc.set(self._f_purge, purge)
 
-    def _ev(self, contactor, limit, enable, lock):
+    def _open_now(self):
+        # Does an emergency demand the contactor open at once, under load?
+        # Not the one a reboot mid-charge starts with (nothing read yet, so
+        # every device counts as lost): a contactor found closed at boot is
+        # ramped down first, unless the E-stop is pressed.
+        if self.il.severity < IL.EMERGENCY:
+            return False
+        if self.contactor.adopted and self.state in (S.OFF, S.SELFTEST):
+            sio = self.rd.get(I["sio_status"], self.last)
+            return self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
+        return True
+
+    def _ev(self, contactor, limit, enable, lock, force=False):
+        # The one place the contactor is driven. Never open under load: if
+        # current still flows to an EV that is plugged and asking, hold it
+        # closed with the limit at zero until the current has fallen. Only
+        # an emergency (the guard), an EV that let go (pilot A/B/E: no load
+        # any more) or `force` (a ramp that timed out) opens at once.
         ch = self.dev["charger"]
+        if (not contactor and self.contactor.closed_cmd and not force
+                and not self._open_now() and self._ev_amps() > self.stop_a
+                and self.pilot in (R.PILOT_C, R.PILOT_D)):
+            contactor, limit, lock = 1, 0, 1  # and no unlocking under load
         self.contactor.command(contactor)
         ch.set(self._c_contactor, 1 if self.contactor.closed_cmd else 0)
         ch.set(self._c_limit, limit)
@@ -308,7 +339,7 @@ class Supervisor:
         il = self.il
         ch = self.dev["charger"]
         if not il.contactor_allowed():
-            if self.contactor.closed_cmd and il.severity < IL.EMERGENCY and self._ev_amps() > self.stop_a:
+            if self.contactor.closed_cmd and not self._open_now() and self._ev_amps() > self.stop_a:
                 # Ramp first: the limit is already 0, the contactor opens
                 # when the current has fallen (STOPPING does that).
                 ch.set(self._c_limit, 0)
@@ -329,7 +360,7 @@ class Supervisor:
             self._fan(100)
 
     def _ev_amps(self):
-        a = self._r("chg_out_a", self.last)
+        a = self.rd.get(I["chg_out_a"], self.last)
         return self.chg_max if a == UNKNOWN else a
 
     # ---- stack and feed ----------------------------------------------------
@@ -527,6 +558,8 @@ class Supervisor:
             self._phase(2, now)
             return
         if self.stop_req:
+            c = self.contactor.closed_cmd
+            self._ev(c, 0, c, 1)  # the limit goes to zero in this very step
             self._go(S.STOPPING, now)
             return
         p = self.phase
@@ -544,7 +577,10 @@ class Supervisor:
                 self.imd_ms = now
             # The result must stand past the insulation rules' debounce
             # before it counts: a bad value and "done" can come in one read.
-            if (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
+            if ch != UNKNOWN and ch & R.CHG_AUX_CLOSED:
+                # Commanded open, reads closed: never close onto a weld.
+                self.stop_req = "contactor_welded"
+            elif (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
                     and self.il.contactor_allowed() and not self.hold_close):
                 self._ev(1, 0, 0, 1)
                 self._phase(2, now)
@@ -560,11 +596,18 @@ class Supervisor:
         if self.il.fuel_allowed() and self.fc_sp > 0:
             self._run_stack(now, dt, False)
         if self.phase == 0:
-            # Ramp the EV current down; open only below a few amperes.
+            # Ramp the EV current down; open only below a few amperes. Never
+            # close from here: a stop before the close just ends; an unplug
+            # means no load any more: open at once.
+            if not self.contactor.closed_cmd or not self.ev_connected(now):
+                self._ev(0, 0, 0, 1)
+                self._end_session(self.stop_req or "stopped")
+                self._phase(1, now)
+                return
             self._ev(1, 0, 1, 1)
             a = self._r("chg_out_a", now)
             if (a != UNKNOWN and a <= self.stop_a) or self._late(5000):
-                self._ev(0, 0, 0, 1)
+                self._ev(0, 0, 0, 1, force=True)
                 self._end_session(self.stop_req or "stopped")
                 self._phase(1, now)
         elif self.phase == 1:
