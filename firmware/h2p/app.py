@@ -131,8 +131,9 @@ class Pile:
     async def bus_task(self):
         await self.board.open()
         while True:
+            # force_slow stays on until the session has the energy reading it
+            # waits for (a read lost to a timeout is asked for again).
             slow = self.force_slow or self.cycles % self.slow_every == 0
-            self.force_slow = False
             for dev, blk in self.schedule:
                 if blk.fast or slow:
                     ok = await self._read(dev, blk)
@@ -225,6 +226,7 @@ class Pile:
                 r = rec.stop(self.uptime_s(), reason, wh, self._premix(self.session_ms),
                              self._fresh(_I_EVSOC, 0))
                 self.closing = None
+                self.force_slow = False
                 if r:
                     log("session", "closed", r["id"], r["energy_wh"], "Wh", r["reason"])
                 # One flash write per session, not per operation.
@@ -235,6 +237,7 @@ class Pile:
                      self._fresh(_I_EVSOC, 0))
             if wh is not None:
                 self.sup.hold_close = False
+                self.force_slow = False
 
     def _drain(self):
         ev = self.sup.events

@@ -585,7 +585,9 @@ class Supervisor:
                 self._ev(1, 0, 0, 1)
                 self._phase(2, now)
             elif self._late(_ISO_MS):
-                self.stop_req = "insulation_timeout"
+                # Say what was missing: the insulation result or the start
+                # meter value the session waits for before any energy flows.
+                self.stop_req = "meter_timeout" if self.hold_close else "insulation_timeout"
         else:  # closed: aux must agree before current flows
             lim = self._ev_claims(now)
             on = 1 if self.contactor.verified_closed() else 0
