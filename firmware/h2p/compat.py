@@ -44,7 +44,3 @@ async def sleep_ms(ms):
         await asyncio.sleep_ms(ms)
     else:
         await asyncio.sleep(ms / 1000)
-
-
-def wait_for(coro, timeout_s):
-    return asyncio.wait_for(coro, timeout_s)

@@ -53,11 +53,6 @@ class Readings:
             return UNKNOWN
         return self.raw[i]
 
-    def age_ms(self, i, now):
-        if not self.seen[i]:
-            return -1
-        return ticks_diff(now, self.ts[i])
-
     def value(self, i, now):
         # Physical value as float, None when unknown (telemetry, not control).
         r = self.get(i, now)

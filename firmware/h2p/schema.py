@@ -109,15 +109,3 @@ def load_json(path, schema):
     except ValueError as e:
         raise ConfigError("%s: not valid JSON (%s)" % (path, e))
     return validate(schema, data, path)
-
-
-def describe(schema, path=""):
-    # (key, type, default, doc) rows for docs and `h2pile provision --help`.
-    rows = []
-    for k in sorted(schema):
-        kind, default, _check, doc = schema[k]
-        if isinstance(kind, dict):
-            rows.extend(describe(kind, path + k + "."))
-        else:
-            rows.append((path + k, _kind_name(kind), default, doc))
-    return rows
