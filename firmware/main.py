@@ -2,7 +2,6 @@
 # description and the config, then run the pile. A bad file stops here with
 # one line naming the file and key; nothing is driven, so the contactor
 # stays open (its controller's default) and the pile stays `off`.
-import gc
 import sys
 
 
@@ -36,28 +35,18 @@ def _load(m):
         return None, None
 
 
-def unload(*names):
-    # Forget boot-only modules; the package holds a reference too.
-    import h2p
-
-    for n in names:
-        sys.modules.pop(n, None)
-        short = n.split(".")[-1]
-        if short in h2p.__dict__:
-            delattr(h2p, short)
-    gc.collect()
-
-
 def main():
     m = _board_module()
+    from h2p.compat import forget
+
     desc, cfg = _load(m)
-    unload("h2p.config", "h2p.boardcfg", "h2p.schema")
+    forget("h2p.config", "h2p.boardcfg", "h2p.schema", "h2p.registers")
     if cfg is None:
         return 2
     board = m.Board(desc)
     from h2p import app
 
-    return app.main(board, cfg, unload)
+    return app.main(board, cfg)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from host_tools.pilerun import PileRun
 SPEED = float(os.environ.get("H2P_IT_SPEED", "80"))
 # The smallest heap this firmware completes a session in on the 64-bit unix
 # port, with margin (bench/ measures it); see the README's memory figures.
-HEAP = os.environ.get("H2P_IT_HEAP", "192K")
+HEAP = os.environ.get("H2P_IT_HEAP", "168K")
 
 EXPECTED = ["selftest", "preheat", "reforming", "stack_start", "ready", "charging",
             "stopping", "ready", "cooldown", "off"]

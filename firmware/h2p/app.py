@@ -8,7 +8,7 @@ import gc
 import json
 
 from h2p import VERSION
-from h2p.compat import asyncio, ticks_diff
+from h2p.compat import asyncio, forget, ticks_diff
 from h2p import devices as D
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
@@ -32,6 +32,8 @@ class Pile:
         bus = config["bus"]
         self.rd = Readings(bus["data_age_ms"])
         self.devices = D.build(config)
+        # The register maps were needed to build the drivers, not after.
+        forget("h2p.registers")
         self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"])
         self.sup = Supervisor(config, self.devices, clock.ms())
         self.cycles = 0
@@ -285,7 +287,6 @@ class Pile:
         st["bus"] = self.master.stats
         gc.collect()
         st["heap"] = [gc.mem_alloc(), gc.mem_free()]
-        st["r"] = self.rd.snapshot(now)
         return st
 
     async def status_task(self, every_wall_ms):
@@ -327,15 +328,11 @@ async def run(pile, board):
     await asyncio.gather(*tasks)
 
 
-def main(board, config, unload=None):
+def main(board, config):
     pile = Pile(board, config)
-    if unload:
-        # The register maps and the interlock source table were needed to
-        # build the drivers and the rules, not after.
-        unload("h2p.registers")
-        from h2p import interlocks
+    from h2p import interlocks
 
-        interlocks.release()
+    interlocks.release()  # the rules are compiled; the source table can go
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()
     # One machine-readable line for `h2pile verify` and the runner.

@@ -44,3 +44,18 @@ async def sleep_ms(ms):
         await asyncio.sleep_ms(ms)
     else:
         await asyncio.sleep(ms / 1000)
+
+
+def forget(*names):
+    # Drop boot-only modules (config schema, register maps) once used: on a
+    # board with a small heap their tables are worth the re-import cost.
+    # The package keeps a reference too.
+    import gc
+    import h2p
+
+    for n in names:
+        sys.modules.pop(n, None)
+        short = n.split(".")[-1]
+        if short in h2p.__dict__:
+            delattr(h2p, short)
+    gc.collect()
