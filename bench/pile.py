@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 
-from host_tools import ROOT
 from host_tools.pilerun import PileRun
 
 # Bench plant: a warm start, and the slow start-up steps that do not touch
@@ -48,32 +46,10 @@ class BenchPile(PileRun):
         if sample_s:
             sim_args += ["--sample-s", str(sample_s)]
         super().__init__(speed=speed, heap=heap, config=config or {}, sim_args=sim_args, baud=baud,
-                         log_path=self.sim_log, firmware_build=firmware_build(), mqtt=mqtt)
+                         log_path=self.sim_log, firmware_build=firmware_build(), mqtt=mqtt,
+                         sim_module="bench.simhost")
         self._log_f = None
         self.records: list[dict] = []
-
-    async def start(self):
-        # PileRun.start with `python -m bench.simhost` in place of `python -m sim`
-        # (PileRun has no parameter for the simulator's module).
-        board = self._prepare_board()
-        if self.mqtt_port:
-            from host_tools import broker
-
-            self.broker = broker.start(self.mqtt_port)
-        cmd = [sys.executable, "-m", "bench.simhost", "--port", str(self.port), "--control-port",
-               str(self.ctl_port), "--speed", str(self.speed), "--baud", str(self.baud),
-               "--log", self.log_path] + self.sim_args
-        self.sim = await asyncio.create_subprocess_exec(
-            *cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
-        line = await asyncio.wait_for(self.sim.stdout.readline(), 20)
-        if b"serving" not in line:
-            rest = await self.sim.stdout.read()
-            raise RuntimeError("simulator did not start: " + (line + rest).decode(errors="replace"))
-        self.epoch_ns = int(line.split(b"epoch_ns ")[1].split()[0])
-        self._tasks.append(asyncio.create_task(self._drain_sim()))
-        del board
-        await self.start_firmware()
 
     async def stop(self):
         await super().stop()

@@ -20,7 +20,9 @@ def test_wire_matches_domain_figures():
 def test_layout_follows_firmware_schedule():
     lay = Layout()
     names = [d.name for d, _b in lay.schedule]
-    assert names[::2] == ["charger"] * (len(names) // 2)  # charger between every two other reads
+    # The charger and the safety I/O are read before every other read.
+    assert names[0::3] == ["charger"] * (len(names) // 3)
+    assert names[1::3] == ["safety"] * (len(names) // 3)
     # EV stop: charger block read (9 regs) + charger write (4 regs, FC16).
     b = lay.reaction_bound_s(115200, "chg_pilot", "charger")
     assert b == pytest.approx(wire_time_s(115200, 8, 23) + wire_time_s(115200, 17, 8))

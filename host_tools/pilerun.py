@@ -33,7 +33,8 @@ def free_port() -> int:
 class PileRun:
     def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
                  log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None,
-                 mqtt=False, fleet_secret="sim-fleet-secret", port=None, ctl_port=None):
+                 mqtt=False, fleet_secret="sim-fleet-secret", port=None, ctl_port=None,
+                 sim_module="sim"):
         self.speed = speed
         self.heap = heap
         self.baud = baud
@@ -41,6 +42,7 @@ class PileRun:
                        "idle_shutdown_s": 120, "bus": {"baud": baud}}
         _deep_update(self.config, config or {})
         self.sim_args = list(sim_args)
+        self.sim_module = sim_module  # `python -m <this>`: the bench swaps in its host
         self.board_dir = board_dir
         self.log_path = log_path
         self.wall_floor_ms = wall_floor_ms
@@ -82,12 +84,12 @@ class PileRun:
         return d
 
     async def start(self):
-        board = self._prepare_board()
+        self._prepare_board()
         if self.mqtt_port:
             from host_tools import broker
 
             self.broker = broker.start(self.mqtt_port)
-        sim_cmd = [sys.executable, "-m", "sim", "--port", str(self.port), "--control-port",
+        sim_cmd = [sys.executable, "-m", self.sim_module, "--port", str(self.port), "--control-port",
                    str(self.ctl_port), "--speed", str(self.speed), "--baud", str(self.baud)]
         if self.log_path:
             sim_cmd += ["--log", self.log_path]

@@ -5,7 +5,6 @@
     ing = start_ingest(b.port, db_url, share=None)  # waits for SUBACK
 """
 import json
-import os
 import shutil
 import signal
 import socket
@@ -16,6 +15,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mqtt_broker import Broker  # noqa: E402
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -27,40 +29,14 @@ def free_port():
     return port
 
 
-class Mosquitto:
-    def __init__(self, tmp):
-        self.dir = Path(tmp)
-        self.port = free_port()
-        self.conf = self.dir / ("ledger-mosq-%d.conf" % self.port)
-        self.log = self.dir / ("ledger-mosq-%d.log" % self.port)
-        self.conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "max_inflight_messages 20\nmax_queued_messages 10000\n" % self.port)
-        self.proc = None
+class Mosquitto(Broker):
+    """The MQTT tests' broker, with room for the ledger's QoS 1 bursts."""
 
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "ab"))
-        t_end = time.monotonic() + 5
-        while time.monotonic() < t_end:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError("mosquitto did not start: " + self.log.read_text()[-2000:])
+    def __init__(self, tmp):
+        super().__init__(tmp, extra="max_inflight_messages 20\nmax_queued_messages 10000\n")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        self.kill()
 
 
 class Ingest:
