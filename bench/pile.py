@@ -37,7 +37,7 @@ def firmware_build(board="unix_sim") -> str:
 
 class BenchPile(PileRun):
     def __init__(self, speed=1.0, baud=115200, params=None, config=None, heap="96K", mqtt=False,
-                 sample_s=0.0):
+                 sample_s=0.0, rom=True):
         self.tmp = tempfile.mkdtemp(prefix="h2pile-bench-")
         self.sim_log = os.path.join(self.tmp, "sim.jsonl")
         sim_args = []
@@ -47,7 +47,7 @@ class BenchPile(PileRun):
             sim_args += ["--sample-s", str(sample_s)]
         super().__init__(speed=speed, heap=heap, config=config or {}, sim_args=sim_args, baud=baud,
                          log_path=self.sim_log, firmware_build=firmware_build(), mqtt=mqtt,
-                         sim_module="bench.simhost")
+                         sim_module="bench.simhost", rom=rom)
         self._log_f = None
         self.records: list[dict] = []
 

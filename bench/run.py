@@ -118,6 +118,11 @@ def rows_from(res: dict) -> list[tuple]:
             rows.append(("memory", f"peak heap in use, full session at {pk['heap']}",
                          f"{pk['peak_alloc'] / 1024:.1f} KB", "<= 48 KB", f"{pk['peak_alloc'] / 1024 / 48:.2f}x",
                          "96K: " + ("completes" if s.get("completed") else f"fails ({s.get('reason')})")))
+        for key, what in (("no_mqtt", "without MQTT"), ("code_in_heap", "bytecode loaded into the heap")):
+            v = m.get(key, {})
+            if v.get("peak_alloc"):
+                rows.append(("memory", f"peak heap in use, {what}", f"{v['peak_alloc'] / 1024:.1f} KB", "",
+                             "", "for comparison"))
         sm = m.get("smallest")
         if sm:
             k = sm.get("smallest_k")
@@ -217,7 +222,12 @@ async def amain(a) -> dict:
         step = 4 if a.full else 8
         lo = max(32, int(m["peak_session"]["peak_alloc"] / 1024) // step * step)
         m["smallest"] = await memory.smallest_heap(lo, 256, step, log=say)
-        for v in (m["session_96k"], m["peak_session"]):
+        # For comparison: the pile without MQTT, and with its code in the heap.
+        m["no_mqtt"] = await memory.session("256K", mqtt=False)
+        m["code_in_heap"] = await memory.session("512K", rom=False)
+        say("   without MQTT: peak", m["no_mqtt"]["peak_alloc"], "; code in the heap: peak",
+            m["code_in_heap"]["peak_alloc"])
+        for v in (m["session_96k"], m["peak_session"], m["no_mqtt"], m["code_in_heap"]):
             v.pop("tail", None) if v.get("completed") else None
         res["memory"] = m
     if "session" in a.only:

@@ -5,6 +5,26 @@
 import sys
 
 
+def _mount_flash():
+    # A board with a ROMFS partition mounts it at /rom by itself. The unix
+    # board's flash is an image the launcher (host_tools/unix_flash.py) maps
+    # read-only outside the GC heap and names in H2P_ROM: mounted here, the
+    # firmware's bytecode runs from it in place, as from a board's flash.
+    try:
+        from os import getenv
+
+        spec = getenv("H2P_ROM")
+    except ImportError:
+        return
+    if spec:
+        import uctypes
+        import vfs
+
+        addr, size = spec.split(":")
+        vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
+        sys.path.insert(0, "/rom")
+
+
 def _board_module():
     p = sys.platform
     if p == "esp32":
@@ -36,6 +56,7 @@ def _load(m):
 
 
 def main():
+    _mount_flash()
     m = _board_module()
     from h2p.compat import forget
 
@@ -46,7 +67,9 @@ def main():
     board = m.Board(desc)
     from h2p import app
 
-    return app.main(board, cfg)
+    pile = app.boot(board, cfg)
+    cfg = None  # the pile copied what it needs; this frame lives as long as the pile
+    return app.run_forever(pile)
 
 
 if __name__ == "__main__":

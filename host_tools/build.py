@@ -2,6 +2,7 @@
 
 build/<board>/ gets lib/h2p/*.mpy, main.py (kept as source: boards run it
 by name), board.json, manifest.py (to freeze the package into an image),
+rom.img (the same .mpy files as a ROMFS image, see host_tools/unix_flash.py),
 VERSION and SHA256SUMS. `make firmware BOARD=...` and `make sim` call this.
 """
 
@@ -65,6 +66,7 @@ def build(board: str, out_root: str | None = None) -> str:
             capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"mpy-cross failed on firmware/h2p/{name}:\n{r.stderr.strip()}")
+    write_rom_image(os.path.join(out, "lib"), os.path.join(out, "rom.img"))
     shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out, "main.py"))
     shutil.copy(os.path.join(ROOT, "boards", board + ".json"), os.path.join(out, "board.json"))
     with open(os.path.join(out, "VERSION"), "w") as f:
@@ -79,13 +81,30 @@ def build(board: str, out_root: str | None = None) -> str:
     return out
 
 
+def write_rom_image(lib: str, path: str) -> int:
+    """The compiled package as a ROMFS image (the format of `mpremote romfs
+    deploy`): on a board with a ROMFS partition it is mounted at /rom and
+    MicroPython runs the bytecode in place from flash instead of copying it
+    into the heap. The unix board maps it the same way (unix_flash.py)."""
+    import contextlib
+    import io
+
+    from mpremote.romfs import make_romfs
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it lists every file
+        img = make_romfs(lib, mpy_cross=False)
+    with open(path, "wb") as f:
+        f.write(img)
+    return len(img)
+
+
 def write_sums(out: str) -> None:
     """SHA256SUMS of a build: `h2pile flash` checks every file against it,
     on this computer before sending and on the board before switching."""
     sums = []
     for dirpath, _dirs, files in os.walk(out):
         for name in sorted(files):
-            if name in ("SHA256SUMS", "manifest.py"):
+            if name in ("SHA256SUMS", "manifest.py", "rom.img"):
                 continue
             p = os.path.join(dirpath, name)
             rel = os.path.relpath(p, out)

@@ -4,8 +4,8 @@
     h2pile docs --check     exit 1 (naming the stale files) if any differs
     h2pile docs --print safety.md
 
-Sources: firmware/h2p/interlocks.py (+ docs_text.INTERLOCK_WHY),
-registers.py + devices.PLAUSIBLE, config.py (schema tuples), states.py
+Sources: firmware/h2p/interlocks.py (+ docs_text.INTERLOCK_WHY and the code names),
+registers.py + devices.plausible_ranges(), config.py (schema tuples), states.py
 (+ docs_text.STATE_DOC). Never edit the generated files by hand.
 """
 
@@ -48,8 +48,8 @@ UNITS = {
 
 # Enumerations and bit fields, by reading: value/bit -> name.
 ENUMS = {
-    "ref_mode": dict(enumerate(K.REF_MODES)),
-    "ref_mode_cmd": dict(enumerate(K.REF_MODES)),
+    "ref_mode": dict(enumerate(T.REF_MODES)),
+    "ref_mode_cmd": dict(enumerate(T.REF_MODES)),
     "chg_pilot": dict(enumerate(K.PILOT_NAMES)),
 }
 BITS = {
@@ -57,8 +57,8 @@ BITS = {
                    K.CHG_LOCKED: "locked", K.CHG_IMD_DONE: "insulation measured"},
     "sio_status": {K.SIO_TILT: "tilt", K.SIO_DOOR_OPEN: "door open", K.SIO_ESTOP: "E-stop chain open",
                    K.SIO_WATER: "water"},
-    "bat_alarms": {K.BMS_ALARM_OVERTEMP: "overtemperature", K.BMS_ALARM_CELL: "cell",
-                   K.BMS_ALARM_COMM: "internal comm"},
+    "bat_alarms": {T.BMS_ALARM_OVERTEMP: "overtemperature", T.BMS_ALARM_CELL: "cell",
+                   T.BMS_ALARM_COMM: "internal comm"},
 }
 
 # What each severity makes the supervisor do (supervisor.step and _guard).
@@ -142,7 +142,7 @@ def safety_md():
          "clears when the data comes back.", "",
          "## Severities", ""]
     L += _table(("severity", "what the supervisor does"),
-                [(IL.SEVERITY_NAMES[s], SEVERITY_DOES[s]) for s in (IL.WARNING, IL.DERATE, IL.STOP, IL.EMERGENCY)])
+                [(T.SEVERITY_NAMES[s], SEVERITY_DOES[s]) for s in (IL.WARNING, IL.DERATE, IL.STOP, IL.EMERGENCY)])
     L += ["", "Clearing: `auto` clears when the condition has gone; `reset command` latches and "
           "needs the condition gone and a reset command (`h2pile cmd ... reset`).", "",
           "Phase: `always`; `fuel present` = preheat .. cooldown; `stack loaded` = stack_start .. "
@@ -158,8 +158,8 @@ def safety_md():
         rows.append((
             "`%s`" % name, T.INTERLOCK_WHY[name],
             "`%s` (%s)" % (reading, _device_of(reading)) if reading else "—",
-            _condition(r), "%d ms" % deb, IL.SEVERITY_NAMES[sev], IL.CLEAR_NAMES[clear],
-            IL.WHEN_NAMES[when], does))
+            _condition(r), "%d ms" % deb, T.SEVERITY_NAMES[sev], T.CLEAR_NAMES[clear],
+            T.WHEN_NAMES[when], does))
     L += _table(("row", "hazard", "reading", "condition", "debounce", "severity", "clear", "phase",
                  "what it does"), rows)
     L.append("")
@@ -167,7 +167,7 @@ def safety_md():
 
 
 def _plausible(name, scale):
-    p = D.PLAUSIBLE.get(name)
+    p = D.plausible_ranges().get(name)
     if not p:
         return ""
     return "%s .. %s" % (_num(p[0]), _num(p[1]))

@@ -22,6 +22,7 @@ from host_tools import ROOT
 from host_tools.build import build
 
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
 
 
 def free_port() -> int:
@@ -34,8 +35,12 @@ class PileRun:
     def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
                  log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None,
                  mqtt=False, fleet_secret="sim-fleet-secret", port=None, ctl_port=None,
-                 sim_module="sim"):
+                 sim_module="sim", rom=True):
         self.speed = speed
+        # The firmware's code in the unix board's flash (a ROMFS image mapped
+        # outside the heap, host_tools/unix_flash.py), as on a board; False
+        # loads every .mpy into the heap (to measure what that costs).
+        self.rom = rom
         self.heap = heap
         self.baud = baud
         self.config = {"pile_id": "sim-1", "auto_start": True, "auto_charge": True,
@@ -81,6 +86,7 @@ class PileRun:
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(self.config, f, indent=1)
         self.lib = os.path.join(out, "lib")
+        self.rom_img = os.path.join(out, "rom.img")
         return d
 
     async def start(self):
@@ -106,13 +112,15 @@ class PileRun:
         await self.start_firmware()
 
     async def start_firmware(self):
-        env = dict(os.environ, MICROPYPATH=".frozen:" + self.lib, H2P_SPEED=str(self.speed),
+        env = dict(os.environ, MICROPYPATH=".frozen" if self.rom else ".frozen:" + self.lib,
+                   H2P_SPEED=str(self.speed),
                    H2P_BUS_PORT=str(self.port), H2P_BUS_HOST="127.0.0.1",
                    H2P_EPOCH_NS=str(self.epoch_ns))
         if self.wall_floor_ms is not None:
             env["H2P_WALL_FLOOR_MS"] = str(self.wall_floor_ms)
+        cmd = ([sys.executable, UNIX_FLASH, self.rom_img] if self.rom else [MICROPYTHON])
         self.fw = await asyncio.create_subprocess_exec(
-            MICROPYTHON, "-X", f"heapsize={self.heap}", "main.py", cwd=self.board_dir, env=env,
+            *cmd, "-X", f"heapsize={self.heap}", "main.py", cwd=self.board_dir, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         self._tasks.append(asyncio.create_task(self._read_fw(self.fw)))
 

@@ -259,7 +259,7 @@ class Scenario:
     duration: float = 600.0
     until: Condition | None = None
     settle: float = 0.0
-    heap: str = "200K"
+    heap: str = "96K"
     xfail: str = ""
     sample: float = 0.0
     warm: bool = False

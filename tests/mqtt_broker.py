@@ -85,7 +85,7 @@ class Broker:
 
 _MPY_DIR = []
 # the firmware modules the MQTT tests run (other modules are not needed)
-MQTT_MODULES = ("__init__", "compat", "topics", "sign", "keys", "mqtt", "publisher", "cmdhandler")
+MQTT_MODULES = ("__init__", "compat", "topics", "cmdspec", "sign", "keys", "mqtt", "publisher", "cmdhandler")
 
 
 def compiled_firmware():
@@ -196,9 +196,10 @@ async def main():
     c.will = pub.will()
     h = None
     if cfg.get("cmd_key"):
-        from h2p.cmdhandler import CommandHandler
-        import time
-        h = CommandHandler(pid, cfg["cmd_key"], Target())
+        from h2p import cmdhandler
+        targets = (Target(),)
+        replay = []
+        h = lambda raw, now: cmdhandler.handle(raw, now, pid, cfg["cmd_key"], targets, replay)
     def on_connect():
         pub.pub("status", {"online": True})
         pub.pub("meta", {"fw": "test", "board": "unix", "cfg": "0"})
@@ -207,7 +208,7 @@ async def main():
         out({"ev": "msg", "topic": t, "len": len(p)})
         if h is not None and t == pub.topic("cmd").decode():
             import time
-            ack = h.handle(p, int(time.time()))
+            ack = h(p, int(time.time()))
             pub.pub("cmd/ack", ack)
             out(dict(ack, ev="ack"))
     c.on_connect = on_connect

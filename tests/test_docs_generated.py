@@ -75,8 +75,8 @@ def test_every_interlock_reading_is_in_the_register_maps():
 def test_every_interlock_row_has_a_why_text_and_valid_fields():
     assert set(T.INTERLOCK_WHY) == {r[0] for r in IL.TABLE}
     for name, reading, op, thr, deb, sev, clear, when, derate in IL.TABLE:
-        assert 0 <= op < len(IL.OP_NAMES) and 1 <= sev <= IL.EMERGENCY, name
-        assert clear in (IL.AUTO, IL.RESET) and 0 <= when < len(IL.WHEN_NAMES), name
+        assert 0 <= op < len(T.OP_NAMES) and 1 <= sev <= IL.EMERGENCY, name
+        assert clear in (IL.AUTO, IL.RESET) and 0 <= when < len(T.WHEN_NAMES), name
         assert deb >= 0 and (0 < derate < 100 if sev == IL.DERATE else derate == 0), name
 
 

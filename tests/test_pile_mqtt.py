@@ -61,7 +61,7 @@ def _send(run, cmd):
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="256K", mqtt=True, config=CONFIG, sim_args=WARM,
+    run = PileRun(speed=5, heap="112K", mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
     w = Watcher(run.mqtt_port)
@@ -117,6 +117,7 @@ async def _scenario(tmp_path, fw_build):
     finally:
         w.close()
         await run.stop()
+        (tmp_path / "console.log").write_text("\n".join(run.lines) + "\n")
 
 
 def test_pile_over_a_real_broker(tmp_path, fw_build):

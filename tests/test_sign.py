@@ -29,7 +29,7 @@ def fresh(op="set_limit", args=None, now=NOW, **kw):
 
 def verify(cmd_or_raw, now=NOW, cache=None, pile="P1", **kw):
     r = cmd_or_raw if isinstance(cmd_or_raw, bytes) else raw(cmd_or_raw)
-    return sign.verify_command(r, KEY, now, cache if cache is not None else sign.ReplayCache(), pile, **kw)
+    return sign.verify_command(r, KEY, now, cache if cache is not None else [], pile, **kw)
 
 
 def test_hmac_matches_stdlib():
@@ -49,7 +49,7 @@ def test_keys_are_per_pile_and_purpose():
 
 
 def test_accept_then_replay():
-    cache = sign.ReplayCache()
+    cache = []  # the replay cache: the caller keeps the list
     c = fresh()
     cmd, why = verify(c, cache=cache)
     assert why == "ok" and cmd["args"]["amps"] == 32
@@ -108,13 +108,13 @@ def test_long_ttl_rejected_even_if_signed():
 
 
 def test_replay_cache_bounded_and_expires():
-    cache = sign.ReplayCache(size=3)
+    cache = []
     for i in range(3):
-        assert verify(fresh(cid="c%d" % i), cache=cache)[1] == "ok"
-    assert verify(fresh(cid="c9"), cache=cache) == (None, "replay cache full")
+        assert verify(fresh(cid="c%d" % i), cache=cache, replay_size=3)[1] == "ok"
+    assert verify(fresh(cid="c9"), cache=cache, replay_size=3) == (None, "replay cache full")
     # after expiry (+ skew) the entries are pruned and new commands pass
     later = NOW + 60 + sign.SKEW_S + 1
-    assert verify(fresh(cid="c10", now=later), now=later, cache=cache)[1] == "ok"
+    assert verify(fresh(cid="c10", now=later), now=later, cache=cache, replay_size=3)[1] == "ok"
     assert len(cache) == 1
 
 
@@ -158,7 +158,13 @@ class Target:
 
 def test_cmdhandler():
     t = Target()
-    h = cmdhandler.CommandHandler("P1", KEY, t)
+    replay = []
+
+    class Handler:  # the handler with its replay cache, as the pile keeps it
+        def handle(self, raw, now):
+            return cmdhandler.handle(raw, now, "P1", KEY, (t,), replay)
+
+    h = Handler()
     c = fresh("start", {"auth": "tok", "limit_a": 50})
     a = h.handle(raw(c), NOW)
     assert a == {"id": c["id"], "op": "start", "ok": True, "reason": "ok"}
@@ -185,7 +191,7 @@ vec = json.loads(open(sys.argv[1]).read())
 out = {"key": keys.cmd_key("fleet-secret", "P1"), "mqtt": keys.mqtt_password("fleet-secret", "P1")}
 res = []
 for v in vec["verify"]:
-    cmd, why = sign.verify_command(v["raw"].encode(), out["key"], v["now"], sign.ReplayCache(), "P1")
+    cmd, why = sign.verify_command(v["raw"].encode(), out["key"], v["now"], [], "P1")
     res.append(why)
 out["verify"] = res
 sigs = []
@@ -193,7 +199,7 @@ for s in vec["sign"]:
     c = signer.sign_command(s["op"], s["args"], out["key"], s["now"], pile="P1", cid=s["id"], nonce=s["nonce"])
     sigs.append(c["sig"])
 out["sign"] = sigs
-cache = sign.ReplayCache()
+cache = []
 r1 = sign.verify_command(vec["verify"][0]["raw"].encode(), out["key"], vec["verify"][0]["now"], cache, "P1")[1]
 r2 = sign.verify_command(vec["verify"][0]["raw"].encode(), out["key"], vec["verify"][0]["now"], cache, "P1")[1]
 out["replay"] = [r1, r2]
@@ -218,7 +224,7 @@ def test_same_results_on_micropython(tmp_path):
     rc, out, err = run_mpy(tmp_path / "s.py", tmp_path / "vec.json")
     assert rc == 0, err
     mp = json.loads(out)
-    cp_verify = [sign.verify_command(v["raw"].encode(), KEY, v["now"], sign.ReplayCache(), "P1")[1]
+    cp_verify = [sign.verify_command(v["raw"].encode(), KEY, v["now"], [], "P1")[1]
                  for v in verify_vec]
     assert cp_verify == ["ok", "ok", "ok", "bad signature", "expired", "clock not set", "not json", "wrong pile"]
     assert mp["verify"] == cp_verify

@@ -1,5 +1,5 @@
 """The watchdog on the unix board, with the real firmware on the MicroPython
-unix port (host_tools.pilerun.PileRun, heap 256K) against the simulator.
+unix port (host_tools.pilerun.PileRun, heap 96K) against the simulator.
 
 board_unix.Watchdog exits the process with code 3 and writes
 data/reset_cause "watchdog" when it is not fed for watchdog_ms (5000 ms wall
@@ -46,6 +46,10 @@ WRAPPER = '''
 # Test-only wrapper (tests/test_watchdog.py): hang once data/hang exists.
 import os
 import sys
+
+import main_real
+
+main_real._mount_flash()  # the firmware's code is in the board's flash (/rom)
 from h2p.compat import asyncio
 from h2p import app
 
@@ -84,8 +88,7 @@ if MODE == "read":
 elif MODE == "step":
     app.Pile._step = _blocking_step
 
-import main_real
-
+main_real._mount_flash = lambda: None  # mounted above
 sys.exit(main_real.main())
 '''
 
@@ -122,7 +125,7 @@ async def _cycles_move(run, timeout=20):
 
 
 async def _start(tmp_path, fw_build, inject=None):
-    run = PileRun(speed=5, heap="256K", config=CONFIG, firmware_build=fw_build,
+    run = PileRun(speed=5, heap="96K", config=CONFIG, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     if inject:
         orig = run._prepare_board

@@ -13,7 +13,6 @@ from h2p import devices as D
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
 from h2p.readings import Readings, INDEX, SCALES, UNKNOWN
-from h2p.supervisor import Supervisor
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
@@ -26,14 +25,21 @@ _I_EVSOC = INDEX["chg_ev_soc"]
 class Pile:
     def __init__(self, board, config):
         self.board = board
-        self.cfg = config
+        self.cfg = config  # until run() has built the uplink, then dropped
+        # What the journal, opened after the first poll cycles, needs.
+        self.journal_cfg = (config["data_dir"], config["journal_kb"], config["checkpoint_s"], config["pile_id"],
+                            int(config["limits"]["charger_max_a"] * 1000))
         clock = board.clock
         self.clock = clock
         bus = config["bus"]
         self.rd = Readings(bus["data_age_ms"])
         self.devices = D.build(config)
-        # The register maps were needed to build the drivers, not after.
+        # The register maps were needed to build the drivers, not after:
+        # dropped before the supervisor and its interlocks are loaded, so
+        # the two never sit in the heap together (that was the boot peak).
         forget("h2p.registers")
+        from h2p.supervisor import Supervisor
+
         self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"])
         self.sup = Supervisor(config, self.devices, clock.ms())
         self.cycles = 0
@@ -160,21 +166,19 @@ class Pile:
         from h2p.journal import Journal
         from h2p.session import SessionRecorder
 
-        cfg = self.cfg
+        data_dir, kb, ckpt_s, pile_id, max_a = self.journal_cfg
         try:
             import os
 
-            os.mkdir(cfg["data_dir"])
+            os.mkdir(data_dir)
         except OSError:
             pass  # exists
-        j = Journal(cfg["data_dir"] + "/journal.bin", max_bytes=cfg["journal_kb"] * 1024,
-                    checkpoint_interval_s=cfg["checkpoint_s"])
+        j = Journal(data_dir + "/journal.bin", max_bytes=kb * 1024, checkpoint_interval_s=ckpt_s)
         rep = j.open()
         if rep["torn_bytes"] or rep["garbage"]:
             log("journal", "repaired", "torn", rep["torn_bytes"], "garbage", rep["garbage"])
         wall = getattr(self.board, "unix_time", None)
-        self.rec = SessionRecorder(j, cfg["pile_id"], wall, int(cfg["limits"]["charger_max_a"] * 1000),
-                                   on_close=self._closed)
+        self.rec = SessionRecorder(j, pile_id, wall, max_a, on_close=self._closed)
         reason = "reboot" if self.board.reset_cause == "soft" else "power_loss"
         for r in self.rec.recover(self.uptime_s(), self._fresh(_I_WH, 0), self._premix(0), reason):
             log("session", "recovered", r["id"], r["energy_wh"], "Wh")
@@ -325,10 +329,16 @@ async def run(pile, board):
         from h2p.uplink import Uplink
 
         tasks.append(asyncio.create_task(Uplink(pile).run()))
+    # Every part has copied out what it needs: the config dict (~4 KB on
+    # the 64-bit port) can go.
+    pile.cfg = None
+    gc.collect()
     await asyncio.gather(*tasks)
 
 
-def main(board, config):
+def boot(board, config):
+    # Build the pile and report it; the caller drops its own reference to
+    # the config afterwards (run_forever frees the rest).
     pile = Pile(board, config)
     from h2p import interlocks
 
@@ -341,6 +351,12 @@ def main(board, config):
         "reset": board.reset_cause, "baud": config["bus"]["baud"],
         "meter": config["meter_profile"], "mqtt": config["mqtt"]["host"] or None,
         "heap_free": gc.mem_free(), "heap_used": gc.mem_alloc(),
+        # Where the bytecode runs from: flash (/rom, in place) or the heap.
+        "code": "rom" if __file__.startswith("/rom") else "ram",
     }))
-    asyncio.run(run(pile, board))
+    return pile
+
+
+def run_forever(pile):
+    asyncio.run(run(pile, pile.board))
     return 0

@@ -4,24 +4,8 @@
 # higher-priority claim is named. Currents are integers in 0.1 A.
 from h2p.compat import const
 
-# Claims on the EV current limit, highest priority first.
-INTERLOCK = const(0)
-CONTACTOR = const(1)
-BATTERY = const(2)
-CHARGER = const(3)
-OPERATOR = const(4)
-SESSION = const(5)
-EV_CLAIMS = ("interlock", "contactor", "battery", "charger", "operator", "session")
-
-# Claims on the stack current setpoint.
-S_INTERLOCK = const(0)
-S_FUEL = const(1)
-S_RAMP = const(2)
-S_TEMP = const(3)
-S_BATTERY = const(4)
-S_DEMAND = const(5)
-STACK_CLAIMS = ("interlock", "fuel", "ramp", "stack_temp", "battery", "demand")
-
+# The claims, by index, and their names are the user's (the supervisor's
+# EV_CLAIMS and STACK_CLAIMS): index 0 is the highest priority.
 
 # A claim that does not limit (an interlock with nothing in force, a
 # verified contactor): larger than any real current, so it never wins.

@@ -11,23 +11,21 @@ import json
 
 from h2p.compat import const
 
-try:
-    from h2p.topics import topic as _topic
-except ImportError:  # pragma: no cover - topics.py missing
-
-    def _topic(pile_id, name):
-        return "h2pile/v1/" + pile_id + "/" + name
-
-
 _QOS = const(1)
 
 
+# h2p.topics is imported in the call, not kept: the board drops it once the
+# uplink is set up (h2p.uplink).
 def bill_topic(pile_id):
-    return _topic(pile_id, "bill")
+    from h2p.topics import topic
+
+    return topic(pile_id, "bill")
 
 
 def ack_topic(pile_id):
-    return _topic(pile_id, "bill/ack")
+    from h2p.topics import topic
+
+    return topic(pile_id, "bill/ack")
 
 
 class Billing:

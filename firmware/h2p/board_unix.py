@@ -56,6 +56,7 @@ class TcpLine:
         self.clock = clock
         self.r = None
         self.w = None
+        self.scratch = bytearray(64)  # for bytes we drop: no allocation per transaction
 
     async def open(self):
         while True:
@@ -79,15 +80,13 @@ class TcpLine:
         if s is None:
             return
         try:
-            while True:
-                b = s.recv(256)
-                if not b:
-                    break
+            while s.readinto(self.scratch):  # None (nothing waiting) or 0 (closed) ends it
+                pass
         except OSError:
             pass
 
     async def settle(self):
-        scratch = bytearray(64)
+        scratch = self.scratch
         for _ in range(16):
             try:
                 await asyncio.wait_for_ms(self.r.readinto(scratch), self.clock.floor)

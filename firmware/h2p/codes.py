@@ -1,6 +1,7 @@
 # Small constants the running firmware needs (register types, modes, pilot
 # states, status bits). Kept apart from the register maps in registers.py so
-# the board can drop those big tables once the drivers are built.
+# the board can drop those big tables once the drivers are built. Codes only
+# the docs need (mode names, BMS alarm bits) are in docs_text.
 from h2p.compat import const
 
 U16 = const(0)
@@ -16,7 +17,6 @@ REF_MODE_OFF = const(0)
 REF_MODE_PREHEAT = const(1)
 REF_MODE_RUN = const(2)
 REF_MODE_COOLDOWN = const(3)
-REF_MODES = ("off", "preheat", "run", "cooldown")
 
 # Pilot states of IEC 61851-1 as the charger controller reports them.
 PILOT_A = const(0)  # +12 V, no EV
@@ -38,9 +38,4 @@ SIO_TILT = const(1)
 SIO_DOOR_OPEN = const(2)
 SIO_ESTOP = const(4)  # hard-wired E-stop chain open (mirror of the relay)
 SIO_WATER = const(8)
-
-# BMS alarm bits.
-BMS_ALARM_OVERTEMP = const(1)
-BMS_ALARM_CELL = const(2)
-BMS_ALARM_COMM = const(4)
 

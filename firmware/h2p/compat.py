@@ -38,11 +38,13 @@ except ImportError:  # pragma: no cover
     from uhashlib import sha256  # type: ignore
 
 
-async def sleep_ms(ms):
-    # asyncio.sleep_ms exists on MicroPython only.
-    if MICROPYTHON:
-        await asyncio.sleep_ms(ms)
-    else:
+if MICROPYTHON:
+    # The native one: a wrapper coroutine would stay alive in every task
+    # for as long as it sleeps.
+    sleep_ms = asyncio.sleep_ms
+else:
+
+    async def sleep_ms(ms):  # asyncio.sleep_ms exists on MicroPython only
         await asyncio.sleep(ms / 1000)
 
 

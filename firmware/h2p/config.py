@@ -34,7 +34,8 @@ LIMITS = {
     "stack_ramp_down": (float, 0.07, rng(0.01, 0.2), "stack ramp down, fraction of rated per second"),
     "fuel_util": (float, 0.78, rng(0.5, 0.95), "anode fuel utilisation"),
     "premix_h2_mol_per_l": (float, 50.3, rng(10, 100), "mol H2 per litre of premix (60 wt % MeOH)"),
-    "feed_lead_s": (float, 45.0, rng(0, 300), "evaporator + reformer delay the feed leads the current by"),
+    # At most 60 s: the supervisor's flow delay line holds 64 one-second samples.
+    "feed_lead_s": (float, 45.0, rng(0, 60), "evaporator + reformer delay the feed leads the current by"),
     "bed_setpoint_c": (float, 265.0, rng(220, 300), "reformer bed setpoint"),
     "bed_feed_min_c": (float, 240.0, rng(200, 300), "bed temperature before premix is fed"),
     "stack_start_c": (float, 130.0, rng(120, 180), "stack temperature before current is drawn"),

@@ -6,44 +6,45 @@
 from array import array
 
 from h2p import codes as R
+from h2p.compat import const
 from h2p.readings import INDEX, SCALES, UNKNOWN
 
-# Plausible physical ranges; outside means a broken sensor or garbage.
-PLAUSIBLE = {
-    "ref_burner_c": (-40, 900),
-    "ref_evap_c": (-40, 600),
-    "ref_bed_c": (-40, 600),
-    "ref_tank_l": (0, 1000),
-    "fc_stack_c": (-40, 300),
-    "fc_stack_v": (0, 200),
-    "fc_min_cell_v": (0, 1.3),
-    "bat_soc": (0, 100),
-    "bat_v": (0, 1000),
-    "bat_c": (-40, 120),
-    "chg_pilot": (0, 5),
-    "chg_ev_soc": (0, 100),
-    "chg_out_v": (0, 1100),
-    "sio_h2_lel": (0, 100),
-    "met_v": (0, 1200),
-    "met_a": (-1000, 1000),
-    "met_w": (-1e6, 1e6),
-    "met_wh": (0, 1e8),  # 100 MWh in 0.1 Wh fits the int32 readings
-}
 
-
-def _words(buf, o):
-    return (buf[o] << 8) | buf[o + 1]
+def plausible_ranges():
+    # Plausible physical ranges; outside means a broken sensor or garbage.
+    # Built when asked (by build(), once, and the docs), not kept: lists,
+    # not tuples, because constant tuples would stay in RAM with the module.
+    return {
+        "ref_burner_c": [-40, 900],
+        "ref_evap_c": [-40, 600],
+        "ref_bed_c": [-40, 600],
+        "ref_tank_l": [0, 1000],
+        "fc_stack_c": [-40, 300],
+        "fc_stack_v": [0, 200],
+        "fc_min_cell_v": [0, 1.3],
+        "bat_soc": [0, 100],
+        "bat_v": [0, 1000],
+        "bat_c": [-40, 120],
+        "chg_pilot": [0, 5],
+        "chg_ev_soc": [0, 100],
+        "chg_out_v": [0, 1100],
+        "sio_h2_lel": [0, 100],
+        "met_v": [0, 1200],
+        "met_a": [-1000, 1000],
+        "met_w": [-1e6, 1e6],
+        "met_wh": [0, 1e8],  # 100 MWh in 0.1 Wh fits the int32 readings
+    }
 
 
 def decode(buf, off, typ):
     # Register bytes at word offset `off` -> int (or float for F32).
     o = 2 * off
-    w = _words(buf, o)
+    w = (buf[o] << 8) | buf[o + 1]  # registers are big-endian
     if typ == R.U16:
         return w
     if typ == R.I16:
         return w - 0x10000 if w & 0x8000 else w
-    w2 = _words(buf, o + 2)
+    w2 = (buf[o + 2] << 8) | buf[o + 3]
     if typ == R.U32:
         return (w << 16) | w2
     import struct
@@ -51,22 +52,99 @@ def decode(buf, off, typ):
     return struct.unpack(">f", bytes((buf[o], buf[o + 1], buf[o + 2], buf[o + 3])))[0]
 
 
+def scaled(v, typ, num, den):
+    # A register value times num/den, truncated toward zero, in integers:
+    # a float product would be a new object on every read. For F32, v is
+    # the IEEE-754 bit pattern (decode_bits); None for NaN or infinity.
+    # The same result as int(float_value * num / den).
+    neg = False
+    if typ == R.F32:
+        e = (v >> 23) & 0xFF
+        if e == 0xFF:
+            return None  # NaN or +-inf
+        if e == 0:
+            return 0  # zero or subnormal: far below any unit we store
+        neg = v & 0x80000000
+        sh = e - 150  # value = mantissa * 2**sh
+        v = ((v & 0x7FFFFF) | 0x800000) * num
+        if sh >= 0:
+            v = (v << sh) // den
+        elif sh > -48:  # mantissa * num < 2**48
+            v = v // (den << -sh)
+        else:
+            v = 0
+    else:
+        if v < 0:
+            neg = True
+            v = -v
+        v = v * num // den
+    return -v if neg else v
+
+
+def decode_bits(buf, off, typ):
+    # Like decode(), but an F32 comes back as its raw 32-bit pattern.
+    if typ == R.F32:
+        return decode(buf, off, R.U32)
+    return decode(buf, off, typ)
+
+
+def _ratio(f):
+    # A factor as a small fraction num/den (10/1, 1/10, 10000/1 ...), or
+    # None if it is not one (the store then multiplies in floats).
+    for den in (1, 10, 100, 1000, 10000):
+        num = f * den
+        if abs(num - round(num)) < 1e-9 * max(1.0, abs(num)) and abs(num) < 1 << 20:
+            return int(round(num)), den
+    return None
+
+
+# Ints per field in Block.packed: reading index, word offset, type, and the
+# plausible raw range lo, hi (limits already in stored units).
+_NF = const(5)
+
+
 class Block:
-    # One read request: fc, start, count, and how to decode it:
-    # fields are (reading index, word offset, type, wire-to-store factor,
-    # raw lo, raw hi) with limits already in stored units.
-    def __init__(self, fc, start, count, fields, fast=True):
+    # One read request: fc, start, count, and how to decode it. The fields
+    # are packed into one array (_NF ints each): a tuple per field cost
+    # ~70 B of RAM, boxed floats more. `factors` is None when every field is
+    # stored as read (integer registers in their own scale: the path that
+    # never touches a float); else the wire-to-store factor of each field.
+    def __init__(self, fc, start, count, packed, factors, fast=True):
         self.fc = fc
         self.start = start
         self.count = count
-        self.fields = fields
+        self.packed = packed
+        self.factors = factors
+        # The factors as integer fractions (num, den per field), so a scaled
+        # or float32 value is stored without a float ever being made.
+        self.ratios = None
+        if factors is not None:
+            r = array("i")
+            for f in factors:
+                nd = _ratio(f)
+                if nd is None:
+                    r = None
+                    break
+                r.extend(nd)
+            self.ratios = r
         self.fast = fast
 
+    @property
+    def fields(self):
+        # ((reading index, word offset, type, factor, lo, hi), ...), built
+        # when asked: for code that runs once (the poll schedule, tools).
+        p = self.packed
+        out = []
+        for k in range(0, len(p), _NF):
+            f = self.factors[k // _NF] if self.factors else 1
+            out.append((p[k], p[k + 1], p[k + 2], f, p[k + 3], p[k + 4]))
+        return tuple(out)
 
-def _field(name, off, typ, wire_scale):
+
+def _field(name, off, typ, wire_scale, ranges):
     i = INDEX[name]
     f = wire_scale / SCALES[i]  # wire raw * f = stored raw
-    lo, hi = PLAUSIBLE.get(name, (-1e9, 1e9))
+    lo, hi = ranges.get(name, (-1e9, 1e9))
     # Integer bounds in stored units, so the check on every read compares
     # small ints and allocates nothing (floats are boxed on MicroPython).
     lo = int(round(lo / SCALES[i])) if lo > -1e9 else -0x3FFFFFFE
@@ -76,7 +154,7 @@ def _field(name, off, typ, wire_scale):
     return (i, off, typ, f, lo, hi)
 
 
-def _blocks_from(fields, fc, max_gap=8):
+def _blocks_from(fields, fc, ranges, max_gap=8):
     # Merge fields into as few reads as possible (gaps up to max_gap words).
     groups = []  # [start, end, [fields]]
     for f in sorted(fields, key=lambda f: f[1]):
@@ -89,8 +167,15 @@ def _blocks_from(fields, fc, max_gap=8):
             groups.append([f[1], end, [f]])
     out = []
     for start, end, fl in groups:
-        dec = tuple(_field(f[0], f[1] - start, f[2], f[3]) for f in fl)
-        out.append(Block(fc, start, end - start, dec))
+        packed = array("i")
+        factors = []
+        scaled = False
+        for f in fl:
+            i, off, typ, factor, lo, hi = _field(f[0], f[1] - start, f[2], f[3], ranges)
+            packed.extend((i, off, typ, lo, hi))
+            factors.append(factor)
+            scaled = scaled or factor != 1 or typ == R.F32
+        out.append(Block(fc, start, end - start, packed, tuple(factors) if scaled else None))
     return out
 
 
@@ -100,7 +185,9 @@ class Device:
         self.name = name
         self.unit = unit
         self.blocks = blocks
-        self.commands = commands  # ((name, addr, type, scale), ...)
+        # commands are the register map's ((name, addr, type, scale), ...),
+        # consecutive registers from cmd_base: only the names are kept.
+        self.cmd_names = tuple(c[0] for c in commands)
         n = len(commands)
         self.cmd_base = commands[0][1] if n else 0
         self.want = array("i", [0] * n)  # words the core wants
@@ -109,9 +196,17 @@ class Device:
         self.silent = True
         self.errors = 0
 
+    @property
+    def commands(self):
+        # The register map's rows of this device's commands, for tools and
+        # tests: it re-imports registers.py, so not for the running pile.
+        from h2p import registers as M
+
+        return M.DEVICES[self.name]["commands"]
+
     def cmd_index(self, name):
-        for i, c in enumerate(self.commands):
-            if c[0] == name:
+        for i in range(len(self.cmd_names)):
+            if self.cmd_names[i] == name:
                 return i
         raise KeyError(name)
 
@@ -125,15 +220,29 @@ class Device:
         return False
 
     def store(self, block, buf, readings, now):
-        for i, off, typ, f, lo, hi in block.fields:
-            v = decode(buf, off, typ)
-            if f != 1 or typ == R.F32:
-                v = v * f
-                if v - v != 0:  # NaN or +-inf from a float meter (inf - inf is NaN)
+        p = block.packed
+        factors = block.factors
+        ratios = block.ratios
+        for k in range(0, len(p), _NF):
+            i = p[k]
+            typ = p[k + 2]
+            if ratios is not None:
+                j = 2 * (k // _NF)
+                v = scaled(decode_bits(buf, p[k + 1], typ), typ, ratios[j], ratios[j + 1])
+                if v is None:  # NaN or +-inf from a float meter
                     readings.put(i, UNKNOWN, now)
                     continue
-                v = int(v)
-            if v < lo or v > hi:  # implausible: a broken sensor, not a value
+            else:
+                v = decode(buf, p[k + 1], typ)
+            if factors is not None and ratios is None:
+                f = factors[k // _NF]
+                if f != 1 or typ == R.F32:
+                    v = v * f
+                    if v - v != 0:  # NaN or +-inf from a float meter (inf - inf is NaN)
+                        readings.put(i, UNKNOWN, now)
+                        continue
+                    v = int(v)
+            if v < p[k + 3] or v > p[k + 4]:  # implausible: a broken sensor, not a value
                 readings.put(i, UNKNOWN, now)
             else:
                 readings.put(i, v, now)
@@ -147,15 +256,16 @@ def build(config):
     from h2p import registers as M
 
     units = config["units"]
+    ranges = plausible_ranges()
     devs = []
     for name in ("charger", "safety", "fuelcell", "reformer", "bms"):
         d = M.DEVICES[name]
-        devs.append(Device(name, units[name], _blocks_from(d["readings"], 4), d["commands"]))
+        devs.append(Device(name, units[name], _blocks_from(d["readings"], 4, ranges), d["commands"]))
     prof = M.METER_PROFILES[config["meter_profile"]]
-    mblocks = _blocks_from(prof["fields"], prof["fc"])
+    mblocks = _blocks_from(prof["fields"], prof["fc"], ranges)
     # Energy is billing data: read it every few cycles, not every cycle.
     for b in mblocks:
-        if any(f[0] == INDEX["met_wh"] for f in b.fields) and len(b.fields) == 1:
+        if len(b.packed) == _NF and b.packed[0] == INDEX["met_wh"]:
             b.fast = False
     devs.append(Device("meter", units["meter"], mblocks, ()))
     return devs

@@ -17,7 +17,19 @@ STATE_DOC = (
 )
 
 
+# Reformer modes (h2p.codes.REF_MODE_*), indexed by mode.
+REF_MODES = ("off", "preheat", "run", "cooldown")
 
+# BMS alarm bits (bat_alarms): the firmware stops on any of them.
+BMS_ALARM_OVERTEMP = 1
+BMS_ALARM_CELL = 2
+BMS_ALARM_COMM = 4
+
+# Names of the interlock codes (h2p.interlocks), indexed by code.
+SEVERITY_NAMES = ("none", "warning", "derate", "stop", "emergency")
+OP_NAMES = (">=", "<=", "bit", "==", "ohm/V <", "code")
+WHEN_NAMES = ("always", "fuel present", "stack loaded", "EV connected")
+CLEAR_NAMES = ("auto", "reset command")
 
 INTERLOCK_WHY = {
     "estop": "E-stop pressed (GPIO or safety I/O chain)",

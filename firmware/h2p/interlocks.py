@@ -15,7 +15,6 @@ WARNING = const(1)  # event only
 DERATE = const(2)  # a lower power claim
 STOP = const(3)  # ramp the EV current to zero, open, keep stack running
 EMERGENCY = const(4)  # contactor open at once, fuel off, ventilation max
-SEVERITY_NAMES = ("none", "warning", "derate", "stop", "emergency")
 
 # Comparisons.
 GE = const(0)  # value >= threshold
@@ -24,90 +23,101 @@ BIT = const(2)  # value & threshold != 0
 EQ = const(3)  # value == threshold
 OHM_V = const(4)  # insulation kohm per output volt below threshold (ohm/V)
 EXT = const(5)  # raised by code (contactor supervision, E-stop input)
-OP_NAMES = (">=", "<=", "bit", "==", "ohm/V <", "code")
 
 # When a row applies (outside its phase it is inactive).
 ALWAYS = const(0)
 FUEL = const(1)  # fuel may be present: preheat .. cooldown
 STACK = const(2)  # stack is loaded: stack_start .. stopping
 EV = const(3)  # an EV is connected (pilot B, C or D) or the contactor is closed
-WHEN_NAMES = ("always", "fuel present", "stack loaded", "EV connected")
 
 # Clearing: auto when the condition has gone; RESET needs the condition
 # gone and a reset command (operator or technician).
 AUTO = const(0)
 RESET = const(1)
-CLEAR_NAMES = ("auto", "reset command")
 
 # derate rows carry the fraction of charger current still allowed (percent).
 # (name, reading, op, threshold, debounce_ms, severity, clear, when, derate %)
-# What each row guards against is in docs_text.INTERLOCK_WHY (docs only).
+# What each row guards against is in docs_text.INTERLOCK_WHY (docs only); the
+# names of the codes above are in docs_text too.
+# Rows are lists, not tuples: a tuple of constants is compiled into the
+# module's constants and stays in RAM as long as the module; these are built
+# at import, compiled into _RULES below and freed by release().
 TABLE = (
-    ("estop", None, EXT, 0, 0, EMERGENCY, RESET, ALWAYS, 0),
-    ("h2_warn", "sio_h2_lel", GE, 10.0, 500, WARNING, AUTO, ALWAYS, 0),
-    ("h2_trip", "sio_h2_lel", GE, 25.0, 100, EMERGENCY, RESET, ALWAYS, 0),
-    ("meoh_leak", "ref_meoh_leak", GE, 1, 500, EMERGENCY, RESET, ALWAYS, 0),
-    ("bed_overtemp", "ref_bed_c", GE, 320.0, 500, EMERGENCY, RESET, ALWAYS, 0),
-    ("stack_hot", "fc_stack_c", GE, 185.0, 2000, DERATE, AUTO, STACK, 50),
-    ("stack_overtemp", "fc_stack_c", GE, 195.0, 500, EMERGENCY, RESET, ALWAYS, 0),
-    ("cell_low", "fc_min_cell_v", LE, 0.35, 1000, DERATE, AUTO, STACK, 50),
-    ("cell_trip", "fc_min_cell_v", LE, 0.20, 200, EMERGENCY, RESET, STACK, 0),
-    ("tank_empty", "ref_tank_l", LE, 2.0, 5000, STOP, AUTO, FUEL, 0),
-    ("vent_fail", "sio_airflow", LE, 0.5, 3000, EMERGENCY, RESET, FUEL, 0),
-    ("tilt", "sio_status", BIT, 1, 500, STOP, AUTO, ALWAYS, 0),
-    ("door_open", "sio_status", BIT, 2, 500, STOP, AUTO, ALWAYS, 0),
-    ("estop_chain", "sio_status", BIT, 4, 0, EMERGENCY, RESET, ALWAYS, 0),
-    ("water", "sio_status", BIT, 8, 1000, STOP, AUTO, ALWAYS, 0),
-    ("iso_warn", "chg_iso_kohm", OHM_V, 500, 1000, WARNING, AUTO, EV, 0),
-    ("iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0),
-    ("pilot_short", "chg_pilot", EQ, 4, 100, STOP, AUTO, EV, 0),
-    ("bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0),
-    ("charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50),
-    ("contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0),
-    ("contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0),
-    ("comm_charger", "chg_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0),
-    ("comm_safety", "sio_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0),
-    ("comm_fuelcell", "fc_status", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0),
-    ("comm_reformer", "ref_mode", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0),
-    ("comm_bms", "bat_soc", EXT, 0, 0, STOP, AUTO, ALWAYS, 0),
-    ("comm_meter", "met_a", EXT, 0, 0, STOP, AUTO, EV, 0),
+    ["estop", None, EXT, 0, 0, EMERGENCY, RESET, ALWAYS, 0],
+    ["h2_warn", "sio_h2_lel", GE, 10.0, 500, WARNING, AUTO, ALWAYS, 0],
+    ["h2_trip", "sio_h2_lel", GE, 25.0, 100, EMERGENCY, RESET, ALWAYS, 0],
+    ["meoh_leak", "ref_meoh_leak", GE, 1, 500, EMERGENCY, RESET, ALWAYS, 0],
+    ["bed_overtemp", "ref_bed_c", GE, 320.0, 500, EMERGENCY, RESET, ALWAYS, 0],
+    ["stack_hot", "fc_stack_c", GE, 185.0, 2000, DERATE, AUTO, STACK, 50],
+    ["stack_overtemp", "fc_stack_c", GE, 195.0, 500, EMERGENCY, RESET, ALWAYS, 0],
+    ["cell_low", "fc_min_cell_v", LE, 0.35, 1000, DERATE, AUTO, STACK, 50],
+    ["cell_trip", "fc_min_cell_v", LE, 0.20, 200, EMERGENCY, RESET, STACK, 0],
+    ["tank_empty", "ref_tank_l", LE, 2.0, 5000, STOP, AUTO, FUEL, 0],
+    ["vent_fail", "sio_airflow", LE, 0.5, 3000, EMERGENCY, RESET, FUEL, 0],
+    ["tilt", "sio_status", BIT, 1, 500, STOP, AUTO, ALWAYS, 0],
+    ["door_open", "sio_status", BIT, 2, 500, STOP, AUTO, ALWAYS, 0],
+    ["estop_chain", "sio_status", BIT, 4, 0, EMERGENCY, RESET, ALWAYS, 0],
+    ["water", "sio_status", BIT, 8, 1000, STOP, AUTO, ALWAYS, 0],
+    ["iso_warn", "chg_iso_kohm", OHM_V, 500, 1000, WARNING, AUTO, EV, 0],
+    ["iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0],
+    ["pilot_short", "chg_pilot", EQ, 4, 100, STOP, AUTO, EV, 0],
+    ["bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0],
+    ["charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50],
+    ["contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],
+    ["contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0],
+    ["comm_charger", "chg_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0],
+    ["comm_safety", "sio_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0],
+    ["comm_fuelcell", "fc_status", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0],
+    ["comm_reformer", "ref_mode", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0],
+    ["comm_bms", "bat_soc", EXT, 0, 0, STOP, AUTO, ALWAYS, 0],
+    ["comm_meter", "met_a", EXT, 0, 0, STOP, AUTO, EV, 0],
 )
 
 N = len(TABLE)
 NAMES = tuple(r[0] for r in TABLE)
-ROW = {}
-for _i, _n in enumerate(NAMES):
-    ROW[_n] = _i
+# Row index by name, for tools and tests (the pile itself needs only NAMES:
+# dropped by release()).
+ROW = {n: i for i, n in enumerate(NAMES)}
 
 # Rows whose reading is a "comm_" heartbeat go true when that reading is
 # unknown; that is how loss of a device is a hazard like any other.
-_FUEL_STATES = (S.PREHEAT, S.REFORMING, S.STACK_START, S.READY, S.CHARGING, S.STOPPING, S.COOLDOWN)
-_STACK_STATES = (S.STACK_START, S.READY, S.CHARGING, S.STOPPING)
 
 _UNKNOWN = const(2)  # condition true because the data is unknown
 
 _I_OUT_V = INDEX["chg_out_v"]
 _I_REQ_V = INDEX["chg_ev_req_v"]
-_I_PILOT = INDEX["chg_pilot"]
+
+# The compiled rules: _NC 16-bit ints per row, at these offsets.
+_READING = const(0)  # reading index, -1 for none
+_OP = const(1)
+_THRESHOLD = const(2)  # in the stored integer units of the reading
+_DEBOUNCE = const(3)  # ms
+_SEVERITY = const(4)
+_CLEAR = const(5)
+_WHEN = const(6)
+_DERATE = const(7)  # percent
+_NC = const(8)
 
 
-def _compile():
-    # Thresholds in the stored integer units of their reading.
-    rows = []
-    for r in TABLE:
-        name, reading, op, thr = r[0], r[1], r[2], r[3]
+def _compile(table):
+    rules = array("h")  # every value fits: thresholds, debounce (ms) < 32768
+    for name, reading, op, thr, debounce, severity, clear, when, derate in table:
         i = INDEX[reading] if reading else -1
         if op in (GE, LE) and reading:
             t = int(round(thr / SCALES[i]))
         else:
             t = int(thr)
-        rows.append((i, op, t, r[4], r[5], r[6], r[7], r[8]))
-    return tuple(rows)
+        rules.extend((i, op, t, debounce, severity, clear, when, derate))
+    return rules
+
+
+# One array for every Interlocks (they only read it): the engine's rules.
+_RULES = _compile(TABLE)
+del _compile  # run once: not kept in RAM
 
 
 class Interlocks:
     def __init__(self):
-        self.rows = _compile()
         self.active = bytearray(N)  # 1 while the rule holds (debounced)
         self.latched = bytearray(N)  # 1 until reset (RESET rows)
         self.since = array("i", [0] * N)  # when the condition was first seen
@@ -119,22 +129,14 @@ class Interlocks:
         self.first = -1  # row index of the highest-severity rule in force
 
     def raise_ext(self, name, on=True):
-        self.ext[ROW[name]] = 1 if on else 0
+        self.ext[NAMES.index(name)] = 1 if on else 0
 
     def in_force(self, i):
         return self.active[i] or self.latched[i]
 
-    def _phase(self, when, state, ev_connected):
-        if when == ALWAYS:
-            return True
-        if when == FUEL:
-            return state in _FUEL_STATES
-        if when == STACK:
-            return state in _STACK_STATES
-        return ev_connected
-
-    def _cond(self, k, row, rd, now):
-        i, op, t = row[0], row[1], row[2]
+    def _cond(self, k, b, rd, now):
+        # b: where row k starts in _RULES.
+        i, op, t = _RULES[b + _READING], _RULES[b + _OP], _RULES[b + _THRESHOLD]
         if op == EXT:
             if i >= 0:  # comm row: the device's heartbeat reading
                 return rd.get(i, now) == UNKNOWN
@@ -166,9 +168,18 @@ class Interlocks:
         sev = 0
         first = -1
         derate = 100
+        rules = _RULES
+        # When rows apply. The states are numbered in the order the pile runs
+        # through them: fuel is present preheat .. cooldown, the stack loaded
+        # stack_start .. stopping.
+        fuel = S.PREHEAT <= state <= S.COOLDOWN
+        stack = S.STACK_START <= state <= S.STOPPING
         for k in range(N):
-            row = self.rows[k]
-            on = self._phase(row[6], state, ev_connected) and self._cond(k, row, rd, now)
+            b = k * _NC
+            when = rules[b + _WHEN]
+            live = (when == ALWAYS or (when == FUEL and fuel) or (when == STACK and stack)
+                    or (when == EV and ev_connected))
+            on = live and self._cond(k, b, rd, now)
             # Unknown data blocks like the hazard itself, but only a measured
             # hazard latches: a device that was silent at boot is not a leak.
             was = self.active[k]
@@ -177,10 +188,10 @@ class Interlocks:
                     if not self.pending[k]:
                         self.pending[k] = 1
                         self.since[k] = now
-                    if ticks_diff(now, self.since[k]) >= row[3]:
+                    if ticks_diff(now, self.since[k]) >= rules[b + _DEBOUNCE]:
                         self.active[k] = 1
                         self.changed = True
-                if self.active[k] and on is True and row[5] == RESET and not self.latched[k]:
+                if self.active[k] and on is True and rules[b + _CLEAR] == RESET and not self.latched[k]:
                     self.latched[k] = 1
                     self.changed = True
             else:
@@ -189,12 +200,12 @@ class Interlocks:
                     self.active[k] = 0
                     self.changed = True
             if self.active[k] or self.latched[k]:
-                s = row[4]
+                s = rules[b + _SEVERITY]
                 if s > sev:
                     sev = s
                     first = k
-                if s == DERATE and row[7] < derate:
-                    derate = row[7]
+                if s == DERATE and rules[b + _DERATE] < derate:
+                    derate = rules[b + _DERATE]
         self.severity = sev
         self.first = first
         self.derate_pct = derate
@@ -223,7 +234,7 @@ class Interlocks:
 
 
 def release():
-    # On the board: the compiled rows are all the engine needs once an
-    # Interlocks exists; the source table (docs, host tools) can go.
-    global TABLE
-    TABLE = None
+    # On the board: the compiled rules and NAMES are all the engine needs;
+    # the source table and the index by name (docs, host tools) can go.
+    global TABLE, ROW
+    TABLE = ROW = None

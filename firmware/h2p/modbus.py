@@ -15,13 +15,13 @@ from h2p.compat import const, ticks_diff
 _BUF = const(260)  # longest RTU frame is 256 bytes
 
 # Counters, indices into Master.stats.
-ST_OK = const(0)
-ST_TIMEOUT = const(1)
-ST_CRC = const(2)
-ST_UNIT = const(3)
-ST_FUNC = const(4)
-ST_LEN = const(5)
-ST_EXC = const(6)
+_ST_OK = const(0)
+_ST_TIMEOUT = const(1)
+_ST_CRC = const(2)
+_ST_UNIT = const(3)
+_ST_FUNC = const(4)
+_ST_LEN = const(5)
+_ST_EXC = const(6)
 STAT_NAMES = ("ok", "timeout", "bad_crc", "wrong_unit", "wrong_function", "wrong_length", "exception")
 
 
@@ -34,24 +34,56 @@ class ModbusError(Exception):
         self.code = code
 
 
-def _crc_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        t.append(c)
-    return tuple(t)
-
-
-_TABLE = _crc_table()
+# The CRC-16/MODBUS table (reflected polynomial 0xA001: entry k is k run
+# through 8 shift/xor rounds; tests/core/test_core_modbus.py recomputes it),
+# as two byte strings, the low and high byte of each entry, the layout of
+# the Modbus serial line spec's own tables. Bytes literals stay in flash
+# with the bytecode; a tuple of 256 ints would be 2 KB of RAM.
+_CRC_LO = (
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x01\xc0\x80\x41\x00\xc1\x81\x40\x00\xc1\x81\x40\x01\xc0\x80\x41"
+    b"\x00\xc1\x81\x40\x01\xc0\x80\x41\x01\xc0\x80\x41\x00\xc1\x81\x40"
+)
+_CRC_HI = (
+    b"\x00\xc0\xc1\x01\xc3\x03\x02\xc2\xc6\x06\x07\xc7\x05\xc5\xc4\x04"
+    b"\xcc\x0c\x0d\xcd\x0f\xcf\xce\x0e\x0a\xca\xcb\x0b\xc9\x09\x08\xc8"
+    b"\xd8\x18\x19\xd9\x1b\xdb\xda\x1a\x1e\xde\xdf\x1f\xdd\x1d\x1c\xdc"
+    b"\x14\xd4\xd5\x15\xd7\x17\x16\xd6\xd2\x12\x13\xd3\x11\xd1\xd0\x10"
+    b"\xf0\x30\x31\xf1\x33\xf3\xf2\x32\x36\xf6\xf7\x37\xf5\x35\x34\xf4"
+    b"\x3c\xfc\xfd\x3d\xff\x3f\x3e\xfe\xfa\x3a\x3b\xfb\x39\xf9\xf8\x38"
+    b"\x28\xe8\xe9\x29\xeb\x2b\x2a\xea\xee\x2e\x2f\xef\x2d\xed\xec\x2c"
+    b"\xe4\x24\x25\xe5\x27\xe7\xe6\x26\x22\xe2\xe3\x23\xe1\x21\x20\xe0"
+    b"\xa0\x60\x61\xa1\x63\xa3\xa2\x62\x66\xa6\xa7\x67\xa5\x65\x64\xa4"
+    b"\x6c\xac\xad\x6d\xaf\x6f\x6e\xae\xaa\x6a\x6b\xab\x69\xa9\xa8\x68"
+    b"\x78\xb8\xb9\x79\xbb\x7b\x7a\xba\xbe\x7e\x7f\xbf\x7d\xbd\xbc\x7c"
+    b"\xb4\x74\x75\xb5\x77\xb7\xb6\x76\x72\xb2\xb3\x73\xb1\x71\x70\xb0"
+    b"\x50\x90\x91\x51\x93\x53\x52\x92\x96\x56\x57\x97\x55\x95\x94\x54"
+    b"\x9c\x5c\x5d\x9d\x5f\x9f\x9e\x5e\x5a\x9a\x9b\x5b\x99\x59\x58\x98"
+    b"\x88\x48\x49\x89\x4b\x8b\x8a\x4a\x4e\x8e\x8f\x4f\x8d\x4d\x4c\x8c"
+    b"\x44\x84\x85\x45\x87\x47\x46\x86\x82\x42\x43\x83\x41\x81\x80\x40"
+)
 
 
 def crc16(buf, n):
     crc = 0xFFFF
-    t = _TABLE
+    lo = _CRC_LO
+    hi = _CRC_HI
     for i in range(n):
-        crc = (crc >> 8) ^ t[(crc ^ buf[i]) & 0xFF]
+        k = (crc ^ buf[i]) & 0xFF
+        crc = (crc >> 8) ^ (hi[k] << 8 | lo[k])
     return crc
 
 
@@ -124,28 +156,28 @@ class Master:
                 break  # byte count disagrees with what we asked for
         self._last = clock.ms()
         if got == 0:
-            self.stats[ST_TIMEOUT] += 1
+            self.stats[_ST_TIMEOUT] += 1
             raise ModbusError("timeout", unit)
         b = self._rx
         if got < need or (need == expect and (fc == 3 or fc == 4) and self._rx[2] != expect - 5):
-            self.stats[ST_LEN] += 1
+            self.stats[_ST_LEN] += 1
             t.discard()
             raise ModbusError("wrong_length", unit)
         c = crc16(b, need - 2)
         if b[need - 2] != c & 0xFF or b[need - 1] != c >> 8:
-            self.stats[ST_CRC] += 1
+            self.stats[_ST_CRC] += 1
             t.discard()
             raise ModbusError("bad_crc", unit)
         if b[0] != unit:
-            self.stats[ST_UNIT] += 1
+            self.stats[_ST_UNIT] += 1
             raise ModbusError("wrong_unit", unit)
         if b[1] == fc | 0x80:
-            self.stats[ST_EXC] += 1
+            self.stats[_ST_EXC] += 1
             raise ModbusError("exception", unit, b[2])
         if b[1] != fc:
-            self.stats[ST_FUNC] += 1
+            self.stats[_ST_FUNC] += 1
             raise ModbusError("wrong_function", unit)
-        self.stats[ST_OK] += 1
+        self.stats[_ST_OK] += 1
         return need
 
     async def read(self, unit, fc, addr, count):
@@ -198,5 +230,5 @@ class Master:
         # The echo must name what we wrote; anything else is a wrong reply.
         r = self._rx
         if (r[2] << 8 | r[3]) != addr:
-            self.stats[ST_LEN] += 1
+            self.stats[_ST_LEN] += 1
             raise ModbusError("wrong_length", unit)

@@ -39,7 +39,16 @@
 #   ("oversize"); longer than drain_limit -> disconnect ("oversize"+"drops").
 #   Malformed packets are counted ("bad_packets") and cause a reconnect.
 #   Exceptions in callbacks are counted ("cb_errors") and swallowed.
+# - RAM: the counters are an array (c.stats builds the dict when asked);
+#   a PUBLISH is written as a small header and the queued payload, so there
+#   is no buffer the size of max_payload; the tx task runs only while there
+#   is something to send (no asyncio.Event, see _kick).
+from array import array
+
 from h2p.compat import MICROPYTHON, asyncio, const, ticks_ms, ticks_diff, sleep_ms
+
+if MICROPYTHON:  # the native one: compat's wrapper keeps a coroutine frame per sleep
+    sleep_ms = asyncio.sleep_ms  # noqa: F811
 
 try:
     from random import getrandbits
@@ -69,6 +78,29 @@ _CHUNK = const(256)
 
 _PING = b"\xc0\x00"
 
+# c.stats keys, in the order of the counters in c._n (the _S_* indexes).
+# One string, split when c.stats is read (tests, tools): the pile never
+# reads them, and 16 names kept as separate strings would stay in its RAM.
+STATS = ("connects conn_fails drops refused tx rx acked retransmits dropped_qos0 dropped_qos1 "
+         "too_big bad_packets oversize ping_timeouts sub_fails cb_errors")
+_N_STATS = const(16)
+_S_CONNECTS = const(0)
+_S_CONN_FAILS = const(1)
+_S_DROPS = const(2)
+_S_REFUSED = const(3)
+_S_TX = const(4)
+_S_RX = const(5)
+_S_ACKED = const(6)
+_S_RETRANSMITS = const(7)
+_S_DROPPED_QOS0 = const(8)
+_S_DROPPED_QOS1 = const(9)
+_S_TOO_BIG = const(10)
+_S_BAD_PACKETS = const(11)
+_S_OVERSIZE = const(12)
+_S_PING_TIMEOUTS = const(13)
+_S_SUB_FAILS = const(14)
+_S_CB_ERRORS = const(15)
+
 
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
@@ -92,45 +124,43 @@ class MQTTClient:
         self.on_connect = None
         self.on_message = None
         self.connected = False
-        self.stats = {
-            "connects": 0, "conn_fails": 0, "drops": 0, "refused": 0,
-            "tx": 0, "rx": 0, "acked": 0, "retransmits": 0,
-            "dropped_qos0": 0, "dropped_qos1": 0, "too_big": 0,
-            "bad_packets": 0, "oversize": 0, "ping_timeouts": 0,
-            "sub_fails": 0, "cb_errors": 0, "last_error": "",
-        }
+        self._n = array("I", bytes(4 * _N_STATS))  # counters, see STATS
+        self.last_error = ""
         self._ka_ms = keepalive * 1000
-        self._tick_ms = min(500, self._ka_ms // 4)
         self._retry_ms = retry_ms or self._ka_ms
         self._bo_min = backoff_min_ms
         self._bo_max = backoff_max_ms
-        self._subs = []  # [topic bytes, qos]
+        self._subs = []  # (topic as given, qos): the caller's object, no copy
         self._sub_sent = 0
         self._acks = []  # PUBACKs owed to the broker
         self._pid = 0
         # preallocated outgoing queue, index 0 = oldest
         n = max_queue
-        self._qmax = n
         self._qn = 0
         self._qt = [None] * n
         self._qp = [None] * n
         self._qf = bytearray(n)
-        self._qid = [0] * n
+        self._qid = array("H", [0] * n)
         self._qts = [0] * n
-        self._tbuf = bytearray(max_payload + _TOPIC_MAX + 9)
-        self._tmv = memoryview(self._tbuf)
-        self._rbuf = memoryview(bytearray(_CHUNK))
-        self._ev = asyncio.Event()
         self._reset_link()
 
     # ---- public API ------------------------------------------------------
+    @property
+    def stats(self):
+        # The counters as a dict (a new one on every call), plus last_error.
+        d = {}
+        i = 0
+        for k in STATS.split():
+            d[k] = self._n[i]
+            i += 1
+        d["last_error"] = self.last_error
+        return d
+
     def subscribe(self, topic, qos=1):
         if qos not in (0, 1):
             raise ValueError("qos 0 or 1")
-        if isinstance(topic, str):
-            topic = topic.encode()
-        self._subs.append([topic, qos])
-        self._ev.set()
+        self._subs.append((topic, qos))
+        self._kick()
 
     def publish(self, topic, payload, retain=False, qos=0):
         # Enqueue; True if queued. Never awaits the network.
@@ -140,24 +170,24 @@ class MQTTClient:
             topic = topic.encode()
         if isinstance(payload, str):
             payload = payload.encode()
-        st = self.stats
+        st = self._n
         if len(payload) > self.max_payload or len(topic) > _TOPIC_MAX:
-            st["too_big"] += 1
+            st[_S_TOO_BIG] += 1
             return False
         if qos == 0:
-            if not self.connected or self._qn >= self._qmax:
-                st["dropped_qos0"] += 1
+            if not self.connected or self._qn >= len(self._qf):
+                st[_S_DROPPED_QOS0] += 1
                 return False
-        elif self._qn >= self._qmax:
+        elif self._qn >= len(self._qf):
             qf = self._qf
             i = 0
             while i < self._qn and qf[i] & _F_QOS:
                 i += 1
             if i < self._qn:
-                st["dropped_qos0"] += 1
+                st[_S_DROPPED_QOS0] += 1
             else:
                 i = 0
-                st["dropped_qos1"] += 1
+                st[_S_DROPPED_QOS1] += 1
             self._remove(i)
         i = self._qn
         self._qt[i] = topic
@@ -165,7 +195,7 @@ class MQTTClient:
         self._qf[i] = qos | (_F_RETAIN if retain else 0)
         self._qid[i] = 0
         self._qn = i + 1
-        self._ev.set()
+        self._kick()
         return True
 
     def queued(self):
@@ -174,20 +204,20 @@ class MQTTClient:
     async def run(self):
         bo = self._bo_min
         while True:
-            self._up = False
+            self._t_up = None
             try:
                 await self._session()
             except Exception as e:  # anything: log, back off, retry
                 try:
-                    self.stats["last_error"] = repr(e)[:80]
+                    self.last_error = repr(e)[:80]
                 except Exception:
                     pass
-            if self._up:
-                self.stats["drops"] += 1
+            if self._t_up is not None:  # it was connected
+                self._n[_S_DROPS] += 1
                 if ticks_diff(ticks_ms(), self._t_up) >= _STABLE_MS:
                     bo = self._bo_min
             else:
-                self.stats["conn_fails"] += 1
+                self._n[_S_CONN_FAILS] += 1
             # jitter: bo * (0.75 .. 1.25)
             await sleep_ms(bo - (bo >> 2) + (((bo >> 1) * getrandbits(10)) >> 10))
             bo = min(bo * 2, self._bo_max)
@@ -216,7 +246,7 @@ class MQTTClient:
                 qf[i] &= ~_F_SENT
                 i += 1
             else:
-                self.stats["dropped_qos0"] += 1
+                self._n[_S_DROPPED_QOS0] += 1
                 self._remove(i)
 
     def _next_pid(self):
@@ -241,40 +271,38 @@ class MQTTClient:
     # ---- link --------------------------------------------------------------
     def _reset_link(self):
         self._r = self._w = None
+        self._tx = None  # the task writing now, see _kick
         self._fail = None
         self._ping_due = False
-        self._ping_out = False
-        self._tx_busy = False
-        now = ticks_ms()
-        self._ping_t = self._last_rx = self._last_tx = self._tx_t = now
+        self._ping_t = None  # when the PINGREQ now unanswered was sent
+        self._tx_t = None  # when the write now in progress began
+        self._t_up = None  # when this connection came up
+        self._last_rx = self._last_tx = ticks_ms()
         self._sub_sent = 0
         self._acks = []
-        self._up = False
-        self._t_up = now
 
     async def _session(self):
         self._reset_link()
-        rx = tx = None
+        rx = None
         try:
             await asyncio.wait_for(self._connect(), self.connect_timeout)
-            self._up = True
             self._t_up = self._last_rx = self._last_tx = ticks_ms()
             self.connected = True
-            self.stats["connects"] += 1
+            self._n[_S_CONNECTS] += 1
             rx = asyncio.create_task(self._rx_loop(self._r))
-            tx = asyncio.create_task(self._tx_loop(self._w))
             if self.on_connect:
                 try:
                     self.on_connect()
                 except Exception:
-                    self.stats["cb_errors"] += 1
-            self._ev.set()
+                    self._n[_S_CB_ERRORS] += 1
+            self._kick()
             await self._supervise()
         finally:
             self.connected = False
-            for t in (rx, tx):
+            for t in (rx, self._tx):
                 if t is not None:
                     t.cancel()
+            self._tx = None
             w = self._w
             self._r = self._w = None
             if w is not None:
@@ -299,10 +327,10 @@ class MQTTClient:
         await self._write(w, self._connect_packet())
         p = await r.readexactly(4)
         if p[0] != _CONNACK or p[1] != 2:
-            self.stats["bad_packets"] += 1
+            self._n[_S_BAD_PACKETS] += 1
             raise OSError("bad CONNACK")
         if p[3] != 0:
-            self.stats["refused"] += 1
+            self._n[_S_REFUSED] += 1
             raise OSError("CONNACK refused rc=%d" % p[3])
 
     def _connect_packet(self):
@@ -329,41 +357,53 @@ class MQTTClient:
         n = _hdr(pkt, _CONNECT, len(vh) + len(body))
         return bytes(pkt[:n]) + vh + body
 
-    async def _write(self, w, data):
+    async def _write(self, w, data, more=None):
+        # data, then more (if any), as one piece of the byte stream
         self._tx_t = ticks_ms()
-        self._tx_busy = True
         # CPython's (TLS) transport may keep a reference to the data: copy.
         w.write(data if MICROPYTHON else bytes(data))
+        if more:
+            w.write(more if MICROPYTHON else bytes(more))
         await w.drain()
-        self._tx_busy = False
+        self._tx_t = None
         self._last_tx = ticks_ms()
 
     async def _supervise(self):
         ka = self._ka_ms
         while True:
-            await sleep_ms(self._tick_ms)
+            await sleep_ms(min(500, ka >> 2))
             if self._fail is not None:
                 raise self._fail
             now = ticks_ms()
-            if self._tx_busy and ticks_diff(now, self._tx_t) > ka:
+            t = self._tx_t
+            if t is not None and ticks_diff(now, t) > ka:
                 raise OSError("write stalled")
-            if self._ping_out:
-                if ticks_diff(now, self._ping_t) > ka and ticks_diff(now, self._last_rx) > ka:
-                    self.stats["ping_timeouts"] += 1
+            t = self._ping_t
+            if t is not None:
+                if ticks_diff(now, t) > ka and ticks_diff(now, self._last_rx) > ka:
+                    self._n[_S_PING_TIMEOUTS] += 1
                     raise OSError("no PINGRESP")
             elif (ticks_diff(now, self._last_rx) >= ka >> 1
                   or ticks_diff(now, self._last_tx) >= ka >> 1):
                 self._ping_due = True
-                self._ev.set()
+                self._kick()
             if self._qn and self._next_due(now) >= 0:
-                self._ev.set()
+                self._kick()
 
-    # ---- sending (only this task writes once connected) --------------------
-    async def _tx_loop(self, w):
+    # ---- sending (only the one tx task writes once connected) ---------------
+    def _kick(self):
+        # There is something to send: start the tx task unless it runs or we
+        # are not connected (_session kicks once CONNACK is in). It ends when
+        # nothing is left, so no task or event waits while idle (RAM: an
+        # asyncio.Event would pull in the asyncio.event module, ~1 KB). _tx is
+        # set here and cleared only by the task itself when it ends with
+        # nothing left to send, or when the link goes down: never two writers.
+        if self._tx is None and self.connected and self._w is not None:
+            self._tx = asyncio.create_task(self._tx_run(self._w))
+
+    async def _tx_run(self, w):
         try:
             while True:
-                await self._ev.wait()
-                self._ev.clear()
                 if self._sub_sent < len(self._subs):
                     await self._send_subscribe(w)
                 while self._acks:
@@ -371,7 +411,6 @@ class MQTTClient:
                     await self._write(w, bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
                 if self._ping_due:
                     self._ping_due = False
-                    self._ping_out = True
                     self._ping_t = ticks_ms()
                     await self._write(w, _PING)
                 while True:
@@ -379,6 +418,12 @@ class MQTTClient:
                     if i < 0:
                         break
                     await self._send_publish(w, i)
+                # Kicked while writing (a subscribe, an ack owed, a ping)?
+                # Another round; else end (no await in between: nothing can
+                # be queued between this check and _tx = None).
+                if not (self._sub_sent < len(self._subs) or self._acks or self._ping_due):
+                    self._tx = None
+                    return
         except Exception as e:
             self._fail = e
 
@@ -408,36 +453,35 @@ class MQTTClient:
         if qos:
             if f & _F_EVER:
                 typ |= 0x08  # DUP
-                self.stats["retransmits"] += 1
+                self._n[_S_RETRANSMITS] += 1
             pid = self._qid[i] or self._next_pid()
             self._qid[i] = pid
             self._qf[i] = f | _F_SENT | _F_EVER
             self._qts[i] = ticks_ms()
         else:
             self._remove(i)
+        # fixed header, topic and packet id here; the payload is written
+        # from the queue as it is (no copy into a buffer of max_payload)
         lt = len(topic)
         rl = 2 + lt + (2 if qos else 0) + len(payload)
-        b = self._tbuf
-        mv = self._tmv
+        b = bytearray(lt + 9)
         n = _hdr(b, typ, rl)
         b[n] = lt >> 8
         b[n + 1] = lt & 0xFF
         n += 2
-        mv[n:n + lt] = topic
+        b[n:n + lt] = topic
         n += lt
         if qos:
             b[n] = pid >> 8
             b[n + 1] = pid & 0xFF
             n += 2
-        mv[n:n + len(payload)] = payload
-        n += len(payload)
-        self.stats["tx"] += 1
-        await self._write(w, mv[:n])
+        self._n[_S_TX] += 1
+        await self._write(w, memoryview(b)[:n], payload)
 
     # ---- receiving -----------------------------------------------------------
     async def _rx_loop(self, r):
         try:
-            st = self.stats
+            st = self._n
             while True:
                 typ = (await r.readexactly(1))[0]
                 rl = 0
@@ -449,7 +493,7 @@ class MQTTClient:
                     if not c & 0x80:
                         break
                     if sh >= 28:
-                        st["bad_packets"] += 1
+                        st[_S_BAD_PACKETS] += 1
                         raise ValueError("bad remaining length")
                 self._last_rx = ticks_ms()
                 t = typ & 0xF0
@@ -461,19 +505,19 @@ class MQTTClient:
                     for i in range(self._qn):
                         if self._qid[i] == pid and self._qf[i] & _F_SENT:
                             self._remove(i)
-                            st["acked"] += 1
+                            st[_S_ACKED] += 1
                             break
                 elif t == _PINGRESP and rl == 0:
-                    self._ping_out = False
+                    self._ping_t = None
                 elif t == _SUBACK and 3 <= rl <= 64:
                     p = await r.readexactly(rl)
                     for i in range(2, rl):
                         if p[i] & 0x80:
-                            st["sub_fails"] += 1
+                            st[_S_SUB_FAILS] += 1
                 elif t == _UNSUBACK and rl == 2:
                     await r.readexactly(2)
                 else:
-                    st["bad_packets"] += 1
+                    st[_S_BAD_PACKETS] += 1
                     if rl > 64:
                         raise ValueError("unexpected packet")
                     await self._drain(r, rl)
@@ -482,8 +526,9 @@ class MQTTClient:
             self._fail = e
 
     async def _drain(self, r, n):
-        # Read and discard n bytes without allocating n bytes.
-        buf = self._rbuf
+        # Read and discard n bytes without allocating n bytes (rare: the
+        # chunk buffer is made here, not kept).
+        buf = memoryview(bytearray(_CHUNK))
         while n > 0:
             k = n if n < _CHUNK else _CHUNK
             if MICROPYTHON:
@@ -496,19 +541,19 @@ class MQTTClient:
             self._last_rx = ticks_ms()
 
     async def _rx_publish(self, r, typ, rl):
-        st = self.stats
+        st = self._n
         qos = (typ >> 1) & 3
         if qos > 1 or rl < 2:
-            st["bad_packets"] += 1
+            st[_S_BAD_PACKETS] += 1
             raise ValueError("bad PUBLISH")
         if rl > self.drain_limit:
-            st["oversize"] += 1
+            st[_S_OVERSIZE] += 1
             raise ValueError("PUBLISH too long")
         p = await r.readexactly(2)
         lt = (p[0] << 8) | p[1]
         hl = 2 + lt + (2 if qos else 0)
         if hl > rl:
-            st["bad_packets"] += 1
+            st[_S_BAD_PACKETS] += 1
             raise ValueError("bad PUBLISH")
         topic = None
         if lt <= _TOPIC_MAX:
@@ -521,24 +566,24 @@ class MQTTClient:
             pid = (p[0] << 8) | p[1]
         plen = rl - hl
         if topic is None or plen > self.max_payload:
-            st["oversize"] += 1
+            st[_S_OVERSIZE] += 1
             await self._drain(r, plen)
         else:
             payload = await r.readexactly(plen)
-            st["rx"] += 1
+            st[_S_RX] += 1
             try:
                 topic = topic.decode()
             except Exception:
                 topic = None
-                st["bad_packets"] += 1
+                st[_S_BAD_PACKETS] += 1
             if topic is not None and self.on_message:
                 try:
                     self.on_message(topic, payload)
                 except Exception:
-                    st["cb_errors"] += 1
+                    st[_S_CB_ERRORS] += 1
         if qos:
             self._acks.append(pid)
-            self._ev.set()
+            self._kick()
 
 
 def _hdr(buf, typ, rl):

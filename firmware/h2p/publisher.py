@@ -3,53 +3,43 @@
 # topic's QoS/retain from h2p.topics. seq starts at 1; 0 is the last will.
 # seq counts messages handed over even if the client drops them, so a gap
 # in seq at the receiver shows a loss.
+#
+# h2p.topics is only read here while constructing: the board drops that
+# module once the uplink is set up (see h2p.uplink), so nothing here keeps a
+# reference to it. A topic's bytes are built per message (they live only
+# while the message is queued) instead of being kept for every topic.
 import json
 
-from h2p import topics
+_RETAIN = 2  # flag bit next to the QoS (0/1) in _flags
 
 
 class Publisher:
     def __init__(self, client, pile_id, boot):
+        from h2p import topics
+
         self.client = client
         self.boot = boot
         self.seq = 0
-        self._t = {}
+        self._prefix = topics.topic(pile_id, "status")[:-len("status")]
+        self._flags = {}  # name -> qos | _RETAIN
         for t in topics.TOPICS:
-            self._t[t[0]] = (topics.topic(pile_id, t[0]).encode(), t[1], t[2])
+            self._flags[t[0]] = t[1] | (_RETAIN if t[2] else 0)
 
     def pub(self, name, obj):
         # obj is a dict; it is stamped in place (no copy). -> bool queued
-        t = self._t[name]
+        f = self._flags[name]
         self.seq += 1
         obj["seq"] = self.seq
         obj["boot"] = self.boot
-        return self.client.publish(t[0], json.dumps(obj), t[2], t[1])
+        return self.client.publish(self.topic(name), json.dumps(obj), bool(f & _RETAIN), f & 1)
 
     def topic(self, name):
-        return self._t[name][0]
+        if name not in self._flags:
+            raise KeyError(name)
+        return (self._prefix + name).encode()
 
     def will(self):
         # (topic, payload, retain, qos) for MQTTClient(will=...)
-        t = self._t["status"]
-        return (t[0], json.dumps({"online": False, "seq": 0, "boot": self.boot}), t[2], t[1])
-
-
-def tele_due(prev, cur):
-    # True if any telemetry field in cur moved by more than its deadband
-    # from prev (the last values sent), or appeared/disappeared.
-    db = topics.TELE_DEADBAND
-    for k in cur:
-        d = db.get(k)
-        if d is None:
-            continue
-        a = prev.get(k)
-        b = cur[k]
-        if a is None or b is None:
-            if a is not b:
-                return True
-        elif abs(b - a) > d:
-            return True
-    for k in prev:
-        if k in db and k not in cur:
-            return True
-    return False
+        f = self._flags["status"]
+        return (self.topic("status"), json.dumps({"online": False, "seq": 0, "boot": self.boot}),
+                bool(f & _RETAIN), f & 1)

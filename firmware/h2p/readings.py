@@ -21,17 +21,21 @@ def _names_scales():
     # Meter values are float32 on the wire; kept as 0.1 V, 0.1 A, W, Wh.
     # Energy in 0.1 Wh: bills are checked to the Wh, so no truncation to it.
     scales.update({"met_v": 0.1, "met_a": 0.1, "met_w": 1, "met_wh": 0.1})
-    return names, tuple(scales[n] for n in names)
+    # Every float is an object of its own in RAM and the register maps hold
+    # one per field: share one per distinct value (ints are not objects).
+    shared = {}
+    out = []
+    for n in names:
+        s = scales[n]
+        if isinstance(s, float):
+            s = shared.setdefault(s, s)
+        out.append(s)
+    return names, tuple(out)
 
 
 NAMES, SCALES = _names_scales()
-INDEX = {}
-for _i, _n in enumerate(NAMES):
-    INDEX[_n] = _i
-
-
-def idx(name):
-    return INDEX[name]
+del _names_scales  # run once: not kept in RAM
+INDEX = {n: i for i, n in enumerate(NAMES)}
 
 
 class Readings:
@@ -57,11 +61,3 @@ class Readings:
         # Physical value as float, None when unknown (telemetry, not control).
         r = self.get(i, now)
         return None if r == UNKNOWN else r * SCALES[i]
-
-    def snapshot(self, now):
-        out = {}
-        for i in range(len(NAMES)):
-            v = self.value(i, now)
-            if v is not None:
-                out[NAMES[i]] = round(v, 3)
-        return out

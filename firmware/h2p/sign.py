@@ -21,43 +21,36 @@ import json
 from binascii import hexlify, unhexlify
 
 from h2p.compat import sha256
-from h2p import topics
+from h2p.cmdspec import CMD_ARGS, CMD_NAMES
 
 MAX_CMD_BYTES = 1024
 MAX_TTL_S = 300  # expires - issued may not exceed this
 SKEW_S = 30  # issued may be this far in the future of the pile's clock
 CLOCK_MIN = 1700000000  # 2023-11-14: a clock before this was never set
-_ID_MAX = 64
 
-_IPAD = bytes(0x36 for _ in range(64))
-_OPAD = bytes(0x5C for _ in range(64))
+# RAM: the pile imports this module only while it handles a command (see
+# h2p.cmdhandler), so it is kept to few functions and no tables of its own.
 
 
 def hmac_sha256(key, msg):
+    # msg: bytes, or a function that is given the inner hash's update() and
+    # feeds the message to it piece by piece (canonical(cmd, out)): on the
+    # pile no copy of the whole message is made.
     if len(key) > 64:
         key = sha256(key).digest()
     key = key + bytes(64 - len(key))
-    ik = bytes(a ^ b for a, b in zip(key, _IPAD))
-    ok = bytes(a ^ b for a, b in zip(key, _OPAD))
-    h = sha256(ik)
-    h.update(msg)
-    h2 = sha256(ok)
+    h = sha256(bytes(b ^ 0x36 for b in key))  # inner pad
+    if callable(msg):
+        msg(h.update)
+    else:
+        h.update(msg)
+    h2 = sha256(bytes(b ^ 0x5C for b in key))  # outer pad
     h2.update(h.digest())
     return h2.digest()
 
 
 def hmac_hex(key, msg):
     return hexlify(hmac_sha256(key, msg)).decode()
-
-
-def _eq(a, b):
-    # Constant-time comparison of two str/bytes.
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= ord(a[i]) ^ ord(b[i]) if isinstance(a, str) else a[i] ^ b[i]
-    return r == 0
 
 
 def key_bytes(key):
@@ -68,139 +61,76 @@ def key_bytes(key):
     return bytes(key)
 
 
-def _ns(parts, s):
-    b = s.encode() if isinstance(s, str) else s
-    parts.append(str(len(b)).encode())
-    parts.append(b":")
-    parts.append(b)
-    parts.append(b",")
-
-
-def _val(v):
-    if isinstance(v, bool):
-        return "b1" if v else "b0"
-    if isinstance(v, (int, float)):
-        return "n" + str(round(v * 1000))
-    return "s" + v
-
-
-def canonical(cmd):
-    # bytes that are signed. cmd must already have the right types.
-    parts = [b"h2pile-cmd/1:"]
-    for k in ("pile", "id", "op", "issued", "expires", "nonce"):
-        _ns(parts, str(cmd[k]))
+def canonical(cmd, out=None):
+    # The bytes that are signed; with out, each piece of them is passed to
+    # out() instead and nothing is returned. cmd must already have the right
+    # types. Each field is length-prefixed: b"<len>:<utf-8>,".
+    parts = None
+    if out is None:
+        parts = []
+        out = parts.append
+    out(b"h2pile-cmd/1:")
+    fields = [str(cmd[k]) for k in ("pile", "id", "op", "issued", "expires", "nonce")]
     args = cmd["args"]
     for k in sorted(args):
-        _ns(parts, k)
-        _ns(parts, _val(args[k]))
-    return b"".join(parts)
-
-
-def _is_num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+        v = args[k]
+        fields.append(k)
+        if isinstance(v, bool):
+            fields.append("b1" if v else "b0")
+        elif isinstance(v, (int, float)):
+            fields.append("n" + str(round(v * 1000)))
+        else:
+            fields.append("s" + v)
+    for f in fields:
+        b = f.encode()
+        out(str(len(b)).encode())
+        out(b":")
+        out(b)
+        out(b",")
+    if parts is not None:
+        return b"".join(parts)
 
 
 def check_args(op, args):
-    # -> None if args fit the op's schema, else the reason string.
-    spec = topics.CMD_BY_OP.get(op)
-    if spec is None:
+    # -> None if args fit the op's schema (h2p.cmdspec), else the reason.
+    if op not in CMD_NAMES:
         return "unknown op"
     if not isinstance(args, dict):
         return "wrong types: args"
-    known = {}
-    for a in spec[1]:
-        known[a[0]] = a
-        if a[2] and a[0] not in args:
-            return "bad args: missing " + a[0]
+    for a in CMD_ARGS:
+        if a[0] == op and a[3] and a[1] not in args:
+            return "bad args: missing " + a[1]
     for k in args:
-        a = known.get(k)
-        if a is None:
+        for a in CMD_ARGS:
+            if a[0] == op and a[1] == k:
+                break
+        else:
             return "bad args: unknown " + str(k)[:32]
         v = args[k]
-        if a[1] == "num":
-            if not _is_num(v):
+        if a[2] == "num":
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
                 return "bad args: " + k + " not a number"
-            if not a[3] <= v <= a[4]:
+            if not a[4] <= v <= a[5]:
                 return "bad args: " + k + " out of range"
         else:
             if not isinstance(v, str):
                 return "bad args: " + k + " not a string"
-            if not a[3] <= len(v.encode()) <= a[4]:
+            if not a[4] <= len(v.encode()) <= a[5]:
                 return "bad args: " + k + " bad length"
     return None
 
 
-def _check_fields(cmd):
-    for k in ("id", "op", "args", "pile", "issued", "expires", "nonce", "sig"):
-        if k not in cmd:
-            return "missing " + k
-    for k in ("id", "op", "pile", "nonce", "sig"):
-        if not isinstance(cmd[k], str):
-            return "wrong types: " + k
-    for k in ("issued", "expires"):
-        v = cmd[k]
-        if not isinstance(v, int) or isinstance(v, bool):
-            return "wrong types: " + k
-    if not 0 < len(cmd["id"]) <= _ID_MAX:
-        return "wrong types: id length"
-    if not 8 <= len(cmd["nonce"]) <= 64:
-        return "wrong types: nonce length"
-    if len(cmd["sig"]) != 64:
-        return "bad signature"
-    return None
-
-
-class ReplayCache:
-    # Remembers (id, nonce, expires, ack) of accepted commands until they
-    # have expired (plus the skew), so a command cannot be accepted twice.
-    # Bounded: when full of unexpired entries new commands are rejected
-    # ("replay cache full") rather than forgetting one that could be replayed.
-    def __init__(self, size=32):
-        self.size = size
-        self._e = []  # [id, nonce, expires, ack]
-
-    def prune(self, now_s):
-        if now_s is None:
-            return
-        e = self._e
-        i = 0
-        while i < len(e):
-            if e[i][2] + SKEW_S < now_s:
-                e.pop(i)
-            else:
-                i += 1
-
-    def seen(self, cid, nonce):
-        for e in self._e:
-            if e[0] == cid or e[1] == nonce:
-                return True
-        return False
-
-    def full(self):
-        return len(self._e) >= self.size
-
-    def add(self, cid, nonce, expires):
-        self._e.append([cid, nonce, expires, None])
-
-    def set_ack(self, cid, ack):
-        for e in self._e:
-            if e[0] == cid:
-                e[3] = ack
-
-    def ack(self, cid):
-        for e in self._e:
-            if e[0] == cid:
-                return e[3]
-        return None
-
-    def __len__(self):
-        return len(self._e)
-
-
-def verify_command(raw, key, now_s, replay_cache, pile_id=None,
-                   allow_unset_clock=False, skew_s=SKEW_S):
+def verify_command(raw, key, now_s, replay, pile_id=None,
+                   allow_unset_clock=False, skew_s=SKEW_S, replay_size=32):
     # -> (cmd dict, "ok") or (None, reason). Never raises on bad input.
-    # On success the command is recorded in replay_cache.
+    #
+    # replay: the replay cache, a list the caller keeps (on the pile between
+    # commands, while this module is unloaded) of [id, nonce, expires, ack]
+    # of the commands accepted and not yet expired (plus the skew), so that
+    # none is accepted twice; ack is the caller's (h2p.cmdhandler). On
+    # success the command is appended. Bounded: with replay_size unexpired
+    # entries new commands are rejected ("replay cache full") rather than
+    # forgetting one that could be replayed.
     if raw is None or len(raw) > MAX_CMD_BYTES:
         return None, "too large"
     try:
@@ -209,21 +139,38 @@ def verify_command(raw, key, now_s, replay_cache, pile_id=None,
         return None, "not json"
     if not isinstance(cmd, dict):
         return None, "not json"
-    r = _check_fields(cmd)
-    if r:
-        return None, r
-    if cmd["op"] not in topics.CMD_BY_OP:
-        return None, "unknown op"
+    for k in ("id", "op", "args", "pile", "issued", "expires", "nonce", "sig"):
+        if k not in cmd:
+            return None, "missing " + k
+    for k in ("id", "op", "pile", "nonce", "sig"):
+        if not isinstance(cmd[k], str):
+            return None, "wrong types: " + k
+    for k in ("issued", "expires"):
+        v = cmd[k]
+        if not isinstance(v, int) or isinstance(v, bool):
+            return None, "wrong types: " + k
+    if not 0 < len(cmd["id"]) <= 64:
+        return None, "wrong types: id length"
+    if not 8 <= len(cmd["nonce"]) <= 64:
+        return None, "wrong types: nonce length"
+    if len(cmd["sig"]) != 64:
+        return None, "bad signature"
     r = check_args(cmd["op"], cmd["args"])
     if r:
         return None, r
     if pile_id is not None and cmd["pile"] != pile_id:
         return None, "wrong pile"
     try:
-        sig = hmac_hex(key_bytes(key), canonical(cmd))
+        good = hmac_sha256(key_bytes(key), lambda out: canonical(cmd, out))
+        sig = unhexlify(cmd["sig"])  # hex, either case
     except Exception:
         return None, "bad signature"
-    if not _eq(sig, cmd["sig"].lower()):
+    if len(sig) != 32:
+        return None, "bad signature"
+    r = 0  # constant-time comparison
+    for i in range(32):
+        r |= good[i] ^ sig[i]
+    if r:
         return None, "bad signature"
     issued = cmd["issued"]
     expires = cmd["expires"]
@@ -238,10 +185,17 @@ def verify_command(raw, key, now_s, replay_cache, pile_id=None,
             return None, "expired"
         if issued > now_s + skew_s:
             return None, "issued in future"
-    replay_cache.prune(now_s)
-    if replay_cache.seen(cmd["id"], cmd["nonce"]):
-        return None, "replayed"
-    if replay_cache.full():
+    if now_s is not None:  # forget the expired
+        i = 0
+        while i < len(replay):
+            if replay[i][2] + SKEW_S < now_s:
+                replay.pop(i)
+            else:
+                i += 1
+    for e in replay:
+        if e[0] == cmd["id"] or e[1] == cmd["nonce"]:
+            return None, "replayed"
+    if len(replay) >= replay_size:
         return None, "replay cache full"
-    replay_cache.add(cmd["id"], cmd["nonce"], expires)
+    replay.append([cmd["id"], cmd["nonce"], expires, None])
     return cmd, "ok"

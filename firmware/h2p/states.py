@@ -28,6 +28,3 @@ NAMES = (
     "fault",
     "estop",
 )
-
-def name(state):
-    return NAMES[state]

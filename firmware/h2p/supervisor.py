@@ -6,14 +6,13 @@
 #
 # Units: temperatures 0.1 degC, currents 0.1 A, voltages 0.1 V, SOC 0.1 %,
 # power W, energy Wh, time ms: integers, so a step allocates nothing.
+from array import array
+
 from h2p.compat import const, ticks_diff
 from h2p import states as S
 from h2p import codes as R
 from h2p import interlocks as IL
-from h2p.arbiter import (
-    Arbiter, NONE, EV_CLAIMS, STACK_CLAIMS, INTERLOCK, CONTACTOR, BATTERY, CHARGER,
-    OPERATOR, SESSION, S_INTERLOCK, S_FUEL, S_RAMP, S_TEMP, S_BATTERY, S_DEMAND,
-)
+from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
 from h2p.readings import INDEX as I, UNKNOWN
 
@@ -27,11 +26,44 @@ _IMD_SETTLE_MS = const(300)  # longer than the insulation rows' debounce
 # 96485 C/mol * 2 electrons; see _a_per_flow below.
 _FARADAY2 = 192970
 
+# Claims on the EV current limit, highest priority first (the arbiter names
+# the one in charge by these names: telemetry, the live view).
+_INTERLOCK = const(0)
+_CONTACTOR = const(1)
+_BATTERY = const(2)
+_CHARGER = const(3)
+_OPERATOR = const(4)
+_SESSION = const(5)
+EV_CLAIMS = ("interlock", "contactor", "battery", "charger", "operator", "session")
+
+# Claims on the stack current setpoint.
+_S_INTERLOCK = const(0)
+_S_FUEL = const(1)
+_S_RAMP = const(2)
+_S_TEMP = const(3)
+_S_BATTERY = const(4)
+_S_DEMAND = const(5)
+STACK_CLAIMS = ("interlock", "fuel", "ramp", "stack_temp", "battery", "demand")
+
+# Command words: their index in the device's driver is the register's offset
+# from the device's command base in the register maps (0x100 + index). The
+# core tests read every command back by name, so a map that moved one fails
+# there.
+_C_CONTACTOR = const(0)  # charger
+_C_LIMIT = const(1)
+_C_ENABLE = const(2)
+_C_LOCK = const(3)
+_F_ENABLE = const(0)  # fuel cell
+_F_SP = const(1)
+_F_PURGE = const(2)
+_R_MODE = const(0)  # reformer
+_R_PUMP = const(1)
+_R_BED = const(2)
+_FAN = const(0)  # safety I/O: fan duty %
+
 
 class Supervisor:
     def __init__(self, config, devices, now=0):
-        lim = config["limits"]
-        self.cfg = config
         self.dev = {}
         for d in devices:
             self.dev[d.name] = d
@@ -39,46 +71,9 @@ class Supervisor:
         self.ev_arb = Arbiter(EV_CLAIMS)
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
-        # Limits in integer units.
-        self.rated = int(lim["stack_rated_a"] * 10)
-        self.min_load = int(lim["stack_rated_a"] * lim["stack_min_load"] * 10)
-        self.ramp_up = int(lim["stack_rated_a"] * lim["stack_ramp_up"] * 10)  # 0.1 A/s
-        self.ramp_down = int(lim["stack_rated_a"] * lim["stack_ramp_down"] * 10)
-        self.chg_max = int(lim["charger_max_a"] * 10)
-        self.operator = int(lim["operator_limit_a"] * 10)
-        self.eff_pm = int(lim["charger_eff"] * 1000)
-        self.bed_sp = int(lim["bed_setpoint_c"] * 10)
-        self.bed_feed = int(lim["bed_feed_min_c"] * 10)
-        self.stack_start_t = int(lim["stack_start_c"] * 10)
-        self.stack_ready_t = int(lim["stack_ready_c"] * 10)
-        self.soc_min = int(lim["bat_soc_min"] * 10)
-        self.soc_target = int(lim["bat_soc_target"] * 10)
-        self.soc_max = int(lim["bat_soc_max"] * 10)
-        self.stop_a = int(lim["stop_current_a"] * 10)
-        self.purge_ms = int(lim["purge_s"] * 1000)
-        self.cool_bed = int(lim["cool_reformer_c"] * 10)
-        self.cool_stack = int(lim["cool_stack_c"] * 10)
-        self.lead_s = int(lim["feed_lead_s"])
-        # Stack amps (0.1 A) carried by 0.1 ml/min of premix, times 1000:
-        # H2 mol/s = flow L/s * mol/L; current = mol/s * util * 2F / cells.
-        self.a_per_flow = int(
-            lim["premix_h2_mol_per_l"] * lim["fuel_util"] * _FARADAY2
-            / lim["stack_cells"] / 60000 * 1000
-        )
+        self._limits(**config["limits"])
         self.auto_charge = config["auto_charge"]
         self.idle_ms = config["idle_shutdown_s"] * 1000
-        # Command words, by index in each driver (looked up once).
-        ch, fc, rf = self.dev["charger"], self.dev["fuelcell"], self.dev["reformer"]
-        self._c_contactor = ch.cmd_index("chg_contactor")
-        self._c_limit = ch.cmd_index("chg_limit_a")
-        self._c_enable = ch.cmd_index("chg_enable")
-        self._c_lock = ch.cmd_index("chg_lock")
-        self._f_enable = fc.cmd_index("fc_enable")
-        self._f_sp = fc.cmd_index("fc_current_sp")
-        self._f_purge = fc.cmd_index("fc_purge")
-        self._r_mode = rf.cmd_index("ref_mode_cmd")
-        self._r_pump = rf.cmd_index("ref_pump_sp")
-        self._r_bed = rf.cmd_index("ref_bed_sp")
         # State.
         self.state = S.OFF
         self.since = now
@@ -86,9 +81,8 @@ class Supervisor:
         self.phase = 0  # sub-step inside a state
         self.phase_ms = now
         self.fc_sp = 0  # stack current setpoint, 0.1 A
-        self.pump_sp = 0  # 0.1 ml/min
         self.ev_limit = 0  # 0.1 A
-        self.flow = [0] * _FLOW_SLOTS
+        self.flow = array("H", [0] * _FLOW_SLOTS)  # 0.1 ml/min, as the u16 register reads
         self.flow_ms = now
         self.flow_k = 0
         self.estop_in = False  # board GPIO
@@ -107,8 +101,38 @@ class Supervisor:
         # Session bookkeeping the shell reads (journal, telemetry).
         self.session_active = False
         self.session_n = 0
-        self.stop_reason = ""
         self.events = []  # (kind, detail) drained by the shell
+
+    def _limits(self, stack_rated_a, stack_min_load, stack_ramp_up, stack_ramp_down, charger_max_a,
+                operator_limit_a, charger_eff, bed_setpoint_c, bed_feed_min_c, stack_start_c,
+                stack_ready_c, bat_soc_min, bat_soc_target, bat_soc_max, stop_current_a, purge_s,
+                cool_reformer_c, cool_stack_c, feed_lead_s, premix_h2_mol_per_l, fuel_util,
+                stack_cells, **others):
+        # The config's limits, in the integer units the step compares. Taken
+        # as named parameters, not by string key: a key string of more than
+        # ten characters in this module would be an object in RAM for good.
+        self.rated = int(stack_rated_a * 10)
+        self.min_load = int(stack_rated_a * stack_min_load * 10)
+        self.ramp_up = int(stack_rated_a * stack_ramp_up * 10)  # 0.1 A/s
+        self.ramp_down = int(stack_rated_a * stack_ramp_down * 10)
+        self.chg_max = int(charger_max_a * 10)
+        self.operator = int(operator_limit_a * 10)
+        self.eff_pm = int(charger_eff * 1000)
+        self.bed_sp = int(bed_setpoint_c * 10)
+        self.bed_feed = int(bed_feed_min_c * 10)
+        self.stack_start_t = int(stack_start_c * 10)
+        self.stack_ready_t = int(stack_ready_c * 10)
+        self.soc_min = int(bat_soc_min * 10)
+        self.soc_target = int(bat_soc_target * 10)
+        self.soc_max = int(bat_soc_max * 10)
+        self.stop_a = int(stop_current_a * 10)
+        self.purge_ms = int(purge_s * 1000)
+        self.cool_bed = int(cool_reformer_c * 10)
+        self.cool_stack = int(cool_stack_c * 10)
+        self.lead_s = int(feed_lead_s)
+        # Stack amps (0.1 A) carried by 0.1 ml/min of premix, times 1000:
+        # H2 mol/s = flow L/s * mol/L; current = mol/s * util * 2F / cells.
+        self.a_per_flow = int(premix_h2_mol_per_l * fuel_util * _FARADAY2 / stack_cells / 60000 * 1000)
 
     # ---- requests (from signed commands or the config) ------------------
     def wake(self):
@@ -158,16 +182,6 @@ class Supervisor:
             self.phase = 0
             self.phase_ms = now
 
-    def _phase(self, p, now):
-        self.phase = p
-        self.phase_ms = now
-
-    def _in(self, now):
-        return ticks_diff(now, self.since)
-
-    def _in_phase(self, now):
-        return ticks_diff(now, self.phase_ms)
-
     def _late(self, ms):
         # A charger reply overdue: only a reading taken `ms` after the phase
         # began can say the device did not follow (a slow bus is not a
@@ -182,14 +196,6 @@ class Supervisor:
         # down from, not an unplug to open on at once.
         p = self._r("chg_pilot", now)
         return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D or p == R.PILOT_E
-
-    def _record_flow(self, now):
-        # One pump-flow sample a second: the feed-forward delay line.
-        while ticks_diff(now, self.flow_ms) >= 1000:
-            self.flow_ms += 1000
-            self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
-            f = self._r("ref_pump_mlmin", now)
-            self.flow[self.flow_k] = 0 if f == UNKNOWN else f
 
     def _fuel_current(self, now):
         # The current the hydrogen now reaching the stack can carry: the
@@ -242,7 +248,12 @@ class Supervisor:
         il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
         if il.changed:
             self.events.append(("faults", ",".join(il.names_in_force()) or "none", S.NAMES[self.state]))
-        self._record_flow(now)
+        # One pump-flow sample a second: the feed-forward delay line.
+        while ticks_diff(now, self.flow_ms) >= 1000:
+            self.flow_ms += 1000
+            self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
+            f = self._r("ref_pump_mlmin", now)
+            self.flow[self.flow_k] = 0 if f == UNKNOWN else f
 
         st = self.state
         if il.severity == IL.EMERGENCY:
@@ -292,13 +303,12 @@ class Supervisor:
     # ---- outputs ---------------------------------------------------------
     def _fuel(self, mode, pump, fc_en, purge=0):
         rf, fc = self.dev["reformer"], self.dev["fuelcell"]
-        rf.set(self._r_mode, mode)
-        rf.set(self._r_pump, pump)
-        rf.set(self._r_bed, self.bed_sp)
-        self.pump_sp = pump
-        fc.set(self._f_enable, fc_en)
-        fc.set(self._f_sp, self.fc_sp if fc_en else 0)
-        fc.set(self._f_purge, purge)
+        rf.set(_R_MODE, mode)
+        rf.set(_R_PUMP, pump)
+        rf.set(_R_BED, self.bed_sp)
+        fc.set(_F_ENABLE, fc_en)
+        fc.set(_F_SP, self.fc_sp if fc_en else 0)
+        fc.set(_F_PURGE, purge)
 
     def _open_now(self):
         # Does an emergency demand the contactor open at once, under load?
@@ -324,14 +334,14 @@ class Supervisor:
                 and self.pilot in (R.PILOT_C, R.PILOT_D)):
             contactor, limit, lock = 1, 0, 1  # and no unlocking under load
         self.contactor.command(contactor)
-        ch.set(self._c_contactor, 1 if self.contactor.closed_cmd else 0)
-        ch.set(self._c_limit, limit)
-        ch.set(self._c_enable, enable)
-        ch.set(self._c_lock, lock)
+        ch.set(_C_CONTACTOR, 1 if self.contactor.closed_cmd else 0)
+        ch.set(_C_LIMIT, limit)
+        ch.set(_C_ENABLE, enable)
+        ch.set(_C_LOCK, lock)
         self.ev_limit = limit
 
     def _fan(self, pct):
-        self.dev["safety"].set(0, pct)
+        self.dev["safety"].set(_FAN, pct)
 
     def _guard(self):
         # Last word before anything goes on the wire: no code path closes
@@ -342,21 +352,21 @@ class Supervisor:
             if self.contactor.closed_cmd and not self._open_now() and self._ev_amps() > self.stop_a:
                 # Ramp first: the limit is already 0, the contactor opens
                 # when the current has fallen (STOPPING does that).
-                ch.set(self._c_limit, 0)
+                ch.set(_C_LIMIT, 0)
             else:
                 self.contactor.command(0)
-                ch.set(self._c_contactor, 0)
-                ch.set(self._c_enable, 0)
-                ch.set(self._c_limit, 0)
+                ch.set(_C_CONTACTOR, 0)
+                ch.set(_C_ENABLE, 0)
+                ch.set(_C_LIMIT, 0)
         if not il.fuel_allowed():
             rf, fc = self.dev["reformer"], self.dev["fuelcell"]
-            rf.set(self._r_mode, R.REF_MODE_OFF)
-            rf.set(self._r_pump, 0)
-            fc.set(self._f_sp, 0)
-            fc.set(self._f_enable, 0)
+            rf.set(_R_MODE, R.REF_MODE_OFF)
+            rf.set(_R_PUMP, 0)
+            fc.set(_F_SP, 0)
+            fc.set(_F_ENABLE, 0)
             self.fc_sp = 0
             self._fan(100)
-        elif il.in_force(IL.ROW["h2_warn"]):
+        elif il.in_force(IL.NAMES.index("h2_warn")):
             self._fan(100)
 
     def _ev_amps(self):
@@ -370,28 +380,28 @@ class Supervisor:
         arb = self.st_arb
         rated = self.rated
         if not il.fuel_allowed():
-            arb.claim(S_INTERLOCK, 0)
+            arb.claim(_S_INTERLOCK, 0)
         else:
-            arb.claim(S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
-        arb.claim(S_FUEL, self._fuel_current(now))
-        arb.claim(S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
+            arb.claim(_S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
+        arb.claim(_S_FUEL, self._fuel_current(now))
+        arb.claim(_S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
         t = self._r("fc_stack_c", now)
-        arb.claim(S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
+        arb.claim(_S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
         soc = self._r("bat_soc", now)
         if soc == UNKNOWN or (soc >= self.soc_max and not ev_load):
-            arb.claim(S_BATTERY, self.min_load)
+            arb.claim(_S_BATTERY, self.min_load)
         elif soc >= self.soc_target and not ev_load:
-            arb.claim(S_BATTERY, (self.min_load + rated) // 2)
+            arb.claim(_S_BATTERY, (self.min_load + rated) // 2)
         else:
-            arb.claim(S_BATTERY, NONE)
-        arb.claim(S_DEMAND, rated)  # the stack's own rating
+            arb.claim(_S_BATTERY, NONE)
+        arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
         floor = self.fc_sp - (self.ramp_down * dt) // 1000
-        if want < floor and arb.owner != S_INTERLOCK and arb.owner != S_FUEL:
+        if want < floor and arb.owner != _S_INTERLOCK and arb.owner != _S_FUEL:
             want = floor
         self.fc_sp = want
         # The pump leads: feed what the unramped demand will need.
-        target = arb.claims[S_BATTERY]
+        target = arb.claims[_S_BATTERY]
         if target > rated:
             target = rated
         if target < self.min_load:
@@ -409,27 +419,25 @@ class Supervisor:
         if self.want_run:
             self._go(S.SELFTEST, now)
 
-    def _all_fresh(self, now):
-        for d in self.dev.values():
-            if d.silent or ticks_diff(now, d.ok_ms) > self.rd.max_age_ms:
-                return False
-        return True
-
     def _selftest(self, now):
         self._fuel(R.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(30)
         aux = self._r("chg_status", now)
+        fresh = True  # every device answered within the data age
+        for d in self.dev.values():
+            if d.silent or ticks_diff(now, d.ok_ms) > self.rd.max_age_ms:
+                fresh = False
         ok = (
-            self._all_fresh(now)
+            fresh
             and self.il.severity < IL.STOP
             and aux != UNKNOWN
             and not aux & R.CHG_AUX_CLOSED
         )
-        if ok and self._in(now) >= 1000:
+        if ok and ticks_diff(now, self.since) >= 1000:
             self.events.append(("selftest", "pass", ""))
             self._go(S.PREHEAT, now)
-        elif self._in(now) > _SELFTEST_MS:
+        elif ticks_diff(now, self.since) > _SELFTEST_MS:
             self.events.append(("selftest", "fail", ",".join(self.il.names_in_force())))
             self._go(S.FAULT, now)
         elif not self.want_run:
@@ -457,7 +465,7 @@ class Supervisor:
         self._fuel(R.REF_MODE_RUN, self._flow_for(self.min_load), 0)
         t = self._r("fc_stack_c", now)
         if (
-            self._in(now) >= self.lead_s * 1000
+            ticks_diff(now, self.since) >= self.lead_s * 1000
             and t != UNKNOWN
             and t >= self.stack_start_t
             and self._fuel_current(now) >= self.min_load // 2
@@ -491,7 +499,12 @@ class Supervisor:
             if (self.want_charge or (self.auto_charge and self.fresh_plug)) and self.il.contactor_allowed():
                 soc = self._r("bat_soc", now)
                 if soc != UNKNOWN and soc > self.soc_min:
-                    self._start_session(now)
+                    self.fresh_plug = False
+                    self.session_active = True
+                    self.session_n += 1
+                    self.saw_c = False
+                    self.stop_req = ""
+                    self.events.append(("session_start", self.session_n, self.session_auth))
                     self._go(S.CHARGING, now)
                     return
         if not self.want_run:
@@ -505,10 +518,10 @@ class Supervisor:
         arb = self.ev_arb
         il = self.il
         if not il.contactor_allowed():
-            arb.claim(INTERLOCK, 0)
+            arb.claim(_INTERLOCK, 0)
         else:
-            arb.claim(INTERLOCK, NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100)
-        arb.claim(CONTACTOR, NONE if self.contactor.verified_closed() else 0)
+            arb.claim(_INTERLOCK, NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100)
+        arb.claim(_CONTACTOR, NONE if self.contactor.verified_closed() else 0)
         # Power balance: stack net power plus what the battery may give.
         w = 0
         v = self._r("fc_dcdc_v", now)
@@ -524,14 +537,14 @@ class Supervisor:
         rv = self._r("chg_ev_req_v", now)
         if ev_v == UNKNOWN or ev_v < 500:
             ev_v = rv if rv != UNKNOWN and rv > 500 else 4000
-        arb.claim(BATTERY, w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0)
-        arb.claim(CHARGER, self.chg_max)
-        arb.claim(OPERATOR, self.operator)
+        arb.claim(_BATTERY, w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0)
+        arb.claim(_CHARGER, self.chg_max)
+        arb.claim(_OPERATOR, self.operator)
         req = self._r("chg_ev_req_a", now)
         s = self.session_limit
         if req != UNKNOWN and req < s:
             s = req
-        arb.claim(SESSION, s if req != UNKNOWN else 0)
+        arb.claim(_SESSION, s if req != UNKNOWN else 0)
         return arb.decide()
 
     def _charging(self, now, dt, evc):
@@ -555,7 +568,7 @@ class Supervisor:
             self._ev(0, 0, 0, 1)
             self._end_session("ev_stopped")
             self._go(S.STOPPING, now)
-            self._phase(2, now)
+            self.phase, self.phase_ms = 2, now
             return
         if self.stop_req:
             c = self.contactor.closed_cmd
@@ -566,7 +579,7 @@ class Supervisor:
         if p == 0:  # lock the connector
             self._ev(0, 0, 0, 1)
             if ch != UNKNOWN and ch & R.CHG_LOCKED:
-                self._phase(1, now)
+                self.phase, self.phase_ms = 1, now
             elif self._late(_LOCK_MS):
                 self.stop_req = "lock_failed"
         elif p == 1:  # insulation measured and fine (the interlocks judge it)
@@ -583,7 +596,7 @@ class Supervisor:
             elif (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
                     and self.il.contactor_allowed() and not self.hold_close):
                 self._ev(1, 0, 0, 1)
-                self._phase(2, now)
+                self.phase, self.phase_ms = 2, now
             elif self._late(_ISO_MS):
                 # Say what was missing: the insulation result or the start
                 # meter value the session waits for before any energy flows.
@@ -604,21 +617,21 @@ class Supervisor:
             if not self.contactor.closed_cmd or not self.ev_connected(now):
                 self._ev(0, 0, 0, 1)
                 self._end_session(self.stop_req or "stopped")
-                self._phase(1, now)
+                self.phase, self.phase_ms = 1, now
                 return
             self._ev(1, 0, 1, 1)
             a = self._r("chg_out_a", now)
             if (a != UNKNOWN and a <= self.stop_a) or self._late(5000):
                 self._ev(0, 0, 0, 1, force=True)
                 self._end_session(self.stop_req or "stopped")
-                self._phase(1, now)
+                self.phase, self.phase_ms = 1, now
         elif self.phase == 1:
             self._ev(0, 0, 0, 1)
-            if self._in_phase(now) > 500:
-                self._phase(2, now)
+            if ticks_diff(now, self.phase_ms) > 500:
+                self.phase, self.phase_ms = 2, now
         else:
             self._ev(0, 0, 0, 0)  # unlock
-            if self._in_phase(now) > 500:
+            if ticks_diff(now, self.phase_ms) > 500:
                 self.stop_req = ""
                 self.want_charge = False
                 self.saw_c = False
@@ -640,17 +653,17 @@ class Supervisor:
             self.fc_sp -= (self.ramp_down * dt) // 1000
             if self.fc_sp <= self.min_load // 2:
                 self.fc_sp = self.min_load // 2
-                self._phase(1, now)
+                self.phase, self.phase_ms = 1, now
             self._fuel(R.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
         elif p == 1:
             self._fuel(R.REF_MODE_COOLDOWN, 0, 1)
-            if self._in_phase(now) > _RESIDUAL_MS:
+            if ticks_diff(now, self.phase_ms) > _RESIDUAL_MS:
                 self.fc_sp = 0
-                self._phase(2, now)
+                self.phase, self.phase_ms = 2, now
         elif p == 2:
             self._fuel(R.REF_MODE_COOLDOWN, 0, 0, 1)
-            if self._in_phase(now) > self.purge_ms:
-                self._phase(3, now)
+            if ticks_diff(now, self.phase_ms) > self.purge_ms:
+                self.phase, self.phase_ms = 3, now
         else:
             self._fuel(R.REF_MODE_COOLDOWN, 0, 0)
             bed = self._r("ref_bed_c", now)
@@ -670,7 +683,7 @@ class Supervisor:
             self.fc_sp = 0
             self._fuel(R.REF_MODE_OFF, 0, 0)
             self._fan(100)
-        if il.severity < IL.STOP and self._in(now) > 2000:
+        if il.severity < IL.STOP and ticks_diff(now, self.since) > 2000:
             if self.fc_sp > 0 and self.want_run:
                 self._go(S.READY, now)
             else:
@@ -681,24 +694,14 @@ class Supervisor:
         self._fuel(R.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(100)
-        if self.il.severity < IL.EMERGENCY and self._in(now) > 2000:
+        if self.il.severity < IL.EMERGENCY and ticks_diff(now, self.since) > 2000:
             self.want_run = False
             self._go(S.COOLDOWN, now)
 
     # ---- sessions --------------------------------------------------------
-    def _start_session(self, now):
-        self.fresh_plug = False
-        self.session_active = True
-        self.session_n += 1
-        self.saw_c = False
-        self.stop_req = ""
-        self.stop_reason = ""
-        self.events.append(("session_start", self.session_n, self.session_auth))
-
     def _end_session(self, reason):
         if self.session_active:
             self.session_active = False
-            self.stop_reason = reason
             self.events.append(("session_stop", self.session_n, reason))
 
     def status(self, now):

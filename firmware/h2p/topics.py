@@ -84,25 +84,18 @@ def parse(full_topic):
 
 
 # ---- commands --------------------------------------------------------------
-# Argument: (name, type, required, lo, hi). type "num" is a JSON number
-# checked against lo..hi; type "str" is a string whose length in bytes is
-# checked against lo..hi. Descriptions: topics_doc.py.
+# The ops and their arguments are defined in h2p.cmdspec (the pile verifies
+# commands without loading this module). Here as rows (op, args), an
+# argument being (name, type, required, lo, hi).
+from h2p.cmdspec import CMD_ARGS, CMD_NAMES  # noqa: E402
+
 A_NAME = 0
 A_TYPE = 1
 A_REQ = 2
 A_LO = 3
 A_HI = 4
 
-# (op, args)
-CMD_OPS = (
-    ('start', (('auth', 'str', False, 1, 256), ('limit_a', 'num', False, 0, 500), )),
-    ('stop', ()),
-    ('set_limit', (('amps', 'num', True, 0, 500), )),
-    ('reset', ()),
-    ('shutdown', ()),
-    ('wake', ()),
-    ('resend_meta', ()),
-)
+CMD_OPS = tuple((_op, tuple(_a[1:] for _a in CMD_ARGS if _a[0] == _op)) for _op in CMD_NAMES)
 
 CMD_BY_OP = {}
 for _c in CMD_OPS:

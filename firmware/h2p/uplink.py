@@ -3,15 +3,23 @@
 # deadbands or at the heartbeat, evt for faults and sessions, signed
 # commands in and acks out, bills out until the ledger acks them. Nothing
 # here waits on the network: the client only queues.
-from h2p.compat import asyncio, ticks_ms, ticks_diff
+#
+# RAM: h2p.topics is read once while setting up and then dropped; command
+# verification (h2p.cmdhandler, h2p.sign, h2p.cmdspec) is imported
+# when a command arrives and dropped after it. Only the replay cache's
+# entries (a plain list) are kept between commands.
+from array import array
+
+from h2p.compat import asyncio, forget, ticks_ms, ticks_diff
 from h2p.log import log
 from h2p.mqtt import MQTTClient, make_tls_context
-from h2p.publisher import Publisher, tele_due
+from h2p.publisher import Publisher
 from h2p.readings import INDEX as I
-from h2p.topics import TELE_MAX_INTERVAL_S, topic
 from h2p import VERSION
+from h2p import states as S
 
 _EVT_MAX = 16  # events queued while offline beyond this are counted, not kept
+_NONE = float("nan")  # a telemetry field that was None when last sent
 
 
 class Uplink:
@@ -29,43 +37,24 @@ class Uplink:
                             max_queue=16, max_payload=1024)
         self.heartbeat_ms = m["heartbeat_s"] * 1000
         self.key = m["cmd_key"]
-        self.cmd_topic = topic(pid, "cmd")
+        self.replay = []  # the command replay cache's entries (h2p.sign.verify_command)
+        self.cmd_topic = None
         self.pub = None
-        self.cmds = None
         self.bill = None
         self.evts = []
         self.evt_lost = 0
         self.last_state = None
-        self.last_tele = {}
+        # Telemetry as last sent, one slot per deadband field (h2p.topics
+        # TELE_DEADBAND, in the order of tele_keys); NaN = was None.
+        self.tele_keys = ()
+        self.tele_db = None
+        self.tele_sent = None
         self.tele_ms = 0
         lim = cfg["limits"]
         self._l_per_kwh = lim["premix_l_per_kwh"]
         self._bat_kwh = lim["bat_kwh"]
         self._soc_min = lim["bat_soc_min"]
         self._eff = lim["charger_eff"]
-
-    # ---- command target (h2p.cmdhandler) ------------------------------------
-    def start(self, auth, limit_a):
-        return self.pile.sup.start(auth or "", limit_a)
-
-    def stop(self):
-        return self.pile.sup.stop()
-
-    def set_limit(self, amps):
-        return self.pile.sup.set_limit(amps)
-
-    def reset(self):
-        return self.pile.sup.reset()
-
-    def shutdown(self):
-        return self.pile.sup.shutdown()
-
-    def wake(self):
-        return self.pile.sup.wake()
-
-    def resend_meta(self):
-        self._connected()
-        return True, ""
 
     # ---- MQTT callbacks ------------------------------------------------------
     def _connected(self):
@@ -81,14 +70,29 @@ class Uplink:
 
     def _message(self, t, payload):
         if t == self.cmd_topic:
-            if self.cmds is None:
-                ack = {"id": None, "op": None, "ok": False, "reason": "no command key provisioned"}
-            else:
-                ack = self.cmds.handle(payload, self.pile.board.unix_time())
-            log("cmd", ack.get("op"), "ok" if ack.get("ok") else "rejected", ack.get("reason"))
-            self.pub.pub("cmd/ack", ack)
+            self.pub.pub("cmd/ack", self._command(payload))
         elif self.bill:
             self.bill.on_message(t, payload)
+
+    def _command(self, raw):
+        if not self.key:
+            ack = {"id": None, "op": None, "ok": False, "reason": "no command key provisioned"}
+        else:
+            from h2p import cmdhandler
+
+            try:
+                # the supervisor carries out the ops, resend_meta is ours
+                ack = cmdhandler.handle(raw, self.pile.board.unix_time(), self.pid, self.key,
+                                        (self.pile.sup, self), self.replay)
+            finally:
+                cmdhandler = None
+                forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+        log("cmd", ack.get("op"), "ok" if ack.get("ok") else "rejected", ack.get("reason"))
+        return ack
+
+    def resend_meta(self):  # the command (h2p.cmdhandler)
+        self._connected()
+        return True, ""
 
     def _event(self, kind, a, b):
         if kind in ("faults", "session_start", "session_stop", "selftest", "idle_shutdown"):
@@ -107,33 +111,55 @@ class Uplink:
             self.pub.pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
                                    "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"]})
 
+    def _r(self, name, now, scale=1.0, nd=1):
+        x = self.pile.rd.value(I[name], now)
+        return None if x is None else round(x * scale, nd)
+
     def _tele(self):
         p = self.pile
         now = p.clock.ms()
+        r = self._r
         v = p.rd.value
-
-        def r(name, scale=1.0, nd=2):
-            x = v(I[name], now)
-            return None if x is None else round(x * scale, nd)
-
         bv, ba = v(I["bat_v"], now), v(I["bat_a"], now)
         fv, fa = v(I["fc_dcdc_v"], now), v(I["fc_dcdc_a"], now)
-        cur = {
-            "p_kw": r("met_w", 0.001), "v_out": r("met_v", 1, 1), "i_out": r("met_a", 1, 1),
-            "e_kwh": round(p.session_wh() / 1000, 3), "ev_soc": r("chg_ev_soc", 1, 1),
-            "bat_soc": r("bat_soc", 1, 1), "fc_t": r("fc_stack_c", 1, 1), "ref_t": r("ref_bed_c", 1, 1),
-            "premix_l": r("ref_tank_l", 1, 1), "h2_lel": r("sio_h2_lel", 1, 1),
-            "bat_kw": None if bv is None or ba is None else round(bv * ba / 1000, 2),
-            "fc_kw": None if fv is None or fa is None else round(fv * fa / 1000, 2),
-            "limit_a": p.sup.ev_limit / 10,
-        }
+        cur = {}
+        cur["p_kw"] = r("met_w", now, 0.001, 2)
+        cur["v_out"] = r("met_v", now)
+        cur["i_out"] = r("met_a", now)
+        cur["e_kwh"] = round(p.session_wh() / 1000, 3)
+        cur["ev_soc"] = r("chg_ev_soc", now)
+        cur["bat_soc"] = r("bat_soc", now)
+        cur["fc_t"] = r("fc_stack_c", now)
+        cur["ref_t"] = r("ref_bed_c", now)
+        cur["premix_l"] = r("ref_tank_l", now)
+        cur["h2_lel"] = r("sio_h2_lel", now)
+        cur["bat_kw"] = None if bv is None or ba is None else round(bv * ba / 1000, 2)
+        cur["fc_kw"] = None if fv is None or fa is None else round(fv * fa / 1000, 2)
+        cur["limit_a"] = p.sup.ev_limit / 10
         cur["deliver_kwh"] = self._deliverable(cur)
         wall = ticks_ms()
-        if tele_due(self.last_tele, cur) or ticks_diff(wall, self.tele_ms) > self.heartbeat_ms:
-            self.last_tele = dict(cur)
+        if self._tele_moved(cur) or ticks_diff(wall, self.tele_ms) > self.heartbeat_ms:
+            keys, sent = self.tele_keys, self.tele_sent
+            for i in range(len(keys)):
+                x = cur.get(keys[i])
+                sent[i] = _NONE if x is None else x
             self.tele_ms = wall
-            cur["state"] = p.sup.status(now)["state"]
+            cur["state"] = S.NAMES[p.sup.state]
             self.pub.pub("tele", cur)
+
+    def _tele_moved(self, cur):
+        # True if any field moved by more than its deadband from the value
+        # last sent, or appeared/disappeared (None <-> a value).
+        keys, sent, db = self.tele_keys, self.tele_sent, self.tele_db
+        for i in range(len(keys)):
+            a = sent[i]
+            b = cur.get(keys[i])
+            if a != a or b is None:  # a != a: NaN, was None
+                if (a != a) != (b is None):
+                    return True
+            elif abs(b - a) > db[i]:
+                return True
+        return False
 
     def _deliverable(self, t):
         # kWh the pile can still give an EV: premix through the stack plus
@@ -145,30 +171,41 @@ class Uplink:
             kwh += (t["bat_soc"] - self._soc_min) / 100 * self._bat_kwh
         return round(kwh * self._eff, 1)
 
+    def _setup(self):
+        # Everything that needs h2p.topics, in one call so that no local
+        # keeps it; then it is dropped.
+        p = self.pile
+        c = self.c
+        from h2p import topics
+
+        self.cmd_topic = topics.topic(self.pid, "cmd")
+        db = topics.TELE_DEADBAND
+        self.tele_keys = tuple(db)
+        self.tele_db = array("d", [db[k] for k in self.tele_keys])
+        self.tele_sent = array("d", [_NONE] * len(self.tele_keys))
+        self.heartbeat_ms = min(self.heartbeat_ms, topics.TELE_MAX_INTERVAL_S * 1000)
+        self.pub = Publisher(c, self.pid, p.boot_no)
+        c.will = self.pub.will()
+        from h2p.billing import Billing
+
+        self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected)
+        c.subscribe(self.cmd_topic, 1)
+        for t, q in self.bill.subscriptions():
+            c.subscribe(t, q)
+        topics = db = None
+        forget("h2p.topics", "h2p.cmdspec")
+
     async def run(self):
         p = self.pile
         # Ids and the boot counter come from the journal: wait for it.
         while p.rec is None:
             await asyncio.sleep_ms(50)
         c = self.c
-        self.pub = Publisher(c, self.pid, p.boot_no)
-        c.will = self.pub.will()
-        if self.key:
-            from h2p.cmdhandler import CommandHandler
-
-            self.cmds = CommandHandler(self.pid, self.key, self)
-        from h2p.billing import Billing
-
-        self.bill = Billing(p.rec.j, self.pid, lambda t, m, qos=1: c.publish(t, m, False, qos),
-                            online=lambda: c.connected)
+        self._setup()
         p.listeners.append(self._event)
         c.on_connect = self._connected
         c.on_message = self._message
-        c.subscribe(self.cmd_topic, 1)
-        for t, q in self.bill.subscriptions():
-            c.subscribe(t, q)
         asyncio.create_task(c.run())
-        self.heartbeat_ms = min(self.heartbeat_ms, TELE_MAX_INTERVAL_S * 1000)
         while True:
             await asyncio.sleep_ms(500)
             if not c.connected:

@@ -1,4 +1,5 @@
-from h2p.arbiter import Arbiter, NONE, EV_CLAIMS, INTERLOCK, BATTERY, CHARGER, OPERATOR, SESSION, CONTACTOR
+from h2p.arbiter import Arbiter, NONE
+from h2p.supervisor import EV_CLAIMS
 
 
 def _arb(**claims):

@@ -44,3 +44,11 @@ def test_bad_pile_id():
 def test_bool_is_not_an_integer():
     e = _err({"pile_id": "p", "bus": {"retries": True}})
     assert "bus.retries" in e
+
+
+def test_feed_lead_longer_than_the_flow_delay_line_is_refused():
+    # The supervisor keeps 64 one-second flow samples: a longer lead would
+    # read a wrong (wrapped) sample, so the config refuses it at boot.
+    e = _err({"pile_id": "p", "limits": {"feed_lead_s": 120}})
+    assert "limits.feed_lead_s" in e and "between" in e
+    assert from_dict({"pile_id": "p", "limits": {"feed_lead_s": 60}})["limits"]["feed_lead_s"] == 60

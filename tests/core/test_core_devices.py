@@ -45,3 +45,59 @@ def test_stale_reading_is_unknown():
     rd.put(i, 500, 0)
     assert rd.get(i, 1000) == 500
     assert rd.get(i, 1001) == UNKNOWN
+
+
+def test_integer_blocks_never_scale():
+    # Integer registers are stored as read: no factor, no float on that path.
+    devs = D.build(from_dict({"pile_id": "p"}))
+    for d in devs:
+        for b in d.blocks:
+            if d.name == "meter":
+                assert b.factors is not None and len(b.factors) == len(b.fields)
+            else:
+                assert b.factors is None
+                assert all(f[3] == 1 and f[2] != K.F32 for f in b.fields)
+
+
+def test_command_names_follow_the_register_map():
+    devs = D.build(from_dict({"pile_id": "p"}))
+    ch = [d for d in devs if d.name == "charger"][0]
+    assert [c[0] for c in ch.commands] == list(ch.cmd_names)
+    assert ch.cmd_index("chg_lock") == 3 and ch.cmd_base == ch.commands[0][1]
+
+
+def test_integer_scaling_matches_the_float_product():
+    # Device.store scales float32 meter values in integers (no float object
+    # per read); the result must be what int(value * factor) gives.
+    import struct
+
+    from h2p import codes as K
+    from h2p.devices import scaled
+
+    seed = 12345
+    for n in range(3000):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        bits = (seed << 1 | n & 1) & 0xFFFFFFFF
+        if n % 3 == 0:  # values in the meter's range, not only random bit soup
+            bits = struct.unpack(">I", struct.pack(">f", (seed % 2000001 - 1000000) / 37.0))[0]
+        x = struct.unpack(">f", struct.pack(">I", bits))[0]
+        for num, den in ((10, 1), (1, 1), (10000, 1), (1, 10), (1, 100)):
+            got = scaled(bits, K.F32, num, den)
+            if x != x or x in (float("inf"), float("-inf")):
+                assert got is None, (bits, num, den)
+                continue
+            want = x * num / den if den != 1 else x * num
+            if abs(want) > 2e9:
+                continue  # outside any plausible range; rejected anyway
+            assert got == int(want), (bits, x, num, den, got, int(want))
+    assert scaled(-123, K.I16, 1, 10) == -12 and scaled(123, K.U16, 10, 1) == 1230
+
+
+def test_meter_reads_allocate_no_float_objects():
+    # The sdm630 blocks (float32) take the integer path: ratios, not floats.
+    from h2p import config
+    from h2p import devices as D
+
+    cfg = config.from_dict({"pile_id": "p"})
+    meter = [d for d in D.build(cfg) if d.name == "meter"][0]
+    assert all(b.ratios is not None for b in meter.blocks)

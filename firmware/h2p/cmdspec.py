@@ -1,0 +1,15 @@
+# The commands of the MQTT contract: each op and its arguments. Part of the
+# topic contract (h2p.topics builds its CMD_OPS rows from these; docs and
+# host tools read them there) but kept in a module of its own: the pile
+# checks a command's arguments against it (h2p.sign) without loading the
+# topic tables. Flat, for RAM: a tuple per argument, none per op.
+CMD_NAMES = ('start', 'stop', 'set_limit', 'reset', 'shutdown', 'wake', 'resend_meta')
+
+# (op, name, type, required, lo, hi), in the order the docs list them.
+# type "num" is a JSON number checked against lo..hi; type "str" is a string
+# whose length in bytes is checked against lo..hi. Descriptions: topics_doc.py.
+CMD_ARGS = (
+    ('start', 'auth', 'str', False, 1, 256),
+    ('start', 'limit_a', 'num', False, 0, 500),
+    ('set_limit', 'amps', 'num', True, 0, 500),
+)
