@@ -72,6 +72,10 @@ async def _scenario(tmp_path, fw_build):
         assert await run.wait_state("charging", 30)
         assert await _wait(lambda: w.find("status", lambda d: d.get("online")), 10)
         boot = w.find("status")[-1][1]["boot"]
+        # Telemetry flows while charging: power, the EV's SOC, the state.
+        assert await _wait(lambda: w.find("tele", lambda d: d.get("state") == "charging"
+                                          and (d.get("p_kw") or 0) > 1 and d.get("ev_soc") is not None), 10), \
+            w.find("tele")[-3:]
 
         # The broker dies mid-charge and comes back after 3 s.
         cycles0 = run.status["cycles"]
@@ -108,6 +112,8 @@ async def _scenario(tmp_path, fw_build):
         out["limit_by"] = run.status.get("ev_limit_by")
         out["state_after_cmds"] = run.state
 
+        out["uplink_errors"] = [ln for ln in run.lines if ln.startswith("LOG uplink error") or "MemoryError" in ln]
+
         # Killed without a goodbye: the will says offline.
         t_kill = time.monotonic()
         await run.kill_firmware()
@@ -139,5 +145,6 @@ def test_pile_over_a_real_broker(tmp_path, fw_build):
         if why:
             assert why in ack["reason"], (name, ack)
     assert o["limit_a"] == 40.0 and o["limit_by"] == "operator"
+    assert not o["uplink_errors"], o["uplink_errors"]
     assert o["state_after_cmds"] == "charging"  # the rejected stop changed nothing
     assert o["will"], "no offline status after SIGKILL"
