@@ -25,10 +25,10 @@ RESIDENT = ("asyncio json h2p h2p.compat h2p.log h2p.codes h2p.states h2p.readin
             "h2p.uplink").split()
 
 _PROBE = """
-import gc, sys, vfs, uctypes, os, micropython
-a, n = os.getenv("H2P_ROM").split(":")
-vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(a), int(n))), "/rom")
-sys.path.insert(0, "/rom")
+import gc, sys, micropython
+import main  # the build's main.py: mounts the image as the pile does
+
+main._mount_flash()
 o = object()
 for i in range(1300):
     hasattr(o, "q%04d" % i)
