@@ -9,6 +9,7 @@ import sys
 
 from host_tools import FIRMWARE, ROOT
 from host_tools.build import mpy_cross, write_rom_image
+from host_tools.pilerun import MICROPYTHON
 
 LAUNCHER = os.path.join(ROOT, "host_tools", "unix_flash.py")
 # A module of 20 long functions: mostly bytecode, few objects.
@@ -57,7 +58,7 @@ def test_bytecode_runs_from_the_mapped_image_not_the_heap(tmp_path):
     assert path == "/rom/big.mpy" and int(val) == ns["f7"](3)
     # The same module loaded into the heap the usual way, for comparison.
     shutil.copy(src / "big.mpy", board / "big.mpy")
-    r2 = subprocess.run([os.path.join(os.path.dirname(sys.executable), "micropython"), "-X", "heapsize=256K",
+    r2 = subprocess.run([MICROPYTHON, "-X", "heapsize=256K",
                          "-c", "import gc; gc.collect(); a = gc.mem_alloc(); import big; gc.collect(); "
                                "print(big.__file__, gc.mem_alloc() - a)"],
                         cwd=str(board), env=dict(os.environ, MICROPYPATH=".frozen:" + str(board)),
@@ -71,7 +72,7 @@ def test_bytecode_runs_from_the_mapped_image_not_the_heap(tmp_path):
 
 def test_without_an_image_main_mounts_nothing(tmp_path):
     img, board, _src = _board(tmp_path)
-    r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "micropython"), "-c",
+    r = subprocess.run([MICROPYTHON, "-c",
                         "import main, sys; main._mount_flash(); print('/rom' in sys.path)"],
                        cwd=str(board), env=dict(os.environ, MICROPYPATH=".frozen:" + str(board)),
                        capture_output=True, text=True, timeout=60)

@@ -47,9 +47,6 @@ from array import array
 
 from h2p.compat import MICROPYTHON, asyncio, const, ticks_ms, ticks_diff, sleep_ms
 
-if MICROPYTHON:  # the native one: compat's wrapper keeps a coroutine frame per sleep
-    sleep_ms = asyncio.sleep_ms  # noqa: F811
-
 try:
     from random import getrandbits
 except ImportError:  # pragma: no cover
