@@ -6,6 +6,7 @@
 # made progress.
 import gc
 import json
+import sys
 
 from h2p import VERSION
 from h2p.compat import asyncio, forget, ticks_diff
@@ -300,11 +301,19 @@ class Pile:
         while True:
             await asyncio.sleep_ms(every_wall_ms)
             if self.board.console:
+                out = sys.stdout
                 try:
-                    print("STATUS " + json.dumps(self.status()))
+                    st = self.status()
+                    # Serialised straight to the console: no line-sized
+                    # string in the heap (the largest transient it had).
+                    out.write("STATUS ")
+                    json.dump(st, out)
+                    out.write("\n")
                 except Exception as e:  # noqa: BLE001 - MemoryError included
                     self.report_errors += 1
-                    print("STATUS-ERROR", type(e).__name__)
+                    # A line cut short is ended first: readers drop it (not JSON).
+                    print("\nSTATUS-ERROR", type(e).__name__)
+                st = None
 
     async def watchdog_task(self):
         # Feed only when both the bus and the control step moved on.

@@ -133,8 +133,9 @@ class McuBoard:
     PLATFORM = ""
 
     def __init__(self, desc, tx_done, causes, cfg=None):
-        self.desc = desc
+        # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
+        self._has_wifi = desc["has_wifi"]
         self.clock = Clock()
         u = desc["uart"]
         if u["transport"] != "uart":
@@ -172,7 +173,7 @@ class McuBoard:
         # True when the station interface has an address. Boards without
         # WiFi (or with no SSID configured) report False; the pile runs
         # without MQTT then.
-        if not self.desc["has_wifi"]:
+        if not self._has_wifi:
             return False
         ssid, password = self._wifi
         if not ssid:

@@ -172,7 +172,7 @@ def reset_cause():
 
 class Board:
     def __init__(self, desc):
-        self.desc = desc
+        # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
         speed = float(os.getenv("H2P_SPEED") or "1")
         self.clock = Clock(speed, int(os.getenv("H2P_WALL_FLOOR_MS") or "30"),

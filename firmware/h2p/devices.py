@@ -90,7 +90,7 @@ def decode_bits(buf, off, typ):
 
 def _ratio(f):
     # A factor as a small fraction num/den (10/1, 1/10, 10000/1 ...), or
-    # None if it is not one (the store then multiplies in floats).
+    # None if it is not one.
     for den in (1, 10, 100, 1000, 10000):
         num = f * den
         if abs(num - round(num)) < 1e-9 * max(1.0, abs(num)) and abs(num) < 1 << 20:
@@ -106,27 +106,16 @@ _NF = const(5)
 class Block:
     # One read request: fc, start, count, and how to decode it. The fields
     # are packed into one array (_NF ints each): a tuple per field cost
-    # ~70 B of RAM, boxed floats more. `factors` is None when every field is
-    # stored as read (integer registers in their own scale: the path that
-    # never touches a float); else the wire-to-store factor of each field.
-    def __init__(self, fc, start, count, packed, factors, fast=True):
+    # ~70 B of RAM, boxed floats more. `ratios` is None when every field is
+    # stored as read (integer registers in their own scale); else each
+    # field's wire-to-store factor as an integer fraction (num, den), so a
+    # scaled or float32 value is stored without a float ever being made.
+    def __init__(self, fc, start, count, packed, ratios, fast=True):
         self.fc = fc
         self.start = start
         self.count = count
         self.packed = packed
-        self.factors = factors
-        # The factors as integer fractions (num, den per field), so a scaled
-        # or float32 value is stored without a float ever being made.
-        self.ratios = None
-        if factors is not None:
-            r = array("i")
-            for f in factors:
-                nd = _ratio(f)
-                if nd is None:
-                    r = None
-                    break
-                r.extend(nd)
-            self.ratios = r
+        self.ratios = ratios
         self.fast = fast
 
     @property
@@ -134,9 +123,11 @@ class Block:
         # ((reading index, word offset, type, factor, lo, hi), ...), built
         # when asked: for code that runs once (the poll schedule, tools).
         p = self.packed
+        r = self.ratios
         out = []
         for k in range(0, len(p), _NF):
-            f = self.factors[k // _NF] if self.factors else 1
+            j = 2 * (k // _NF)
+            f = 1 if r is None else (r[j] if r[j + 1] == 1 else r[j] / r[j + 1])
             out.append((p[k], p[k + 1], p[k + 2], f, p[k + 3], p[k + 4]))
         return tuple(out)
 
@@ -168,14 +159,20 @@ def _blocks_from(fields, fc, ranges, max_gap=8):
     out = []
     for start, end, fl in groups:
         packed = array("i")
-        factors = []
+        ratios = array("i")
         scaled = False
         for f in fl:
             i, off, typ, factor, lo, hi = _field(f[0], f[1] - start, f[2], f[3], ranges)
             packed.extend((i, off, typ, lo, hi))
-            factors.append(factor)
+            nd = _ratio(factor)
+            if nd is None:
+                # A register map error, found at boot: the store has no
+                # float path (a float object per read).
+                raise ValueError("register map: field %s: wire scale / store scale = %r is not n/1..n/10000"
+                                 % (f[0], factor))
+            ratios.extend(nd)
             scaled = scaled or factor != 1 or typ == R.F32
-        out.append(Block(fc, start, end - start, packed, tuple(factors) if scaled else None))
+        out.append(Block(fc, start, end - start, packed, ratios if scaled else None))
     return out
 
 
@@ -221,7 +218,6 @@ class Device:
 
     def store(self, block, buf, readings, now):
         p = block.packed
-        factors = block.factors
         ratios = block.ratios
         for k in range(0, len(p), _NF):
             i = p[k]
@@ -234,14 +230,6 @@ class Device:
                     continue
             else:
                 v = decode(buf, p[k + 1], typ)
-            if factors is not None and ratios is None:
-                f = factors[k // _NF]
-                if f != 1 or typ == R.F32:
-                    v = v * f
-                    if v - v != 0:  # NaN or +-inf from a float meter (inf - inf is NaN)
-                        readings.put(i, UNKNOWN, now)
-                        continue
-                    v = int(v)
             if v < p[k + 3] or v > p[k + 4]:  # implausible: a broken sensor, not a value
                 readings.put(i, UNKNOWN, now)
             else:

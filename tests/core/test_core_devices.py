@@ -53,9 +53,9 @@ def test_integer_blocks_never_scale():
     for d in devs:
         for b in d.blocks:
             if d.name == "meter":
-                assert b.factors is not None and len(b.factors) == len(b.fields)
+                assert b.ratios is not None and len(b.ratios) == 2 * len(b.fields)
             else:
-                assert b.factors is None
+                assert b.ratios is None
                 assert all(f[3] == 1 and f[2] != K.F32 for f in b.fields)
 
 
@@ -101,3 +101,19 @@ def test_meter_reads_allocate_no_float_objects():
     cfg = config.from_dict({"pile_id": "p"})
     meter = [d for d in D.build(cfg) if d.name == "meter"][0]
     assert all(b.ratios is not None for b in meter.blocks)
+
+
+def test_a_scale_that_is_no_simple_fraction_is_refused_at_build():
+    # The store has no float path: a register map whose wire scale is not
+    # n/1 .. n/10000 of the stored unit is an error at boot, with its field.
+    from h2p import codes as K
+    from h2p import devices as D
+
+    try:
+        D._blocks_from([("bat_v", 0, K.U16, 1 / 30)], 4, {})
+    except ValueError as e:
+        assert "bat_v" in str(e)
+    else:
+        raise AssertionError("a scale of 1/3 of the stored unit was accepted")
+    b = D._blocks_from([("bat_v", 0, K.U16, 1.0)], 4, {})[0]  # 1 V on the wire, 0.1 V stored
+    assert list(b.ratios) == [10, 1] and b.fields[0][3] == 10
