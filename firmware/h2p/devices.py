@@ -183,8 +183,9 @@ class Device:
         self.unit = unit
         self.blocks = blocks
         # commands are the register map's ((name, addr, type, scale), ...),
-        # consecutive registers from cmd_base: only the names are kept.
-        self.cmd_names = tuple(c[0] for c in commands)
+        # consecutive registers from cmd_base. Their names are not kept: the
+        # supervisor addresses them by index (the `commands` property below
+        # names them for tools and tests).
         n = len(commands)
         self.cmd_base = commands[0][1] if n else 0
         self.want = array("i", [0] * n)  # words the core wants
@@ -200,12 +201,6 @@ class Device:
         from h2p import registers as M
 
         return M.DEVICES[self.name]["commands"]
-
-    def cmd_index(self, name):
-        for i in range(len(self.cmd_names)):
-            if self.cmd_names[i] == name:
-                return i
-        raise KeyError(name)
 
     def set(self, i, raw):
         self.want[i] = raw & 0xFFFF

@@ -62,8 +62,11 @@ def test_integer_blocks_never_scale():
 def test_command_names_follow_the_register_map():
     devs = D.build(from_dict({"pile_id": "p"}))
     ch = [d for d in devs if d.name == "charger"][0]
-    assert [c[0] for c in ch.commands] == list(ch.cmd_names)
-    assert ch.cmd_index("chg_lock") == 3 and ch.cmd_base == ch.commands[0][1]
+    names = [c[0] for c in ch.commands]
+    assert len(ch.want) == len(ch.sent) == len(names) and names.index("chg_lock") == 3
+    assert ch.cmd_base == ch.commands[0][1]
+    # the register words are consecutive from cmd_base (one write of them all)
+    assert [c[1] for c in ch.commands] == list(range(ch.cmd_base, ch.cmd_base + len(names)))
 
 
 def test_integer_scaling_matches_the_float_product():
