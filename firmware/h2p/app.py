@@ -13,14 +13,16 @@ from h2p.compat import asyncio, forget, ticks_diff
 from h2p import devices as D
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
-from h2p.readings import Readings, INDEX, SCALES, UNKNOWN
+from h2p.readings import Readings, SCALES, UNKNOWN
+from h2p.readings import INDEX as _IX
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
-_I_WH = INDEX["met_wh"]
-_I_W = INDEX["met_w"]
-_I_TANK = INDEX["ref_tank_l"]
-_I_EVSOC = INDEX["chg_ev_soc"]
+_I_WH = _IX["met_wh"]
+_I_W = _IX["met_w"]
+_I_TANK = _IX["ref_tank_l"]
+_I_EVSOC = _IX["chg_ev_soc"]
+del _IX  # the index by name is dropped after boot (readings.release)
 
 
 class Pile:
@@ -349,9 +351,12 @@ def boot(board, config):
     # Build the pile and report it; the caller drops its own reference to
     # the config afterwards (run_forever frees the rest).
     pile = Pile(board, config)
-    from h2p import interlocks
+    from h2p import interlocks, readings
 
     interlocks.release()  # the rules are compiled; the source table can go
+    if config["mqtt"]["host"]:
+        import h2p.uplink  # resolves the reading names it sends while loading
+    readings.release()  # every module has its reading indices now
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()
     # One machine-readable line for `h2pile verify` and the runner.

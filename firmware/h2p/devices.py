@@ -7,7 +7,7 @@ from array import array
 
 from h2p import codes as R
 from h2p.compat import const
-from h2p.readings import INDEX, SCALES, UNKNOWN
+from h2p.readings import SCALES, UNKNOWN
 
 
 def plausible_ranges():
@@ -133,6 +133,8 @@ class Block:
 
 
 def _field(name, off, typ, wire_scale, ranges):
+    from h2p.readings import INDEX  # boot only: not kept in this module
+
     i = INDEX[name]
     f = wire_scale / SCALES[i]  # wire raw * f = stored raw
     lo, hi = ranges.get(name, (-1e9, 1e9))
@@ -237,6 +239,7 @@ def build(config):
     # All drivers for this pile, in poll order (safety-relevant first). The
     # register maps are read here once; the board may unload them after.
     from h2p import registers as M
+    from h2p.readings import INDEX
 
     units = config["units"]
     ranges = plausible_ranges()

@@ -236,5 +236,5 @@ class Interlocks:
 def release():
     # On the board: the compiled rules and NAMES are all the engine needs;
     # the source table and the index by name (docs, host tools) can go.
-    global TABLE, ROW
-    TABLE = ROW = None
+    global TABLE, ROW, INDEX
+    TABLE = ROW = INDEX = None

@@ -40,7 +40,7 @@ INDEX = {n: i for i, n in enumerate(NAMES)}
 
 class Readings:
     def __init__(self, max_age_ms=1000):
-        n = len(NAMES)
+        n = len(SCALES)
         self.raw = array("i", [UNKNOWN] * n)
         self.ts = array("i", [0] * n)
         self.seen = bytearray(n)  # 1 once the value was ever read
@@ -61,3 +61,11 @@ class Readings:
         # Physical value as float, None when unknown (telemetry, not control).
         r = self.get(i, now)
         return None if r == UNKNOWN else r * SCALES[i]
+
+
+def release():
+    # On the board, after boot: the pile addresses readings by index (each
+    # module resolved the names it needs while loading), so the names and
+    # the index by name (~1.4 KB; boot, host tools and docs) can go.
+    global NAMES, INDEX
+    NAMES = INDEX = None
