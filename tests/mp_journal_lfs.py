@@ -51,7 +51,7 @@ def summary(j):
     for op, ck in j.open_sessions():
         opens.append((op["id"], ck["e"] if ck else None))
     opens.sort()
-    return (tuple(j.unacked_ids()), tuple(opens), j.get_meta("boot"))
+    return (tuple(j.unacked_ids()), tuple(opens), j.get_meta("boot", None))
 
 
 def main():
@@ -95,11 +95,11 @@ def main():
             else:
                 seq += 1
                 sid = "P-%05d-%03d" % (boot, seq)
-                j.open_session({"id": sid, "t0": 0})
+                j.open_session({"id": sid, "t0": 0}, None)
                 done[0] += 1
                 states.append(summary(j))
                 for k in range(random.randint(0, 4)):
-                    j.checkpoint({"id": sid, "e": k * 1.5}, k)
+                    j.checkpoint({"id": sid, "e": k * 1.5}, k, False)
                     done[0] += 1
                     states.append(summary(j))
                 j.close_session({"id": sid, "energy_wh": 12.5})

@@ -23,7 +23,7 @@ def build(path, n):
     for i in range(n):
         sid = "P-00001-%03d" % i
         offs.append(j.size)
-        j.open_session({"id": sid, "n": i, "pad": "x" * (i * 7 % 50)})
+        j.open_session({"id": sid, "n": i, "pad": "x" * (i * 7 % 50)}, None)
         j.close_session({"id": sid, "energy_wh": i * 1.5})
     offs.append(j.size)
     return offs
@@ -65,11 +65,11 @@ def main():
         assert rep["torn_bytes"] == cut - last, (cut, rep)
         assert rep["garbage"] == [], rep
         assert j.unacked_ids() == all_ids[:-1], cut
-        assert j.is_open(all_ids[-1])  # its OPEN record survived
+        assert all_ids[-1] in j._open  # its OPEN record survived
         # the file was repaired on disk: clean on the next boot, same state
         j2, rep2 = closed_ids(p)
         assert rep2["torn_bytes"] == 0 and rep2["garbage"] == [] and not rep2["repaired"], rep2
-        assert j2.unacked_ids() == all_ids[:-1] and j2.is_open(all_ids[-1])
+        assert j2.unacked_ids() == all_ids[:-1] and all_ids[-1] in j2._open
         cuts += 1
     # garbage injected between records (and one record's bytes corrupted)
     gtotal = 0

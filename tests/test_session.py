@@ -1,4 +1,5 @@
 """h2p.session.SessionRecorder: energy accounting, ids, recovery."""
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
 
 from h2p.journal import Journal  # noqa: E402
-from h2p.session import SessionRecorder, make_id  # noqa: E402
+from h2p.session import SessionRecorder  # noqa: E402
 
 EPOCH = 1_780_000_000
 
@@ -39,7 +40,7 @@ def test_energy_premix_peak_soc_and_fields(tmp_path):
     assert rec["start"] == EPOCH and rec["stop"] == EPOCH
     assert rec["id"] == rec["idem"] == sid and rec["pile"] == "P7" and rec["token"] == "sponsor:acme:42"
     assert rec["reason"] == "ev_stop" and rec["flags"] == [] and rec["dur_s"] == 61
-    assert j.unacked() == [rec]
+    assert [json.loads(j.record(j.unacked[s])) for s in j.unacked_ids()] == [rec]
 
 
 def test_boot_relative_stamps_without_clock(tmp_path):
@@ -59,11 +60,19 @@ def test_ids_unique_and_stable_across_reboots(tmp_path):
         assert r.boot_no == b
         for k in range(3):
             sid = r.start(k, "t", meter_wh=0)
-            assert sid == make_id("P7", b, k + 1) and sid not in seen
+            assert sid == "P7-%05d-%03d" % (b, k + 1) and sid not in seen
             seen.add(sid)
             r.stop(k + 0.5, "user", meter_wh=0)
             j.ack(sid)
-    assert len(seen) == 15 and make_id("P-7", 3, 2) == "P-7-00003-002"
+    assert len(seen) == 15
+    # <pile>-<boot counter, 5 digits>-<sequence in this boot, 3 digits>
+    j = Journal(str(tmp_path / "k"))
+    j.open()
+    j.set_meta("boot", 2)
+    r = SessionRecorder(j, "P-7")
+    assert r.boot() == 3 and r.start(0, "t") == "P-7-00003-001"
+    r.stop(1, "user")
+    assert r.start(2, "t") == r.active == "P-7-00003-002"
 
 
 def test_meter_backwards_missing_and_jumps(tmp_path):

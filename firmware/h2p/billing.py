@@ -9,23 +9,7 @@
 # stamp it with per-message fields (the ledger compares duplicates).
 import json
 
-from h2p.compat import const
-
-_QOS = const(1)
-
-
-# h2p.topics is imported in the call, not kept: the board drops it once the
-# uplink is set up (h2p.uplink).
-def bill_topic(pile_id):
-    from h2p.topics import topic
-
-    return topic(pile_id, "bill")
-
-
-def ack_topic(pile_id):
-    from h2p.topics import topic
-
-    return topic(pile_id, "bill/ack")
+# Bills go out at QoS 1 (the "qos=1"s below).
 
 
 class Billing:
@@ -38,65 +22,71 @@ class Billing:
     online: optional callable -> bool; while it returns False nothing is
       handed to publish() (the MQTT client's queue is not durable and is
       shared with other messages). Call wake() from the client's on_connect.
+    topic, ack_topic: h2pile/v1/<pile>/bill and .../bill/ack.
     """
 
     def __init__(self, journal, pile_id, publish, retry_s=(10, 30, 60, 120, 300), max_per_poll=4, online=None):
+        # h2p.topics is imported here, not kept: the board drops it once the
+        # uplink is set up (h2p.uplink).
+        from h2p.topics import topic
+
         self.online = online
         self.j = journal
-        self.pile = pile_id
         self.publish = publish
         self.retry_s = retry_s
         self.max_per_poll = max_per_poll
-        self.topic = bill_topic(pile_id)
-        self.ack_topic = ack_topic(pile_id)
-        self._due = {}  # sid -> [next due time or None (= now), attempts]
+        self.topic = topic(pile_id, "bill")
+        self.ack_topic = self.topic + "/ack"
+        # RAM: sid -> (next due time or None = now, attempts), only for
+        # records sent at least once; a record not in it is due now.
+        self._due = {}
         self.sent = 0
         self.acked = 0
         self.bad_acks = 0
 
     def subscriptions(self):
-        return [(self.ack_topic, _QOS)]
-
-    def pending(self):
-        return len(self.j.unacked_ids())
+        return [(self.ack_topic, 1)]
 
     def bill(self, rec):
         """SessionRecorder.on_close hook: send at the next poll()."""
-        self._due[rec["id"]] = [None, 0]
+        self._due.pop(rec["id"], None)
 
     def wake(self):
         """Make every pending record due now (call after an MQTT reconnect)."""
-        for sid in self._due:
-            self._due[sid][0] = None
+        due = self._due
+        for sid in due:
+            due[sid] = (None, due[sid][1])
 
     def poll(self, now):
         """Publish due records; call every second or so. now: monotonic s.
         Returns the number of records handed to publish()."""
-        n = 0
         if self.online is not None and not self.online():
             return 0
-        for sid in self.j.unacked_ids():
-            d = self._due.get(sid)
-            if d is None:
-                d = self._due[sid] = [None, 0]  # found in the journal at boot
-            if d[0] is not None and now - d[0] < 0:
-                continue
-            if n >= self.max_per_poll:
+        # RAM: the journal's index of unacknowledged CLOSE records is walked
+        # in place (no sorted copy per poll), and a bill goes out as the
+        # bytes stored in the journal (no dict is built for it).
+        unacked = self.j.unacked  # sid -> loc; a smaller loc is older
+        due = self._due
+        retry = self.retry_s
+        n = 0
+        tries = len(unacked)  # each record is tried at most once per poll
+        while n < self.max_per_poll and tries > 0:
+            tries -= 1
+            sid = None  # the oldest record due now
+            for s in unacked:
+                d = due.get(s)
+                if (d is None or d[0] is None or now >= d[0]) and (sid is None or unacked[s] < unacked[sid]):
+                    sid = s
+            if sid is None:
                 break
-            rec = self.j.get_closed(sid)
-            ok = False
-            if rec is not None:
-                ok = self.publish(self.topic, json.dumps(rec).encode(), qos=_QOS)
-            if ok:
+            d = due.get(sid)
+            i = 0 if d is None else d[1]
+            if self.publish(self.topic, self.j.record(unacked[sid]), qos=1):
                 self.sent += 1
                 n += 1
-                i = d[1]
-                d[1] = i + 1
-                if i >= len(self.retry_s):
-                    i = len(self.retry_s) - 1
-                d[0] = now + self.retry_s[i]
+                due[sid] = (now + retry[min(i, len(retry) - 1)], i + 1)
             else:
-                d[0] = now + self.retry_s[0]  # not queued: try again soon
+                due[sid] = (now + retry[0], i)  # not queued: try again soon
         return n
 
     def on_message(self, topic, payload):
@@ -109,18 +99,12 @@ class Billing:
         try:
             sid = json.loads(payload)["id"]
         except (ValueError, KeyError, TypeError):
-            self.bad_acks += 1
-            return True
+            sid = None
         if not isinstance(sid, str):
             self.bad_acks += 1
             return True
-        self.ack(sid)
-        return True
-
-    def ack(self, sid):
-        """Mark sid acknowledged by the ledger. Returns True if it was pending."""
+        # the ledger has it: mark it acknowledged (False if it was not pending)
         self._due.pop(sid, None)
         if self.j.ack(sid):
             self.acked += 1
-            return True
-        return False
+        return True

@@ -31,26 +31,21 @@ REASONS = (
 )
 
 
-# The supervisor's stop causes -> the billing taxonomy above. Any interlock
-# name not listed is a "fault"; the cause itself is kept as a flag.
-_CAUSE = {
-    "ev_stopped": "ev_stop",
-    "ev_unplugged": "unplug",
-    "operator": "user",
-    "shutdown": "shutdown",
-    "estop": "estop",
-    "estop_chain": "estop",
-}
-
-
 def reason_for(cause):
+    # The supervisor's stop causes -> the billing taxonomy above. Any
+    # interlock name not listed is a "fault"; the caller keeps the cause
+    # itself as a flag. RAM: a chain of tests, not a dict.
     if cause in REASONS:
         return cause
-    return _CAUSE.get(cause, "fault")
-
-
-def make_id(pile_id, boot, seq):
-    return "%s-%05d-%03d" % (pile_id, boot, seq)
+    if cause == "ev_stopped":
+        return "ev_stop"
+    if cause == "ev_unplugged":
+        return "unplug"
+    if cause == "operator":
+        return "user"
+    if cause == "estop_chain":
+        return "estop"
+    return "fault"
 
 
 class SessionRecorder:
@@ -61,6 +56,14 @@ class SessionRecorder:
     max_power_w: the charger's rating; meter jumps larger than it allows
       over the elapsed time are rejected as bad readings.
     on_close: callable(record) called with every closed record (billing).
+
+    s: the running session (a dict, None between sessions): "id", "start",
+      "token", "soc0", "soc1", "m0"/"m" (meter at start / last counted
+      reading, Wh; m0 None = no reading yet), "pm" (last premix counter),
+      "e" (Wh counted), "ep" (Wh from power), "p" (premix L), "pk" (peak W),
+      "t" (time of the last step), "tm" (of the last counted meter
+      reading), "dur" (s), "flags".
+    active: the running session's id, or None.
     """
 
     def __init__(self, journal, pile_id, wall=None, max_power_w=80000, on_close=None):
@@ -71,7 +74,8 @@ class SessionRecorder:
         self.on_close = on_close
         self.boot_no = None
         self.seq = 0
-        self.s = None  # state of the running session (dict) or None
+        self.s = None
+        self.active = None
         self.last_error = None
 
     # ------------------------------------------------------------- boot
@@ -89,70 +93,8 @@ class SessionRecorder:
         energy of its last checkpoint, plus the meter advance since that
         checkpoint when the meter is readable now and the advance is
         plausible. Returns the closed records."""
-        out = []
-        limit_s = self.j.checkpoint_interval_s + 10
-        for op, ck in self.j.open_sessions():
-            st = self._state_from(op, ck)
-            st["flags"].append("recovered")
-            m = st["m"]
-            if meter_wh is not None and m is not None:
-                d = meter_wh - m
-                if 0 <= d <= self.max_power_w * limit_s / 3600.0 + 1:
-                    st["e"] += d
-                    st["m"] = meter_wh
-                    st["flags"].append("meter_at_boot")
-                else:
-                    st["flags"].append("meter_mismatch_at_boot")
-            pm = st["pm"]
-            if premix_l is not None and pm is not None:
-                d = premix_l - pm
-                if 0 <= d <= 1.0:
-                    st["p"] += d
-            rec = self._record(st, st["ts"], reason)
-            self.j.close_session(rec)
-            out.append(rec)
-            if self.on_close is not None:
-                self.on_close(rec)
-        return out
-
-    def _state_from(self, op, ck):
-        st = {
-            "id": op["id"],
-            "boot": op.get("boot"),
-            "seq": op.get("seq"),
-            "start": op.get("start"),
-            "token": op.get("token"),
-            "soc0": op.get("soc0"),
-            "soc1": op.get("soc0"),
-            "m0": op.get("meter0"),
-            "m": op.get("meter0"),
-            "p0": op.get("premix0"),
-            "pm": op.get("premix0"),
-            "e": 0.0,
-            "ep": 0.0,
-            "p": 0.0,
-            "pk": 0,
-            "ts": op.get("start"),
-            "t": op.get("t0", 0),
-            "dur": 0,
-            "flags": [],
-            "seen": op.get("meter0") is not None,
-        }
-        if ck is not None:
-            st["e"] = ck.get("e", 0.0)
-            st["ep"] = ck.get("ep", 0.0)
-            st["p"] = ck.get("p", 0.0)
-            st["pk"] = ck.get("pk", 0)
-            st["m"] = ck.get("m")
-            if ck.get("m0") is not None:
-                st["m0"] = ck.get("m0")
-            st["pm"] = ck.get("pm")
-            st["soc1"] = ck.get("soc1")
-            st["ts"] = ck.get("ts")
-            st["dur"] = ck.get("dur", 0)
-            st["flags"] = list(ck.get("fl", []))
-            st["seen"] = ck.get("seen", st["seen"])
-        return st
+        # RAM: boot-only code, in h2p.journal_maint, dropped after.
+        return self.j._maint("recover", self, now, meter_wh, premix_l, reason)
 
     # ---------------------------------------------------------- helpers
     def stamp(self, now):
@@ -161,58 +103,45 @@ class SessionRecorder:
             return int(w)
         return "boot:%d+%d" % (self.boot_no or 0, int(now))
 
-    @property
-    def active(self):
-        return self.s["id"] if self.s is not None else None
-
-    def _flag(self, st, f):
-        if f not in st["flags"]:
-            st["flags"].append(f)
-
-    def _meter(self, st, now, meter_wh):
-        if meter_wh is None:
-            self._flag(st, "meter_gap")
-            return
+    def _count(self, st, now, meter_wh, premix_l):
+        # Energy from the billing meter, premix from the pump counter: both
+        # only as increments.
+        flag = None
         m = st["m"]
-        if m is None:
-            st["m"] = meter_wh
+        if meter_wh is None:
+            flag = "meter_gap"  # the next reading covers the gap
+        elif m is None:
+            st["m"] = meter_wh  # the first reading: the baseline
             st["tm"] = now
-            if not st["seen"]:
-                st["seen"] = True
+            if st["m0"] is None:
                 st["m0"] = meter_wh
-            return
-        d = meter_wh - m
-        dt = now - st.get("tm", st["t"])
-        if d < 0:
+        elif meter_wh < m:
             # meter replaced or its counter reset: never subtract, restart
             # the baseline at the new reading
-            self._flag(st, "meter_backwards")
+            flag = "meter_backwards"
             st["m"] = meter_wh
             st["tm"] = now
-            return
-        if d > self.max_power_w * (dt + 2) / 3600.0 + 1:
-            self._flag(st, "meter_jump")  # implausible reading: skip it
-            return
-        st["e"] += d
-        st["m"] = meter_wh
-        st["tm"] = now
-
-    def _premix(self, st, premix_l):
-        if premix_l is None:
-            return
-        pm = st["pm"]
-        if pm is None or premix_l < pm:
-            if pm is not None:
-                self._flag(st, "premix_backwards")
+        elif meter_wh - m > self.max_power_w * (now - st["tm"] + 2) / 3600 + 1:
+            flag = "meter_jump"  # implausible reading: skip it
+        else:
+            st["e"] += meter_wh - m
+            st["m"] = meter_wh
+            st["tm"] = now
+        fl = st["flags"]
+        if flag is not None and flag not in fl:
+            fl.append(flag)
+        if premix_l is not None:
+            pm = st["pm"]
+            if pm is not None and premix_l >= pm:
+                st["p"] += premix_l - pm
+            elif pm is not None and "premix_backwards" not in fl:
+                fl.append("premix_backwards")
             st["pm"] = premix_l
-            return
-        st["p"] += premix_l - pm
-        st["pm"] = premix_l
 
     def _record(self, st, stop_stamp, reason):
         e = st["e"]
         flags = st["flags"]
-        if not st["seen"] and st["ep"] > 0:
+        if st["m0"] is None and st["ep"] > 0:
             e = st["ep"]  # no meter reading at all: integrated power
             if "energy_from_power" not in flags:
                 flags.append("energy_from_power")
@@ -241,33 +170,24 @@ class SessionRecorder:
         """Open a session; returns its id, or None if the journal cannot
         take it (full of unacknowledged data: last_error says so; do not
         charge then, or charge unbilled by policy)."""
-        if self.s is not None:
-            raise ValueError("session %s already running" % self.s["id"])
-        if self.boot_no is None:
-            raise ValueError("SessionRecorder.boot() not called")
+        if self.s is not None or self.boot_no is None:
+            raise ValueError("a session is running or boot() was not called")
         seq = self.seq + 1
-        sid = make_id(self.pile, self.boot_no, seq)
+        sid = "%s-%05d-%03d" % (self.pile, self.boot_no, seq)  # the id format (module comment)
         ts = self.stamp(now)
-        op = {
-            "id": sid,
-            "boot": self.boot_no,
-            "seq": seq,
-            "start": ts,
-            "t0": now,
-            "token": token,
-            "soc0": ev_soc,
-            "meter0": meter_wh,
-            "premix0": premix_l,
-        }
         try:
-            self.j.open_session(op, now)
+            self.j.open_session({"id": sid, "boot": self.boot_no, "seq": seq, "start": ts, "t0": now,
+                                 "token": token, "soc0": ev_soc, "meter0": meter_wh, "premix0": premix_l}, now)
         except JournalFull as e:
             self.last_error = str(e)
             return None
         self.seq = seq
-        st = self._state_from(op, None)
-        st["tm"] = now
-        self.s = st
+        # RAM: a dict literal's table is sized to its keys: every key the
+        # session uses is here, so none is added (which would grow it).
+        self.s = {"id": sid, "start": ts, "token": token, "soc0": ev_soc, "soc1": ev_soc, "m0": meter_wh,
+                  "m": meter_wh, "pm": premix_l, "e": 0.0, "ep": 0.0, "p": 0.0, "pk": 0, "t": now, "tm": now,
+                  "dur": 0, "flags": []}
+        self.active = sid
         return sid
 
     def step(self, now, meter_wh=None, premix_l=None, power_w=None, ev_soc=None):
@@ -283,22 +203,21 @@ class SessionRecorder:
             if power_w > st["pk"]:
                 st["pk"] = power_w
             if power_w > 0:
-                st["ep"] += power_w * dt / 3600.0
+                st["ep"] += power_w * dt / 3600
         st["t"] = now
         st["dur"] += dt
-        self._meter(st, now, meter_wh)
-        self._premix(st, premix_l)
+        self._count(st, now, meter_wh, premix_l)
         if ev_soc is not None:
             if st["soc0"] is None:
                 st["soc0"] = ev_soc
             st["soc1"] = ev_soc
-        st["ts"] = self.stamp(now)
-        return self.j.checkpoint(self._ckpt(st), now)
-
-    def _ckpt(self, st):
-        return {
-            "id": st["id"],
-            "ts": st["ts"],
+        sid = st["id"]
+        # RAM: the checkpoint body is built only when one is due
+        if not self.j.due(sid, now):
+            return False
+        return self.j.checkpoint({
+            "id": sid,
+            "ts": self.stamp(now),
             "dur": int(st["dur"]),
             "e": round(st["e"], 2),
             "ep": round(st["ep"], 2),
@@ -308,9 +227,9 @@ class SessionRecorder:
             "m0": st["m0"],
             "pm": st["pm"],
             "soc1": st["soc1"],
-            "seen": st["seen"],
+            "seen": st["m0"] is not None,
             "fl": st["flags"],
-        }
+        }, now, True)
 
     def stop(self, now, reason, meter_wh=None, premix_l=None, ev_soc=None, power_w=None):
         """Close the running session with final readings. Returns the
@@ -322,15 +241,14 @@ class SessionRecorder:
         if dt > 0:
             st["dur"] += dt
             if power_w is not None and power_w > 0:
-                st["ep"] += power_w * dt / 3600.0
+                st["ep"] += power_w * dt / 3600
         st["t"] = now
-        self._meter(st, now, meter_wh)
-        self._premix(st, premix_l)
+        self._count(st, now, meter_wh, premix_l)
         if ev_soc is not None:
             st["soc1"] = ev_soc
         rec = self._record(st, self.stamp(now), reason)
         self.j.close_session(rec)  # room for it was reserved at start
-        self.s = None
+        self.s = self.active = None
         if self.on_close is not None:
             self.on_close(rec)
         return rec
