@@ -4,7 +4,7 @@
 # Every topic lives under  h2pile/v1/<pile_id>/<name>.
 # Every message the pile publishes is a JSON object carrying "seq" (per-boot
 # sequence number, 1.., 0 only in the last will) and "boot" (boot counter);
-# see h2p.publisher.
+# see h2p.uplink (the pile) and h2p.publisher (tools, tests).
 
 VERSION = "v1"
 PREFIX = "h2pile/" + VERSION + "/"
