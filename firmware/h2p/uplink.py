@@ -215,12 +215,15 @@ class Uplink:
         for row in topics.TOPICS:
             if row[topics.T_DIR] == "pub":
                 self.flags[row[0]] = row[1] | (2 if row[2] else 0)
-        # the deadband of each tele field: the keys of _TELE_JSON are its
-        # pieces between double quotes
-        keys = _TELE_JSON.split('"')
+        # the deadband of each tele field, by its key: the first _N_TELE
+        # quoted names of _TELE_JSON (one key at a time: no list of pieces)
+        k = 0
         for i in range(_N_TELE):
-            self.tele[i] = topics.TELE_DEADBAND[keys[2 * i + 1]]
+            j = _TELE_JSON.index('"', k) + 1
+            k = _TELE_JSON.index('"', j)
+            self.tele[i] = topics.TELE_DEADBAND[_TELE_JSON[j:k]]
             self.tele[_SENT + i] = nan
+            k += 1
         self.heartbeat_ms = min(self.heartbeat_ms, topics.TELE_MAX_INTERVAL_S * 1000)
         f = self.flags["status"]
         c.will = ((self.prefix + "status").encode(), json.dumps({"online": False, "seq": 0, "boot": p.boot_no}),
@@ -231,7 +234,7 @@ class Uplink:
         c.subscribe(self.cmd_topic, 1)
         for t, q in self.bill.subscriptions():
             c.subscribe(t, q)
-        topics = keys = row = None
+        topics = row = None
         forget("h2p.topics", "h2p.cmdspec")
 
     async def run(self):
