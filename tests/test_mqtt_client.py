@@ -277,6 +277,11 @@ def test_malformed_packets_counted_and_reconnected(tmp_path):
 
 # ---- queue policy (pure, CPython) -----------------------------------------------
 
+def _queued_payloads(c):
+    # the client's queue holds topic, payload for each slot, oldest first
+    return c._q[1:2 * c.queued():2]
+
+
 def test_queue_policy_offline():
     from h2p.mqtt import MQTTClient
     c = MQTTClient("q", "127.0.0.1", max_queue=4, max_payload=16)
@@ -284,7 +289,7 @@ def test_queue_policy_offline():
     for i in range(6):
         assert c.publish("t", b"%d" % i, qos=1) is True
     assert c.queued() == 4
-    assert c._qp[:4] == [b"2", b"3", b"4", b"5"]  # oldest QoS1 evicted
+    assert _queued_payloads(c) == [b"2", b"3", b"4", b"5"]  # oldest QoS1 evicted
     assert c.stats["dropped_qos1"] == 2 and c.stats["dropped_qos0"] == 1
     assert c.publish("t", b"x" * 17, qos=1) is False and c.stats["too_big"] == 1
     with pytest.raises(ValueError):
@@ -293,15 +298,17 @@ def test_queue_policy_offline():
 
 def test_queue_policy_online_prefers_dropping_qos0():
     from h2p.mqtt import MQTTClient
-    c = MQTTClient("q", "127.0.0.1", max_queue=3)
+    import asyncio
+    c = MQTTClient("q", "127.0.0.1", port=1, max_queue=3)  # nothing listens on port 1
     c.connected = True
     assert c.publish("t", b"a", qos=0) and c.publish("t", b"b", qos=1) and c.publish("t", b"c", qos=0)
     assert c.publish("t", b"d", qos=0) is False  # full: new QoS0 dropped
     assert c.publish("t", b"e", qos=1) is True  # full: oldest QoS0 evicted
-    assert c._qp[:3] == [b"b", b"c", b"e"]
+    assert _queued_payloads(c) == [b"b", b"c", b"e"]
     assert c.stats["dropped_qos0"] == 2 and c.stats["dropped_qos1"] == 0
-    c._after_link_down()  # link lost: QoS0 discarded, QoS1 kept for resend
-    assert c._qp[:2] == [b"b", b"e"] and c.queued() == 2
+    with pytest.raises(OSError):  # link lost: QoS0 discarded, QoS1 kept for resend
+        asyncio.run(c._session())
+    assert _queued_payloads(c) == [b"b", b"e"] and c.queued() == 2
 
 
 # ---- the same client on CPython (simulator / host use) --------------------------

@@ -23,7 +23,10 @@ from h2p import sign
 def handle(raw, now_s, pile_id, key, targets, replay, allow_unset_clock=False):
     # One command -> its ack. targets: a tuple of objects (see above).
     # replay: the replay cache's entries, a list the caller keeps from one
-    # command to the next (h2p.sign.verify_command).
+    # command to the next (h2p.sign.verify_command). key: the pile's command
+    # key; a pile without one rejects every command.
+    if not key:
+        return {"id": None, "op": None, "ok": False, "reason": "no command key provisioned"}
     cmd, reason = sign.verify_command(raw, key, now_s, replay, pile_id, allow_unset_clock)
     if cmd is None:
         cid, op = _peek(raw)

@@ -25,7 +25,10 @@
 # - Dead link: PINGREQ when nothing was sent or received for keepalive/2;
 #   no PINGRESP (and nothing else received) within keepalive -> drop and
 #   reconnect. A write that does not complete within keepalive -> drop.
-# - Outgoing queue: max_queue preallocated slots, FIFO.
+# - Outgoing queue: max_queue preallocated slots, FIFO. Size it to the
+#   traffic: a QoS 1 message holds its slot until PUBACK, so the queue must
+#   hold what the application publishes in one burst (the pile: 8, see
+#   h2p.uplink) plus what is still unacknowledged.
 #   QoS 0: only queued while connected; when offline or the queue is full the
 #   message is dropped and counted (stats["dropped_qos0"]); queued QoS 0
 #   messages are discarded on disconnect (stale telemetry is worse than none;
@@ -39,19 +42,16 @@
 #   ("oversize"); longer than drain_limit -> disconnect ("oversize"+"drops").
 #   Malformed packets are counted ("bad_packets") and cause a reconnect.
 #   Exceptions in callbacks are counted ("cb_errors") and swallowed.
-# - RAM: the counters are an array (c.stats builds the dict when asked);
-#   a PUBLISH is written as a small header and the queued payload, so there
-#   is no buffer the size of max_payload; the tx task runs only while there
-#   is something to send (no asyncio.Event, see _kick).
-from array import array
-
+# - RAM: the counters, settings, timers and the queue's per-slot flags are
+#   one integer array (c.stats builds the dict when asked) and the queued
+#   topics and payloads one list, so the client has few attributes; a str
+#   payload is queued as a memoryview of its UTF-8 bytes on MicroPython (no
+#   copy); a PUBLISH is written as a small header and the queued payload,
+#   so there is no buffer the size of max_payload; the tx task runs only
+#   while there is something to send (no asyncio.Event, see _kick).
+# RAM: module globals and class attributes are kept few (imports used once
+# are made where they are used), so their dicts stay at a small size step.
 from h2p.compat import MICROPYTHON, asyncio, const, ticks_ms, ticks_diff, sleep_ms
-
-try:
-    from random import getrandbits
-except ImportError:  # pragma: no cover
-    def getrandbits(n):
-        return 0
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -69,18 +69,18 @@ _F_RETAIN = const(0x04)
 _F_SENT = const(0x08)  # sent on the current connection
 _F_EVER = const(0x10)  # sent at least once -> next send carries DUP
 
+# link state flags (c._n[_LINK])
+_L_UP = const(1)  # this connection got its CONNACK (at c._n[_T_UP])
+_L_PING_DUE = const(2)  # the tx task is to send a PINGREQ
+_L_PING_OUT = const(4)  # a PINGREQ sent at c._n[_PING_T] is unanswered
+_L_WRITING = const(8)  # a write began at c._n[_TX_T] and has not completed
+
 _STABLE_MS = const(10000)
 _TOPIC_MAX = const(200)
 _CHUNK = const(256)
+_HDR = const(5)  # room for a fixed header (type + up to 4 length bytes)
 
-_PING = b"\xc0\x00"
-
-# c.stats keys, in the order of the counters in c._n (the _S_* indexes).
-# One string, split when c.stats is read (tests, tools): the pile never
-# reads them, and 16 names kept as separate strings would stay in its RAM.
-STATS = ("connects conn_fails drops refused tx rx acked retransmits dropped_qos0 dropped_qos1 "
-         "too_big bad_packets oversize ping_timeouts sub_fails cb_errors")
-_N_STATS = const(16)
+# The counters in c._n, in the order of the c.stats keys (see stats).
 _S_CONNECTS = const(0)
 _S_CONN_FAILS = const(1)
 _S_DROPS = const(2)
@@ -97,6 +97,27 @@ _S_OVERSIZE = const(12)
 _S_PING_TIMEOUTS = const(13)
 _S_SUB_FAILS = const(14)
 _S_CB_ERRORS = const(15)
+# after the counters in c._n: settings,
+_KA_MS = const(16)
+_RETRY_MS = const(17)
+_BO_MIN = const(18)
+_BO_MAX = const(19)
+_TIMEOUT_MS = const(20)
+_MAX_PAYLOAD = const(21)
+_DRAIN_LIMIT = const(22)
+_PORT = const(23)
+# the link's state (ticks_ms times),
+_PID = const(24)  # last packet id used
+_QN = const(25)  # messages queued
+_SUB_SENT = const(26)  # subscriptions sent on this connection
+_LAST_RX = const(27)
+_LAST_TX = const(28)
+_PING_T = const(29)
+_TX_T = const(30)
+_T_UP = const(31)
+_LINK = const(32)  # _L_* flags
+# then two per queue slot: flags | packet id << 8, when it was last sent.
+_Q0 = const(33)
 
 
 class MQTTClient:
@@ -106,102 +127,109 @@ class MQTTClient:
                  backoff_min_ms=500, backoff_max_ms=30000, retry_ms=None,
                  drain_limit=1 << 21):
         if keepalive < 1:
-            raise ValueError("keepalive must be >= 1 s")
+            raise ValueError("keepalive")
         self.client_id = client_id
         self.host = host
-        self.port = port
         self.user = user
         self.password = password
         self.will = will  # (topic, payload, retain, qos) or None
-        self.tls = tls  # ssl.SSLContext (see make_tls_context) or None
-        self.server_hostname = server_hostname or host
-        self.max_payload = max_payload
-        self.drain_limit = drain_limit
-        self.connect_timeout = connect_timeout
+        # tls: an ssl.SSLContext (see make_tls_context) or None
+        self._tls = None if tls is None else (tls, server_hostname or host)
         self.on_connect = None
         self.on_message = None
         self.connected = False
-        self._n = array("I", bytes(4 * _N_STATS))  # counters, see STATS
         self.last_error = ""
-        self._ka_ms = keepalive * 1000
-        self._retry_ms = retry_ms or self._ka_ms
-        self._bo_min = backoff_min_ms
-        self._bo_max = backoff_max_ms
+        # RAM: every integer in one array (the _S_*, settings and link
+        # indexes above). 64-bit on CPython: its ticks_ms is not wrapped.
+        from array import array
+
+        size = 4 if MICROPYTHON else 8
+        n = self._n = array("i" if MICROPYTHON else "q", bytes(size * (_Q0 + 2 * max_queue)))
+        n[_KA_MS] = keepalive * 1000
+        n[_RETRY_MS] = retry_ms or keepalive * 1000
+        n[_BO_MIN] = backoff_min_ms
+        n[_BO_MAX] = backoff_max_ms
+        n[_TIMEOUT_MS] = int(connect_timeout * 1000)
+        n[_MAX_PAYLOAD] = max_payload
+        n[_DRAIN_LIMIT] = drain_limit
+        n[_PORT] = port
+        self._q = [None] * (2 * max_queue)  # topic, payload of each slot; index 0 = oldest
         self._subs = []  # (topic as given, qos): the caller's object, no copy
-        self._sub_sent = 0
-        self._acks = []  # PUBACKs owed to the broker
-        self._pid = 0
-        # preallocated outgoing queue, index 0 = oldest
-        n = max_queue
-        self._qn = 0
-        self._qt = [None] * n
-        self._qp = [None] * n
-        self._qf = bytearray(n)
-        self._qid = array("H", [0] * n)
-        self._qts = [0] * n
-        self._reset_link()
+        self._acks = []  # PUBACKs owed to the broker on this connection
+        self._w = None  # the stream writer while connected
+        self._tx = None  # the task writing now, see _kick
+        self._fail = None  # what stopped the rx or tx task
 
     # ---- public API ------------------------------------------------------
     @property
     def stats(self):
         # The counters as a dict (a new one on every call), plus last_error.
+        # The names are one string, split when c.stats is read (tests,
+        # tools): the pile never reads them, and 16 names kept as separate
+        # strings would stay in its RAM.
         d = {}
         i = 0
-        for k in STATS.split():
+        for k in ("connects conn_fails drops refused tx rx acked retransmits dropped_qos0 dropped_qos1 "
+                  "too_big bad_packets oversize ping_timeouts sub_fails cb_errors").split():
             d[k] = self._n[i]
             i += 1
         d["last_error"] = self.last_error
         return d
 
     def subscribe(self, topic, qos=1):
-        if qos not in (0, 1):
+        if not 0 <= qos <= 1:
             raise ValueError("qos 0 or 1")
         self._subs.append((topic, qos))
         self._kick()
 
     def publish(self, topic, payload, retain=False, qos=0):
         # Enqueue; True if queued. Never awaits the network.
-        if qos not in (0, 1):
+        if not 0 <= qos <= 1:
             raise ValueError("qos 0 or 1")
         if isinstance(topic, str):
             topic = topic.encode()
         if isinstance(payload, str):
-            payload = payload.encode()
-        st = self._n
-        if len(payload) > self.max_payload or len(topic) > _TOPIC_MAX:
-            st[_S_TOO_BIG] += 1
+            # RAM: on MicroPython a str is its UTF-8 bytes: a view, no copy
+            payload = memoryview(payload) if MICROPYTHON else payload.encode()
+        n = self._n
+        if len(payload) > n[_MAX_PAYLOAD] or len(topic) > _TOPIC_MAX:
+            n[_S_TOO_BIG] += 1
             return False
+        full = n[_QN] >= len(self._q) >> 1
         if qos == 0:
-            if not self.connected or self._qn >= len(self._qf):
-                st[_S_DROPPED_QOS0] += 1
+            if full or not self.connected:
+                n[_S_DROPPED_QOS0] += 1
                 return False
-        elif self._qn >= len(self._qf):
-            qf = self._qf
+        elif full:
             i = 0
-            while i < self._qn and qf[i] & _F_QOS:
+            while i < n[_QN] and n[_Q0 + 2 * i] & _F_QOS:
                 i += 1
-            if i < self._qn:
-                st[_S_DROPPED_QOS0] += 1
+            if i < n[_QN]:
+                n[_S_DROPPED_QOS0] += 1
             else:
                 i = 0
-                st[_S_DROPPED_QOS1] += 1
+                n[_S_DROPPED_QOS1] += 1
             self._remove(i)
-        i = self._qn
-        self._qt[i] = topic
-        self._qp[i] = payload
-        self._qf[i] = qos | (_F_RETAIN if retain else 0)
-        self._qid[i] = 0
-        self._qn = i + 1
+        i = n[_QN]
+        self._q[2 * i] = topic
+        self._q[2 * i + 1] = payload
+        n[_Q0 + 2 * i] = qos | (_F_RETAIN if retain else 0)
+        n[_QN] = i + 1
         self._kick()
         return True
 
     def queued(self):
-        return self._qn
+        return self._n[_QN]
 
     async def run(self):
-        bo = self._bo_min
+        try:
+            from random import getrandbits
+        except ImportError:  # pragma: no cover
+            def getrandbits(n):
+                return 0
+        n = self._n
+        bo = n[_BO_MIN]
         while True:
-            self._t_up = None
             try:
                 await self._session()
             except Exception as e:  # anything: log, back off, retry
@@ -209,91 +237,92 @@ class MQTTClient:
                     self.last_error = repr(e)[:80]
                 except Exception:
                     pass
-            if self._t_up is not None:  # it was connected
-                self._n[_S_DROPS] += 1
-                if ticks_diff(ticks_ms(), self._t_up) >= _STABLE_MS:
-                    bo = self._bo_min
+            if n[_LINK] & _L_UP:  # it was connected
+                n[_S_DROPS] += 1
+                if ticks_diff(ticks_ms(), n[_T_UP]) >= _STABLE_MS:
+                    bo = n[_BO_MIN]
             else:
-                self._n[_S_CONN_FAILS] += 1
+                n[_S_CONN_FAILS] += 1
             # jitter: bo * (0.75 .. 1.25)
             await sleep_ms(bo - (bo >> 2) + (((bo >> 1) * getrandbits(10)) >> 10))
-            bo = min(bo * 2, self._bo_max)
+            bo = min(bo * 2, n[_BO_MAX])
 
     # ---- queue -------------------------------------------------------------
     def _remove(self, i):
-        n = self._qn - 1
-        qt, qp, qf, qid, qts = self._qt, self._qp, self._qf, self._qid, self._qts
-        while i < n:
-            qt[i] = qt[i + 1]
-            qp[i] = qp[i + 1]
-            qf[i] = qf[i + 1]
-            qid[i] = qid[i + 1]
-            qts[i] = qts[i + 1]
+        n = self._n
+        q = self._q
+        last = n[_QN] - 1
+        while i < last:
+            q[2 * i] = q[2 * i + 2]
+            q[2 * i + 1] = q[2 * i + 3]
+            n[_Q0 + 2 * i] = n[_Q0 + 2 * i + 2]
+            n[_Q0 + 2 * i + 1] = n[_Q0 + 2 * i + 3]
             i += 1
-        qt[n] = None
-        qp[n] = None
-        self._qn = n
-
-    def _after_link_down(self):
-        # QoS 0 messages are dropped; QoS 1 will be re-sent (with DUP).
-        i = 0
-        qf = self._qf
-        while i < self._qn:
-            if qf[i] & _F_QOS:
-                qf[i] &= ~_F_SENT
-                i += 1
-            else:
-                self._n[_S_DROPPED_QOS0] += 1
-                self._remove(i)
+        q[2 * last] = q[2 * last + 1] = None
+        n[_QN] = last
 
     def _next_pid(self):
+        n = self._n
         while True:
-            self._pid = self._pid % 65535 + 1
-            for i in range(self._qn):
-                if self._qid[i] == self._pid:
+            pid = n[_PID] = n[_PID] % 65535 + 1
+            for i in range(n[_QN]):
+                if n[_Q0 + 2 * i] >> 8 == pid:
                     break
             else:
-                return self._pid
+                return pid
 
     def _next_due(self, now):
-        qf = self._qf
-        for i in range(self._qn):
-            f = qf[i]
+        # the oldest slot to send now (new, or QoS 1 past retry_ms), or -1
+        n = self._n
+        for i in range(n[_QN]):
+            f = n[_Q0 + 2 * i]
             if not f & _F_SENT:
                 return i
-            if f & _F_QOS and ticks_diff(now, self._qts[i]) >= self._retry_ms:
+            if f & _F_QOS and ticks_diff(now, n[_Q0 + 2 * i + 1]) >= n[_RETRY_MS]:
                 return i
         return -1
 
     # ---- link --------------------------------------------------------------
-    def _reset_link(self):
-        self._r = self._w = None
-        self._tx = None  # the task writing now, see _kick
-        self._fail = None
-        self._ping_due = False
-        self._ping_t = None  # when the PINGREQ now unanswered was sent
-        self._tx_t = None  # when the write now in progress began
-        self._t_up = None  # when this connection came up
-        self._last_rx = self._last_tx = ticks_ms()
-        self._sub_sent = 0
-        self._acks = []
-
     async def _session(self):
-        self._reset_link()
+        # One connection, from connect to its end (raises why it ended).
+        n = self._n
+        self._w = self._tx = self._fail = None
+        self._acks = []
+        n[_SUB_SENT] = n[_LINK] = 0
+        n[_LAST_RX] = n[_LAST_TX] = ticks_ms()
         rx = None
         try:
-            await asyncio.wait_for(self._connect(), self.connect_timeout)
-            self._t_up = self._last_rx = self._last_tx = ticks_ms()
+            r = await asyncio.wait_for(self._connect(), n[_TIMEOUT_MS] / 1000)
+            n[_T_UP] = n[_LAST_RX] = n[_LAST_TX] = ticks_ms()
+            n[_LINK] |= _L_UP
             self.connected = True
-            self._n[_S_CONNECTS] += 1
-            rx = asyncio.create_task(self._rx_loop(self._r))
+            n[_S_CONNECTS] += 1
+            rx = asyncio.create_task(self._rx_loop(r))
             if self.on_connect:
                 try:
                     self.on_connect()
                 except Exception:
-                    self._n[_S_CB_ERRORS] += 1
+                    n[_S_CB_ERRORS] += 1
             self._kick()
-            await self._supervise()
+            # supervise: a failed task, a stalled write, keepalive, retries
+            ka = n[_KA_MS]
+            while True:
+                await sleep_ms(min(500, ka >> 2))
+                if self._fail is not None:
+                    raise self._fail
+                now = ticks_ms()
+                f = n[_LINK]
+                if f & _L_WRITING and ticks_diff(now, n[_TX_T]) > ka:
+                    raise OSError("stalled")
+                if f & _L_PING_OUT:
+                    if ticks_diff(now, n[_PING_T]) > ka and ticks_diff(now, n[_LAST_RX]) > ka:
+                        n[_S_PING_TIMEOUTS] += 1
+                        raise OSError("PINGRESP")
+                elif ticks_diff(now, n[_LAST_RX]) >= ka >> 1 or ticks_diff(now, n[_LAST_TX]) >= ka >> 1:
+                    n[_LINK] = f | _L_PING_DUE
+                    self._kick()
+                if n[_QN] and self._next_due(now) >= 0:
+                    self._kick()
         finally:
             self.connected = False
             for t in (rx, self._tx):
@@ -301,7 +330,7 @@ class MQTTClient:
                     t.cancel()
             self._tx = None
             w = self._w
-            self._r = self._w = None
+            self._w = None
             if w is not None:
                 try:
                     w.close()
@@ -312,80 +341,82 @@ class MQTTClient:
                         await w.wait_closed()
                     except Exception:
                         pass
-            self._after_link_down()
+            # Link down: QoS 0 messages are dropped; QoS 1 will be re-sent (with DUP).
+            i = 0
+            while i < n[_QN]:
+                if n[_Q0 + 2 * i] & _F_QOS:
+                    n[_Q0 + 2 * i] &= ~_F_SENT
+                    i += 1
+                else:
+                    n[_S_DROPPED_QOS0] += 1
+                    self._remove(i)
 
     async def _connect(self):
-        if self.tls is not None:
+        # TCP (+ TLS), CONNECT, CONNACK; returns the stream reader.
+        n = self._n
+        if self._tls is not None:
             r, w = await asyncio.open_connection(
-                self.host, self.port, ssl=self.tls, server_hostname=self.server_hostname)
+                self.host, n[_PORT], ssl=self._tls[0], server_hostname=self._tls[1])
         else:
-            r, w = await asyncio.open_connection(self.host, self.port)
-        self._r, self._w = r, w
-        await self._write(w, self._connect_packet())
-        p = await r.readexactly(4)
-        if p[0] != _CONNACK or p[1] != 2:
-            self._n[_S_BAD_PACKETS] += 1
-            raise OSError("bad CONNACK")
-        if p[3] != 0:
-            self._n[_S_REFUSED] += 1
-            raise OSError("CONNACK refused rc=%d" % p[3])
-
-    def _connect_packet(self):
-        vh = bytearray(b"\x00\x04MQTT\x04\x02\x00\x00")
-        ka = self._ka_ms // 1000
-        vh[8] = ka >> 8
-        vh[9] = ka & 0xFF
-        body = bytearray()
-        _str(body, self.client_id)
+            r, w = await asyncio.open_connection(self.host, n[_PORT])
+        self._w = w
+        # after the fixed header's room: protocol name, level 4, flags, keepalive
+        p = bytearray(b"\x00\x00\x00\x00\x00\x00\x04MQTT\x04\x02\x00\x00")
+        ka = n[_KA_MS] // 1000
+        p[_HDR + 8] = ka >> 8
+        p[_HDR + 9] = ka & 0xFF
+        _str(p, self.client_id)
         fl = 0x02  # clean session
         if self.will:
             t, m, ret, q = self.will
             fl |= 0x04 | (q << 3) | (0x20 if ret else 0)
-            _str(body, t)
-            _str(body, m)
+            _str(p, t)
+            _str(p, m)
         if self.user is not None:
             fl |= 0x80
-            _str(body, self.user)
+            _str(p, self.user)
             if self.password is not None:
                 fl |= 0x40
-                _str(body, self.password)
-        vh[7] = fl
-        pkt = bytearray(5)
-        n = _hdr(pkt, _CONNECT, len(vh) + len(body))
-        return bytes(pkt[:n]) + vh + body
+                _str(p, self.password)
+        p[_HDR + 7] = fl
+        await self._send(w, _CONNECT, p)
+        p = await r.readexactly(4)
+        if p[0] != _CONNACK or p[1] != 2:
+            n[_S_BAD_PACKETS] += 1
+            raise OSError("CONNACK")
+        if p[3] != 0:
+            n[_S_REFUSED] += 1
+            raise OSError("refused", p[3])
+        return r
 
-    async def _write(self, w, data, more=None):
-        # data, then more (if any), as one piece of the byte stream
-        self._tx_t = ticks_ms()
-        # CPython's (TLS) transport may keep a reference to the data: copy.
-        w.write(data if MICROPYTHON else bytes(data))
-        if more:
-            w.write(more if MICROPYTHON else bytes(more))
-        await w.drain()
-        self._tx_t = None
-        self._last_tx = ticks_ms()
-
-    async def _supervise(self):
-        ka = self._ka_ms
+    async def _send(self, w, typ, p, payload=None):
+        # One packet: p is its variable part after _HDR spare bytes, where
+        # the fixed header is put; the payload (if any) follows as it is.
+        n = self._n
+        rl = len(p) - _HDR + (len(payload) if payload else 0)
+        k = 1  # bytes of the remaining length, 7 bits each, low ones first
+        while rl >> (7 * k):
+            k += 1
+        i = _HDR - 1 - k
+        p[i] = typ
+        j = i + 1
         while True:
-            await sleep_ms(min(500, ka >> 2))
-            if self._fail is not None:
-                raise self._fail
-            now = ticks_ms()
-            t = self._tx_t
-            if t is not None and ticks_diff(now, t) > ka:
-                raise OSError("write stalled")
-            t = self._ping_t
-            if t is not None:
-                if ticks_diff(now, t) > ka and ticks_diff(now, self._last_rx) > ka:
-                    self._n[_S_PING_TIMEOUTS] += 1
-                    raise OSError("no PINGRESP")
-            elif (ticks_diff(now, self._last_rx) >= ka >> 1
-                  or ticks_diff(now, self._last_tx) >= ka >> 1):
-                self._ping_due = True
-                self._kick()
-            if self._qn and self._next_due(now) >= 0:
-                self._kick()
+            b = rl & 0x7F
+            rl >>= 7
+            p[j] = (b | 0x80) if rl else b
+            j += 1
+            if not rl:
+                break
+        n[_TX_T] = ticks_ms()
+        n[_LINK] |= _L_WRITING
+        # CPython's (TLS) transport may keep a reference to the data: copy.
+        h = memoryview(p)[i:]
+        w.write(h if MICROPYTHON else bytes(h))
+        if payload:
+            w.write(payload if MICROPYTHON else bytes(payload))
+        await w.drain()
+        n[_LINK] &= ~_L_WRITING
+        n[_LAST_TX] = ticks_ms()
 
     # ---- sending (only the one tx task writes once connected) ---------------
     def _kick(self):
@@ -399,86 +430,78 @@ class MQTTClient:
             self._tx = asyncio.create_task(self._tx_run(self._w))
 
     async def _tx_run(self, w):
+        n = self._n
+        q = self._q
+        subs = self._subs
+        acks = self._acks
         try:
             while True:
-                if self._sub_sent < len(self._subs):
-                    await self._send_subscribe(w)
-                while self._acks:
-                    pid = self._acks.pop(0)
-                    await self._write(w, bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
-                if self._ping_due:
-                    self._ping_due = False
-                    self._ping_t = ticks_ms()
-                    await self._write(w, _PING)
+                if n[_SUB_SENT] < len(subs):
+                    # one SUBSCRIBE for all those not sent on this connection
+                    end = len(subs)
+                    p = bytearray(_HDR + 2)
+                    pid = self._next_pid()
+                    p[_HDR] = pid >> 8
+                    p[_HDR + 1] = pid & 0xFF
+                    for i in range(n[_SUB_SENT], end):
+                        t, qos = subs[i]
+                        _str(p, t)
+                        p.append(qos)
+                    n[_SUB_SENT] = end
+                    await self._send(w, _SUBSCRIBE, p)
+                while acks:
+                    pid = acks.pop(0)
+                    p = bytearray(_HDR + 2)
+                    p[_HDR] = pid >> 8
+                    p[_HDR + 1] = pid & 0xFF
+                    await self._send(w, _PUBACK, p)
+                if n[_LINK] & _L_PING_DUE:
+                    n[_PING_T] = ticks_ms()
+                    n[_LINK] = (n[_LINK] & ~_L_PING_DUE) | _L_PING_OUT
+                    await self._send(w, _PINGREQ, bytearray(_HDR))
                 while True:
                     i = self._next_due(ticks_ms())
                     if i < 0:
                         break
-                    await self._send_publish(w, i)
+                    f = n[_Q0 + 2 * i]
+                    topic = q[2 * i]
+                    payload = q[2 * i + 1]
+                    qos = f & _F_QOS
+                    typ = _PUBLISH | (qos << 1) | (1 if f & _F_RETAIN else 0)
+                    if qos:
+                        if f & _F_EVER:
+                            typ |= 0x08  # DUP
+                            n[_S_RETRANSMITS] += 1
+                        pid = (f >> 8) or self._next_pid()
+                        n[_Q0 + 2 * i] = (f & 0xFF) | _F_SENT | _F_EVER | (pid << 8)
+                        n[_Q0 + 2 * i + 1] = ticks_ms()
+                    else:
+                        self._remove(i)
+                    # topic and packet id here; the payload is written from
+                    # the queue as it is (no copy into a buffer of max_payload)
+                    lt = len(topic)
+                    p = bytearray(_HDR + 2 + lt + (2 if qos else 0))
+                    p[_HDR] = lt >> 8
+                    p[_HDR + 1] = lt & 0xFF
+                    p[_HDR + 2:_HDR + 2 + lt] = topic
+                    if qos:
+                        p[-2] = pid >> 8
+                        p[-1] = pid & 0xFF
+                    n[_S_TX] += 1
+                    await self._send(w, typ, p, payload)
                 # Kicked while writing (a subscribe, an ack owed, a ping)?
                 # Another round; else end (no await in between: nothing can
                 # be queued between this check and _tx = None).
-                if not (self._sub_sent < len(self._subs) or self._acks or self._ping_due):
+                if not (n[_SUB_SENT] < len(subs) or acks or n[_LINK] & _L_PING_DUE):
                     self._tx = None
                     return
         except Exception as e:
             self._fail = e
 
-    async def _send_subscribe(self, w):
-        start = self._sub_sent
-        end = len(self._subs)
-        body = bytearray(2)
-        pid = self._next_pid()
-        body[0] = pid >> 8
-        body[1] = pid & 0xFF
-        for i in range(start, end):
-            t, q = self._subs[i]
-            _str(body, t)
-            body.append(q)
-        pkt = bytearray(5)
-        n = _hdr(pkt, _SUBSCRIBE, len(body))
-        self._sub_sent = end
-        await self._write(w, bytes(pkt[:n]) + body)
-
-    async def _send_publish(self, w, i):
-        f = self._qf[i]
-        topic = self._qt[i]
-        payload = self._qp[i]
-        qos = f & _F_QOS
-        typ = _PUBLISH | (qos << 1) | (1 if f & _F_RETAIN else 0)
-        pid = 0
-        if qos:
-            if f & _F_EVER:
-                typ |= 0x08  # DUP
-                self._n[_S_RETRANSMITS] += 1
-            pid = self._qid[i] or self._next_pid()
-            self._qid[i] = pid
-            self._qf[i] = f | _F_SENT | _F_EVER
-            self._qts[i] = ticks_ms()
-        else:
-            self._remove(i)
-        # fixed header, topic and packet id here; the payload is written
-        # from the queue as it is (no copy into a buffer of max_payload)
-        lt = len(topic)
-        rl = 2 + lt + (2 if qos else 0) + len(payload)
-        b = bytearray(lt + 9)
-        n = _hdr(b, typ, rl)
-        b[n] = lt >> 8
-        b[n + 1] = lt & 0xFF
-        n += 2
-        b[n:n + lt] = topic
-        n += lt
-        if qos:
-            b[n] = pid >> 8
-            b[n + 1] = pid & 0xFF
-            n += 2
-        self._n[_S_TX] += 1
-        await self._write(w, memoryview(b)[:n], payload)
-
     # ---- receiving -----------------------------------------------------------
     async def _rx_loop(self, r):
+        n = self._n
         try:
-            st = self._n
             while True:
                 typ = (await r.readexactly(1))[0]
                 rl = 0
@@ -490,112 +513,96 @@ class MQTTClient:
                     if not c & 0x80:
                         break
                     if sh >= 28:
-                        st[_S_BAD_PACKETS] += 1
-                        raise ValueError("bad remaining length")
-                self._last_rx = ticks_ms()
+                        n[_S_BAD_PACKETS] += 1
+                        raise ValueError("length")
+                n[_LAST_RX] = ticks_ms()
                 t = typ & 0xF0
                 if t == _PUBLISH:
-                    await self._rx_publish(r, typ, rl)
+                    qos = (typ >> 1) & 3
+                    if qos > 1 or rl < 2:
+                        n[_S_BAD_PACKETS] += 1
+                        raise ValueError("PUBLISH")
+                    if rl > n[_DRAIN_LIMIT]:
+                        n[_S_OVERSIZE] += 1
+                        raise ValueError("oversize")
+                    p = await r.readexactly(2)
+                    lt = (p[0] << 8) | p[1]
+                    hl = 2 + lt + (2 if qos else 0)
+                    if hl > rl:
+                        n[_S_BAD_PACKETS] += 1
+                        raise ValueError("PUBLISH")
+                    topic = None
+                    if lt <= _TOPIC_MAX:
+                        topic = await r.readexactly(lt)
+                    else:
+                        await _drain(r, lt, n)
+                    pid = 0
+                    if qos:
+                        p = await r.readexactly(2)
+                        pid = (p[0] << 8) | p[1]
+                    plen = rl - hl
+                    if topic is None or plen > n[_MAX_PAYLOAD]:
+                        n[_S_OVERSIZE] += 1
+                        await _drain(r, plen, n)
+                    else:
+                        payload = await r.readexactly(plen)
+                        n[_S_RX] += 1
+                        try:
+                            topic = topic.decode()
+                        except Exception:
+                            topic = None
+                            n[_S_BAD_PACKETS] += 1
+                        if topic is not None and self.on_message:
+                            try:
+                                self.on_message(topic, payload)
+                            except Exception:
+                                n[_S_CB_ERRORS] += 1
+                    if qos:
+                        self._acks.append(pid)
+                        self._kick()
                 elif t == _PUBACK and rl == 2:
                     p = await r.readexactly(2)
                     pid = (p[0] << 8) | p[1]
-                    for i in range(self._qn):
-                        if self._qid[i] == pid and self._qf[i] & _F_SENT:
+                    for i in range(n[_QN]):
+                        f = n[_Q0 + 2 * i]
+                        if f >> 8 == pid and f & _F_SENT:
                             self._remove(i)
-                            st[_S_ACKED] += 1
+                            n[_S_ACKED] += 1
                             break
                 elif t == _PINGRESP and rl == 0:
-                    self._ping_t = None
+                    n[_LINK] &= ~_L_PING_OUT
                 elif t == _SUBACK and 3 <= rl <= 64:
                     p = await r.readexactly(rl)
                     for i in range(2, rl):
                         if p[i] & 0x80:
-                            st[_S_SUB_FAILS] += 1
+                            n[_S_SUB_FAILS] += 1
                 elif t == _UNSUBACK and rl == 2:
                     await r.readexactly(2)
                 else:
-                    st[_S_BAD_PACKETS] += 1
+                    n[_S_BAD_PACKETS] += 1
                     if rl > 64:
-                        raise ValueError("unexpected packet")
-                    await self._drain(r, rl)
-                self._last_rx = ticks_ms()
+                        raise ValueError("packet")
+                    await _drain(r, rl, n)
+                n[_LAST_RX] = ticks_ms()
         except Exception as e:
             self._fail = e
 
-    async def _drain(self, r, n):
-        # Read and discard n bytes without allocating n bytes (rare: the
-        # chunk buffer is made here, not kept).
-        buf = memoryview(bytearray(_CHUNK))
-        while n > 0:
-            k = n if n < _CHUNK else _CHUNK
-            if MICROPYTHON:
-                got = await r.readinto(buf[:k])
-            else:
-                got = len(await r.read(k))
-            if not got:
-                raise EOFError
-            n -= got
-            self._last_rx = ticks_ms()
 
-    async def _rx_publish(self, r, typ, rl):
-        st = self._n
-        qos = (typ >> 1) & 3
-        if qos > 1 or rl < 2:
-            st[_S_BAD_PACKETS] += 1
-            raise ValueError("bad PUBLISH")
-        if rl > self.drain_limit:
-            st[_S_OVERSIZE] += 1
-            raise ValueError("PUBLISH too long")
-        p = await r.readexactly(2)
-        lt = (p[0] << 8) | p[1]
-        hl = 2 + lt + (2 if qos else 0)
-        if hl > rl:
-            st[_S_BAD_PACKETS] += 1
-            raise ValueError("bad PUBLISH")
-        topic = None
-        if lt <= _TOPIC_MAX:
-            topic = await r.readexactly(lt)
+
+async def _drain(r, size, n):
+    # Read and discard size bytes without allocating them (rare: the chunk
+    # buffer is made here, not kept); n: the client's c._n.
+    buf = memoryview(bytearray(_CHUNK))
+    while size > 0:
+        k = size if size < _CHUNK else _CHUNK
+        if MICROPYTHON:
+            got = await r.readinto(buf[:k])
         else:
-            await self._drain(r, lt)
-        pid = 0
-        if qos:
-            p = await r.readexactly(2)
-            pid = (p[0] << 8) | p[1]
-        plen = rl - hl
-        if topic is None or plen > self.max_payload:
-            st[_S_OVERSIZE] += 1
-            await self._drain(r, plen)
-        else:
-            payload = await r.readexactly(plen)
-            st[_S_RX] += 1
-            try:
-                topic = topic.decode()
-            except Exception:
-                topic = None
-                st[_S_BAD_PACKETS] += 1
-            if topic is not None and self.on_message:
-                try:
-                    self.on_message(topic, payload)
-                except Exception:
-                    st[_S_CB_ERRORS] += 1
-        if qos:
-            self._acks.append(pid)
-            self._kick()
-
-
-def _hdr(buf, typ, rl):
-    # fixed header into buf; returns its length
-    buf[0] = typ
-    i = 1
-    while True:
-        b = rl & 0x7F
-        rl >>= 7
-        if rl:
-            b |= 0x80
-        buf[i] = b
-        i += 1
-        if not rl:
-            return i
+            got = len(await r.read(k))
+        if not got:
+            raise EOFError
+        size -= got
+        n[_LAST_RX] = ticks_ms()
 
 
 def _str(buf, s):
@@ -618,6 +625,6 @@ def make_tls_context(cadata=None, cafile=None):
         with open(cafile, "rb") as f:
             cadata = f.read()
     if cadata is None:
-        raise ValueError("a CA certificate is required")
+        raise ValueError("need a CA")
     ctx.load_verify_locations(cadata=cadata)
     return ctx

@@ -4,6 +4,10 @@
 # seq counts messages handed over even if the client drops them, so a gap
 # in seq at the receiver shows a loss.
 #
+# For tools and tests (tests/mqtt_broker.py): the pile's uplink stamps and
+# publishes its messages itself (h2p.uplink, RAM: no object per topic) and
+# does not load this module.
+#
 # h2p.topics is only read here while constructing: the board drops that
 # module once the uplink is set up (see h2p.uplink), so nothing here keeps a
 # reference to it. A topic's bytes are built per message (they live only

@@ -4,7 +4,7 @@
 # Every topic lives under  h2pile/v1/<pile_id>/<name>.
 # Every message the pile publishes is a JSON object carrying "seq" (per-boot
 # sequence number, 1.., 0 only in the last will) and "boot" (boot counter);
-# see h2p.publisher.
+# see h2p.uplink (the pile) and h2p.publisher (tools, tests).
 
 VERSION = "v1"
 PREFIX = "h2pile/" + VERSION + "/"
@@ -86,20 +86,35 @@ def parse(full_topic):
 # ---- commands --------------------------------------------------------------
 # The ops and their arguments are defined in h2p.cmdspec (the pile verifies
 # commands without loading this module). Here as rows (op, args), an
-# argument being (name, type, required, lo, hi).
-from h2p.cmdspec import CMD_ARGS, CMD_NAMES  # noqa: E402
-
+# argument being (name, type, required, lo, hi): CMD_OPS, and CMD_BY_OP
+# (op -> row); CMD_ARGS and CMD_NAMES are h2p.cmdspec's.
+#
+# These are made when first read (host tools, docs), by the module's
+# __getattr__ (PEP 562; MicroPython has it too): RAM: the pile reads this
+# module only while setting up its uplink and needs none of them, so it
+# does not load h2p.cmdspec then nor build the rows.
 A_NAME = 0
 A_TYPE = 1
 A_REQ = 2
 A_LO = 3
 A_HI = 4
 
-CMD_OPS = tuple((_op, tuple(_a[1:] for _a in CMD_ARGS if _a[0] == _op)) for _op in CMD_NAMES)
 
-CMD_BY_OP = {}
-for _c in CMD_OPS:
-    CMD_BY_OP[_c[0]] = _c
+def __getattr__(name):
+    if name not in ("CMD_OPS", "CMD_BY_OP", "CMD_ARGS", "CMD_NAMES"):
+        raise AttributeError(name)
+    from h2p.cmdspec import CMD_ARGS, CMD_NAMES
+
+    ops = tuple((op, tuple(a[1:] for a in CMD_ARGS if a[0] == op)) for op in CMD_NAMES)
+    by_op = {}
+    for c in ops:
+        by_op[c[0]] = c
+    g = globals()  # made once: later reads find them here
+    g["CMD_OPS"] = ops
+    g["CMD_BY_OP"] = by_op
+    g["CMD_ARGS"] = CMD_ARGS
+    g["CMD_NAMES"] = CMD_NAMES
+    return g[name]
 
 # ---- telemetry ---------------------------------------------------------------
 # field -> deadband: a change smaller than this does not by itself cause a

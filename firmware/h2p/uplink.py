@@ -4,22 +4,50 @@
 # commands in and acks out, bills out until the ledger acks them. Nothing
 # here waits on the network: the client only queues.
 #
+# Every message is stamped with "seq" (per-boot sequence number, from 1; 0
+# is the last will) and "boot" (boot counter) and published with its
+# topic's QoS/retain from h2p.topics. seq counts messages handed over even
+# if the client drops them, so a gap in seq at the receiver shows a loss.
+# (h2p.publisher does the same for tools and tests.)
+#
 # RAM: h2p.topics is read once while setting up and then dropped; command
-# verification (h2p.cmdhandler, h2p.sign, h2p.cmdspec) is imported
-# when a command arrives and dropped after it. Only the replay cache's
-# entries (a plain list) are kept between commands.
-from array import array
+# verification (h2p.cmdhandler, h2p.sign, h2p.cmdspec) is imported when a
+# command arrives and dropped after it. Only the replay cache's entries (a
+# plain list) are kept between commands. tele is formatted straight from the
+# readings into its JSON text (no dict, no float kept per field); its
+# deadbands, the values last sent and the limits are one array of doubles.
+# The client's queue is sized to what one round publishes (_QUEUE), and
+# events and bills wait in the pile while it is half full.
+#
+# RAM: imports used once are made where they are used, so that the module's
+# globals stay few.
+import json
+from math import nan
 
-from h2p.compat import asyncio, forget, ticks_ms, ticks_diff
+from h2p.compat import asyncio, const, forget, ticks_ms, ticks_diff
 from h2p.log import log
-from h2p.mqtt import MQTTClient, make_tls_context
-from h2p.publisher import Publisher
+from h2p.mqtt import MQTTClient
 from h2p.readings import INDEX as I
 from h2p import VERSION
 from h2p import states as S
 
-_EVT_MAX = 16  # events queued while offline beyond this are counted, not kept
-_NONE = float("nan")  # a telemetry field that was None when last sent
+_EVT_MAX = const(16)  # events queued while offline beyond this are counted, not kept
+_QUEUE = const(8)  # MQTT queue slots: status, meta, state, tele, events and bills of one round
+
+# The tele message: its fields in the order of TELE (their deadbands are
+# topics.TELE_DEADBAND), then state, seq and boot. A missing reading is null.
+_TELE_JSON = ('{"p_kw": %s, "v_out": %s, "i_out": %s, "e_kwh": %s, "ev_soc": %s, "bat_soc": %s, '
+              '"fc_t": %s, "ref_t": %s, "premix_l": %s, "h2_lel": %s, "bat_kw": %s, "fc_kw": %s, '
+              '"limit_a": %s, "deliver_kwh": %s, "state": "%s", "seq": %d, "boot": %d}')
+_N_TELE = const(14)
+# self.tele: [0, _N_TELE) deadbands, [_N_TELE, 2 * _N_TELE) the values last
+# sent (NaN: was null), then the limits for the deliverable energy.
+_SENT = const(14)
+_L_PER_KWH = const(28)
+_BAT_KWH = const(29)
+_SOC_MIN = const(30)
+_EFF = const(31)
+_TELE_SIZE = const(32)
 
 
 class Uplink:
@@ -30,36 +58,39 @@ class Uplink:
         self.pid = pid = cfg["pile_id"]
         tls = None
         if m["tls"]:
+            from h2p.mqtt import make_tls_context
+
             with open(m["ca_file"], "rb") as f:
                 tls = make_tls_context(cadata=f.read())
         self.c = MQTTClient(pid, m["host"], m["port"], m["user"] or pid, m["password"] or None,
                             m["keepalive_s"], tls=tls, server_hostname=m["server_hostname"] or None,
-                            max_queue=16, max_payload=1024)
+                            max_queue=_QUEUE, max_payload=1024)
         self.heartbeat_ms = m["heartbeat_s"] * 1000
         self.key = m["cmd_key"]
         self.replay = []  # the command replay cache's entries (h2p.sign.verify_command)
+        self.prefix = None  # "h2pile/v1/<pile>/"
         self.cmd_topic = None
-        self.pub = None
+        self.flags = None  # topic name -> qos | 2 if retained
+        self.seq = 0
         self.bill = None
-        self.evts = []
+        self.evts = []  # (kind, a, b) not yet published
         self.evt_lost = 0
         self.last_state = None
-        # Telemetry as last sent, one slot per deadband field (h2p.topics
-        # TELE_DEADBAND, in the order of tele_keys); NaN = was None.
-        self.tele_keys = ()
-        self.tele_db = None
-        self.tele_sent = None
+        from array import array
+
+        self.tele = t = array("d", bytes(8 * _TELE_SIZE))
         self.tele_ms = 0
         lim = cfg["limits"]
-        self._l_per_kwh = lim["premix_l_per_kwh"]
-        self._bat_kwh = lim["bat_kwh"]
-        self._soc_min = lim["bat_soc_min"]
-        self._eff = lim["charger_eff"]
+        t[_L_PER_KWH] = lim["premix_l_per_kwh"]
+        t[_BAT_KWH] = lim["bat_kwh"]
+        t[_SOC_MIN] = lim["bat_soc_min"]
+        t[_EFF] = lim["charger_eff"]
 
     # ---- MQTT callbacks ------------------------------------------------------
     def _connected(self):
-        self.pub.pub("status", {"online": True})
-        self.pub.pub("meta", {
+        # On every CONNACK, and the resend_meta command (ok, reason).
+        self._pub("status", {"online": True})
+        self._pub("meta", {
             "fw": VERSION, "board": self.pile.board.name,
             "caps": ["charge", "signed_cmd", "bill"],
             "units": {"power": "kW", "energy": "kWh", "current": "A", "temp": "degC", "premix": "L"},
@@ -67,109 +98,109 @@ class Uplink:
         self.last_state = None  # re-send state now
         if self.bill:
             self.bill.wake()
-
-    def _message(self, t, payload):
-        if t == self.cmd_topic:
-            self.pub.pub("cmd/ack", self._command(payload))
-        elif self.bill:
-            self.bill.on_message(t, payload)
-
-    def _command(self, raw):
-        if not self.key:
-            ack = {"id": None, "op": None, "ok": False, "reason": "no command key provisioned"}
-        else:
-            from h2p import cmdhandler
-
-            try:
-                # the supervisor carries out the ops, resend_meta is ours
-                ack = cmdhandler.handle(raw, self.pile.board.unix_time(), self.pid, self.key,
-                                        (self.pile.sup, self), self.replay)
-            finally:
-                cmdhandler = None
-                forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
-        log("cmd", ack.get("op"), "ok" if ack.get("ok") else "rejected", ack.get("reason"))
-        return ack
-
-    def resend_meta(self):  # the command (h2p.cmdhandler)
-        self._connected()
         return True, ""
 
+    resend_meta = _connected  # the command (h2p.cmdhandler)
+
+    def _message(self, t, payload):
+        if t != self.cmd_topic:
+            self.bill.on_message(t, payload)
+            return
+        from h2p import cmdhandler
+
+        try:
+            # the supervisor carries out the ops, resend_meta is ours
+            ack = cmdhandler.handle(payload, self.pile.board.unix_time(), self.pid, self.key,
+                                    (self.pile.sup, self), self.replay)
+        finally:
+            cmdhandler = None
+            forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+        log("cmd", ack.get("op"), "ok" if ack.get("ok") else "rejected", ack.get("reason"))
+        self._pub("cmd/ack", ack)
+
     def _event(self, kind, a, b):
-        if kind in ("faults", "session_start", "session_stop", "selftest", "idle_shutdown"):
+        # The pile's events (faults, selftest, session_start, session_stop,
+        # idle_shutdown) go out on evt; state changes go on state, closed
+        # sessions on bill.
+        if kind != "state" and kind != "bill":
             if len(self.evts) >= _EVT_MAX:
                 self.evt_lost += 1
                 self.evts.pop(0)
-            self.evts.append({"kind": kind, "a": a, "b": b})
+            self.evts.append((kind, a, b))
 
     # ---- what goes out ------------------------------------------------------
+    def _pub(self, name, msg):
+        # msg: a dict, stamped here (in place) and serialised; or the JSON
+        # text of tele, stamped by _tele. -> bool queued
+        if not isinstance(msg, str):
+            self.seq += 1
+            msg["seq"] = self.seq
+            msg["boot"] = self.pile.boot_no
+            msg = json.dumps(msg)
+        f = self.flags[name]
+        return self.c.publish((self.prefix + name).encode(), msg, f & 2, f & 1)
+
     def _state(self):
         s = self.pile.sup
         st = (s.state, tuple(s.il.names_in_force()), s.ev_arb.owner)
         if st != self.last_state:
             self.last_state = st
             d = s.status(self.pile.clock.ms())
-            self.pub.pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
-                                   "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"]})
+            self._pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
+                                "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"]})
 
-    def _r(self, name, now, scale=1.0, nd=1):
+    def _reading(self, name, now, div, nd):
+        # A reading as tele carries it: scaled down by div, rounded to nd
+        # decimals; the JSON text null when it is missing.
         x = self.pile.rd.value(I[name], now)
-        return None if x is None else round(x * scale, nd)
+        return "null" if x is None else round(x / div, nd)
 
     def _tele(self):
         p = self.pile
         now = p.clock.ms()
-        r = self._r
+        r = self._reading
         v = p.rd.value
+        t = self.tele
+        premix = r("ref_tank_l", now, 1, 1)
+        bat_soc = r("bat_soc", now, 1, 1)
         bv, ba = v(I["bat_v"], now), v(I["bat_a"], now)
         fv, fa = v(I["fc_dcdc_v"], now), v(I["fc_dcdc_a"], now)
-        cur = {}
-        cur["p_kw"] = r("met_w", now, 0.001, 2)
-        cur["v_out"] = r("met_v", now)
-        cur["i_out"] = r("met_a", now)
-        cur["e_kwh"] = round(p.session_wh() / 1000, 3)
-        cur["ev_soc"] = r("chg_ev_soc", now)
-        cur["bat_soc"] = r("bat_soc", now)
-        cur["fc_t"] = r("fc_stack_c", now)
-        cur["ref_t"] = r("ref_bed_c", now)
-        cur["premix_l"] = r("ref_tank_l", now)
-        cur["h2_lel"] = r("sio_h2_lel", now)
-        cur["bat_kw"] = None if bv is None or ba is None else round(bv * ba / 1000, 2)
-        cur["fc_kw"] = None if fv is None or fa is None else round(fv * fa / 1000, 2)
-        cur["limit_a"] = p.sup.ev_limit / 10
-        cur["deliver_kwh"] = self._deliverable(cur)
-        wall = ticks_ms()
-        if self._tele_moved(cur) or ticks_diff(wall, self.tele_ms) > self.heartbeat_ms:
-            keys, sent = self.tele_keys, self.tele_sent
-            for i in range(len(keys)):
-                x = cur.get(keys[i])
-                sent[i] = _NONE if x is None else x
-            self.tele_ms = wall
-            cur["state"] = S.NAMES[p.sup.state]
-            self.pub.pub("tele", cur)
-
-    def _tele_moved(self, cur):
-        # True if any field moved by more than its deadband from the value
-        # last sent, or appeared/disappeared (None <-> a value).
-        keys, sent, db = self.tele_keys, self.tele_sent, self.tele_db
-        for i in range(len(keys)):
-            a = sent[i]
-            b = cur.get(keys[i])
-            if a != a or b is None:  # a != a: NaN, was None
-                if (a != a) != (b is None):
-                    return True
-            elif abs(b - a) > db[i]:
-                return True
-        return False
-
-    def _deliverable(self, t):
         # kWh the pile can still give an EV: premix through the stack plus
         # the battery above its floor, both through the charger.
-        kwh = 0.0
-        if t["premix_l"] is not None:
-            kwh += t["premix_l"] / self._l_per_kwh
-        if t["bat_soc"] is not None and t["bat_soc"] > self._soc_min:
-            kwh += (t["bat_soc"] - self._soc_min) / 100 * self._bat_kwh
-        return round(kwh * self._eff, 1)
+        kwh = 0
+        if premix != "null":
+            kwh += premix / t[_L_PER_KWH]
+        if bat_soc != "null" and bat_soc > t[_SOC_MIN]:
+            kwh += (bat_soc - t[_SOC_MIN]) / 100 * t[_BAT_KWH]
+        # The message's values, in the order of _TELE_JSON (seq as it will
+        # be if this is sent).
+        vals = (r("met_w", now, 1000, 2), r("met_v", now, 1, 1), r("met_a", now, 1, 1),
+                round(p.session_wh() / 1000, 3), r("chg_ev_soc", now, 1, 1), bat_soc,
+                r("fc_stack_c", now, 1, 1), r("ref_bed_c", now, 1, 1), premix, r("sio_h2_lel", now, 1, 1),
+                "null" if bv is None or ba is None else round(bv * ba / 1000, 2),
+                "null" if fv is None or fa is None else round(fv * fa / 1000, 2),
+                p.sup.ev_limit / 10, round(kwh * t[_EFF], 1),
+                S.NAMES[p.sup.state], self.seq + 1, p.boot_no)
+        wall = ticks_ms()
+        # Sent at the heartbeat, or when a field moved by more than its
+        # deadband from the value last sent, or appeared/disappeared.
+        send = ticks_diff(wall, self.tele_ms) > self.heartbeat_ms
+        i = 0
+        while not send and i < _N_TELE:
+            a = t[_SENT + i]
+            b = vals[i]
+            if a != a or b == "null":  # a != a: NaN, was null
+                send = (a != a) != (b == "null")
+            else:
+                send = abs(b - a) > t[i]
+            i += 1
+        if send:
+            for i in range(_N_TELE):
+                b = vals[i]
+                t[_SENT + i] = nan if b == "null" else b
+            self.tele_ms = wall
+            self.seq += 1
+            self._pub("tele", _TELE_JSON % vals)
 
     def _setup(self):
         # Everything that needs h2p.topics, in one call so that no local
@@ -179,20 +210,31 @@ class Uplink:
         from h2p import topics
 
         self.cmd_topic = topics.topic(self.pid, "cmd")
-        db = topics.TELE_DEADBAND
-        self.tele_keys = tuple(db)
-        self.tele_db = array("d", [db[k] for k in self.tele_keys])
-        self.tele_sent = array("d", [_NONE] * len(self.tele_keys))
+        self.prefix = self.cmd_topic[:-3]
+        self.flags = {}
+        for row in topics.TOPICS:
+            if row[topics.T_DIR] == "pub":
+                self.flags[row[0]] = row[1] | (2 if row[2] else 0)
+        # the deadband of each tele field, by its key: the first _N_TELE
+        # quoted names of _TELE_JSON (one key at a time: no list of pieces)
+        k = 0
+        for i in range(_N_TELE):
+            j = _TELE_JSON.index('"', k) + 1
+            k = _TELE_JSON.index('"', j)
+            self.tele[i] = topics.TELE_DEADBAND[_TELE_JSON[j:k]]
+            self.tele[_SENT + i] = nan
+            k += 1
         self.heartbeat_ms = min(self.heartbeat_ms, topics.TELE_MAX_INTERVAL_S * 1000)
-        self.pub = Publisher(c, self.pid, p.boot_no)
-        c.will = self.pub.will()
+        f = self.flags["status"]
+        c.will = ((self.prefix + "status").encode(), json.dumps({"online": False, "seq": 0, "boot": p.boot_no}),
+                  bool(f & 2), f & 1)
         from h2p.billing import Billing
 
         self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected)
         c.subscribe(self.cmd_topic, 1)
         for t, q in self.bill.subscriptions():
             c.subscribe(t, q)
-        topics = db = None
+        topics = row = None
         forget("h2p.topics", "h2p.cmdspec")
 
     async def run(self):
@@ -213,9 +255,14 @@ class Uplink:
             try:
                 self._state()
                 self._tele()
-                while self.evts:
-                    self.pub.pub("evt", self.evts.pop(0))
-                self.bill.poll(p.uptime_s())
+                # Events and bills wait here while the client's queue is
+                # half full (QoS 1 messages hold their slot until acked):
+                # a full queue would evict the oldest message, e.g. status.
+                while self.evts and c.queued() < _QUEUE // 2:
+                    kind, a, b = self.evts.pop(0)
+                    self._pub("evt", {"kind": kind, "a": a, "b": b})
+                if c.queued() < _QUEUE // 2:
+                    self.bill.poll(p.uptime_s())
             except Exception as e:  # noqa: BLE001 - reporting must not stop the pile
                 p.report_errors += 1
                 log("uplink", "error", type(e).__name__, e)
