@@ -3,7 +3,7 @@
 PY      := .venv/bin/python
 BOARD   ?= esp32_generic
 SPEED   ?= 60
-HEAP    ?= 112K
+HEAP    ?= 96K
 
 .PHONY: all test sim firmware bench hil docs deps venv clean
 

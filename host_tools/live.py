@@ -147,7 +147,7 @@ async def live(args) -> int:
 def add_parser(sub):
     p = sub.add_parser("live", help="the whole pile live against the simulator (make sim)")
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
-    p.add_argument("--heap", default="112K", help="MicroPython heap (-X heapsize; 96K runs the pile without MQTT, see docs/memory.md)")
+    p.add_argument("--heap", default="96K", help="MicroPython heap (-X heapsize, as on the pile; see docs/memory.md)")
     p.add_argument("--pile-id", default="sim-1")
     p.add_argument("--port", type=int, default=5020, help="simulator RTU-over-TCP port")
     p.add_argument("--control-port", type=int, default=5021, help="simulator control port (h2pile sim inject)")

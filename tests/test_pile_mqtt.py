@@ -61,7 +61,7 @@ def _send(run, cmd):
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="112K", mqtt=True, config=CONFIG, sim_args=WARM,
+    run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
     w = Watcher(run.mqtt_port)

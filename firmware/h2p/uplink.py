@@ -27,9 +27,35 @@ from math import nan
 from h2p.compat import asyncio, const, forget, ticks_ms, ticks_diff
 from h2p.log import log
 from h2p.mqtt import MQTTClient
-from h2p.readings import INDEX as I
 from h2p import VERSION
 from h2p import states as S
+
+
+def _indices(*names):
+    # Reading indices by name, resolved while loading: the index by name is
+    # dropped after boot (h2p.readings.release).
+    from h2p.readings import INDEX
+
+    return bytes([INDEX[n] for n in names])
+
+
+# The readings tele carries: _RD[_MET_W] is the index of met_w, and so on.
+_RD = _indices("met_w", "met_v", "met_a", "chg_ev_soc", "bat_soc", "fc_stack_c", "ref_bed_c", "ref_tank_l",
+               "sio_h2_lel", "bat_v", "bat_a", "fc_dcdc_v", "fc_dcdc_a")
+del _indices
+_MET_W = const(0)
+_MET_V = const(1)
+_MET_A = const(2)
+_EV_SOC = const(3)
+_BAT_SOC = const(4)
+_FC_T = const(5)
+_REF_T = const(6)
+_TANK = const(7)
+_H2_LEL = const(8)
+_BAT_V = const(9)
+_BAT_A = const(10)
+_FC_V = const(11)
+_FC_A = const(12)
 
 _EVT_MAX = const(16)  # events queued while offline beyond this are counted, not kept
 _QUEUE = const(8)  # MQTT queue slots: status, meta, state, tele, events and bills of one round
@@ -149,10 +175,10 @@ class Uplink:
             self._pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
                                 "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"]})
 
-    def _reading(self, name, now, div, nd):
-        # A reading as tele carries it: scaled down by div, rounded to nd
-        # decimals; the JSON text null when it is missing.
-        x = self.pile.rd.value(I[name], now)
+    def _reading(self, k, now, div, nd):
+        # Reading _RD[k] as tele carries it: scaled down by div, rounded to
+        # nd decimals; the JSON text null when it is missing.
+        x = self.pile.rd.value(_RD[k], now)
         return "null" if x is None else round(x / div, nd)
 
     def _tele(self):
@@ -161,10 +187,10 @@ class Uplink:
         r = self._reading
         v = p.rd.value
         t = self.tele
-        premix = r("ref_tank_l", now, 1, 1)
-        bat_soc = r("bat_soc", now, 1, 1)
-        bv, ba = v(I["bat_v"], now), v(I["bat_a"], now)
-        fv, fa = v(I["fc_dcdc_v"], now), v(I["fc_dcdc_a"], now)
+        premix = r(_TANK, now, 1, 1)
+        bat_soc = r(_BAT_SOC, now, 1, 1)
+        bv, ba = v(_RD[_BAT_V], now), v(_RD[_BAT_A], now)
+        fv, fa = v(_RD[_FC_V], now), v(_RD[_FC_A], now)
         # kWh the pile can still give an EV: premix through the stack plus
         # the battery above its floor, both through the charger.
         kwh = 0
@@ -174,9 +200,9 @@ class Uplink:
             kwh += (bat_soc - t[_SOC_MIN]) / 100 * t[_BAT_KWH]
         # The message's values, in the order of _TELE_JSON (seq as it will
         # be if this is sent).
-        vals = (r("met_w", now, 1000, 2), r("met_v", now, 1, 1), r("met_a", now, 1, 1),
-                round(p.session_wh() / 1000, 3), r("chg_ev_soc", now, 1, 1), bat_soc,
-                r("fc_stack_c", now, 1, 1), r("ref_bed_c", now, 1, 1), premix, r("sio_h2_lel", now, 1, 1),
+        vals = (r(_MET_W, now, 1000, 2), r(_MET_V, now, 1, 1), r(_MET_A, now, 1, 1),
+                round(p.session_wh() / 1000, 3), r(_EV_SOC, now, 1, 1), bat_soc,
+                r(_FC_T, now, 1, 1), r(_REF_T, now, 1, 1), premix, r(_H2_LEL, now, 1, 1),
                 "null" if bv is None or ba is None else round(bv * ba / 1000, 2),
                 "null" if fv is None or fa is None else round(fv * fa / 1000, 2),
                 p.sup.ev_limit / 10, round(kwh * t[_EFF], 1),
