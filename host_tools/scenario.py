@@ -83,7 +83,7 @@ def context_types() -> dict[str, type]:
     from sim.plant import Plant
 
     types = {k: type(v) for k, v in Plant(P.defaults()).summary().items() if not isinstance(v, dict)}
-    types.update({"state": str, "t": float, "faults": list, "sessions": int})
+    types.update({"state": str, "t": float, "faults": list, "sessions": int, "stops": int})
     return types
 
 
@@ -686,14 +686,20 @@ async def run(sc: Scenario, speed: float | None = None, log_path: str | None = N
 
 
 def _fw_context(pr, t):
+    # sessions: started; stops: ended. The firmware reports a session's
+    # start just before its state goes ready -> charging, so "sessions >= 1
+    # and state == 'ready'" can hold for that instant: "after a session"
+    # is stops >= 1.
     faults_now: list = []
-    sessions = 0
+    sessions = stops = 0
     for e in pr.events:
         if e["kind"] == "faults":
             faults_now = [] if e["a"] == "none" else e["a"].split(",")
         elif e["kind"] == "session_start":
             sessions += 1
-    return {"state": pr.state, "t": t, "faults": faults_now, "sessions": sessions}
+        elif e["kind"] == "session_stop":
+            stops += 1
+    return {"state": pr.state, "t": t, "faults": faults_now, "sessions": sessions, "stops": stops}
 
 
 def _merge(sc, speed, pr, sim_log):

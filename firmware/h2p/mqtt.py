@@ -49,6 +49,7 @@
 #   copy); a PUBLISH is written as a small header and the queued payload,
 #   so there is no buffer the size of max_payload; the tx task runs only
 #   while there is something to send (no asyncio.Event, see _kick).
+# Error texts stay whole (they end up in operators' logs): ~32 B each.
 # RAM: module globals and class attributes are kept few (imports used once
 # are made where they are used), so their dicts stay at a small size step.
 from h2p.compat import MICROPYTHON, asyncio, const, ticks_ms, ticks_diff, sleep_ms
@@ -127,7 +128,7 @@ class MQTTClient:
                  backoff_min_ms=500, backoff_max_ms=30000, retry_ms=None,
                  drain_limit=1 << 21):
         if keepalive < 1:
-            raise ValueError("keepalive")
+            raise ValueError("keepalive must be >= 1 s")
         self.client_id = client_id
         self.host = host
         self.user = user
@@ -313,11 +314,11 @@ class MQTTClient:
                 now = ticks_ms()
                 f = n[_LINK]
                 if f & _L_WRITING and ticks_diff(now, n[_TX_T]) > ka:
-                    raise OSError("stalled")
+                    raise OSError("write stalled")
                 if f & _L_PING_OUT:
                     if ticks_diff(now, n[_PING_T]) > ka and ticks_diff(now, n[_LAST_RX]) > ka:
                         n[_S_PING_TIMEOUTS] += 1
-                        raise OSError("PINGRESP")
+                        raise OSError("no PINGRESP")
                 elif ticks_diff(now, n[_LAST_RX]) >= ka >> 1 or ticks_diff(now, n[_LAST_TX]) >= ka >> 1:
                     n[_LINK] = f | _L_PING_DUE
                     self._kick()
@@ -383,10 +384,10 @@ class MQTTClient:
         p = await r.readexactly(4)
         if p[0] != _CONNACK or p[1] != 2:
             n[_S_BAD_PACKETS] += 1
-            raise OSError("CONNACK")
+            raise OSError("bad CONNACK")
         if p[3] != 0:
             n[_S_REFUSED] += 1
-            raise OSError("refused", p[3])
+            raise OSError("CONNACK refused rc=%d" % p[3])
         return r
 
     async def _send(self, w, typ, p, payload=None):
@@ -514,23 +515,23 @@ class MQTTClient:
                         break
                     if sh >= 28:
                         n[_S_BAD_PACKETS] += 1
-                        raise ValueError("length")
+                        raise ValueError("bad remaining length")
                 n[_LAST_RX] = ticks_ms()
                 t = typ & 0xF0
                 if t == _PUBLISH:
                     qos = (typ >> 1) & 3
                     if qos > 1 or rl < 2:
                         n[_S_BAD_PACKETS] += 1
-                        raise ValueError("PUBLISH")
+                        raise ValueError("bad PUBLISH")
                     if rl > n[_DRAIN_LIMIT]:
                         n[_S_OVERSIZE] += 1
-                        raise ValueError("oversize")
+                        raise ValueError("PUBLISH too long")
                     p = await r.readexactly(2)
                     lt = (p[0] << 8) | p[1]
                     hl = 2 + lt + (2 if qos else 0)
                     if hl > rl:
                         n[_S_BAD_PACKETS] += 1
-                        raise ValueError("PUBLISH")
+                        raise ValueError("bad PUBLISH")
                     topic = None
                     if lt <= _TOPIC_MAX:
                         topic = await r.readexactly(lt)
@@ -581,7 +582,7 @@ class MQTTClient:
                 else:
                     n[_S_BAD_PACKETS] += 1
                     if rl > 64:
-                        raise ValueError("packet")
+                        raise ValueError("unexpected packet")
                     await _drain(r, rl, n)
                 n[_LAST_RX] = ticks_ms()
         except Exception as e:
@@ -625,6 +626,6 @@ def make_tls_context(cadata=None, cafile=None):
         with open(cafile, "rb") as f:
             cadata = f.read()
     if cadata is None:
-        raise ValueError("need a CA")
+        raise ValueError("a CA certificate is required")
     ctx.load_verify_locations(cadata=cadata)
     return ctx
