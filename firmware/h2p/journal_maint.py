@@ -20,20 +20,13 @@ import json
 import struct
 
 from h2p.compat import const
-from h2p.journal import MAGIC, JournalFull, crc32
+from h2p.journal import ACK, CLOSE, MAGIC, META, OPEN, JournalFull, crc32
 
 _fsync = getattr(os, "fsync", None)  # CPython only; MicroPython flush() syncs
 
 _HDR_LEN = const(10)
 _SCAN = const(64)  # resync read size
 _COPY = const(256)  # copy buffer of a rewrite
-
-# record types, as in h2p.journal
-_OPEN = const(1)
-_CKPT = const(2)
-_CLOSE = const(3)
-_ACK = const(4)
-_META = const(5)
 
 # what a rewrite does with a record
 _KEEP = const(0)
@@ -187,9 +180,9 @@ def _live(j):
 def _kind(loc, rtype, live, forced):
     if loc == forced:
         return _DROP
-    if loc in live or rtype < _OPEN or rtype > _META:
+    if loc in live or rtype < OPEN or rtype > META:
         return _KEEP  # indexed, or a type this firmware does not know
-    if rtype == _CLOSE or rtype == _ACK:
+    if rtype == CLOSE or rtype == ACK:
         return _ACKED
     return _DROP  # a superseded OPEN, CKPT or META
 
@@ -392,10 +385,10 @@ def acked_ids(j):
     if j.size:
         with open(j.path, "rb") as f:
             for loc, rtype in _records(f, j.size, ()):
-                if rtype == _CLOSE or rtype == _ACK:
+                if rtype == CLOSE or rtype == ACK:
                     f.seek((loc >> 16) + _HDR_LEN)
                     sid = json.loads(f.read((loc & 0xFFFF) - _HDR_LEN)).get("id")
-                    (closed if rtype == _CLOSE else acked).add(sid)
+                    (closed if rtype == CLOSE else acked).add(sid)
     return sorted(closed & acked)
 
 
