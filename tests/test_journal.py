@@ -236,3 +236,24 @@ def test_body_too_large(tmp_path):
 
 def test_record_types_are_distinct():
     assert len({OPEN, CKPT, CLOSE, ACK, META}) == 5 and MAGIC[0] == 0xFA
+
+
+def test_record_locations_stay_small_ints_on_a_32_bit_board(tmp_path):
+    # A loc (offset << LOC_SHIFT | length) must stay below 2**30, the
+    # small-int limit of a 32-bit MicroPython, for the largest journal the
+    # config allows; else every index entry would be a heap object there.
+    from h2p import config
+    from h2p.journal import LOC_LEN, LOC_SHIFT
+    from h2p.schema import ConfigError
+
+    kb = config.from_dict({"pile_id": "p", "journal_kb": 512})["journal_kb"]
+    with pytest.raises(ConfigError):
+        config.from_dict({"pile_id": "p", "journal_kb": kb + 1})
+    assert ((kb * 1024 - 1) << LOC_SHIFT | LOC_LEN) < 2 ** 30
+    # a record length that the loc cannot hold is refused when the journal is made
+    with pytest.raises(ValueError, match="max_body"):
+        Journal(str(tmp_path / "j.bin"), max_body=LOC_LEN)
+    j = Journal(str(tmp_path / "j.bin"), max_body=LOC_LEN - 10)
+    j.open()
+    j.set_meta("k", "x" * (LOC_LEN - 40))  # the longest record still round-trips
+    assert j.get_meta("k", None) == "x" * (LOC_LEN - 40)

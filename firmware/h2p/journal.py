@@ -29,6 +29,14 @@ MAGIC = b"\xfa\xce"
 # The header is 10 bytes (the "10"s below). RAM: no const() import here: one
 # global more would grow this module's globals table past 17 slots.
 
+# A record's place in the file, in RAM, is one int "loc" = offset <<
+# LOC_SHIFT | total length. 11 bits of length (a record is at most 10 + 2037
+# bytes) leave 19 bits of offset under 2**30, MicroPython's small-int limit
+# on a 32-bit board: up to a 512 KB journal (the config's journal_kb limit)
+# a loc is never a heap object.
+LOC_SHIFT = 11
+LOC_LEN = 0x7FF
+
 # Record types
 OPEN = 1  # a charging session started: {"id": sid, ...}
 CKPT = 2  # progress of an open session; the latest one wins
@@ -75,6 +83,9 @@ class Journal:
     # None)], _acked (ids of acknowledged sessions still in the file).
 
     def __init__(self, path, max_bytes=32768, checkpoint_interval_s=60, max_body=1024):
+        if max_body > LOC_LEN - 10:
+            raise ValueError("journal max_body %d > %d bytes (a record's length has 11 bits)"
+                             % (max_body, LOC_LEN - 10))
         self.path = path
         self.max_bytes = max_bytes
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -83,7 +94,7 @@ class Journal:
         self.compactions = 0
         self.writes = 0
         # The RAM index holds the live records the pile needs, each as one
-        # int "loc" = offset << 16 | total length (sorts in file order).
+        # int "loc" (LOC_SHIFT above; locs sort in file order).
         # RAM: acknowledged sessions are not indexed (a full journal holds
         # dozens of them); compaction finds them in the file.
         self._open = {}  # sid -> [OPEN loc, latest CKPT loc or None, time of that CKPT or None]
@@ -139,7 +150,7 @@ class Journal:
         Raises JournalFull (nothing written) or ValueError (body too big)."""
         data = json.dumps(body).encode()
         n = len(data)
-        if n > self.max_body or n > 65000:
+        if n > self.max_body:
             raise ValueError("journal record too large: %d > %d bytes" % (n, self.max_body))
         total = 10 + n
         if self.size + total + reserve > self.max_bytes:
@@ -155,7 +166,7 @@ class Journal:
                 fsync(f.fileno())
         self.size = off + total
         self.writes += 1
-        self._index((off << 16) | total, rtype, body.get("id"))
+        self._index((off << LOC_SHIFT) | total, rtype, body.get("id"))
         return off
 
     def open_session(self, body, now_s):
@@ -216,11 +227,11 @@ class Journal:
     def record(self, loc):
         """The body (JSON bytes, as stored) of the record at loc. A bill is
         published as these bytes: no dict is built for it."""
-        off = loc >> 16
+        off = loc >> LOC_SHIFT
         with open(self.path, "rb") as f:
             f.seek(off)
             h = f.read(10)
-            body = f.read((loc & 0xFFFF) - 10)
+            body = f.read((loc & LOC_LEN) - 10)
         if len(h) != 10 or h != header(h[2], body, h[3]):
             raise OSError("journal record at %d unreadable" % off)
         return body

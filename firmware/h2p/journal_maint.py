@@ -20,7 +20,7 @@ import json
 import struct
 
 from h2p.compat import const
-from h2p.journal import ACK, CLOSE, MAGIC, META, OPEN, JournalFull, crc32
+from h2p.journal import ACK, CLOSE, LOC_LEN, LOC_SHIFT, MAGIC, META, OPEN, JournalFull, crc32
 
 _fsync = getattr(os, "fsync", None)  # CPython only; MicroPython flush() syncs
 
@@ -96,7 +96,7 @@ def _scan(j):
                         garbage.append((bad_at, pos - bad_at))
                         bad_at = -1
                     total, rtype, body = got
-                    j._index((pos << 16) | total, rtype, body.get("id"))
+                    j._index((pos << LOC_SHIFT) | total, rtype, body.get("id"))
                     n += 1
                     pos += total
                     continue
@@ -158,7 +158,7 @@ def _records(f, size, garbage):
         f.seek(pos)
         h = f.read(6)  # magic, type, flags, body length
         total = _HDR_LEN + (h[4] | (h[5] << 8))
-        yield (pos << 16) | total, h[2]
+        yield (pos << LOC_SHIFT) | total, h[2]
         pos += total
 
 
@@ -206,9 +206,9 @@ def compact(j, need=0, acked_sid=None):
         for loc, rtype in _records(f, j.size, ()):
             k = _kind(loc, rtype, live, forced)
             if k == _KEEP:
-                kept += loc & 0xFFFF
+                kept += loc & LOC_LEN
             elif k == _ACKED:
-                acked += loc & 0xFFFF
+                acked += loc & LOC_LEN
             else:
                 dropped += 1
     if kept + need > j.max_bytes:
@@ -240,13 +240,13 @@ def _rewrite(j, skip, forced, garbage):
         with open(tmp, "wb") as dst:
             for loc, rtype in _records(src, j.size, garbage):
                 k = _kind(loc, rtype, live, forced)
-                total = loc & 0xFFFF
+                total = loc & LOC_LEN
                 if k == _DROP:
                     continue
                 if k == _ACKED and skip > 0:
                     skip -= total
                     continue
-                src.seek(loc >> 16)
+                src.seek(loc >> LOC_SHIFT)
                 left = total
                 while left:
                     got = src.readinto(mv[: min(left, _COPY)])
@@ -255,7 +255,7 @@ def _rewrite(j, skip, forced, garbage):
                     dst.write(mv[:got])
                     left -= got
                 if k == _KEEP and loc in live:
-                    moved[loc] = (new << 16) | total
+                    moved[loc] = (new << LOC_SHIFT) | total
                 new += total
             dst.flush()
             if _fsync is not None:
@@ -386,8 +386,8 @@ def acked_ids(j):
         with open(j.path, "rb") as f:
             for loc, rtype in _records(f, j.size, ()):
                 if rtype == CLOSE or rtype == ACK:
-                    f.seek((loc >> 16) + _HDR_LEN)
-                    sid = json.loads(f.read((loc & 0xFFFF) - _HDR_LEN)).get("id")
+                    f.seek((loc >> LOC_SHIFT) + _HDR_LEN)
+                    sid = json.loads(f.read((loc & LOC_LEN) - _HDR_LEN)).get("id")
                     (closed if rtype == CLOSE else acked).add(sid)
     return sorted(closed & acked)
 
