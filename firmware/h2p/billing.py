@@ -36,7 +36,7 @@ class Billing:
         self.retry_s = retry_s
         self.max_per_poll = max_per_poll
         self.topic = topic(pile_id, "bill")
-        self.ack_topic = self.topic + "/ack"
+        self.ack_topic = topic(pile_id, "bill/ack")
         # RAM: sid -> (next due time or None = now, attempts), only for
         # records sent at least once; a record not in it is due now.
         self._due = {}

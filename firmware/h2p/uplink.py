@@ -236,7 +236,7 @@ class Uplink:
         from h2p import topics
 
         self.cmd_topic = topics.topic(self.pid, "cmd")
-        self.prefix = self.cmd_topic[:-3]
+        self.prefix = topics.PREFIX + self.pid + "/"  # the pile id was checked by topic() above
         self.flags = {}
         for row in topics.TOPICS:
             if row[topics.T_DIR] == "pub":
