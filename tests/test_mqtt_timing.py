@@ -85,6 +85,7 @@ def test_reconnect_backoff_doubles_in_wall_time(tmp_path):
         fb.close()
     gaps = [b - a for a, b in zip(times, times[1:])]
     print("\nbackoff 0.5 s doubling: reconnects after %s s" % ", ".join("%.2f" % g for g in gaps))
-    # 0.5, 1, 2, 4 s, each +-25 % jitter, plus the failed attempt itself
+    # 0.5, 1, 2, 4 s, each +-25 % jitter, plus the failed attempt itself (slack
+    # for a loaded 2-core CI machine)
     for k, want in enumerate((0.5, 1.0, 2.0, 4.0)):
-        assert 0.75 * want <= gaps[k] <= 1.25 * want + 0.25, (k, gaps)
+        assert 0.75 * want <= gaps[k] <= 1.25 * want + 0.4, (k, gaps)
