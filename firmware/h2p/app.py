@@ -372,6 +372,10 @@ def _start(pile, board):
         tasks.append(c(pile.watchdog_task(cfg["stable_s"])))
     if hasattr(board.wdt, "run"):
         tasks.append(c(board.wdt.run()))
+    if board.has_led:
+        from h2p import led
+
+        tasks.append(c(led.run(board, pile)))
     w = cfg["wifi"]
     if board.has_wifi and w["ssid"]:
         from h2p import link

@@ -40,7 +40,7 @@ def load():
 # h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
 _TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
           ("maintenance_task", "maintenance"), ("sync_task", "clock"), ("link.py", "link"),
-          ("uplink.py", "uplink"), ("board_", "wdt"))
+          ("uplink.py", "uplink"), ("led.py", "led"), ("board_", "wdt"))
 
 
 def describe(e):
