@@ -1,0 +1,233 @@
+"""Run the firmware's ESP32 path on the unix port, against the simulator.
+
+No ESP32 emulator exists here, so the board is a double: tests/board/
+esp32_double/ holds `machine` and `network` as the ESP32 port has them
+(surface generated from micropython-esp32-stubs, host_tools/esp32_surface.py)
+and esp32_boot.py, which makes sys.platform read "esp32" and runs main.py
+unchanged. The firmware is built for esp32_generic (board_esp32 + board_mcu)
+and, with the double compiled beside it, put in a ROM image that the unix
+board maps as flash (host_tools/unix_flash.py): on an ESP32, machine and
+network are in the firmware image too, not in the heap.
+
+    with Esp32Run(tmp_path, mqtt_port=broker.port) as run:
+        run.wait_for(lambda l: l.startswith("BOOT "), 30)
+
+The board's UART2 is bridged to the simulator's RTU-over-TCP port; WiFi
+succeeds with the AP's ssid/password from esp32_double.json (the `ap`
+argument), `drop_wifi()` / `restore_wifi()` take the AP away and back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOUBLE = os.path.join(ROOT, "tests", "board", "esp32_double")
+UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
+BIN = os.path.dirname(sys.executable)
+DOUBLE_MODULES = ("machine", "network", "_surface", "_esp32_sys")
+
+_build_lock = threading.Lock()
+_builds: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_esp32(out_root: str) -> str:
+    """build/esp32_generic as `h2pile build` makes it, plus rom_esp32.img:
+    the firmware's .mpy files and the double's, as one ROM image."""
+    with _build_lock:
+        if out_root in _builds:
+            return _builds[out_root]
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
+        from host_tools.build import build, mpy_cross, write_rom_image
+
+        out = build("esp32_generic", out_root)
+        rom = os.path.join(out, "rom_esp32double")
+        shutil.copytree(os.path.join(out, "lib"), rom)
+        for m in DOUBLE_MODULES:
+            r = subprocess.run([mpy_cross(), "-o", os.path.join(rom, m + ".mpy"), "-s", m + ".py",
+                                os.path.join(DOUBLE, m + ".py")], capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"mpy-cross {m}.py: {r.stderr}")
+        shutil.copy(os.path.join(DOUBLE, "esp32_surface.jsonl"), rom)
+        write_rom_image(rom, os.path.join(out, "rom_esp32.img"))
+        _builds[out_root] = out
+        return out
+
+
+class Esp32Run:
+    def __init__(self, tmp, *, wifi=("pilenet", "pile-pass"), ap=("pilenet", "pile-pass"),
+                 mqtt_port=None, fleet_secret="sim-fleet-secret", pile_id="esp-1", heap="96K",
+                 speed=1.0, baud=115200, config=None, build_root=None, attempt_ms=300,
+                 extra_heap=True):
+        self.tmp = str(tmp)
+        self.dir = os.path.join(self.tmp, "board")
+        self.build_root = build_root or os.path.join(self.tmp, "fw")
+        self.heap = heap
+        self.extra_heap = extra_heap
+        self.double_bytes = 0
+        self.speed = speed
+        self.baud = baud
+        self.port = free_port()
+        self.ctl_port = free_port()
+        self.config = {"pile_id": pile_id, "bus": {"baud": baud},
+                       "wifi": {"ssid": wifi[0], "password": wifi[1]}}
+        if mqtt_port:
+            sys.path.insert(0, os.path.join(ROOT, "firmware"))
+            from h2p import keys
+
+            self.config["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port,
+                                   "cmd_key": keys.cmd_key(fleet_secret, pile_id)}
+        for k, v in (config or {}).items():
+            self.config[k] = v
+        self.double_cfg = {"uart": {"2": {"host": "127.0.0.1", "port": self.port}},
+                           "ap": {"ssid": ap[0], "password": ap[1], "ip": "10.0.0.20",
+                                  "attempt_ms": attempt_ms},
+                           "link_down_file": "wifi_down"}
+        self.lines: list[str] = []
+        self.sim_lines: list[str] = []
+        self._cv = threading.Condition()
+        self.sim = None
+        self.fw = None
+
+    # ---- set-up ------------------------------------------------------------
+    def prepare(self):
+        out = build_esp32(self.build_root)
+        self.rom = os.path.join(out, "rom_esp32.img")
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        shutil.copy(os.path.join(out, "main.py"), self.dir)
+        shutil.copy(os.path.join(out, "board.json"), self.dir)
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(self.config, f, indent=1)
+        with open(os.path.join(self.dir, "esp32_double.json"), "w") as f:
+            json.dump(self.double_cfg, f, indent=1)
+
+    def start_sim(self):
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "sim", "--port", str(self.port), "--control-port", str(self.ctl_port),
+             "--speed", str(self.speed), "--baud", str(self.baud)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = self.sim.stdout.readline()
+        if "serving" not in line:
+            raise RuntimeError("simulator did not start: " + line + self.sim.stdout.read())
+        threading.Thread(target=self._drain, args=(self.sim.stdout, self.sim_lines), daemon=True).start()
+
+    def double_heap(self) -> int:
+        """Bytes of heap the double's machine + network take once imported."""
+        r = subprocess.run([sys.executable, UNIX_FLASH, self.rom, "-X", "heapsize=" + self.heap,
+                            os.path.join(DOUBLE, "probe_cost.py")], cwd=self.dir, capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, MICROPYPATH=DOUBLE + ":.frozen"))
+        for line in r.stdout.splitlines():
+            if line.startswith("DOUBLE_HEAP ") and line.endswith("/rom/machine.mpy"):
+                return int(line.split()[1])
+        raise RuntimeError("double heap probe failed: " + r.stdout + r.stderr)
+
+    def heap_arg(self) -> str:
+        # The firmware's budget (96K) plus what the double costs here and a
+        # chip's ROM would not: the firmware gets as much heap as at 96K on
+        # the unix board. extra_heap=False: the bare figure.
+        if not self.extra_heap:
+            return self.heap
+        kb = int(self.heap.rstrip("Kk"))
+        self.double_bytes = self.double_heap()
+        return "%dK" % (kb + (self.double_bytes + 1023) // 1024)
+
+    def start_firmware(self):
+        env = dict(os.environ, MICROPYPATH=DOUBLE + ":.frozen")
+        for k in ("H2P_BUS_PORT", "H2P_BUS_HOST", "H2P_SPEED", "H2P_EPOCH_NS"):
+            env.pop(k, None)  # the unix board's settings; this board has a UART
+        self.fw = subprocess.Popen(
+            [sys.executable, UNIX_FLASH, self.rom, "-X", "heapsize=" + self.heap_arg(),
+             os.path.join(DOUBLE, "esp32_boot.py")],
+            cwd=self.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        self.t0 = time.monotonic()
+        threading.Thread(target=self._drain, args=(self.fw.stdout, self.lines), daemon=True).start()
+
+    def start(self):
+        self.prepare()
+        self.start_sim()
+        self.start_firmware()
+        return self
+
+    def _drain(self, stream, into):
+        for line in stream:
+            with self._cv:
+                into.append(line.rstrip("\n"))
+                self._cv.notify_all()
+        with self._cv:
+            self._cv.notify_all()
+
+    # ---- observing ---------------------------------------------------------
+    def wait_for(self, pred, timeout, start=0):
+        """The first console line (from index `start`) for which pred(line)
+        is true; None at the deadline or when the firmware has exited."""
+        end = time.monotonic() + timeout
+        i = start
+        with self._cv:
+            while True:
+                while i < len(self.lines):
+                    if pred(self.lines[i]):
+                        return self.lines[i]
+                    i += 1
+                left = end - time.monotonic()
+                if left <= 0 or (self.fw.poll() is not None and i >= len(self.lines)):
+                    return None
+                self._cv.wait(min(left, 0.2))
+
+    def statuses(self, start=0):
+        out = []
+        for line in self.lines[start:]:
+            if line.startswith("STATUS "):
+                try:
+                    out.append(json.loads(line[7:]))
+                except ValueError:
+                    pass
+        return out
+
+    def console(self, last=60) -> str:
+        return "\n".join(self.lines[-last:])
+
+    # ---- the access point ----------------------------------------------------
+    def drop_wifi(self):
+        open(os.path.join(self.dir, "wifi_down"), "w").close()
+
+    def restore_wifi(self):
+        try:
+            os.remove(os.path.join(self.dir, "wifi_down"))
+        except FileNotFoundError:
+            pass
+
+    # ---- tear-down -------------------------------------------------------------
+    def stop(self):
+        for p in (self.fw, self.sim):
+            if p and p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
