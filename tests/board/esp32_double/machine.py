@@ -341,7 +341,10 @@ class UART(_io.IOBase):
             if arg & _WR:
                 r |= _WR
             return r
-        return 0
+        # Anything else, MP_STREAM_GET_FILENO included, is refused: with a
+        # number here the unix port's select.poll would wait on that file
+        # descriptor (0 is stdin) instead of asking this object.
+        return -1
 
     def __getattr__(self, name):
         _SU.missing(name)

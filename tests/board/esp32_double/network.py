@@ -97,6 +97,7 @@ class WLAN:
                 self._connected = False
                 self._reason = _c("STAT_BEACON_TIMEOUT")
                 self._t = now
+                print("esp32 double: WLAN lost the AP (beacon timeout)")
             return
         if not self._requested or _time.ticks_diff(now, self._t) < _ATTEMPT_MS:
             return
@@ -104,6 +105,7 @@ class WLAN:
             return
         self._tries += 1
         self._t = now
+        was = self._reason
         if not _ap_up() or self._ssid != _AP.get("ssid"):
             self._reason = _c("STAT_NO_AP_FOUND")
         elif self._key != _AP.get("password", ""):
@@ -112,6 +114,10 @@ class WLAN:
             self._connected = True
             self._reason = 0
             self._tries = 0
+            print("esp32 double: WLAN connected to %s, %s" % (self._ssid, _AP.get("ip", "10.0.0.20")))
+        if self._reason and self._reason != was:
+            # once per kind of failure, not per retry
+            print("esp32 double: WLAN cannot connect to %s: status %d" % (self._ssid, self._reason))
 
     def active(self, *is_active):
         if not is_active:
