@@ -199,6 +199,30 @@ class Esp32Run:
                     pass
         return out
 
+    def sim_requests(self) -> int:
+        """Requests the simulator has answered on its RTU line: proof the
+        bus is polled through the UART double, whatever the console says."""
+        import asyncio
+
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
+        from sim import control
+
+        return asyncio.run(control.request("127.0.0.1", self.ctl_port, {"op": "status"}))["requests"]
+
+    def wait_requests(self, more, timeout) -> bool:
+        """True once the simulator has answered `more` further requests."""
+        n0 = self.sim_requests()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._cv:
+                self._cv.wait(0.1)  # wakes on console lines too; polls the count either way
+            if self.sim_requests() >= n0 + more:
+                return True
+            if self.fw.poll() is not None:
+                return False
+        return False
+
     def console(self, last=60) -> str:
         return "\n".join(self.lines[-last:])
 
