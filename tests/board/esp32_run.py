@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DOUBLE = os.path.join(ROOT, "tests", "board", "esp32_double")
 UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
 BIN = os.path.dirname(sys.executable)
-DOUBLE_MODULES = ("machine", "network", "_surface", "_esp32_sys")
+DOUBLE_MODULES = ("machine", "network", "time", "_surface", "_esp32_sys")
 
 _build_lock = threading.Lock()
 _builds: dict[str, str] = {}
@@ -69,6 +69,50 @@ def build_esp32(out_root: str) -> str:
         return out
 
 
+class SntpServer:
+    """A one-socket SNTP server on 127.0.0.1 answering with this host's
+    clock (the firmware's clock sync must not reach a real NTP pool)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import struct
+
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except OSError:
+                return
+            if len(data) < 48:
+                continue
+            t = time.time() + 2208988800
+            reply = bytearray(48)
+            reply[0] = 0x24  # LI 0, version 4, mode 4 (server)
+            reply[1] = 1  # stratum 1
+            struct.pack_into("!II", reply, 24, *struct.unpack_from("!II", data, 40))  # originate
+            struct.pack_into("!II", reply, 32, int(t), int((t % 1) * 2 ** 32))
+            struct.pack_into("!II", reply, 40, int(t), int((t % 1) * 2 ** 32))
+            self.sock.sendto(bytes(reply), addr)
+            self.answered += 1
+
+    def close(self):
+        self.sock.close()
+
+
+def firmware_has(key: str) -> bool:
+    """Does the firmware's config schema have this top-level key yet?"""
+    if os.path.join(ROOT, "firmware") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from h2p import config
+
+    return key in config.SCHEMA
+
+
 class Esp32Run:
     def __init__(self, tmp, *, wifi=("pilenet", "pile-pass"), ap=("pilenet", "pile-pass"),
                  mqtt_port=None, fleet_secret="sim-fleet-secret", pile_id="esp-1", heap="96K",
@@ -92,6 +136,11 @@ class Esp32Run:
 
             self.config["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port,
                                    "cmd_key": keys.cmd_key(fleet_secret, pile_id)}
+        self.sntp = None
+        if firmware_has("ntp"):
+            # the clock is set from 127.0.0.1, never from pool.ntp.org
+            self.sntp = SntpServer()
+            self.config["ntp"] = {"server": "127.0.0.1", "port": self.sntp.port}
         for k, v in (config or {}).items():
             self.config[k] = v
         self.double_cfg = {"uart": {"2": {"host": "127.0.0.1", "port": self.port}},
@@ -127,12 +176,12 @@ class Esp32Run:
         threading.Thread(target=self._drain, args=(self.sim.stdout, self.sim_lines), daemon=True).start()
 
     def double_heap(self) -> int:
-        """Bytes of heap the double's machine + network take once imported."""
+        """Bytes of heap the double's machine, network and time take once imported."""
         r = subprocess.run([sys.executable, UNIX_FLASH, self.rom, "-X", "heapsize=" + self.heap,
                             os.path.join(DOUBLE, "probe_cost.py")], cwd=self.dir, capture_output=True,
                            text=True, timeout=60, env=dict(os.environ, MICROPYPATH=DOUBLE + ":.frozen"))
         for line in r.stdout.splitlines():
-            if line.startswith("DOUBLE_HEAP ") and line.endswith("/rom/machine.mpy"):
+            if line.startswith("DOUBLE_HEAP ") and line.endswith("/rom/machine.mpy /rom/time.mpy"):
                 return int(line.split()[1])
         raise RuntimeError("double heap probe failed: " + r.stdout + r.stderr)
 
@@ -238,6 +287,8 @@ class Esp32Run:
 
     # ---- tear-down -------------------------------------------------------------
     def stop(self):
+        if self.sntp:
+            self.sntp.close()
         for p in (self.fw, self.sim):
             if p and p.poll() is None:
                 try:

@@ -250,6 +250,25 @@ def test_wlan_double_reports_esp32_status_codes(tmp_path):
         assert want in out, out
 
 
+RTC = r'''
+import time, machine
+print("power_on", time.time(), machine.RTC().datetime())
+machine.RTC().datetime((2026, 12, 6, 6, 20, 15, 30, 0))
+print("set", time.time(), time.gmtime()[:6], machine.RTC().datetime()[:7])
+print("ticks", time.ticks_diff(time.ticks_ms(), 0) >= 0, time.gmtime(0)[0])
+'''
+
+
+def test_rtc_double_starts_at_2000_and_time_follows_it(tmp_path):
+    r = run_mpy(RTC, tmp_path)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    # as an ESP32 after power-on: the RTC reads 2000-01-01 (a Saturday, weekday 5)
+    assert "power_on 946684800 (2000, 1, 1, 5, 0, 0, 0, 0)" in out, out
+    assert "set 1796588130 (2026, 12, 6, 20, 15, 30) (2026, 12, 6, 6, 20, 15, 30)" in out, out
+    assert "ticks True 1970" in out, out  # ticks are the port's own; epoch 1970 (esp32 since 1.22)
+
+
 WDT_STARVE = r'''
 import machine, time
 print("cause", machine.reset_cause())

@@ -414,36 +414,47 @@ _SW.check_class(WDT)
 
 
 # ---- RTC -------------------------------------------------------------------
-# The chip's clock starts at 2000-01-01 00:00:00 on power-up; init() /
-# datetime(t) set it. Kept as an offset from the host's clock. (time.time()
-# is the unix port's own and follows the host, not this RTC.)
-_EPOCH_2000 = 946684800
-_rtc_offset = None
+# The chip's clock: 2000-01-01 00:00:00 at power-up; init() / datetime(t)
+# set it, and time.time() follows (the time module here is the double's,
+# time.py, which keeps the RTC's offset from the host clock).
+
+
+def _unix(y, m, d):
+    # days since 1970-01-01 of a date (proleptic Gregorian), in seconds; UTC,
+    # whatever the host's time zone (the unix port's mktime uses it)
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return (era * 146097 + doe - 719468) * 86400
+
+
+def _rtc_now():
+    return _time.time() if hasattr(_time, "set_rtc") else int(_time.time())
 
 
 class RTC:
     def __init__(self, *args, **kw):
         _SR.check_call(args, kw)
-        global _rtc_offset
-        if _rtc_offset is None:
-            _rtc_offset = _EPOCH_2000 - _time.time()
         if args and args[0] != 0:
             raise ValueError("RTC(%d) does not exist" % args[0])
         if "datetime" in kw:
             self.init(kw["datetime"])
 
     def init(self, datetime):
-        global _rtc_offset
         t = tuple(datetime) + (0,) * (8 - len(datetime))
         # (year, month, day, weekday, hours, minutes, seconds, subseconds)
-        s = _time.mktime((t[0], t[1], t[2], t[4], t[5], t[6], 0, 0))
-        _rtc_offset = s - _time.time()
+        s = _unix(t[0], t[1], t[2]) + t[4] * 3600 + t[5] * 60 + t[6]
+        if not hasattr(_time, "set_rtc"):
+            raise NotImplementedError("esp32 double: setting the RTC needs the double's time.py first on the path")
+        _time.set_rtc(s)
 
     def datetime(self, datetimetuple=None):
         if datetimetuple is not None:
             self.init(datetimetuple)
             return None
-        t = _time.gmtime(int(_time.time() + _rtc_offset))
+        t = _time.gmtime(_rtc_now())
         # (year, month, mday, hour, minute, second, weekday, yearday) -> RTC order
         return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
 

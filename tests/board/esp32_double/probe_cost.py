@@ -14,8 +14,9 @@ vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
 sys.path.insert(0, "/rom")
 gc.collect()
 m0 = gc.mem_alloc()
+import time  # noqa: E402
 import machine  # noqa: E402
 import network  # noqa: E402
 
 gc.collect()
-print("DOUBLE_HEAP", gc.mem_alloc() - m0, machine.__file__)
+print("DOUBLE_HEAP", gc.mem_alloc() - m0, machine.__file__, time.__file__)
