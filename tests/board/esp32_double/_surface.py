@@ -89,25 +89,6 @@ class Surface:
         self.entry = None
 
 
-def module_const(module, name):
-    # A module-level constant's value, read from the file when first asked
-    # for (the module's __getattr__ then keeps it): the network module alone
-    # has ~50, most never read, and each would cost heap the real port's
-    # ROM tables do not. None when the stubs give no value or no such name.
-    head = '{"module":"%s","name":null,"consts":{' % module
-    key = '"%s":' % name
-    with open(_PATH) as f:
-        for line in f:
-            if line.startswith(head):
-                end = line.index("}", len(head))
-                i = line.find(key, len(head) - 1, end)
-                if i < 0 or line[i - 1] not in "{,":
-                    return None
-                v = line[i + len(key):end].split(",", 1)[0]
-                return None if v == "null" else int(v)
-    return None
-
-
 def check_module(surface, glb):
     for n, v in glb.items():
         if n.startswith("_") or n in ("Surface",):

@@ -31,21 +31,18 @@ import _surface
 
 _S = _surface.load("machine", (None, "UART", "Pin", "WDT", "RTC"))
 _MOD = _surface.Surface("machine", _S[None])
-_MOD.entry = None  # module constants: read when first used (__getattr__)
+# Every constant now, not on first use: the double must not read its file
+# (or allocate much) while the firmware runs in a full heap.
+_MOD.set_consts(globals())
 
 
 def _c(name):
     # A module constant, for the double's own use.
-    v = globals().get(name)
-    return v if v is not None else __getattr__(name)
+    return globals()[name]
 
 
 def __getattr__(name):
-    v = _surface.module_const("machine", name)
-    if v is None:
-        _MOD.missing(name)
-    globals()[name] = v
-    return v
+    _MOD.missing(name)
 
 try:
     with open("esp32_double.json") as _f:
