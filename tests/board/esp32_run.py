@@ -117,13 +117,14 @@ class Esp32Run:
     def __init__(self, tmp, *, wifi=("pilenet", "pile-pass"), ap=("pilenet", "pile-pass"),
                  mqtt_port=None, fleet_secret="sim-fleet-secret", pile_id="esp-1", heap="96K",
                  speed=1.0, baud=115200, config=None, build_root=None, attempt_ms=300,
-                 extra_heap=True):
+                 extra_heap=True, wrong_password_reason=None):
         self.tmp = str(tmp)
         self.dir = os.path.join(self.tmp, "board")
         self.build_root = build_root or os.path.join(self.tmp, "fw")
         self.heap = heap
         self.extra_heap = extra_heap
         self.double_bytes = 0
+        self.heap_used = ""  # the -X heapsize the firmware runs with
         self.speed = speed
         self.baud = baud
         self.port = free_port()
@@ -147,6 +148,8 @@ class Esp32Run:
                            "ap": {"ssid": ap[0], "password": ap[1], "ip": "10.0.0.20",
                                   "attempt_ms": attempt_ms},
                            "link_down_file": "wifi_down"}
+        if wrong_password_reason is not None:
+            self.double_cfg["ap"]["wrong_password_reason"] = wrong_password_reason
         self.lines: list[str] = []
         self.sim_lines: list[str] = []
         self._cv = threading.Condition()
@@ -196,11 +199,13 @@ class Esp32Run:
         return "%dK" % (kb + (self.double_bytes + 1023) // 1024)
 
     def start_firmware(self):
+        if not self.heap_used:
+            self.heap_used = self.heap_arg()
         env = dict(os.environ, MICROPYPATH=DOUBLE + ":.frozen")
         for k in ("H2P_BUS_PORT", "H2P_BUS_HOST", "H2P_SPEED", "H2P_EPOCH_NS"):
             env.pop(k, None)  # the unix board's settings; this board has a UART
         self.fw = subprocess.Popen(
-            [sys.executable, UNIX_FLASH, self.rom, "-X", "heapsize=" + self.heap_arg(),
+            [sys.executable, UNIX_FLASH, self.rom, "-X", "heapsize=" + self.heap_used,
              os.path.join(DOUBLE, "esp32_boot.py")],
             cwd=self.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)

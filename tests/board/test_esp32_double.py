@@ -322,7 +322,7 @@ def test_firmware_boots_through_board_esp32_and_publishes(tmp_path, esp32_build)
 
         def on_message(_c, _u, msg):
             got.append((msg.topic, msg.payload))
-            if msg.topic.endswith("/esp-1/status"):
+            if msg.topic.endswith("/esp-1/status") and json.loads(msg.payload).get("online"):
                 ev.set()
 
         c.on_message = on_message
@@ -332,28 +332,54 @@ def test_firmware_boots_through_board_esp32_and_publishes(tmp_path, esp32_build)
         try:
             with Esp32Run(tmp_path, mqtt_port=broker.port, build_root=os.path.dirname(esp32_build)) as run:
                 boot = _boot(run)
+                # main.py chose board_esp32 (sys.platform "esp32"), board.json agreed
                 assert boot["board"] == "esp32_generic" and boot["reset"] == "power_on", boot
                 assert boot["code"] == "rom", boot
                 _polls(run)
                 assert run.wait_for(lambda ln: ln.startswith("esp32 double: WLAN connected to pilenet"), 30), \
                     "WiFi never came up through the double:\n" + run.console()
                 assert ev.wait(60), "no MQTT status from the pile:\n" + run.console() + "\n" + repr(got[:5])
-                print("esp32 double boot to MQTT status: %.1f s wall, double heap %d B"
-                      % (time.monotonic() - t0, run.double_bytes))
+                t_mqtt = time.monotonic() - t0
+                if run.sntp:
+                    # SNTP from 127.0.0.1 set the double's RTC (2000-01-01 at power-on)
+                    line = run.wait_for(lambda ln: ln.startswith("LOG clock set "), 30)
+                    assert line, "clock never set:\n" + run.console()
+                    assert abs(int(line.split()[3]) - time.time()) < 30, line
+                st = run.statuses()
+                if st and "link" in st[-1]:
+                    assert run.wait_for(lambda ln: ln.startswith("STATUS ") and '"link": "up"' in ln, 10), \
+                        run.console()
+                print("esp32 double: boot to MQTT status %.1f s wall, double's own heap %d B (heap %s)"
+                      % (t_mqtt, run.double_bytes, run.heap_used))
         finally:
             c.loop_stop()
             c.disconnect()
 
 
-def test_wrong_wifi_password_reports_auth_and_keeps_polling(tmp_path, esp32_build):
+@pytest.mark.parametrize("reason", [
+    202,  # AUTH_FAIL: STAT_WRONG_PASSWORD
+    pytest.param(204, marks=pytest.mark.xfail(strict=False, reason=(
+        "ESP-IDF often ends a wrong WPA2 key with a handshake timeout (204, or 15); "
+        "ports/esp32 then reports STAT_CONNECTING while it retries, so the firmware sees "
+        "'connecting' and its join times out: it never says 'wifi auth'"))),
+])
+def test_wrong_wifi_password_reports_auth_and_keeps_polling(tmp_path, esp32_build, reason):
     with Esp32Run(tmp_path, wifi=("pilenet", "not-the-password"), ap=("pilenet", "pile-pass"),
-                  build_root=os.path.dirname(esp32_build)) as run:
+                  build_root=os.path.dirname(esp32_build), wrong_password_reason=reason,
+                  config={"wifi": {"ssid": "pilenet", "password": "not-the-password", "join_s": 5}}) as run:
         _boot(run)
-        assert run.wait_for(lambda ln: "esp32 double: WLAN cannot connect to pilenet: status 202" in ln, 30), \
+        assert run.wait_for(lambda ln: "esp32 double: WLAN cannot connect to pilenet: status %d" % reason in ln,
+                            30), \
             "the firmware never tried the WiFi (or not with the configured ssid):\n" + run.console()
-        assert run.wait_for(lambda ln: "wifi auth" in ln, 60), \
+        assert run.wait_for(lambda ln: "wifi auth" in ln and not ln.startswith("esp32 double"), 15), \
             "no 'wifi auth' on the console:\n" + run.console()
         i = len(run.lines)
         _polls(run)  # the pile keeps controlling the bus
+        # ... and keeps retrying the join, still refused
+        assert run.wait_for(lambda ln: ln.startswith("esp32 double: WLAN cannot connect"), 30, start=i), \
+            run.console()
         assert run.fw.poll() is None, run.console()
-        assert not any(ln.startswith("esp32 double: WLAN connected") for ln in run.lines[i:])
+        assert not any(ln.startswith("esp32 double: WLAN connected") for ln in run.lines)
+        st = run.statuses(i)
+        if st and "link" in st[-1]:
+            assert st[-1]["link"] == "wifi auth", st[-1]

@@ -2,15 +2,16 @@
 # network.WLAN(network.STA_IF) with the port's status codes and its
 # reconnect behaviour (ports/esp32/network_wlan.c):
 #   - connect() needs active(True) first ("Wifi Not Started" otherwise);
-#   - status(): STAT_GOT_IP once associated; after a failed attempt the
-#     reason (STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD, STAT_BEACON_TIMEOUT
-#     after losing the AP); STAT_IDLE after disconnect(); else
-#     STAT_CONNECTING while a connect is requested;
+#   - status(): STAT_GOT_IP once associated; after a failed attempt
+#     STAT_NO_AP_FOUND or STAT_WRONG_PASSWORD (the last failure's reason
+#     stays until the next attempt ends, even across connect()); STAT_IDLE
+#     after disconnect(); else STAT_CONNECTING while a connect is requested
+#     (after losing the AP too: beacon timeout is not reported as such);
 #   - a requested connection is retried by the port itself after every
 #     failure or loss, forever unless config(reconnects=n) limits it.
 # The "access point" is esp32_double.json in the board directory:
 #   "ap": {"ssid": "pilenet", "password": "...", "ip": "10.0.0.20",
-#          "attempt_ms": 300}
+#          "attempt_ms": 300, "wrong_password_reason": 202}
 #   "link_down_file": "wifi_down"   while this file exists the AP is gone
 # The host's own network carries the traffic: dropping the link here changes
 # what WLAN reports, not the TCP sockets the firmware has open.
@@ -46,6 +47,13 @@ _ATTEMPT_MS = _AP.get("attempt_ms", 300)
 
 # esp_wifi reason codes that are not STAT_* constants
 _REASON_ASSOC_LEAVE = 8
+_REASON_CONNECTION_FAIL = 205
+_NO_AP = (_c("STAT_NO_AP_FOUND"), _c("STAT_NO_AP_FOUND_IN_RSSI_THRESHOLD"),
+          _c("STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD"), _c("STAT_NO_AP_FOUND_W_COMPATIBLE_SECURITY"))
+# What a wrong key ends an attempt with. ESP-IDF says AUTH_FAIL (202) or,
+# often for WPA2-PSK, a handshake timeout (15, or 204 = STAT_HANDSHAKE_TIMEOUT),
+# which the port reports as STAT_CONNECTING while it retries.
+_WRONG_KEY = _AP.get("wrong_password_reason", _c("STAT_WRONG_PASSWORD"))
 
 
 def _ap_up():
@@ -106,7 +114,7 @@ class WLAN:
         if not _ap_up() or self._ssid != _AP.get("ssid"):
             self._reason = _c("STAT_NO_AP_FOUND")
         elif self._key != _AP.get("password", ""):
-            self._reason = _c("STAT_WRONG_PASSWORD")
+            self._reason = _WRONG_KEY
         else:
             self._connected = True
             self._reason = 0
@@ -153,15 +161,18 @@ class WLAN:
                 return -55
             raise ValueError("unknown status param")
         self._advance()
+        # The order of network_wlan_status() in ports/esp32/network_wlan.c.
         if self._connected:
             return _c("STAT_GOT_IP")
         r = self._reason
-        if r in (_c("STAT_NO_AP_FOUND"), _c("STAT_WRONG_PASSWORD")):
+        if r in _NO_AP:
             return r
+        if r == _c("STAT_WRONG_PASSWORD") or r == _REASON_CONNECTION_FAIL:
+            return _c("STAT_WRONG_PASSWORD")
         if r == _REASON_ASSOC_LEAVE:
             return _c("STAT_IDLE")
         if self._requested and (self._max == 0 or self._tries < self._max):
-            return _c("STAT_CONNECTING")
+            return _c("STAT_CONNECTING")  # any other reason while it keeps retrying
         return _c("STAT_IDLE") if r == 0 else r
 
     def isconnected(self):
