@@ -12,6 +12,11 @@ network are in the firmware image too, not in the heap.
     with Esp32Run(tmp_path, mqtt_port=broker.port) as run:
         run.wait_for(lambda l: l.startswith("BOOT "), 30)
 
+Heap: the double's modules are Python objects in the heap (~27 KB on the
+64-bit port; on a chip they are C tables in flash), so the firmware runs
+with -X heapsize= 96K plus that cost, measured by esp32_double/probe_cost.py
+before each boot: the firmware itself gets the 96K the unix board has.
+
 The board's UART2 is bridged to the simulator's RTU-over-TCP port; WiFi
 succeeds with the AP's ssid/password from esp32_double.json (the `ap`
 argument), `drop_wifi()` / `restore_wifi()` take the AP away and back.
