@@ -69,14 +69,14 @@ if MODE == "bus":
 elif MODE == "watchdog":
     _wd = app.Pile.watchdog_task
 
-    async def _bad_wd(self, stable_s):
+    async def watchdog_task(self, stable_s):  # named as the task it replaces
         from h2p.compat import asyncio
         while not _armed():
             self.board.wdt.feed()
             await asyncio.sleep_ms(100)
         raise InjectedFault("INJECT watchdog task fails")
 
-    app.Pile.watchdog_task = _bad_wd
+    app.Pile.watchdog_task = watchdog_task
 
 main_real._mount_flash = lambda: None
 sys.exit(main_real.main())

@@ -155,6 +155,7 @@ class McuBoard:
         # there is the chip's SPI select and must not be driven) or a GPIO.
         p = desc["led_name"] or desc["led_pin"]
         self._led = None if p is None or p == "" else machine.Pin(p, machine.Pin.OUT, value=0)
+        self.has_led = self._led is not None
         self._wlan = None
         # An RTC that kept its time across a soft reset counts as set.
         self._clock_set = time.time() + _EPOCH >= _CLOCK_VALID

@@ -36,9 +36,16 @@ def load():
     return {"n": 1, "task": "?", "error": "crash record unreadable", "where": "", "boot": 0}
 
 
+# The pile's task coroutines, by the function (and file) at the bottom of
+# h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
+_TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
+          ("maintenance_task", "maintenance"), ("sync_task", "clock"), ("link.py", "link"),
+          ("uplink.py", "uplink"), ("led.py", "led"), ("board_", "wdt"))
+
+
 def describe(e):
-    # -> ("Type: message", last traceback line), the traceback also printed
-    # to the console whole.
+    # -> ("Type: message", last traceback line, task name); the traceback is
+    # printed to the console whole.
     try:
         import io
 
@@ -50,7 +57,25 @@ def describe(e):
         lines = [""]
     text = "%s: %s" % (type(e).__name__, e)
     where = lines[-2].strip() if len(lines) > 1 else ""
-    return text[:120], where[:120]
+    return text[:120], where[:120], task_of(lines)
+
+
+def task_of(lines):
+    # The frame right below app.run's (gather hands run the task's
+    # exception, its frames after run's own): "bus" for bus_task, ...
+    below = False
+    for ln in lines:
+        ln = ln.strip()
+        if not ln.startswith("File "):
+            continue
+        if below and "asyncio" not in ln:
+            for key, name in _TASKS:
+                if key in ln:
+                    return name
+            return ln[ln.rfind(" ") + 1:]  # the function's name
+        if ln.endswith(" in run") and "app.py" in ln:
+            below = True
+    return "?"
 
 
 def _print_exception(e, f):
@@ -89,11 +114,11 @@ def clear():
         return False
 
 
-async def handle(pile, task, e):
+async def handle(pile, e):
     # Log it (console, journal), take the pile to its safe state, keep the
-    # reason for the next boot; the caller (h2p.app.Pile.guard) resets.
+    # reason for the next boot; the caller (h2p.app.run) resets.
+    text, where, task = describe(e)
     print("CRASH task %s" % task)
-    text, where = describe(e)
     log("crash", task, text, where)
     note(task, text, where, pile.boot_no)
     if pile.rec is not None:
