@@ -37,6 +37,12 @@ class Board(McuBoard):
     def __init__(self, desc, baud=None):
         super().__init__(desc, _tx_done, _CAUSES, baud, _AUTH_CODES)
 
+    def _sta_setup(self, w):
+        # The port retries a requested join by itself, forever by default,
+        # and says only "connecting" meanwhile. h2p.link retries (with its
+        # backoff); two tries here let the reason (e.g. a wrong key) show.
+        w.config(reconnects=2)
+
 
 if TYPE_CHECKING:
     from h2p.board import Board as _Interface

@@ -193,7 +193,11 @@ class McuBoard:
 
             self._wlan = network.WLAN(network.STA_IF)
             self._wlan.active(True)
+            self._sta_setup(self._wlan)
         return self._wlan
+
+    def _sta_setup(self, w):
+        pass  # what a port needs once (board_esp32)
 
     def wifi_connect(self, ssid, password):
         if self.has_wifi:
