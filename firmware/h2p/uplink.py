@@ -119,7 +119,11 @@ class Uplink:
         p = self.pile
         self._pub("meta", {
             "fw": VERSION, "board": p.board.name,
-            "reset": p.board.reset_cause, "link": p.link_state(), "last_crash": p.last_crash,
+            "reset": p.board.reset_cause, "last_crash": p.last_crash,
+            # WiFi: how often it dropped and was joined since boot (the state
+            # itself is "up" whenever this can be read)
+            "link": p.link_state(), "link_drops": p.link.drops if p.link else 0,
+            "link_joins": p.link.joins if p.link else 0,
             "maintenance": p.maintenance is not None,
             "caps": ["charge", "signed_cmd", "bill"],
             "units": {"power": "kW", "energy": "kWh", "current": "A", "temp": "degC", "premix": "L"},
