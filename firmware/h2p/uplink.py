@@ -281,7 +281,12 @@ class Uplink:
         p.listeners.append(self._event)
         c.on_connect = self._connected
         c.on_message = self._message
-        c.link_ok = p.link_ready
+        if c._tls is None:
+            c.link_ok = p.link_ready
+        else:
+            # TLS checks the broker certificate's dates: not before SNTP
+            # has set the clock (a board starts at 2000 or 2021).
+            c.link_ok = lambda: p.link_ready() and p.board.unix_time() is not None
         asyncio.create_task(c.run())
         while True:
             await asyncio.sleep_ms(500)
