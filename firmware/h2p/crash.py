@@ -1,7 +1,7 @@
 # What a crash leaves behind, and what the next boots do with it. A task of
 # the pile that raises is logged with its name and traceback, the pile is
-# taken to its safe state (h2p.app.Pile.crashed), this record is written,
-# and the board resets on purpose: the next boot reports the crash (BOOT
+# taken to its safe state (handle(), called by h2p.app.run), this record is
+# written, and the board resets on purpose: the next boot reports the crash (BOOT
 # line, `meta.last_crash`). A boot that crashed `maintenance_after` times in
 # a row, each within `stable_s` of its start, stays up in `maintenance`
 # instead: no control, the contactor and fuel left in their devices' safe
