@@ -139,13 +139,17 @@ class Uplink:
         if t != self.cmd_topic:
             self.bill.on_message(t, payload)
             return
-        from h2p import cmdhandler
-
+        p = self.pile
         try:
+            from h2p import cmdhandler
+
             # the supervisor carries out the ops, resend_meta is ours
-            p = self.pile
             targets = (p.sup, self) if p.maintenance is None else (p.maintenance, p.sup, self)
             ack = cmdhandler.handle(payload, p.board.unix_time(), self.pid, self.key, targets, self.replay)
+        except Exception as e:  # noqa: BLE001 - MemoryError above all: said, not silent
+            p.report_errors += 1
+            log("cmd", "not handled:", type(e).__name__, e)
+            return
         finally:
             cmdhandler = None
             forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
