@@ -770,7 +770,7 @@ def rollback(port: str, baud: int = 115200, out=None) -> None:
 
 # ---- provision --------------------------------------------------------------------
 def make_config(base: dict, pile_id: str, secret: str, wifi: str | None, broker: str | None,
-                tls: bool, ca_name: str | None, has_wifi: bool) -> dict:
+                tls: bool, ca_name: str | None, has_wifi: bool, ntp: str | None = None) -> tuple[dict, dict]:
     """The pile's config.json, validated like the firmware validates it."""
     from h2p import config, keys
     from h2p.schema import ConfigError
@@ -803,7 +803,17 @@ def make_config(base: dict, pile_id: str, secret: str, wifi: str | None, broker:
             raise FlashError("--wifi: expected SSID:PASSWORD", 2)
         if not has_wifi:
             raise FlashError("--wifi given but this board has no WiFi (board.json has_wifi false)", 2)
-        cfg["wifi"] = {"ssid": ssid, "password": pw}
+        cfg["wifi"] = dict(cfg.get("wifi") or {}, ssid=ssid, password=pw)
+    if ntp is not None:
+        n = cfg.setdefault("ntp", {})
+        if not isinstance(n, dict):
+            raise FlashError("config: 'ntp' must be an object", 2)
+        host, _, port = ntp.rpartition(":") if ":" in ntp else (ntp, "", "")
+        if not host or (port and not port.isdigit()):
+            raise FlashError(f"--ntp {ntp!r}: expected HOST or HOST:PORT, e.g. 192.168.1.1 or pool.ntp.org", 2)
+        n["server"] = host
+        if port:
+            n["port"] = int(port)
     try:
         full = config.from_dict(cfg, "config.json")
     except ConfigError as e:
@@ -831,7 +841,7 @@ def _ca_der(path: str) -> bytes:
 def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
               broker: str | None = None, tls: bool = False, ca: str | None = None,
               base_config: str | None = None, fresh: bool = False, baud: int = 115200,
-              out=None) -> dict:
+              out=None, ntp: str | None = None) -> dict:
     out = out or sys.stdout
     from h2p.schema import ident
 
@@ -849,7 +859,7 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
         except (OSError, ValueError) as e:
             raise FlashError(f"--config {base_config}: {e}", 2)
     # Validate once without the board to fail before connecting.
-    make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True)
+    make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True, ntp)
     b = Board(port, baud)
     try:
         b.finish_switch()
@@ -870,7 +880,7 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
                 if not isinstance(base, dict):
                     base = {}
         cfg, full = make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None,
-                                bool(desc.get("has_wifi")))
+                                bool(desc.get("has_wifi")), ntp)
         data = (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
         files = [("config.json", data)]
         if ca_der:
@@ -1030,7 +1040,8 @@ def _provision_cmd(a) -> int:
             secret = fleet_secret_from(a)
         except ValueError as e:
             raise FlashError(str(e), 2)
-        provision(a.port, a.pile_id, secret, a.wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud)
+        provision(a.port, a.pile_id, secret, a.wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud,
+                  ntp=a.ntp)
         return 0
     except FlashError as e:
         return _fail("provision", e)
@@ -1064,6 +1075,8 @@ def add_parser(sub):
     add_secret_args(p)
     p.add_argument("--wifi", metavar="SSID:PASS", help="WiFi network and password")
     p.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    p.add_argument("--ntp", metavar="HOST[:PORT]",
+                   help="SNTP server the board sets its clock from (default pool.ntp.org; an IP avoids DNS)")
     p.add_argument("--tls", action="store_true", help="MQTT over TLS (needs --ca)")
     p.add_argument("--ca", metavar="FILE", help="fleet CA certificate (PEM or DER), stored as ca.der")
     p.add_argument("--config", metavar="FILE", help="base config.json (site settings) to start from")

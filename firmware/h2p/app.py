@@ -78,7 +78,7 @@ class Pile:
         # Crash handling (h2p.crash): the record the last boots left, and
         # whether this boot stays in maintenance because of it.
         self.last_crash = None
-        self.maintenance = None  # type: Any  # crash.Maintenance (takes commands first) while in maintenance
+        self.maintenance = None  # type: Any  # h2p.maintenance.Maintenance (takes commands first) while in maintenance
         self.link = None  # h2p.link.Keeper on a board with WiFi configured
 
     def link_state(self):
@@ -364,7 +364,7 @@ def _start(pile, board):
     c = asyncio.create_task
     tasks = [c(pile.status_task(500))]
     if pile.maintenance:
-        from h2p.crash import maintenance_task
+        from h2p.maintenance import maintenance_task
 
         tasks.append(c(maintenance_task(pile)))
     else:
@@ -372,6 +372,10 @@ def _start(pile, board):
         tasks.append(c(pile.watchdog_task(cfg["stable_s"])))
     if hasattr(board.wdt, "run"):
         tasks.append(c(board.wdt.run()))
+    if board.has_led:
+        from h2p import led
+
+        tasks.append(c(led.run(board, pile)))
     w = cfg["wifi"]
     if board.has_wifi and w["ssid"]:
         from h2p import link
@@ -422,7 +426,9 @@ def boot(board, config):
     last = pile.last_crash = crash.load()
     if last is not None and last["n"] >= config["maintenance_after"]:
         # Crashed that often in a row: stay up, safe and reachable.
-        pile.maintenance = crash.Maintenance()
+        from h2p.maintenance import Maintenance
+
+        pile.maintenance = Maintenance()
         from h2p import states
 
         pile.sup.state = states.MAINTENANCE

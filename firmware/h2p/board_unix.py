@@ -179,6 +179,7 @@ class Board:
     # Implements h2p.board.Board (see there; checked below).
     PLATFORM = PLATFORM
     has_wifi = False
+    has_led = False
 
     def __init__(self, desc, baud=None):
         # Only what is used after boot is kept, not the description dict.

@@ -1,12 +1,12 @@
 # What a crash leaves behind, and what the next boots do with it. A task of
 # the pile that raises is logged with its name and traceback, the pile is
-# taken to its safe state (h2p.app.Pile.crashed), this record is written,
-# and the board resets on purpose: the next boot reports the crash (BOOT
+# taken to its safe state (handle(), called by h2p.app.run), this record is
+# written, and the board resets on purpose: the next boot reports the crash (BOOT
 # line, `meta.last_crash`). A boot that crashed `maintenance_after` times in
 # a row, each within `stable_s` of its start, stays up in `maintenance`
-# instead: no control, the contactor and fuel left in their devices' safe
-# defaults, the REPL, MQTT and the watchdog alive, until a `reset` command
-# (or a technician) clears the record.
+# instead (h2p.maintenance): no control, the contactor and fuel left in their
+# devices' safe defaults, the REPL, MQTT and the watchdog alive, until a
+# `reset` command (or a technician) clears the record.
 #
 # data/crash.json: {"n": crashes in a row, "task": name, "error": "Type: text",
 #                   "where": last traceback line, "boot": boot number}
@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from h2p.compat import asyncio, ticks_diff
+from h2p.compat import ticks_diff
 from h2p.log import log
 
 _PATH = "data/crash.json"
@@ -40,7 +40,7 @@ def load():
 # h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
 _TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
           ("maintenance_task", "maintenance"), ("sync_task", "clock"), ("link.py", "link"),
-          ("uplink.py", "uplink"), ("board_", "wdt"))
+          ("uplink.py", "uplink"), ("led.py", "led"), ("board_", "wdt"))
 
 
 def describe(e):
@@ -163,37 +163,3 @@ async def go_safe(pile, task):
             log("crash", "charger", "open" if done else "not confirmed")
             return
         await clock.sleep_ms(50)
-
-
-async def maintenance_task(pile):
-    # No control loop: open the journal (MQTT needs the boot number and the
-    # bills), feed the watchdog while the event loop runs, and restart once
-    # a `reset` command cleared the crash record.
-    try:
-        pile._open_journal()
-    except Exception as e:  # noqa: BLE001 - it may be what crashed
-        log("maintenance", "journal", type(e).__name__, e)
-    wdt = pile.board.wdt
-    while not pile.maintenance.restart:
-        wdt.feed()
-        await asyncio.sleep_ms(200)
-    await asyncio.sleep_ms(1000)  # the ack goes out first
-    pile.board.reset("maintenance_reset")
-
-
-class Maintenance:
-    # The command target while in maintenance: `reset` clears the crash
-    # record; the pile restarts normally once the ack is out (h2p.app).
-    def __init__(self):
-        self.restart = False
-
-    def reset(self):
-        clear()
-        self.restart = True
-        return True, "crash record cleared, restarting"
-
-    def wake(self):
-        return False, "pile is in maintenance (reset first)"
-
-    def start(self, auth, limit_a):
-        return self.wake()

@@ -53,6 +53,14 @@ _ISO_MS = const(10000)
 _FLOW_SLOTS = const(64)  # one pump-flow sample per second
 _RESIDUAL_MS = const(20000)  # small load after the pump stops: eats the H2
 _IMD_SETTLE_MS = const(300)  # longer than the insulation rows' debounce
+_MAX_DT_MS = const(2000)  # a stalled loop ramps at most this much time at once
+# Stack ramps: rates in mA/s times elapsed ms are micro-amperes; this many
+# make one 0.1 A step of the setpoint. What is left over carries to the next
+# step, so the rate holds whatever the step interval (5 ms at real time,
+# ~100 ms at 60x): adding a rounded increment per step made it depend on
+# the step rate (10 A/s instead of 0.75 A/s at real time). Integers below
+# 2**30 for any rate the config allows (100 A/s * 2000 ms): no allocation.
+_UA_PER_STEP = const(100000)
 
 # 96485 C/mol * 2 electrons; see _a_per_flow below.
 _FARADAY2 = 192970
@@ -112,6 +120,8 @@ class Supervisor:
         self.phase = 0  # sub-step inside a state
         self.phase_ms = now
         self.fc_sp = 0  # stack current setpoint, 0.1 A
+        self.up_ua = 0  # ramp time not yet a whole 0.1 A step, uA (see _UA_PER_STEP)
+        self.down_ua = 0
         self.ev_limit = 0  # 0.1 A
         self.flow = array("H", [0] * _FLOW_SLOTS)  # 0.1 ml/min, as the u16 register reads
         self.flow_ms = now
@@ -144,8 +154,9 @@ class Supervisor:
         # ten characters in this module would be an object in RAM for good.
         self.rated = int(stack_rated_a * 10)
         self.min_load = int(stack_rated_a * stack_min_load * 10)
-        self.ramp_up = int(stack_rated_a * stack_ramp_up * 10)  # 0.1 A/s
-        self.ramp_down = int(stack_rated_a * stack_ramp_down * 10)
+        # mA/s, not 0.1 A/s: int(7.5) would have been a 7 % error.
+        self.ramp_up = int(stack_rated_a * stack_ramp_up * 1000 + 0.5)
+        self.ramp_down = int(stack_rated_a * stack_ramp_down * 1000 + 0.5)
         self.chg_max = int(charger_max_a * 10)
         self.operator = int(operator_limit_a * 10)
         self.eff_pm = int(charger_eff * 1000)
@@ -258,8 +269,8 @@ class Supervisor:
         dt = ticks_diff(now, self.last)
         if dt < 0:
             dt = 0
-        elif dt > 2000:
-            dt = 2000
+        elif dt > _MAX_DT_MS:
+            dt = _MAX_DT_MS
         self.last = now
         il = self.il
         evc = self.ev_connected(now)
@@ -424,7 +435,12 @@ class Supervisor:
         else:
             arb.claim(_S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
         arb.claim(_S_FUEL, self._fuel_current(now))
-        arb.claim(_S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
+        # The ramp allows what its rate gives over dt (with the remainder
+        # of earlier steps); it claims one step more, so that a target
+        # already within reach is named as the limit, not the ramp.
+        up = self.up_ua + self.ramp_up * dt
+        inc = up // _UA_PER_STEP
+        arb.claim(_S_RAMP, self.fc_sp + inc + 1)
         t = self._r(_FC_STACK_C, now)
         arb.claim(_S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
         soc = self._r(_BAT_SOC, now)
@@ -436,9 +452,19 @@ class Supervisor:
             arb.claim(_S_BATTERY, NONE)
         arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
-        floor = self.fc_sp - (self.ramp_down * dt) // 1000
+        if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
+            want = self.fc_sp + inc
+            self.up_ua = up - inc * _UA_PER_STEP
+        else:
+            self.up_ua = 0
+        down = self.down_ua + self.ramp_down * dt
+        dec = down // _UA_PER_STEP
+        floor = self.fc_sp - dec
         if want < floor and arb.owner != _S_INTERLOCK and arb.owner != _S_FUEL:
             want = floor
+            self.down_ua = down - dec * _UA_PER_STEP
+        else:
+            self.down_ua = 0
         self.fc_sp = want
         # The pump leads: feed what the unramped demand will need.
         target = arb.claims[_S_BATTERY]
@@ -690,7 +716,10 @@ class Supervisor:
         self._fan(100)
         p = self.phase
         if p == 0:
-            self.fc_sp -= (self.ramp_down * dt) // 1000
+            down = self.down_ua + self.ramp_down * dt
+            dec = down // _UA_PER_STEP
+            self.down_ua = down - dec * _UA_PER_STEP
+            self.fc_sp -= dec
             if self.fc_sp <= self.min_load // 2:
                 self.fc_sp = self.min_load // 2
                 self.phase, self.phase_ms = 1, now

@@ -88,14 +88,16 @@ def test_board_without_wifi_is_always_ready():
 
 
 def test_ticks_wrap_does_not_stall_the_keeper():
-    # Board ticks wrap at 2**30 ms; the keeper compares with ticks_diff.
-    from h2p.compat import MICROPYTHON
+    # Board ticks wrap (2**30 ms on 32-bit ports); the keeper compares with
+    # ticks_diff and adds with ticks_add. The first join is at once
+    # wherever the ticks start.
+    from h2p.compat import MICROPYTHON, ticks_add
 
     if not MICROPYTHON:
         return  # CPython ticks do not wrap
     k = _keeper()
-    t0 = (1 << 30) - 500
-    k.step(t0, "down")
-    k.step(t0 + 250, "fail")
+    t0 = ticks_add(0, -500)  # 500 ms before the wrap
+    assert k.step(t0, "down") == JOIN
+    k.step(ticks_add(t0, 250), "fail")
     acts, _ = _run(k, 0, "down", 3000)
-    assert any(a == JOIN for _, a in acts), acts
+    assert acts and acts[0][1] == JOIN and acts[0][0] <= 1000, acts
