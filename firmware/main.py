@@ -25,31 +25,6 @@ def _mount_flash():
         sys.path.insert(0, "/rom")
 
 
-def _find_code():
-    # The package comes from /rom (a ROMFS board's image, bytecode run in
-    # place), lib/ (.mpy files) or the frozen modules. None of them holds it
-    # when a flash was cut off while writing the ROM image (h2pile flash
-    # writes its header last, so MicroPython mounts nothing). Then run the
-    # previous firmware's .mpy files, which a flash leaves in prev/lib.
-    try:
-        import h2p
-        return True
-    except ImportError:
-        pass
-    try:
-        from os import stat
-
-        stat("prev/lib/h2p/app.mpy")
-    except OSError:
-        print("NO FIRMWARE CODE: no h2p in /rom, lib or prev/lib (a cut-off flash?): run `h2pile flash`")
-        print("STATE off (not started)")
-        return False
-    print("NO ROM IMAGE: no h2p in /rom or lib (a cut-off flash?): running the previous "
-          "firmware's .mpy files in prev/lib; run `h2pile flash` again")
-    sys.path.append("prev/lib")
-    return True
-
-
 def _board_module():
     p = sys.platform
     if p == "esp32":
@@ -89,8 +64,14 @@ def main():
         print("STATE off (not started)")
         return 2
     _mount_flash()
-    if not _find_code():
-        return 2
+    try:
+        import h2p
+    except ImportError:
+        # No code in /rom or lib/: a flash was cut off writing the ROM image
+        # (docs/field.md). Run the .mpy files a flash left in prev/lib, if any.
+        # (Kept short: main.py is compiled into the heap.)
+        print("NO ROM IMAGE: running prev/lib")
+        sys.path.append("prev/lib")
     m = _board_module()
     from h2p.compat import forget
 

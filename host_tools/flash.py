@@ -189,6 +189,7 @@ try:
 except ImportError:
     vfs = None
 def _rq():
+    # (size, erase block, kind) of partition 0, or None: no ROMFS here.
     global _rd, _rk, _rb
     if vfs is None or not hasattr(vfs, 'rom_ioctl') or vfs.rom_ioctl(1) <= 0:
         return None
@@ -202,11 +203,14 @@ def _rq():
     _rb = vfs.rom_ioctl(6, 0)
     return (len(_rd), _rb, 'memory')
 def _rr(o, m):
+    # Read len(m) bytes at offset o into m.
     if _rk:
         _rd.readblocks(o // _rb, m, o % _rb)
     else:
         m[:] = _rd[o:o + len(m)]
 def _rl():
+    # Length of the image in the partition, from its header (magic, then
+    # the payload length as a big-endian base-128 number); 0: no image.
     b = bytearray(8)
     _rr(0, b)
     if b[:3] != b'\xd2\xcd\x31':
@@ -238,6 +242,9 @@ def _rck(r, what):
         raise OSError(-r, what)
     return r
 def _rp(n):
+    # Prepare n bytes for writing: unmount /rom and forget the modules run
+    # from it (their bytecode is about to go), then erase, feeding the
+    # watchdog per block; _rg: the write size a chunk is padded to.
     global _rg, _W
     if hasattr(_W, 'stop'):
         # The unix board's watchdog is firmware code on a thread of its own:
@@ -956,7 +963,7 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
             except (ValueError, ConfigError) as e:
                 print(f"config:   INVALID: {e}", file=out)
         # Reset and watch the firmware's own boot report.
-        done = re.compile(r"^(CONFIG ERROR|NO FIRMWARE CODE|UNSUPPORTED|LOG event \S+ selftest (pass|fail)|\w*(Error|Exception|Interrupt)\b)")
+        done = re.compile(r"^(CONFIG ERROR|UNSUPPORTED|LOG event \S+ selftest (pass|fail)|\w*(Error|Exception|Interrupt)\b)")
         lines = b.soft_reset_and_read(timeout, lambda t: bool(done.match(t)))
         boot = None
         for t in lines:
@@ -965,8 +972,7 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
                     boot = json.loads(t[5:])
                 except ValueError:
                     pass
-        cfg_err = [t for t in lines if t.startswith(("CONFIG ERROR", "NO ROM IMAGE", "NO FIRMWARE CODE",
-                                                     "UNSUPPORTED"))]
+        cfg_err = [t for t in lines if t.startswith(("CONFIG ERROR", "NO ROM IMAGE", "UNSUPPORTED"))]
         selftest = [t for t in lines if re.match(r"^LOG event \S+ selftest ", t)]
         trace = [i for i, t in enumerate(lines) if t.startswith("Traceback")]
         if boot:

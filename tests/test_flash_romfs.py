@@ -14,6 +14,7 @@ import ast
 import hashlib
 import io
 import os
+import shutil
 import tokenize
 
 import pytest
@@ -21,6 +22,7 @@ from test_flash_vboard import board_files, builds, live_version, run, sim_port  
 
 from host_tools import FIRMWARE
 from host_tools import flash as F
+from host_tools.build import write_rom_image, write_sums
 from host_tools.virtual_board import VirtualBoard
 
 
@@ -116,11 +118,7 @@ def test_cut_rom_write_falls_back_to_previous_mpy(tmp_path, builds, sim_port, ca
         provision(port, tmp_path, "p-cut")
         # Another image to write, cut off after a few chunks (the cable is pulled).
         v3 = tmp_path / "v3"
-        import shutil
-
         shutil.copytree(builds["v2"], v3)
-        from host_tools.build import write_rom_image, write_sums
-
         with open(v3 / "lib" / "h2p" / "zz_extra.mpy", "wb") as f:
             f.write(bytes(2000))
         write_rom_image(str(v3 / "lib"), str(v3 / "rom.img"))
