@@ -19,10 +19,11 @@ method raise while data/crash_now exists.
 import asyncio
 import json
 import os
+import threading
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt import subscribe
 
 from h2p import keys, signer
 from host_tools import cmd as cmdtool
@@ -81,6 +82,23 @@ elif MODE == "watchdog":
 main_real._mount_flash = lambda: None
 sys.exit(main_real.main())
 '''
+
+
+def _retained(topic, port, timeout=15.0):
+    # The retained message on topic, as a dict; fails (never hangs) when none comes.
+    got = []
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="crash-test-%d" % os.getpid())
+    c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, 1)
+    c.on_message = lambda c, u, m: (got.append(json.loads(m.payload)), done.set())
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        assert done.wait(timeout), "no retained message on %s within %g s" % (topic, timeout)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return got[0]
 
 
 def _boots(run):
@@ -191,9 +209,7 @@ def test_a_boot_that_keeps_crashing_stays_in_maintenance_until_reset(tmp_path, f
             assert run.fw.returncode is None, "a pile in maintenance must not reset"
             # Reachable over MQTT: meta (retained) says why; commands other
             # than reset are refused.
-            meta = await asyncio.to_thread(subscribe.simple, "h2pile/v1/%s/meta" % PILE, hostname="127.0.0.1",
-                                           port=run.mqtt_port, keepalive=10)
-            meta = json.loads(meta.payload)
+            meta = _retained("h2pile/v1/%s/meta" % PILE, run.mqtt_port)
             assert meta["maintenance"] and meta["last_crash"]["n"] == 3, meta
             assert meta["last_crash"]["task"] == "bus" and meta["reset"] == "crash", meta
             key = keys.cmd_key(run.fleet_secret, PILE)

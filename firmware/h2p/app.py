@@ -357,6 +357,29 @@ class Pile:
                 self.last_crash["n"] = 0
 
 
+async def clock_task(board, ready, server, port, retry_s, resync_s):
+    # Keeps the board's clock set by SNTP (signed commands' expiry, TLS
+    # dates): once the network is up, again every resync_s, sooner after a
+    # miss (retry_s doubling to 10x). h2p.sntp is loaded for each query only.
+    wait = retry_s
+    while True:
+        while not ready():
+            await asyncio.sleep_ms(500)
+        from h2p import sntp
+
+        try:
+            t = await sntp.query(server, port)
+            board.set_time(int(t))
+            log("clock", "set", int(t), "from", server)
+            wait, pause = retry_s, resync_s
+        except (OSError, ValueError) as e:
+            log("clock", "not set:", e)
+            pause, wait = wait, min(wait * 2, retry_s * 10)
+        sntp = None  # type: ignore[assignment]
+        forget("h2p.sntp")
+        await asyncio.sleep_ms(pause * 1000)
+
+
 def _start(pile, board):
     # The pile's tasks, started; -> the list of them. A plain function, so
     # that its locals (the config) are gone once it returns.
@@ -384,9 +407,7 @@ def _start(pile, board):
         tasks.append(c(link.run(board, pile.link, w["ssid"], w["password"])))
     n = cfg["ntp"]
     if n["server"] and board.unix_time() is None:
-        from h2p import sntp
-
-        tasks.append(c(sntp.sync_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"])))
+        tasks.append(c(clock_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"])))
     if cfg["mqtt"]["host"]:
         from h2p.uplink import Uplink
 

@@ -34,3 +34,24 @@ SCHEMA = {
 
 def load(path):
     return load_json(path, SCHEMA)
+
+
+def load_both(platform):
+    # board.json and config.json, checked at boot (main.py): -> (desc, cfg),
+    # or (None, None) after one line naming the file and key. Here rather
+    # than in main.py, which is compiled into the heap and kept: this module
+    # runs from flash and is dropped after boot.
+    from h2p.schema import ConfigError
+    from h2p import config
+
+    try:
+        desc = load("board.json")
+        if desc["platform"] != platform:
+            raise ConfigError(
+                "board.json: key 'platform' is %r but this firmware runs on %r" % (desc["platform"], platform)
+            )
+        return desc, config.load("config.json")
+    except ConfigError as e:
+        print("CONFIG ERROR " + str(e))
+        print("STATE off (not started: fix the file and reset)")
+        return None, None

@@ -38,9 +38,10 @@ def load():
 
 # The pile's task coroutines, by the function (and file) at the bottom of
 # h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
+# (Files with their "/" and closing quote: "uplink.py" ends in "link.py".)
 _TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
-          ("maintenance_task", "maintenance"), ("sync_task", "clock"), ("link.py", "link"),
-          ("uplink.py", "uplink"), ("led.py", "led"), ("board_", "wdt"))
+          ("maintenance_task", "maintenance"), ("clock_task", "clock"), ('/link.py"', "link"),
+          ('/uplink.py"', "uplink"), ('/led.py"', "led"), ("/board_", "wdt"))
 
 
 def describe(e):

@@ -4,8 +4,8 @@
 # it, and it blocks the event loop while it waits for the answer.
 #
 # query() sends one client request and polls the non-blocking socket from
-# the event loop; sync_task() keeps the clock set: first once the network is
-# up, again after ntp.resync_s, sooner (ntp.retry_s doubling) after a miss.
+# the event loop; h2p.app's clock task keeps the clock set with it, loading
+# this module for each query and dropping it after.
 # A server given as a name is resolved by getaddrinfo, which blocks on
 # MicroPython: configure an IP address where DNS may hang.
 import socket
@@ -64,21 +64,3 @@ async def query(server, port=123, timeout_ms=_TIMEOUT_MS):
             await asyncio.sleep_ms(20)
     finally:
         s.close()
-
-
-async def sync_task(board, ready, server, port, retry_s, resync_s):
-    # ready(): may the network be used (the link keeper's verdict).
-    wait = retry_s
-    while True:
-        while not ready():
-            await asyncio.sleep_ms(500)
-        try:
-            t = await query(server, port)
-            board.set_time(int(t))
-            log("clock", "set", int(t), "from", server)
-            wait = retry_s
-            await asyncio.sleep_ms(resync_s * 1000)
-        except (OSError, ValueError) as e:
-            log("clock", "not set:", e)
-            await asyncio.sleep_ms(wait * 1000)
-            wait = min(wait * 2, retry_s * 10)
