@@ -56,6 +56,13 @@ def _load(m):
 
 
 def main():
+    # The oldest MicroPython the firmware runs on: 1.23.0 (checked on the
+    # official Pico W image, ../shared/mcu; README "Boards").
+    v = sys.implementation.version
+    if sys.implementation.name == "micropython" and v < (1, 23, 0):
+        print("UNSUPPORTED MicroPython %d.%d.%d: h2pile needs 1.23.0 or newer; flash a newer MicroPython" % v[:3])
+        print("STATE off (not started)")
+        return 2
     _mount_flash()
     m = _board_module()
     from h2p.compat import forget
@@ -64,7 +71,8 @@ def main():
     forget("h2p.config", "h2p.boardcfg", "h2p.schema", "h2p.registers")
     if cfg is None:
         return 2
-    board = m.Board(desc)
+    board = m.Board(desc, cfg["bus"]["baud"])
+    forget("h2p.board")  # the interface module: read at boot, not kept
     from h2p import app
 
     pile = app.boot(board, cfg)

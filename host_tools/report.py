@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 
-STATE_ORDER = ("off", "selftest", "preheat", "reforming", "stack_start", "ready", "charging", "stopping",
-               "cooldown", "fault", "estop")
+from h2p.states import NAMES as STATE_ORDER  # the plot's y axis, in state order
 
 
 def read_log(path: str) -> list[dict]:

@@ -9,12 +9,19 @@ import json
 import sys
 
 from h2p import VERSION
-from h2p.compat import asyncio, forget, ticks_diff
+from h2p.compat import asyncio, const, forget, ticks_diff
 from h2p import devices as D
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
 from h2p.readings import Readings, SCALES, UNKNOWN
 from h2p.readings import INDEX as _IX
+
+TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from h2p.board import Board
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
@@ -27,6 +34,7 @@ del _IX  # the index by name is dropped after boot (readings.release)
 
 class Pile:
     def __init__(self, board, config):
+        # type: (Board, dict) -> None
         self.board = board
         self.cfg = config  # until run() has built the uplink, then dropped
         # What the journal, opened after the first poll cycles, needs.
@@ -59,14 +67,26 @@ class Pile:
         self.force_slow = False
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
-        self.listeners = []  # fn(kind, a, b) for events (MQTT)
+        self.listeners = []  # type: list  # fn(kind, a, b) for events (MQTT)
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
-        self.rec = None  # SessionRecorder, once the journal is open
+        self.rec = None  # type: Any  # SessionRecorder, once the journal is open
         self.report_errors = 0  # status/telemetry that could not be built
         self.step_ms = clock.ms()
         self.step_gap = 0
         self.boot_no = 0
+        # Crash handling (h2p.crash): the record the last boots left, and
+        # whether this boot stays in maintenance because of it.
+        self.last_crash = None
+        self.maintenance = None  # type: Any  # crash.Maintenance (takes commands first) while in maintenance
+        self.link = None  # h2p.link.Keeper on a board with WiFi configured
+
+    def link_state(self):
+        return "none" if self.link is None else self.link.report()
+
+    def link_ready(self):
+        # May the network be used? (no WiFi to keep: the host's network)
+        return self.link is None or self.link.ready()
 
     def uptime_s(self):
         now = self.clock.ms()
@@ -292,6 +312,8 @@ class Pile:
         c = self.sup.contactor
         st["contactor_ops"] = c.cycles_base + c.cycles
         st["bus"] = self.master.stats
+        st["link"] = self.link_state()
+        st["clock_set"] = self.board.unix_time() is not None
         gc.collect()
         st["heap"] = [gc.mem_alloc(), gc.mem_free()]
         return st
@@ -317,7 +339,7 @@ class Pile:
                     print("\nSTATUS-ERROR", type(e).__name__)
                 st = None
 
-    async def watchdog_task(self):
+    async def watchdog_task(self, stable_s):
         # Feed only when both the bus and the control step moved on.
         wdt = self.board.wdt
         last_c, last_s = -1, -1
@@ -326,32 +348,105 @@ class Pile:
             if self.cycles != last_c and self.steps != last_s:
                 wdt.feed()
                 last_c, last_s = self.cycles, self.steps
+            if self.last_crash is not None and self.uptime_s() > stable_s:
+                # This boot ran long enough: the crashes before it no longer
+                # count towards maintenance (meta keeps the last one).
+                from h2p.crash import clear
+
+                clear()
+                self.last_crash["n"] = 0
 
 
-async def run(pile, board):
-    tasks = [
-        asyncio.create_task(pile.bus_task()),
-        asyncio.create_task(pile.status_task(500)),
-        asyncio.create_task(pile.watchdog_task()),
-    ]
+def _start(pile, board):
+    # The pile's tasks, started; -> (tasks, their names). A plain function,
+    # so that its locals (the config) are gone once it returns.
+    cfg = pile.cfg
+    tasks = []
+    names = []
+
+    def start(name, coro):
+        tasks.append(asyncio.create_task(coro))
+        names.append(name)
+
+    start("status", pile.status_task(500))
+    if pile.maintenance:
+        from h2p.crash import maintenance_task
+
+        start("maintenance", maintenance_task(pile))
+    else:
+        start("bus", pile.bus_task())
+        start("watchdog", pile.watchdog_task(cfg["stable_s"]))
     if hasattr(board.wdt, "run"):
-        tasks.append(asyncio.create_task(board.wdt.run()))
-    if pile.cfg["mqtt"]["host"]:
+        start("wdt", board.wdt.run())
+    w = cfg["wifi"]
+    if board.has_wifi and w["ssid"]:
+        from h2p import link
+
+        pile.link = link.Keeper(w["join_s"] * 1000, w["backoff_max_s"] * 1000, link.jitter)
+        start("link", link.run(board, pile.link, w["ssid"], w["password"]))
+    n = cfg["ntp"]
+    if n["server"] and board.unix_time() is None:
+        from h2p import sntp
+
+        start("clock", sntp.sync_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"]))
+    if cfg["mqtt"]["host"]:
         from h2p.uplink import Uplink
 
-        tasks.append(asyncio.create_task(Uplink(pile).run()))
+        start("uplink", Uplink(pile).run())
     # Every part has copied out what it needs: the config dict (~4 KB on
     # the 64-bit port) can go.
     pile.cfg = None
+    return tasks, tuple(names)
+
+
+async def run(pile, board):
+    # Starts the pile's tasks, then waits for one to die: never a silent
+    # death, never a silent loop. The pile goes safe, the reason is kept and
+    # the board resets on purpose (h2p.crash).
+    tasks, names = _start(pile, board)
+    died = []  # type: list  # (task name, exception) of the first task that died
+    dead = asyncio.Event()
+
+    def task_died(loop, ctx):
+        # asyncio's exception handler: a task ended by an exception nobody
+        # awaits. One handler instead of a wrapper coroutine per task.
+        if not died:
+            t = ctx.get("future")
+            name = "?"  # a task the pile did not start itself
+            for k in range(len(tasks)):
+                if tasks[k] is t:
+                    name = names[k]
+            died.append((name, ctx.get("exception")))
+            dead.set()
+
+    asyncio.get_event_loop().set_exception_handler(task_died)
     gc.collect()
-    await asyncio.gather(*tasks)
+    await dead.wait()
+    try:
+        from h2p import crash
+
+        await crash.handle(pile, died[0][0], died[0][1])
+    finally:
+        board.reset("crash")
 
 
 def boot(board, config):
     # Build the pile and report it; the caller drops its own reference to
     # the config afterwards (run_forever frees the rest).
     pile = Pile(board, config)
-    from h2p import interlocks, readings
+    from h2p import crash, interlocks, readings
+
+    last = pile.last_crash = crash.load()
+    if last is not None and last["n"] >= config["maintenance_after"]:
+        # Crashed that often in a row: stay up, safe and reachable.
+        pile.maintenance = crash.Maintenance()
+        from h2p import states
+
+        pile.sup.state = states.MAINTENANCE
+        print("MAINTENANCE after %d crashes in a row, last: %s in task %s (a `reset` command restarts)"
+              % (last["n"], last["error"], last["task"]))
+    crash = None  # type: ignore[assignment]
+    forget("h2p.crash")  # loaded again only if something crashes
 
     interlocks.release()  # the rules are compiled; the source table can go
     if config["mqtt"]["host"]:
@@ -367,6 +462,8 @@ def boot(board, config):
         "heap_free": gc.mem_free(), "heap_used": gc.mem_alloc(),
         # Where the bytecode runs from: flash (/rom, in place) or the heap.
         "code": "rom" if __file__.startswith("/rom") else "ram",
+        "mpy": ".".join(str(x) for x in sys.implementation.version[:3]),
+        "crash": last, "maintenance": pile.maintenance is not None,
     }))
     return pile
 

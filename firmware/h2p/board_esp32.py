@@ -3,6 +3,9 @@
 # last byte has left the transmitter, so DE can drop right after it.
 import machine
 
+from h2p.compat import const
+
+TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
 from h2p.board_mcu import McuBoard
 
 PLATFORM = "esp32"
@@ -25,5 +28,13 @@ def _tx_done(uart):
 class Board(McuBoard):
     PLATFORM = PLATFORM
 
-    def __init__(self, desc, cfg=None):
-        super().__init__(desc, _tx_done, _CAUSES, cfg)
+    def __init__(self, desc, baud=None):
+        super().__init__(desc, _tx_done, _CAUSES, baud)
+
+
+if TYPE_CHECKING:
+    from h2p.board import Board as _Interface
+
+    def _is_a_board(b):
+        # type: (Board) -> _Interface
+        return b  # mypy: Board implements h2p.board.Board (tests/test_typecheck.py)

@@ -109,7 +109,15 @@ class Watchdog:
 
 
 def reset_cause(names):
-    # names: (machine constant, name) pairs; unknown causes keep their number.
+    # The cause the firmware wrote before a deliberate reset (crash, a
+    # command) wins: machine.reset() reads as a watchdog reset on the
+    # RP2040. Otherwise the hardware's: names are (machine constant, name)
+    # pairs; unknown causes keep their number.
+    from h2p.board import take_reset_cause
+
+    c = take_reset_cause()
+    if c:
+        return c
     c = machine.reset_cause()
     for k, name in names:
         if k == c:
@@ -117,44 +125,39 @@ def reset_cause(names):
     return "cause_%d" % c
 
 
-def read_config(path="config.json"):
-    # The config main.py has validated, for the two things the board needs
-    # from it: the bus baud and the WiFi credentials (defaults otherwise).
-    import json
-
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+# The time.time() epoch of this port: 2000 on older ESP32 builds, 1970 on
+# the rest; unix_time() is always seconds since 1970.
+_EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_CLOCK_VALID = const(1704067200)  # 2024-01-01: an RTC before that was never set
 
 
 class McuBoard:
+    # Implements h2p.board.Board (see there); board_esp32/board_rp2 check it.
     PLATFORM = ""
+    console = True  # STATUS lines on the USB REPL
 
-    def __init__(self, desc, tx_done, causes, cfg=None):
+    def __init__(self, desc, tx_done, causes, baud=None):
         # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
-        self._has_wifi = desc["has_wifi"]
+        self.has_wifi = desc["has_wifi"]
         self.clock = Clock()
         u = desc["uart"]
         if u["transport"] != "uart":
             raise ValueError("board %s: transport must be 'uart'" % self.name)
-        if cfg is None:
-            cfg = read_config()
-        bus = cfg.get("bus") or {}
-        w = cfg.get("wifi") or {}
-        self._wifi = (w.get("ssid", ""), w.get("password", ""))
         # The line runs at the config's baud; the board's is the default.
-        self.line = UartLine(u, bus.get("baud", u["baud"]), tx_done)
-        self.wdt = Watchdog(desc["watchdog_ms"])
+        self.line = UartLine(u, baud or u["baud"], tx_done)
         self.reset_cause = reset_cause(causes)
+        self.wdt = Watchdog(desc["watchdog_ms"])
         p = desc["estop_pin"]
         self._estop = None if p is None else machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_UP)
         self._estop_low = desc["estop_active_low"]
-        p = desc["led_pin"]
-        self._led = None if p is None else machine.Pin(p, machine.Pin.OUT, value=0)
+        # A named LED ("LED" on the Pico W, wired to the WiFi chip: GPIO 25
+        # there is the chip's SPI select and must not be driven) or a GPIO.
+        p = desc["led_name"] or desc["led_pin"]
+        self._led = None if p is None or p == "" else machine.Pin(p, machine.Pin.OUT, value=0)
         self._wlan = None
+        # An RTC that kept its time across a soft reset counts as set.
+        self._clock_set = time.time() + _EPOCH >= _CLOCK_VALID
 
     async def open(self):
         await self.line.open()
@@ -169,30 +172,61 @@ class McuBoard:
         if self._led is not None:
             self._led.value(1 if on else 0)
 
-    async def network_up(self, wait_ms=15000):
-        # True when the station interface has an address. Boards without
-        # WiFi (or with no SSID configured) report False; the pile runs
-        # without MQTT then.
-        if not self._has_wifi:
-            return False
-        ssid, password = self._wifi
-        if not ssid:
-            return False
-        import network
+    # ---- wall clock (SNTP sets it: command expiry, TLS dates) -----------
+    def unix_time(self):
+        if not self._clock_set:
+            return None
+        return time.time() + _EPOCH
 
+    def set_time(self, unix_s):
+        t = time.gmtime(int(unix_s) - _EPOCH)
+        # RTC: (year, month, day, weekday, hours, minutes, seconds, subseconds)
+        machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+        self._clock_set = True
+
+    # ---- WiFi (h2p.link keeps it up) ----------------------------------
+    def _sta(self):
         if self._wlan is None:
+            import network
+
             self._wlan = network.WLAN(network.STA_IF)
             self._wlan.active(True)
+        return self._wlan
+
+    def wifi_connect(self, ssid, password):
+        if self.has_wifi:
+            self._sta().connect(ssid, password)
+
+    def wifi_disconnect(self):
+        if self._wlan is not None:
+            self._wlan.disconnect()
+
+    def wifi_status(self):
+        if not self.has_wifi:
+            return "none"
+        if self._wlan is None:
+            return "down"
+        import network
+
         w = self._wlan
         if w.isconnected():
-            return True
-        w.connect(ssid, password)
-        t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < wait_ms:
-            if w.isconnected():
-                return True
-            await asyncio.sleep_ms(200)
-        return False
+            return "up"
+        s = w.status()
+        if s == network.STAT_CONNECTING:
+            return "connecting"
+        if s == network.STAT_WRONG_PASSWORD:
+            return "wifi auth"
+        if s == network.STAT_NO_AP_FOUND:
+            return "no ap"
+        if s == network.STAT_IDLE or s == network.STAT_GOT_IP:
+            return "down"  # GOT_IP but not connected: the link just went
+        return "fail"
+
+    def reset(self, reason):
+        from h2p.board import note_reset_cause
+
+        note_reset_cause(reason)
+        machine.reset()
 
     def unique_id(self):
         import binascii

@@ -10,6 +10,8 @@ import time
 
 from h2p.compat import asyncio, const
 
+TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
+
 _TICKS_MASK = const(0x3FFFFFFF)
 
 PLATFORM = "unix"
@@ -145,34 +147,28 @@ class Watchdog:
         while True:
             time.sleep_ms(100)
             if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
-                _write_reset_cause("watchdog")
+                from h2p.board import note_reset_cause
+
+                note_reset_cause("watchdog")
                 print("watchdog: no progress for %d ms, resetting" % self.timeout)
-                # sys.exit in a thread ends only the thread; a reset ends all.
-                os.system("kill -KILL $PPID")
+                _kill_process()
                 return
 
 
-def _write_reset_cause(cause):
-    try:
-        with open("data/reset_cause", "w") as f:
-            f.write(cause)
-    except OSError:
-        pass
-
-
-def reset_cause():
-    try:
-        with open("data/reset_cause") as f:
-            c = f.read().strip()
-        os.remove("data/reset_cause")
-        return c or "power_on"
-    except OSError:
-        return "power_on"
+def _kill_process():
+    # sys.exit in a thread ends only the thread, and on the main thread it
+    # unwinds through asyncio: a reset ends everything at once.
+    os.system("kill -KILL $PPID")
 
 
 class Board:
-    def __init__(self, desc):
+    # Implements h2p.board.Board (see there; checked below).
+    PLATFORM = PLATFORM
+    has_wifi = False
+
+    def __init__(self, desc, baud=None):
         # Only what is used after boot is kept, not the description dict.
+        # The line is TCP: its baud is the simulator's business.
         self.name = desc["name"]
         speed = float(os.getenv("H2P_SPEED") or "1")
         self.clock = Clock(speed, int(os.getenv("H2P_WALL_FLOOR_MS") or "30"),
@@ -184,13 +180,19 @@ class Board:
         port = int(os.getenv("H2P_BUS_PORT") or u["port"])
         self.line = TcpLine(host, port, self.clock)
         self.wdt = Watchdog(desc["watchdog_ms"])
-        self.reset_cause = reset_cause()
+        from h2p.board import take_reset_cause
+
+        self.reset_cause = take_reset_cause() or "power_on"
         self.console = True  # STATUS lines on stdout
+        self._offset = 0.0  # set_time's correction of the host clock
 
     def unix_time(self):
-        # The host's clock is set (NTP on boards): real seconds, as the
-        # operators who sign commands use.
-        return time.time()
+        # The host's clock is set (NTP on the host): real seconds, as the
+        # operators who sign commands use, plus what set_time corrected.
+        return time.time() + self._offset
+
+    def set_time(self, unix_s):
+        self._offset = unix_s - time.time()
 
     async def open(self):
         await self.line.open()
@@ -202,8 +204,30 @@ class Board:
     def led(self, on):
         pass
 
-    async def network_up(self):
-        return True
+    # The host's network is the pile's: no WiFi to keep up.
+    def wifi_connect(self, ssid, password):
+        pass
+
+    def wifi_disconnect(self):
+        pass
+
+    def wifi_status(self):
+        return "none"
+
+    def reset(self, reason):
+        from h2p.board import note_reset_cause
+
+        note_reset_cause(reason)
+        print("reset: %s" % reason)
+        _kill_process()
 
     def unique_id(self):
         return "unix"
+
+
+if TYPE_CHECKING:
+    from h2p.board import Board as _Interface
+
+    def _is_a_board(b):
+        # type: (Board) -> _Interface
+        return b  # mypy: Board implements h2p.board.Board (tests/test_typecheck.py)

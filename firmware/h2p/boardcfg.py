@@ -26,6 +26,7 @@ SCHEMA = {
     "estop_pin": _PIN[:1] + (None, rng(0, 48), "E-stop chain input GPIO"),
     "estop_active_low": (bool, True, None, "E-stop input reads 0 when pressed"),
     "led_pin": _PIN[:1] + (None, rng(0, 48), "status LED GPIO"),
+    "led_name": (str, "", None, "status LED by pin name instead (Pico W: 'LED', on the WiFi chip)"),
     "heap_kb": (int, 96, rng(32, 512), "Python heap the firmware is budgeted for"),
     "has_wifi": (bool, False, None, "board has WiFi (network.WLAN)"),
 }

@@ -67,6 +67,15 @@ MQTT = {
 WIFI = {
     "ssid": (str, "", None, "WiFi network (boards with WiFi)"),
     "password": (str, "", None, "WiFi password"),
+    "join_s": (int, 20, rng(5, 120), "a join that takes longer counts as failed and is retried"),
+    "backoff_max_s": (int, 60, rng(2, 600), "longest wait between join attempts (doubling from 1 s, +/-25 % jitter)"),
+}
+
+NTP = {
+    "server": (str, "pool.ntp.org", None, "SNTP server (an IP address avoids DNS); empty: never set the clock"),
+    "port": (int, 123, rng(1, 65535), "SNTP port"),
+    "retry_s": (int, 30, rng(1, 3600), "after a failed query, retry this much later (doubling to 10x)"),
+    "resync_s": (int, 3600, rng(60, 86400), "query again this often once the clock is set"),
 }
 
 
@@ -82,6 +91,9 @@ SCHEMA = {
     "limits": (LIMITS, None, None, ""),
     "mqtt": (MQTT, None, None, ""),
     "wifi": (WIFI, None, None, ""),
+    "ntp": (NTP, None, None, ""),
+    "maintenance_after": (int, 3, rng(1, 20), "crashes in a row (each within stable_s of boot) before the pile stays in maintenance"),
+    "stable_s": (int, 120, rng(10, 3600), "a boot that runs this long without a crash clears the crash count"),
     "auto_start": (bool, False, None, "wake the pile at boot without a command"),
     "auto_charge": (bool, False, None, "start a session when an EV plugs in, without a command"),
     "idle_shutdown_s": (int, 0, rng(0, 86400), "shut down after this long without an EV (0: never)"),

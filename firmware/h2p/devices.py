@@ -165,14 +165,16 @@ def _blocks_from(fields, fc, ranges, max_gap=8):
         scaled = False
         for f in fl:
             i, off, typ, factor, lo, hi = _field(f[0], f[1] - start, f[2], f[3], ranges)
-            packed.extend((i, off, typ, lo, hi))
+            for v in (i, off, typ, lo, hi):  # array.extend wants a buffer before v1.24
+                packed.append(v)
             nd = _ratio(factor)
             if nd is None:
                 # A register map error, found at boot: the store has no
                 # float path (a float object per read).
                 raise ValueError("register map: field %s: wire scale / store scale = %r is not n/1..n/10000"
                                  % (f[0], factor))
-            ratios.extend(nd)
+            ratios.append(nd[0])
+            ratios.append(nd[1])
             scaled = scaled or factor != 1 or typ == R.F32
         out.append(Block(fc, start, end - start, packed, ratios if scaled else None))
     return out

@@ -14,6 +14,8 @@ STATE_DOC = (
     "load ramped down, pump stopped, residual H2 consumed, purge, cool",
     "a stop-severity fault: contactor open, waits until it clears",
     "emergency: contactor open at once, fuel off, ventilation maximum",
+    "crashed `maintenance_after` times in a row: no control (devices in their safe defaults), "
+    "REPL and MQTT alive; a `reset` command clears it",
 )
 
 
@@ -60,4 +62,5 @@ INTERLOCK_WHY = {
     "comm_reformer": "reformer controller silent",
     "comm_bms": "battery BMS silent",
     "comm_meter": "energy meter silent",
+    "task_crash": "a task of the firmware raised: the pile stops safely, then the board resets on purpose (h2p.crash)",
 }

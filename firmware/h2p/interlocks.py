@@ -71,6 +71,7 @@ TABLE = (
     ["comm_reformer", "ref_mode", EXT, 0, 0, EMERGENCY, AUTO, FUEL, 0],
     ["comm_bms", "bat_soc", EXT, 0, 0, STOP, AUTO, ALWAYS, 0],
     ["comm_meter", "met_a", EXT, 0, 0, STOP, AUTO, EV, 0],
+    ["task_crash", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],
 )
 
 N = len(TABLE)
@@ -107,7 +108,8 @@ def _compile(table):
             t = int(round(thr / SCALES[i]))
         else:
             t = int(thr)
-        rules.extend((i, op, t, debounce, severity, clear, when, derate))
+        for v in (i, op, t, debounce, severity, clear, when, derate):  # extend(tuple) needs v1.24
+            rules.append(v)
     return rules
 
 

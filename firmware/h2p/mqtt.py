@@ -138,6 +138,7 @@ class MQTTClient:
         self._tls = None if tls is None else (tls, server_hostname or host)
         self.on_connect = None
         self.on_message = None
+        self.link_ok = None  # fn() -> bool: may the network be tried now (WiFi up)
         self.connected = False
         self.last_error = ""
         # RAM: every integer in one array (the _S_*, settings and link
@@ -231,6 +232,12 @@ class MQTTClient:
         n = self._n
         bo = n[_BO_MIN]
         while True:
+            if self.link_ok is not None and not self.link_ok():
+                # No network (WiFi down): nothing to try until it is back,
+                # and then at once, not after a backoff grown meanwhile.
+                while not self.link_ok():
+                    await sleep_ms(250)
+                bo = n[_BO_MIN]
             try:
                 await self._session()
             except Exception as e:  # anything: log, back off, retry

@@ -14,6 +14,7 @@ STOPPING = const(7)
 COOLDOWN = const(8)
 FAULT = const(9)
 ESTOP = const(10)
+MAINTENANCE = const(11)  # crashed too often in a row: no control, reachable (h2p.crash)
 
 NAMES = (
     "off",
@@ -27,4 +28,5 @@ NAMES = (
     "cooldown",
     "fault",
     "estop",
+    "maintenance",
 )

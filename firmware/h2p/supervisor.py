@@ -173,6 +173,14 @@ class Supervisor:
         n = self.il.reset()
         return True, "%d latch(es) cleared" % n
 
+    def fail_safe(self, now, force):
+        # The shell lost its control loop (h2p.app.Pile.go_safe): EV current
+        # to zero; the contactor opens once the current is down (_ev), or at
+        # once with `force`. -> True once it is commanded open.
+        self.last = now
+        self._ev(0, 0, 0, 0, force)
+        return not self.contactor.closed_cmd
+
     # ---- helpers ---------------------------------------------------------
     def _go(self, state, now):
         if state != self.state:

@@ -5,7 +5,7 @@ from h2p.topics import TELE_DEADBAND
 
 TOPIC_DOC = {
     'status': 'Liveness. {"online": true} on every connect; the broker publishes the last will {"online": false, "seq": 0} when the link dies.',
-    'meta': 'Identity: firmware version, board, config hash, capabilities. Sent on every connect and on the resend_meta command.',
+    'meta': 'Identity and health: firmware version, board, reset cause, link, last crash, capabilities. Sent on every connect and on the resend_meta command.',
     'state': 'State machine state, active faults and the claim that limits the output current. Sent on every change and on connect.',
     'tele': 'Telemetry, sent when a field moves by more than its deadband or at the latest every TELE_MAX_INTERVAL_S. QoS 0: a lost sample is replaced by the next.',
     'evt': 'Events: faults raised/cleared, session start/stop, warnings.',
@@ -70,7 +70,12 @@ STATUS_FIELDS = (
 META_FIELDS = (
     ('fw', 'str', 'firmware version'),
     ('board', 'str', 'board profile'),
-    ('cfg', 'str', 'configuration hash'),
+    ('reset', 'str', 'why the board last started: power_on, watchdog, soft, hard, crash, maintenance_reset, ...'),
+    ('link', 'str', 'network link: up, none (no WiFi on this board), or how the last WiFi join failed (wifi auth, no ap, timeout, fail)'),
+    ('last_crash', 'obj', 'the crash before this boot, or null: {n (in a row), task, error, where, boot}'),
+    ('maintenance', 'bool', 'true while the pile stays in maintenance after repeated crashes'),
+    ('caps', 'list', 'capabilities: charge, signed_cmd, bill'),
+    ('units', 'obj', 'units of the tele fields'),
 )
 STATE_FIELDS = (
     ('state', 'str', 'state machine state'),

@@ -116,8 +116,11 @@ class Uplink:
     def _connected(self):
         # On every CONNACK, and the resend_meta command (ok, reason).
         self._pub("status", {"online": True})
+        p = self.pile
         self._pub("meta", {
-            "fw": VERSION, "board": self.pile.board.name,
+            "fw": VERSION, "board": p.board.name,
+            "reset": p.board.reset_cause, "link": p.link_state(), "last_crash": p.last_crash,
+            "maintenance": p.maintenance is not None,
             "caps": ["charge", "signed_cmd", "bill"],
             "units": {"power": "kW", "energy": "kWh", "current": "A", "temp": "degC", "premix": "L"},
         })
@@ -136,8 +139,9 @@ class Uplink:
 
         try:
             # the supervisor carries out the ops, resend_meta is ours
-            ack = cmdhandler.handle(payload, self.pile.board.unix_time(), self.pid, self.key,
-                                    (self.pile.sup, self), self.replay)
+            p = self.pile
+            targets = (p.sup, self) if p.maintenance is None else (p.maintenance, p.sup, self)
+            ack = cmdhandler.handle(payload, p.board.unix_time(), self.pid, self.key, targets, self.replay)
         finally:
             cmdhandler = None
             forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
@@ -273,6 +277,7 @@ class Uplink:
         p.listeners.append(self._event)
         c.on_connect = self._connected
         c.on_message = self._message
+        c.link_ok = p.link_ready
         asyncio.create_task(c.run())
         while True:
             await asyncio.sleep_ms(500)
