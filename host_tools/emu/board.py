@@ -213,6 +213,10 @@ class EmuPicoW:
         repl = self._repl
         self.call(lambda: repl._send_and_pace(data))
 
+    def reset(self) -> None:
+        """Press RESET (the RUN pin): the chip restarts, flash kept; USB re-enumerates."""
+        self.call(self.device.hard_reset)
+
     def save_fs(self, path: str | os.PathLike[str]) -> None:
         """The littlefs region of the board's flash, as an image `fs_image=` loads."""
         self.call(lambda: self.device.dump_flash_image(Path(path)))

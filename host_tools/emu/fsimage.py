@@ -57,7 +57,8 @@ def install(out: str | os.PathLike[str], build_dir: str | os.PathLike[str], conf
     blobs = dict(extra or {})
     if config is not None:
         blobs["config.json"] = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
-        _mkdirs(fs, config.get("data_dir", "data"))
+        if config.get("data_dir", "data") not in blobs:
+            _mkdirs(fs, config.get("data_dir", "data"))
     for name, data in blobs.items():
         if "/" in name:
             _mkdirs(fs, name.rsplit("/", 1)[0])

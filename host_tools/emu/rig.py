@@ -28,13 +28,13 @@ class PicoRig:
                  tcp_ports: tuple[int, ...] = (), sntp: bool = True,
                  echo: Callable[[str], None] | None = None) -> None:
         self.rules = NetRules()
-        self.sntp = SntpResponder() if sntp else None
+        self.board = EmuPicoW(uf2, rules=self.rules, fs_image=Path(fs_image) if fs_image else None, echo=echo)
+        self.sntp = SntpResponder(self.board.emu_s) if sntp else None
         if self.sntp is not None:
             self.rules.sntp_port = self.sntp.port
         for p in (broker_port, *tcp_ports):
             if p:
                 self.rules.allow_tcp(p)
-        self.board = EmuPicoW(uf2, rules=self.rules, fs_image=Path(fs_image) if fs_image else None, echo=echo)
         self.sim: SimHost | None = None
         self.bridge: Rs485Bridge | None = None
         if sim:

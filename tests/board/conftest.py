@@ -87,3 +87,78 @@ def repl_rig(uf2_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         repl.close()
         rig.stop()
+
+
+class MqttTap:
+    """Every message under h2pile/v1/<pile>/#, JSON-decoded, with waiting."""
+
+    def __init__(self, port: int, pile: str) -> None:
+        import json
+        import threading
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from mqtt_broker import paho_client
+
+        from h2p import topics
+
+        self.prefix = topics.PREFIX + pile + "/"
+        self.msgs: list[tuple[float, str, object]] = []
+        self._cond = threading.Condition()
+        self.c = paho_client(port, client_id="board-test-tap")
+
+        def on_message(_c, _u, m) -> None:  # type: ignore[no-untyped-def]
+            try:
+                body: object = json.loads(m.payload)
+            except ValueError:
+                body = m.payload
+            with self._cond:
+                self.msgs.append((time.monotonic(), m.topic[len(self.prefix):], body))
+                self._cond.notify_all()
+
+        self.c.on_message = on_message
+        self.c.on_connect = lambda c, *a: c.subscribe(self.prefix + "#", 1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.msgs)
+
+    def wait(self, name: str, pred=lambda body: True, timeout: float = 120.0, start: int = 0):  # type: ignore[no-untyped-def]
+        end = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.msgs):
+                    _, t, body = self.msgs[i]
+                    i += 1
+                    if t == name and pred(body):
+                        return body
+                left = end - time.monotonic()
+                if left <= 0:
+                    seen = sorted({t for _, t, _ in self.msgs[start:]})
+                    raise TimeoutError(f"no {name!r} message matching within {timeout:g} s wall "
+                                       f"(topics seen: {seen})")
+                self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def h2pile(*args: str, timeout: float = 600.0):  # type: ignore[no-untyped-def]
+    """Run the `h2pile` command as a technician would; -> (rc, stdout, stderr, wall s)."""
+    import subprocess
+
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli", *args], cwd=str(ROOT), capture_output=True,
+                       text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr, time.monotonic() - t0
+
+
+@pytest.fixture(scope="session")
+def fw_rp2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The firmware built for rp2_pico_w (`h2pile build rp2_pico_w`), once per session."""
+    from host_tools.build import build
+
+    return build("rp2_pico_w", str(tmp_path_factory.mktemp("fw-rp2")))
