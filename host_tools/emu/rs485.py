@@ -61,11 +61,17 @@ class Rs485Bridge:
         self._frame = bytearray()
         self._line_free = 0.0  # emulated ns when the last character sent is off the wire
         self._reply = b""
+        self._req_frame = b""
         self._ri = 0
         self._idle = self.clock.create_alarm(self._on_idle)
         self._rx = self.clock.create_alarm(self._feed_next)
         self.stats = {"requests": 0, "replies": 0, "no_reply": 0, "tx_bytes": 0, "rx_bytes": 0,
                       "tx_without_de": 0, "rx_lost_de": 0, "exchange_wall_s": 0.0}
+        # Optional wire trace, for the bench: one tuple per exchange,
+        # (request's first byte ns, reply's last byte ns or None, CPU cycles at both, unit, fc).
+        self.trace: list[tuple[float, float | None, int, int | None, int, int]] | None = None
+        self._req_t0 = 0.0
+        self._req_c0 = 0
         self.uart.on_byte = self._on_byte
 
     # ---- timing ---------------------------------------------------------------------
@@ -87,6 +93,8 @@ class Rs485Bridge:
             self.stats["tx_without_de"] += 1
             return
         now = self.clock.nanos
+        if not self._frame:
+            self._req_t0, self._req_c0 = now, self.mcu.core.cycles
         self._line_free = max(now, self._line_free) + self._char_ns()
         self._frame.append(value)
         self.stats["tx_bytes"] += 1
@@ -101,7 +109,10 @@ class Rs485Bridge:
         reply = self._exchange(frame)
         if not reply:
             self.stats["no_reply"] += 1
+            if self.trace is not None:
+                self.trace.append((self._req_t0, None, self._req_c0, None, frame[0], frame[1] if len(frame) > 1 else 0))
             return
+        self._req_frame = frame
         self.stats["replies"] += 1
         now = self.clock.nanos
         # The device starts answering its turnaround after the request's last bit.
@@ -122,6 +133,9 @@ class Rs485Bridge:
             self.stats["rx_bytes"] += 1
         if self._ri < len(self._reply):
             self._rx.schedule(self._char_ns())
+        elif self.trace is not None:
+            f = self._req_frame
+            self.trace.append((self._req_t0, self.clock.nanos, self._req_c0, self.mcu.core.cycles, f[0], f[1]))
 
     # ---- the simulator -------------------------------------------------------------
     def _exchange(self, frame: bytes) -> bytes:
