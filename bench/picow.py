@@ -25,13 +25,15 @@ bus contention are not modelled), so they are a floor for the real chip.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from host_tools import ROOT
 
@@ -48,7 +50,8 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
     uf2.NoImage when there is no Pico W image."""
     from host_tools import broker as brokermod
     from host_tools.build import build
-    from host_tools.emu import fsimage, uf2 as uf2mod
+    from host_tools.emu import fsimage
+    from host_tools.emu import uf2 as uf2mod
     from host_tools.emu.rig import PicoRig
 
     image = uf2mod.resolve(uf2)
@@ -80,7 +83,6 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
         con.wait(r'^STATUS \{.*"cycles": ([3-9]|\d\d+)', 600, start=i0, alive=rig.board.alive)
         mcu = rig.board.mcu
         a = rig.board.call(lambda: (mcu.clock.nanos, mcu.core.cycles))
-        i1 = con.mark()
         log(f"picow: BOOT after {t_boot:.0f} s wall; running {emu_s:g} s of board time ...")
         rig.board.wait_emu(emu_s, 60 * emu_s + 300)
         b = rig.board.call(lambda: (mcu.clock.nanos, mcu.core.cycles))
@@ -109,7 +111,7 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
     cyc_ms = (win[-1]["t"] - win[0]["t"]) / max(1, win[-1]["cycles"] - win[0]["cycles"])
     # Reply end -> next read request, both reads (fc 3/4), in the measured window.
     gaps_ms, gaps_cyc = [], []
-    for p, q in zip(trace, trace[1:]):
+    for p, q in itertools.pairwise(trace):
         if p[1] is None or p[3] is None or p[5] not in (3, 4) or q[5] not in (3, 4) or p[0] < a[0]:
             continue
         if q[2] < p[3]:
@@ -142,6 +144,7 @@ def rows(p: dict[str, Any], unix: dict[str, Any] | None = None) -> list[tuple]:
     unix = unix or {}
     kb = 1024
     peak_unix = unix.get("peak_alloc")
+    heap_code_unix = unix.get("peak_alloc_code_in_heap")
     cyc_unix = unix.get("cycle_ms")
     sg, sc = p["step_gap_ms"], p["step_gap_cycles"]
     return [
@@ -149,16 +152,17 @@ def rows(p: dict[str, Any], unix: dict[str, Any] | None = None) -> list[tuple]:
          f"{p['boot_heap_used'] / kb:.1f} KB", f"{(p['boot_heap_used'] + p['boot_heap_free']) / kb:.0f} KB heap",
          f"{p['boot_heap_used'] / (p['boot_heap_used'] + p['boot_heap_free']):.2f}", "BOOT line, after a collect"),
         ("picow", f"peak heap in use, {' -> '.join(p['states'])}, MQTT on",
-         f"{p['peak_heap_used'] / kb:.1f} KB", f"unix 64-bit, code in flash: {peak_unix / kb:.1f} KB" if peak_unix
-         else "unix port: run the memory section", "", f"{p['peak_heap_free'] / kb:.0f} KB free at the peak; "
+         f"{p['peak_heap_used'] / kb:.1f} KB", (f"unix 64-bit: {peak_unix / kb:.1f} KB code in flash"
+                                                + (f", {heap_code_unix / kb:.1f} KB code in heap" if heap_code_unix else ""))
+         if peak_unix else "unix port: run the memory section", "", f"{p['peak_heap_free'] / kb:.0f} KB free at the peak; "
          f"{p['status_lines']} STATUS lines over {p['emu_s']} s"),
         ("picow", "poll cycle @115200 (board time)", f"{p['poll_cycle_ms']:.1f} ms",
          f"unix port {cyc_unix:.1f} ms" if cyc_unix else "unix port: run the reaction section",
          f"{p['poll_cycle_ms'] / cyc_unix:.1f}x" if cyc_unix else "",
          f"{p['transaction_ms']:.1f} ms per bus transaction"),
         ("picow", "CPU busy at 125 MHz (headroom = 100 % - busy)", f"{min(p['cpu_busy'], 1.0) * 100:.0f} %",
-         "", "", f"executed cycles / elapsed cycles = {p['cpu_busy']:.2f} (exception entry counts cycles the "
-         f"clock does not: >1 means no idle time); {p['cycles_per_poll_cycle'] / 1e6:.1f} M cycles per poll cycle"),
+         "", "", f"executed / elapsed cycles = {p['cpu_busy']:.2f} (above 1: the emulator's cycle count runs "
+         f"slightly ahead of its clock; read: no idle time); {p['cycles_per_poll_cycle'] / 1e6:.1f} M cycles per poll cycle"),
         ("picow", "read reply -> next request (decode + control step)",
          f"p50 {sg['p50']} / p90 {sg['p90']} / max {sg['max']} ms", "", "",
          f"p50 {sc['p50']} / p90 {sc['p90']} CPU cycles; n={sg['n']}"),

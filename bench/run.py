@@ -148,6 +148,9 @@ def rows_from(res: dict) -> list[tuple]:
         pk = res.get("memory", {}).get("peak_session", {})
         if pk.get("peak_alloc"):
             unix["peak_alloc"] = pk["peak_alloc"]
+        ch = res.get("memory", {}).get("code_in_heap", {})
+        if ch.get("peak_alloc"):
+            unix["peak_alloc_code_in_heap"] = ch["peak_alloc"]
         b = res.get("bus", {}).get("115200", {})
         if "cycle_ms" in b:
             unix["cycle_ms"] = b["cycle_ms"]

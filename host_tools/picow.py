@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from host_tools import ROOT
 from host_tools.emu import uf2 as uf2mod
@@ -75,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         bdir = os.path.join(ROOT, "build", "rp2_pico_w")
         if not os.path.exists(os.path.join(bdir, "SHA256SUMS")):
             bdir = build("rp2_pico_w")
-        cfg = json.load(open(a.config)) if a.config else default_config(a.broker_port)
+        if a.config:
+            with open(a.config) as f:
+                cfg = json.load(f)
+        else:
+            cfg = default_config(a.broker_port)
         fsimage.install(a.fs, bdir, cfg)
         print(f"picow: {a.fs}: firmware from {bdir} and config for pile {cfg.get('pile_id')}")
 

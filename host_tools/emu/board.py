@@ -17,8 +17,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TypeVar
 
 from rp2040py.boards import BoardSpec, FlashLayout
 from rp2040py.cli.process_repl import ProcessInteractiveRepl
@@ -156,7 +157,7 @@ class EmuPicoW:
         self._set_pin(ESTOP_PIN, False)
 
     # ---- lifecycle --------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> "EmuPicoW":
+    def start(self, timeout: float = 120.0) -> EmuPicoW:
         self._thread = threading.Thread(target=self._run, name="picow", daemon=True)
         self._thread.start()
         self._ready.result(timeout)
@@ -230,8 +231,8 @@ class EmuPicoW:
         self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> "EmuPicoW":
+    def __enter__(self) -> EmuPicoW:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

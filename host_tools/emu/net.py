@@ -22,8 +22,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rp2040py.external.cyw43 import net as cnet
 from rp2040py.external.cyw43.bus import (
@@ -72,7 +73,7 @@ class NetRules:
 class LoopbackNat:
     """Stands in for rp2040py's `NatBridge` on the CYW43 bus (same two methods)."""
 
-    def __init__(self, rp2040: "RP2040", queue_ethernet_frame: Callable[[bytes], None], rules: NetRules) -> None:
+    def __init__(self, rp2040: RP2040, queue_ethernet_frame: Callable[[bytes], None], rules: NetRules) -> None:
         self.rules = rules
         self._rp2040 = rp2040
         self._queue = queue_ethernet_frame
@@ -114,7 +115,7 @@ class LoopbackNat:
         elif ip.proto == cnet.IP_PROTO_TCP:
             self._tcp.maybe_handle(eth, ip)
 
-    def _udp(self, eth: "cnet.EthernetFrame", ip: "cnet.Ipv4Packet") -> None:
+    def _udp(self, eth: cnet.EthernetFrame, ip: cnet.Ipv4Packet) -> None:
         udp = cnet.parse_udp(ip.payload)
         if udp is None:
             return
@@ -125,7 +126,7 @@ class LoopbackNat:
         else:
             self.rules.note("udp", f"{dst}:{udp.dst_port}", "dropped")
 
-    async def _sntp(self, eth: "cnet.EthernetFrame", ip: "cnet.Ipv4Packet", udp: "cnet.UdpDatagram") -> None:
+    async def _sntp(self, eth: cnet.EthernetFrame, ip: cnet.Ipv4Packet, udp: cnet.UdpDatagram) -> None:
         loop = asyncio.get_running_loop()
         got: asyncio.Future[bytes] = loop.create_future()
 
@@ -138,7 +139,7 @@ class LoopbackNat:
         try:
             transport.sendto(udp.payload)
             reply = await asyncio.wait_for(got, 2.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return
         finally:
             transport.close()
@@ -197,7 +198,7 @@ class GuardedCyw43(Cyw43439):
         self.bus = ApBus()
         self.rules = rules
 
-    def attach(self, rp2040: "RP2040") -> None:
+    def attach(self, rp2040: RP2040) -> None:
         super().attach(rp2040)
         # Replaced before the firmware runs a single instruction: rp2040py's
         # NatBridge (and its public-resolver UDP relay) never sees a frame.
@@ -233,7 +234,7 @@ class SntpResponder:
         while not self._stop:
             try:
                 data, addr = self.sock.recvfrom(512)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -13,8 +13,8 @@ port, an SNTP responder on 127.0.0.1).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from host_tools.emu.board import EmuPicoW
 from host_tools.emu.net import NetRules, SntpResponder
@@ -42,7 +42,7 @@ class PicoRig:
             # Wired before the chip runs: the firmware's first request already finds the line.
             self.bridge = Rs485Bridge(self.board.mcu, self.sim.port, turnaround_s=self.sim.sim.turnaround_s)
 
-    def start(self, timeout: float = 120.0) -> "PicoRig":
+    def start(self, timeout: float = 120.0) -> PicoRig:
         if self.sim is not None:
             self.sim.start()
         self.board.start(timeout)
@@ -66,7 +66,7 @@ class PicoRig:
         if self.sntp is not None:
             self.sntp.close()
 
-    def __enter__(self) -> "PicoRig":
+    def __enter__(self) -> PicoRig:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

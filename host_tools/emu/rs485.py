@@ -48,7 +48,7 @@ def reply_length(request: bytes, head: bytes) -> int | None:
 
 
 class Rs485Bridge:
-    def __init__(self, mcu: "RP2040", sim_port: int, *, uart: int = 0, de_pin: int | None = 2,
+    def __init__(self, mcu: RP2040, sim_port: int, *, uart: int = 0, de_pin: int | None = 2,
                  turnaround_s: float = 0.002, baud: int = 115200) -> None:
         self.mcu = mcu
         self.uart = mcu.uart[uart]
@@ -152,7 +152,7 @@ class Rs485Bridge:
             while want is None or len(buf) < want:
                 try:
                     chunk = s.recv(512)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 if not chunk:
                     self._sock = None

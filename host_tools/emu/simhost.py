@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sim import control, params as P
+from sim import control
+from sim import params as P
 from sim.server import PileSim
 
 _T = TypeVar("_T")
@@ -60,7 +62,7 @@ class SimHost:
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop: asyncio.Event | None = None
 
-    def start(self) -> "SimHost":
+    def start(self) -> SimHost:
         self._thread = threading.Thread(target=self._run, name="sim", daemon=True)
         self._thread.start()
         self._started.result(30)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rp2040py.peripherals.uart import UARTDR, UARTTXINTR, RPUART
+from rp2040py.peripherals.uart import RPUART, UARTDR, UARTTXINTR
 
 if TYPE_CHECKING:
     from rp2040py.rp2040 import RP2040
@@ -39,7 +39,7 @@ class EventTxUART(RPUART):
             self.check_interrupts()
 
 
-def apply(mcu: "RP2040") -> None:
+def apply(mcu: RP2040) -> None:
     """Give both UARTs of `mcu` the fixed transmit interrupt (idempotent)."""
     for u in mcu.uart:
         if type(u) is RPUART:

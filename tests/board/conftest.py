@@ -9,11 +9,10 @@ shared per module where the tests allow.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from host_tools.emu import uf2  # noqa: E402
+from host_tools.emu import uf2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,9 +96,8 @@ class MqttTap:
         import threading
 
         sys.path.insert(0, str(ROOT / "tests"))
-        from mqtt_broker import paho_client
-
         from h2p import topics
+        from mqtt_broker import paho_client
 
         self.prefix = topics.PREFIX + pile + "/"
         self.msgs: list[tuple[float, str, object]] = []

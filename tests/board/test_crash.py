@@ -31,17 +31,19 @@ def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_imag
     from host_tools.emu import fsimage
     from host_tools.emu.rig import PicoRig
 
-    broker = Broker(tmp_path).start()
-    tap = MqttTap(broker.port, PILE)
     cfg = {"pile_id": PILE, "wifi": {"ssid": "h2pile-emu", "password": "x"},
-           "mqtt": {"host": "10.0.0.1", "port": broker.port, "keepalive_s": 600},
+           "mqtt": {"host": "10.0.0.1", "port": 0, "keepalive_s": 600},
            "ntp": {"server": "10.0.0.1"}, "data_dir": "pile", "maintenance_after": 1}
-    img = fsimage.install(tmp_path / "flash.lfs", fw_rp2, cfg, extra={"pile": b"not a directory\n"})
-    rig = PicoRig(uf2_image, fs_image=img, broker_port=broker.port, echo=echo_to(tmp_path / "console.log"))
-    t0 = time.monotonic()
-    rig.start()
-    con = rig.board.console
+    broker = Broker(tmp_path).start()
+    tap = rig = None
     try:
+        tap = MqttTap(broker.port, PILE)
+        cfg["mqtt"]["port"] = broker.port
+        img = fsimage.install(tmp_path / "flash.lfs", fw_rp2, cfg, extra={"pile": b"not a directory\n"})
+        rig = PicoRig(uf2_image, fs_image=img, broker_port=broker.port, echo=echo_to(tmp_path / "console.log"))
+        t0 = time.monotonic()
+        rig.start()
+        con = rig.board.console
         boot1 = json.loads(con.wait(r"^BOOT (\{.*\})$", 300, alive=rig.board.alive).group(1))
         assert boot1["crash"] is None
         i = con.mark()
@@ -61,8 +63,10 @@ def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_imag
         assert meta["last_crash"]["task"] == "bus" and meta["maintenance"] is True
         print(f"\ncrash test: boot to crash to reported boot {wall:.1f} s wall; error {err!r}")
     finally:
-        tap.close()
-        rig.stop(save_fs=img)
+        if tap is not None:
+            tap.close()
+        if rig is not None:
+            rig.stop(save_fs=tmp_path / "flash.lfs")
         broker.kill()
-    rec = json.loads(fsimage.read(img, "data/crash.json") or b"null")
+    rec = json.loads(fsimage.read(tmp_path / "flash.lfs", "data/crash.json") or b"null")
     assert rec and rec["task"] == "bus" and rec["n"] == 1

@@ -7,8 +7,7 @@ and bytes pass both ways.
 
 from __future__ import annotations
 
-import pytest
-from rp2040py.peripherals.uart import RPUART, UARTICR, UARTIMIS, UARTIMSC, UARTDR, UARTTXINTR
+from rp2040py.peripherals.uart import RPUART, UARTDR, UARTICR, UARTIMIS, UARTIMSC, UARTTXINTR
 from rp2040py.rp2040 import RP2040
 
 from host_tools.emu import uart_fix
