@@ -1,7 +1,8 @@
 """The Pico W's littlefs region as a file, built and read on the host (littlefs-python).
 
 Block size 4096, 212 blocks (MicroPython v1.23's rp2 layout, flash offset
-1,228,800), on-disk version 2.0 as MicroPython writes it. `install` puts a
+1,228,800), on-disk version 2.0 when made here (MicroPython
+v1.23 mounts it, and leaves 2.1 once it has written to it). `install` puts a
 firmware build (what `h2pile flash` would copy) and a config.json on it, for
 the tests that do not exercise the flashing itself; `read` gets a file back
 (the journal, a crash record) from an image the board saved.
@@ -20,15 +21,21 @@ DISK_VERSION_2_0 = 0x00020000
 
 
 def _lfs(buffer: bytes | None = None) -> Any:
+    """A fresh formatted filesystem (buffer None), or `buffer` mounted as it is. Reading never
+    formats: a board that has written its flash leaves on-disk version 2.1, which a mount
+    forced to 2.0 refuses, and littlefs-python would then format the image away."""
     from littlefs import LittleFS, UserContext
 
     size = PICO_W_FS.fs_blocksize * PICO_W_FS.fs_blockcount
-    if buffer is not None and len(buffer) != size:
+    geometry = {"block_size": PICO_W_FS.fs_blocksize, "block_count": PICO_W_FS.fs_blockcount, "prog_size": 256}
+    if buffer is None:
+        # Formatted as 2.0, which every MicroPython since 1.19 mounts.
+        return LittleFS(context=UserContext(buffsize=size), disk_version=DISK_VERSION_2_0, **geometry)
+    if len(buffer) != size:
         raise ValueError(f"a Pico W littlefs image is {size} bytes, not {len(buffer)}")
-    ctx = UserContext(buffsize=size) if buffer is None else UserContext(buffer=bytearray(buffer))
-    # Mounted at once; a blank buffer is formatted first (littlefs-python does that).
-    return LittleFS(context=ctx, block_size=PICO_W_FS.fs_blocksize, block_count=PICO_W_FS.fs_blockcount,
-                    prog_size=256, disk_version=DISK_VERSION_2_0)
+    fs = LittleFS(context=UserContext(buffer=bytearray(buffer)), mount=False, **geometry)
+    fs.mount()
+    return fs
 
 
 def _mkdirs(fs: Any, path: str) -> None:

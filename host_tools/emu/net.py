@@ -36,7 +36,7 @@ from rp2040py.external.cyw43.bus import (
     GSPIBus,
 )
 from rp2040py.external.cyw43.chip import Cyw43439
-from rp2040py.external.cyw43.nat import GATEWAY_IP, ArpResponder, DhcpServer, TcpReflector
+from rp2040py.external.cyw43.nat import GATEWAY_IP, ArpResponder, DhcpServer, TcpFlowKey, TcpReflector
 
 if TYPE_CHECKING:
     from rp2040py.rp2040 import RP2040
@@ -70,6 +70,32 @@ class NetRules:
             return [x for x in self.log if x[2] != "allowed"]
 
 
+class FreshSynReflector(TcpReflector):
+    """rp2040py's TcpReflector, except that a SYN with a new sequence number on a
+    known (port, destination) replaces the old flow.
+
+    A board that resets (watchdog, crash) forgets its connections; lwIP then
+    reuses the same ephemeral ports in the same order, and rp2040py's reflector
+    would feed the new SYN into the dead flow (no SYN-ACK: the connect times
+    out, port after port). A real peer answers such a SYN within a round trip
+    (RFC 793 half-open recovery); dropping the stale flow is that, here. The
+    host side of the old flow is closed (the broker sees the connection end)."""
+
+    def maybe_handle(self, eth: "cnet.EthernetFrame", ip: "cnet.Ipv4Packet") -> bool:
+        if ip.proto == cnet.IP_PROTO_TCP:
+            tcp = cnet.parse_tcp(ip.payload)
+            if tcp is not None and tcp.flags & cnet.TCP_SYN and not tcp.flags & cnet.TCP_ACK:
+                key = TcpFlowKey(tcp.src_port, ip.dst_ip, tcp.dst_port)
+                old = self._flows.get(key)
+                if old is not None and old.guest_iss != tcp.seq:
+                    if old.pump_task is not None:
+                        old.pump_task.cancel()
+                    if old.writer is not None:
+                        old.writer.close()
+                    del self._flows[key]
+        return super().maybe_handle(eth, ip)
+
+
 class LoopbackNat:
     """Stands in for rp2040py's `NatBridge` on the CYW43 bus (same two methods)."""
 
@@ -79,7 +105,7 @@ class LoopbackNat:
         self._queue = queue_ethernet_frame
         self._arp = ArpResponder()
         self._dhcp = DhcpServer()
-        self._tcp = TcpReflector(rp2040, queue_ethernet_frame, connect_fn=self._connect, connect_timeout=5.0)
+        self._tcp = FreshSynReflector(rp2040, queue_ethernet_frame, connect_fn=self._connect, connect_timeout=5.0)
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         local = self.rules.tcp.get(port) if host == GATEWAY else None

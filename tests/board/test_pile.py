@@ -190,5 +190,16 @@ def test_stuck_firmware_is_reset_by_the_watchdog(pile):
     assert meta["board"] == "rp2_pico_w"
 
 
+def test_flash_saved_from_the_board_keeps_the_journal(pile):
+    rig, _tap, _broker, info = pile
+    from host_tools.emu import fsimage
+
+    img = info["dir"] / "saved.lfs"
+    rig.board.save_fs(img)  # what PicoRig.stop(save_fs=...) keeps between emulator runs
+    journal = fsimage.read(img, "data/journal.bin")
+    assert journal and len(journal) > 0
+    assert json.loads(fsimage.read(img, "config.json") or b"{}")["pile_id"] == PILE
+
+
 def test_report_times(pile):
     print("\nboard tier timings (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMES.items()))
