@@ -147,3 +147,45 @@ def test_sntp_answers_with_host_time(joined):
     assert mode == "4"
     assert abs(int(t) - time.time()) < 30
     assert rig.sntp is not None and rig.sntp.answered >= 1
+
+
+def test_fresh_syn_replaces_a_dead_flow():
+    # No emulator: the reflector alone. A board that reset reuses its ephemeral
+    # port; the new SYN (new sequence number) must open a new flow and close the
+    # old one's host side, while a retransmitted SYN (same number) changes nothing.
+    from rp2040py.external.cyw43 import net as cnet
+
+    from host_tools.emu.net import FreshSynReflector
+
+    started: list[object] = []
+
+    class Chip:
+        def schedule_threadsafe(self, coro: object) -> None:
+            started.append(coro)
+            coro.close()  # type: ignore[attr-defined]
+
+    class Writer:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    r = FreshSynReflector(Chip(), lambda frame: None)  # type: ignore[arg-type]
+    guest, gw = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
+
+    def syn(seq: int) -> None:
+        seg = cnet.pack_tcp(guest, gw, 50000, 1883, seq=seq, ack=0, flags=cnet.TCP_SYN, window=5000)
+        frame = cnet.pack_ethernet(bytes(6), bytes([2, 0, 0, 0, 0, 2]), cnet.ETHERTYPE_IPV4,
+                                   cnet.pack_ipv4(guest, gw, cnet.IP_PROTO_TCP, seg))
+        eth = cnet.parse_ethernet(frame)
+        r.maybe_handle(eth, cnet.parse_ipv4(eth.payload))
+
+    syn(100)
+    assert len(started) == 1 and len(r._flows) == 1
+    old = next(iter(r._flows.values()))
+    old.writer = Writer()
+    syn(100)  # a retransmission of the same SYN
+    assert len(started) == 1 and next(iter(r._flows.values())) is old
+    syn(7777)  # the board reset and came back on the same port
+    assert len(started) == 2 and old.writer.closed
+    assert next(iter(r._flows.values())).guest_iss == 7777
