@@ -71,13 +71,16 @@ class NetRules:
 
 
 class FreshSynReflector(TcpReflector):
-    """rp2040py's TcpReflector, except that a SYN with a new sequence number on a
-    known (port, destination) replaces the old flow.
+    """rp2040py's TcpReflector, except that a SYN on a known (port, destination)
+    whose flow is already established, or which carries another sequence number,
+    replaces the old flow (only a retransmitted SYN of a flow still opening is
+    the same connection).
 
     A board that resets (watchdog, crash) forgets its connections; lwIP then
     reuses the same ephemeral ports in the same order, and rp2040py's reflector
     would feed the new SYN into the dead flow (no SYN-ACK: the connect times
-    out, port after port). A real peer answers such a SYN within a round trip
+    out, port after port). lwIP's first ISN after a reset is as deterministic
+    as its ports, so the sequence number alone does not tell them apart. A real peer answers such a SYN within a round trip
     (RFC 793 half-open recovery); dropping the stale flow is that, here. The
     host side of the old flow is closed (the broker sees the connection end)."""
 
@@ -87,7 +90,7 @@ class FreshSynReflector(TcpReflector):
             if tcp is not None and tcp.flags & cnet.TCP_SYN and not tcp.flags & cnet.TCP_ACK:
                 key = TcpFlowKey(tcp.src_port, ip.dst_ip, tcp.dst_port)
                 old = self._flows.get(key)
-                if old is not None and old.guest_iss != tcp.seq:
+                if old is not None and (old.guest_iss != tcp.seq or old.state.name == "ESTABLISHED"):
                     if old.pump_task is not None:
                         old.pump_task.cancel()
                     if old.writer is not None:
