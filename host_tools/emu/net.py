@@ -57,6 +57,9 @@ class NetRules:
     # Every decision, in order: (proto, "ip:port", "allowed"/"refused"/"dropped").
     log: list[tuple[str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The same decisions with the board's time (seconds) when a clock is given.
+    clock: Callable[[], float] | None = None
+    timed: list[tuple[float, str, str, str]] = field(default_factory=list)
 
     def allow_tcp(self, port: int, local_port: int | None = None) -> None:
         self.tcp[port] = local_port if local_port is not None else port
@@ -64,6 +67,8 @@ class NetRules:
     def note(self, proto: str, dst: str, verdict: str) -> None:
         with self.lock:
             self.log.append((proto, dst, verdict))
+            if self.clock is not None:
+                self.timed.append((round(self.clock(), 3), proto, dst, verdict))
 
     def refused(self) -> list[tuple[str, str, str]]:
         with self.lock:

@@ -61,7 +61,8 @@ def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_imag
         assert boot2["crash"]["n"] == 1 and boot2["maintenance"] is True
         meta = tap.wait("meta", lambda b: b.get("last_crash") is not None, 300)
         assert meta["last_crash"]["task"] == "bus" and meta["maintenance"] is True
-        print(f"\ncrash test: boot to crash to reported boot {wall:.1f} s wall; error {err!r}")
+        print(f"\ncrash test: boot to crash to reported boot {wall:.1f} s wall, meta after "
+              f"{time.monotonic() - t0:.1f} s; error {err!r}; network: {rig.rules.timed}")
     finally:
         if tap is not None:
             tap.close()
