@@ -10,9 +10,10 @@ to wherever the guest addressed it. `LoopbackNat` replaces that bridge:
   is refused (the guest gets a RST) and logged;
 - UDP to 10.0.0.1:123 → the harness's SNTP responder on 127.0.0.1; every other
   datagram (DNS to the gateway or elsewhere included) is dropped and logged;
-- `ApControl` takes the access point away and back: a deauthentication to the
-  station, its host-side TCP flows closed, and joins refused ("no network")
-  until it is back.
+- `ApBus` (the CYW43 bus) takes the access point away and back: a
+  deauthentication to the station, its host-side TCP flows closed, and joins
+  answered "no network" until it is back;
+- `FreshSynReflector` lets a board that reset reconnect on the port it used before.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class FreshSynReflector(TcpReflector):
     (RFC 793 half-open recovery); dropping the stale flow is that, here. The
     host side of the old flow is closed (the broker sees the connection end)."""
 
-    def maybe_handle(self, eth: "cnet.EthernetFrame", ip: "cnet.Ipv4Packet") -> bool:
+    def maybe_handle(self, eth: cnet.EthernetFrame, ip: cnet.Ipv4Packet) -> bool:
         if ip.proto == cnet.IP_PROTO_TCP:
             tcp = cnet.parse_tcp(ip.payload)
             if tcp is not None and tcp.flags & cnet.TCP_SYN and not tcp.flags & cnet.TCP_ACK:

@@ -66,7 +66,7 @@ class Rs485Bridge:
         self._idle = self.clock.create_alarm(self._on_idle)
         self._rx = self.clock.create_alarm(self._feed_next)
         self.stats = {"requests": 0, "replies": 0, "no_reply": 0, "tx_bytes": 0, "rx_bytes": 0,
-                      "tx_without_de": 0, "rx_lost_de": 0, "exchange_wall_s": 0.0}
+                      "tx_without_de": 0, "rx_lost_de": 0, "rx_overrun": 0, "exchange_wall_s": 0.0}
         # Optional wire trace, for the bench: one tuple per exchange,
         # (request's first byte ns, reply's last byte ns or None, CPU cycles at both, unit, fc).
         self.trace: list[tuple[float, float | None, int, int | None, int, int]] | None = None
@@ -128,6 +128,8 @@ class Rs485Bridge:
         self._ri += 1
         if self._de():
             self.stats["rx_lost_de"] += 1
+        elif self.uart.rx_fifo.full:
+            self.stats["rx_overrun"] += 1  # the firmware did not empty the 32-byte FIFO in time
         else:
             self.uart.feed_byte(b)
             self.stats["rx_bytes"] += 1

@@ -99,7 +99,7 @@ def test_bus_runs_over_the_bridged_uart(pile):
     assert st["state"] == "off"
     assert rig.bridge is not None
     s = rig.bridge.stats
-    assert s["replies"] > 20 and s["tx_without_de"] == 0 and s["rx_lost_de"] == 0, s
+    assert s["replies"] > 20 and s["tx_without_de"] == 0 and s["rx_lost_de"] == 0 and s["rx_overrun"] == 0, s
     assert st["bus"][0] > 20  # the master counted the transactions
 
 
@@ -171,9 +171,8 @@ def test_wifi_dropped_and_restored_mqtt_comes_back(pile):
 
 
 def test_stuck_firmware_is_reset_by_the_watchdog(pile):
-    rig, tap, _broker, _info = pile
+    rig, _tap, _broker, _info = pile
     board = rig.board
-    mark = tap.mark()
     cmark = board.console.mark()
     t0 = time.monotonic()
     # A technician's REPL: Ctrl-C stops the firmware; the hardware watchdog it
@@ -186,8 +185,7 @@ def test_stuck_firmware_is_reset_by_the_watchdog(pile):
     assert json.loads(m.group(1))["reset"] == "watchdog"
     # The flash (littlefs) outlived the reset: the journal counts this as its second boot.
     board.console.wait(r"^LOG journal boot 2 ", 300, start=cmark, alive=board.alive)
-    meta = tap.wait("meta", lambda b: b.get("reset") == "watchdog", 400, start=mark)
-    assert meta["board"] == "rp2_pico_w"
+    # (MQTT after a reset is the crash test's: meta.last_crash from the next boot.)
 
 
 def test_flash_saved_from_the_board_keeps_the_journal(pile):
