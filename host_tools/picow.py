@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
 import time
 
-from host_tools import ROOT
 from host_tools.emu import uf2 as uf2mod
 
 
@@ -48,9 +46,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def default_config(broker_port: int) -> dict:
-    cfg: dict = {"pile_id": "emu-1", "wifi": {"ssid": "h2pile-emu", "password": "emulated"}}
+    # The clock from the harness's SNTP responder (an IP: the board has no DNS);
+    # keepalive at its maximum because the broker counts wall seconds and the
+    # board's are ~20x longer.
+    cfg: dict = {"pile_id": "emu-1", "wifi": {"ssid": "h2pile-emu", "password": "emulated"},
+                 "ntp": {"server": "10.0.0.1"}}
     if broker_port:
-        cfg["mqtt"] = {"host": "10.0.0.1", "port": broker_port}
+        cfg["mqtt"] = {"host": "10.0.0.1", "port": broker_port, "keepalive_s": 600}
     return cfg
 
 
@@ -71,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         from host_tools.build import build
         from host_tools.emu import fsimage
 
-        bdir = os.path.join(ROOT, "build", "rp2_pico_w")
-        if not os.path.exists(os.path.join(bdir, "SHA256SUMS")):
-            bdir = build("rp2_pico_w")
+        bdir = build("rp2_pico_w")  # ~1 s: always the firmware of this checkout
         if a.config:
             with open(a.config) as f:
                 cfg = json.load(f)
