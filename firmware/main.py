@@ -1,7 +1,8 @@
-# Board entry point: pick the board module, load and validate the board
-# description and the config, then run the pile. A bad file stops here with
-# one line naming the file and key; nothing is driven, so the contactor
-# stays open (its controller's default) and the pile stays `off`.
+# Board entry point: checks the MicroPython version, makes the firmware's
+# code importable (mounts the unix board's ROM image; falls back to the
+# previous firmware after a cut-off ROM flash), then h2p.boot runs the pile.
+# Kept small: main.py is compiled into the heap at every boot, the rest of
+# the firmware runs from flash.
 import sys
 
 
@@ -25,36 +26,6 @@ def _mount_flash():
         sys.path.insert(0, "/rom")
 
 
-def _board_module():
-    p = sys.platform
-    if p == "esp32":
-        from h2p import board_esp32 as m
-    elif p == "rp2":
-        from h2p import board_rp2 as m
-    else:
-        from h2p import board_unix as m
-    return m
-
-
-def _load(m):
-    # Boot-only code: imported here, dropped from memory once checked.
-    from h2p.schema import ConfigError
-    from h2p import boardcfg, config
-
-    try:
-        desc = boardcfg.load("board.json")
-        if desc["platform"] != m.PLATFORM:
-            raise ConfigError(
-                "board.json: key 'platform' is %r but this firmware runs on %r"
-                % (desc["platform"], m.PLATFORM)
-            )
-        return desc, config.load("config.json")
-    except ConfigError as e:
-        print("CONFIG ERROR " + str(e))
-        print("STATE off (not started: fix the file and reset)")
-        return None, None
-
-
 def main():
     # The oldest MicroPython the firmware runs on: 1.23.0 (checked on the
     # official Pico W image, ../shared/mcu; README "Boards").
@@ -64,20 +35,16 @@ def main():
         print("STATE off (not started)")
         return 2
     _mount_flash()
-    m = _board_module()
-    from h2p.compat import forget
+    try:
+        import h2p
+    except ImportError:
+        # No code in /rom or lib/: a flash was cut off writing the ROM image
+        # (docs/field.md). Run the .mpy files a flash left in prev/lib, if any.
+        print("NO ROM IMAGE: running prev/lib")
+        sys.path.append("prev/lib")
+    from h2p.boot import run
 
-    desc, cfg = _load(m)
-    forget("h2p.config", "h2p.boardcfg", "h2p.schema", "h2p.registers")
-    if cfg is None:
-        return 2
-    board = m.Board(desc, cfg["bus"]["baud"])
-    forget("h2p.board")  # the interface module: read at boot, not kept
-    from h2p import app
-
-    pile = app.boot(board, cfg)
-    cfg = None  # the pile copied what it needs; this frame lives as long as the pile
-    return app.run_forever(pile)
+    return run()
 
 
 if __name__ == "__main__":

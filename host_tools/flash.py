@@ -16,9 +16,18 @@ switch-over, which moves the running firmware to /prev/ (kept for
 the next time the tool connects. Any problem ends with one line on stderr
 and a non-zero exit; the board keeps the firmware it had.
 
+Where the board has a ROMFS partition (MicroPython 1.25+, vfs.rom_ioctl),
+the code goes there as the build's rom.img and runs in place; only main.py,
+board.json, VERSION and SHA256SUMS go through /next/. The partition is
+written after the staged files are checked, header last, and its sha256 is
+checked before the switch-over; being the only copy of a ROM firmware's
+code, a write cut off there leaves the board on the .mpy files in /prev/lib
+if any (main.py falls back to them), see docs/field.md.
+
 Exit codes: 2 bad input (arguments, build, config), 3 port or board not
-answering, 4 wrong kind of board, 5 board filesystem full, 6 hash mismatch,
-7 board-side error, 1 the firmware did not boot cleanly (verify).
+answering, 4 wrong kind of board, 5 board filesystem full or ROM image
+bigger than the ROMFS partition, 6 hash mismatch, 7 board-side error,
+1 the firmware did not boot cleanly (verify).
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ PREV = "prev"
 SWITCH_MARK = ".switch"
 CONNECT_TIMEOUT = 5.0  # seconds for the board to show its raw REPL
 CHUNK = 1536  # bytes of file per exec (2 KB of base64)
+ROM_CHUNK = 1024  # bytes of ROM image per exec: a multiple of every port's flash write size (RP2040: 256)
+# In SHA256SUMS on the board: the firmware's code is the ROM image in the
+# partition, not lib/h2p on the filesystem.
+ROM_ENTRY = "rom.img"
 # sys.platform -> board.json platform
 PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "unix", "darwin": "unix"}
 
@@ -56,10 +69,14 @@ class FlashError(Exception):
 # Defined once per session in the board's raw REPL (globals persist).
 _HELPERS = r'''
 import os, sys, hashlib, binascii
+# The watchdog the stopped firmware started (machine.WDT on a board, a
+# thread on the unix board), fed directly: the firmware's own feed_hw()
+# would run its bytecode, which on a ROMFS board is in the partition a
+# flash erases.
+_W = getattr(sys.modules.get('h2p.board_mcu') or sys.modules.get('h2p.board_unix'), '_hw_wdt', None)
 def _k():
-    m = sys.modules.get('h2p.board_mcu')
-    if m:
-        m.feed_hw()
+    if _W:
+        _W.feed()
 def _ex(p):
     try:
         os.stat(p)
@@ -120,7 +137,7 @@ def _free():
 def _op(p):
     global _f
     _f = open(p, 'wb')
-def _w(s):
+def _wr(s):
     _k()
     _f.write(binascii.a2b_base64(s))
 def _cl():
@@ -134,22 +151,139 @@ def _walk(p, out):
         else:
             out.append(q)
     return out
-def _fin(src, keep, es):
+def _keep(e, keep):
+    d = keep + '/' + e
+    _mk(d.rsplit('/', 1)[0])
+    if _ex(d):
+        _rm(e)
+    else:
+        os.rename(e, d)
+def _fin(src, keep, es, have):
+    # have: the entries src held when the switch began (the .switch mark
+    # says so), so a rerun after an interruption knows what is still to do.
     for e in es:
-        if _ex(src + '/' + e):
-            if _ex(e):
-                d = keep + '/' + e
-                _mk(d.rsplit('/', 1)[0])
-                if _ex(d):
-                    _rm(e)
-                else:
-                    os.rename(e, d)
-            if '/' in e:
-                _mk(e.rsplit('/', 1)[0])
-            os.rename(src + '/' + e, e)
+        if e in have:
+            if _ex(src + '/' + e):
+                if _ex(e):
+                    _keep(e, keep)
+                if '/' in e:
+                    _mk(e.rsplit('/', 1)[0])
+                os.rename(src + '/' + e, e)
+        elif _ex(e):
+            # Not part of the new firmware (lib/h2p when its code is the ROM
+            # image): it goes with the old one, or it would shadow /rom.
+            _keep(e, keep)
     _rm(src)
     os.remove('.switch')
 '''
+
+
+# ROMFS partition 0, defined when `flash` asks (MicroPython 1.25+). Two kinds
+# of port: vfs.rom_ioctl(2, 0) gives a block device (ESP32 esp32.Partition,
+# RP2040 rp2.Flash: erase with ioctl(6, block), program with 4-argument
+# writeblocks) or a memoryview of the flash (stm32, samd, mimxrt: erase with
+# rom_ioctl(3), program with rom_ioctl(4), then rom_ioctl(5)).
+_ROM_HELPERS = r"""
+try:
+    import vfs
+except ImportError:
+    vfs = None
+def _rq():
+    # (size, erase block, kind) of partition 0, or None: no ROMFS here.
+    global _rd, _rk, _rb
+    if vfs is None or not hasattr(vfs, 'rom_ioctl') or vfs.rom_ioctl(1) <= 0:
+        return None
+    _rd = vfs.rom_ioctl(2, 0)
+    if isinstance(_rd, int):
+        return None
+    _rk = hasattr(_rd, 'ioctl')
+    if _rk:
+        _rb = _rd.ioctl(5, 0)
+        return (_rd.ioctl(4, 0) * _rb, _rb, 'block device')
+    _rb = vfs.rom_ioctl(6, 0)
+    return (len(_rd), _rb, 'memory')
+def _rr(o, m):
+    # Read len(m) bytes at offset o into m.
+    if _rk:
+        _rd.readblocks(o // _rb, m, o % _rb)
+    else:
+        m[:] = _rd[o:o + len(m)]
+def _rl():
+    # Length of the image in the partition, from its header (magic, then
+    # the payload length as a big-endian base-128 number); 0: no image.
+    b = bytearray(8)
+    _rr(0, b)
+    if b[:3] != b'\xd2\xcd\x31':
+        return 0
+    n = 0
+    i = 3
+    while i < 8:
+        n = (n << 7) | (b[i] & 0x7f)
+        if not b[i] & 0x80:
+            return i + 1 + n
+        i += 1
+    return 0
+def _rs(n):
+    h = hashlib.sha256()
+    b = bytearray(1024)
+    o = 0
+    while o < n:
+        _k()
+        m = memoryview(b)[:min(1024, n - o)]
+        _rr(o, m)
+        h.update(m)
+        o += len(m)
+    return binascii.hexlify(h.digest()).decode()
+def _rsh():
+    n = _rl()
+    return _rs(n) if n else None
+def _rck(r, what):
+    if isinstance(r, int) and r < 0:
+        raise OSError(-r, what)
+    return r
+def _rp(n):
+    # Prepare n bytes for writing: unmount /rom and forget the modules run
+    # from it (their bytecode is about to go), then erase, feeding the
+    # watchdog per block; _rg: the write size a chunk is padded to.
+    global _rg, _W
+    if hasattr(_W, 'stop'):
+        # The unix board's watchdog is firmware code on a thread of its own:
+        # stopped before its code is erased (a machine.WDT has no stop).
+        _W.stop()
+        _W = None
+        import time
+        time.sleep_ms(300)
+    try:
+        vfs.umount('/rom')
+    except OSError:
+        pass
+    for m in [m for m in sys.modules if m == 'h2p' or m.startswith('h2p.')]:
+        del sys.modules[m]
+    if _rk:
+        for i in range((n + _rb - 1) // _rb):
+            _k()
+            _rd.ioctl(6, i)
+        _rg = 256
+    elif 0 < _rb < len(_rd):
+        for o in range(0, n, _rb):
+            _k()
+            _rg = _rck(vfs.rom_ioctl(3, 0, o, _rb), 'erase')
+    else:
+        _k()
+        _rg = _rck(vfs.rom_ioctl(3, 0, n), 'erase')
+def _rw(o, s):
+    _k()
+    b = binascii.a2b_base64(s)
+    if len(b) % _rg:
+        b += bytes(_rg - len(b) % _rg)
+    if _rk:
+        _rd.writeblocks(o // _rb, b, o % _rb)
+    else:
+        _rck(vfs.rom_ioctl(4, 0, o, b), 'write')
+def _rz():
+    if not _rk:
+        _rck(vfs.rom_ioctl(5, 0), 'finish')
+"""
 
 
 def _board_err(text: str) -> str:
@@ -256,7 +390,7 @@ class Board:
             self.exec("_op(%r)" % path)
             for i in range(0, len(data), CHUNK):
                 chunk = data[i:i + CHUNK]
-                self.exec("_w(%r)" % base64.b64encode(chunk).decode())
+                self.exec("_wr(%r)" % base64.b64encode(chunk).decode())
                 if progress:
                     progress(len(chunk), path)
             self.exec("_cl()")
@@ -284,15 +418,65 @@ class Board:
         mark = self.read_text(SWITCH_MARK)
         if mark is None:
             return False
-        src, keep = (mark.split() + [STAGE, PREV])[:2]
-        self.run("_fin(%r, %r, %r)" % (src, keep, ENTRIES), "finishing an interrupted switch-over")
+        words = mark.split()
+        src, keep = (words + [STAGE, PREV])[:2]
+        # A mark without the list of entries is from an older h2pile: all of them.
+        have = words[2:] or list(ENTRIES)
+        self.run("_fin(%r, %r, %r, %r)" % (src, keep, ENTRIES, have), "finishing an interrupted switch-over")
         return True
 
-    def switch(self, src: str, keep: str):
+    def switch(self, src: str, keep: str, have: list[str]):
+        """Put the firmware in src/ in place (it holds the entries `have`),
+        the running one into keep/. Entries src lacks leave with the old one."""
         # The whole switch-over runs on the board in one exec: a few renames.
-        self.run("_rm(%r)\n_mk(%r)\nf=open(%r,'w')\nf.write(%r)\nf.close()\n_fin(%r, %r, %r)"
-                 % (keep, keep, SWITCH_MARK, src + " " + keep, src, keep, ENTRIES),
-                 "switching to the new firmware")
+        self.run("_rm(%r)\n_mk(%r)\nf=open(%r,'w')\nf.write(%r)\nf.close()\n_fin(%r, %r, %r, %r)"
+                 % (keep, keep, SWITCH_MARK, " ".join([src, keep] + list(have)), src, keep, ENTRIES,
+                    list(have)), "switching to the new firmware")
+
+    # ---- the ROMFS partition (code in flash, run in place) -------------------
+    def rom_info(self) -> dict | None:
+        """ROMFS partition 0: {"size", "block", "kind"}, or None when the board
+        has none (MicroPython before 1.25, or a build without the partition)."""
+        if not hasattr(self, "_rom"):
+            self.run(_ROM_HELPERS, "looking for a ROMFS partition")
+            q = self.eval("_rq()")
+            self._rom = None if q is None else {"size": q[0], "block": q[1], "kind": q[2]}
+        return self._rom
+
+    def rom_sha(self) -> str | None:
+        """sha256 of the ROMFS image in partition 0 (its length is in its
+        header), None when the partition holds no image."""
+        if self.rom_info() is None:
+            return None
+        return self.eval("_rsh()")
+
+    def fw_hashes(self, base: str, files: list[str]) -> list[str | None]:
+        """Hashes of a firmware's entries as SHA256SUMS lists them: files on
+        the filesystem under base/, and ROM_ENTRY, the image in the partition."""
+        fs = [f for f in files if f != ROM_ENTRY]
+        got = dict(zip(fs, self.hashes([base + "/" + f if base else f for f in fs])))
+        if ROM_ENTRY in files:
+            got[ROM_ENTRY] = self.rom_sha()
+        return [got[f] for f in files]
+
+    def write_rom(self, img: bytes, progress=None):
+        """Erase and program ROMFS partition 0 with img. The header chunk goes
+        last: cut off anywhere before that, the partition holds no valid
+        image (MicroPython mounts nothing at /rom), never a partial one."""
+        from mpremote.transport import TransportExecError
+
+        try:
+            self.exec("_rp(%d)" % len(img), timeout=120)
+            offsets = list(range(ROM_CHUNK, len(img), ROM_CHUNK)) + [0]
+            for o in offsets:
+                chunk = img[o:o + ROM_CHUNK]
+                self.exec("_rw(%d, %r)" % (o, base64.b64encode(chunk).decode()))
+                if progress:
+                    progress(len(chunk), "ROMFS partition")
+            self.exec("_rz()")
+        except TransportExecError as e:
+            raise FlashError(f"{self.port}: board error writing the ROMFS partition: "
+                             f"{_board_err(e.error_output)}", 7)
 
     # ---- reset and console -------------------------------------------------
     def soft_reset_and_read(self, seconds: float, stop=None) -> list[str]:
@@ -410,11 +594,39 @@ class Progress:
         self.out.flush()
 
 
+def rom_image(bdir: str, name: str) -> bytes:
+    """The build's rom.img, checked: it must be the ROMFS image of the build's
+    lib/, whose files load_build checked against SHA256SUMS (SHA256SUMS lists
+    what goes on the filesystem, so it does not name rom.img itself)."""
+    from mpremote.romfs import make_romfs
+
+    path = os.path.join(bdir, "rom.img")
+    try:
+        with open(path, "rb") as f:
+            img = f.read()
+    except OSError:
+        raise FlashError(f"{path}: missing (a build from before ROM images): rebuild with "
+                         f"`make firmware BOARD={name}`", 2)
+    with contextlib.redirect_stdout(io.StringIO()):  # make_romfs lists every file
+        want = make_romfs(os.path.join(bdir, "lib"), mpy_cross=False)
+    if img != want:
+        raise FlashError(f"{path}: is not the ROMFS image of {bdir}/lib (the build is damaged: "
+                         f"rebuild with `make firmware BOARD={name}`)", 6)
+    return img
+
+
+def _sums_text(sums: dict) -> bytes:
+    return "".join(f"{sums[f]}  {f}\n" for f in sorted(sums)).encode()
+
+
 # ---- flash ----------------------------------------------------------------------
 def flash(port: str, board: str | None, build_dir: str | None = None, baud: int = 115200,
           space_check: bool = True, out=None) -> dict:
     """Copy a build to the board through /next/, check it, switch over.
-    Returns {"sent": [...], "reused": [...], "version": ...}."""
+    On a board with a ROMFS partition the code goes into the partition as
+    the build's rom.img (run in place) and only main.py, board.json, VERSION
+    and SHA256SUMS onto the filesystem; elsewhere the .mpy files go to lib/.
+    Returns {"sent": [...], "reused": [...], "version": ..., "code": "rom"|"mpy"}."""
     out = out or sys.stdout
     bdir, desc, sums = load_build(board, build_dir)
     b = Board(port, baud)
@@ -425,38 +637,66 @@ def flash(port: str, board: str | None, build_dir: str | None = None, baud: int 
                              f"{desc['platform']!r} boards: refusing (pick the right --board)", 4)
         if b.finish_switch():
             print("finished a switch-over an interruption had left half done", file=out)
+        rom = b.rom_info()
+        img = None
+        # What goes on the board's filesystem, by path in the firmware.
+        payload = {}
+        for f in sums:
+            if f != "SHA256SUMS":
+                with open(os.path.join(bdir, f), "rb") as fh:
+                    payload[f] = fh.read()
+        if rom is None:
+            with open(os.path.join(bdir, "SHA256SUMS"), "rb") as fh:
+                payload["SHA256SUMS"] = fh.read()
+        else:
+            img = rom_image(bdir, desc["name"])
+            if len(img) > rom["size"]:
+                raise FlashError(
+                    f"{port}: the ROM image ({len(img)} bytes) does not fit the board's ROMFS partition "
+                    f"({rom['size']} bytes): nothing written, the previous firmware stays (a MicroPython "
+                    f"build with a bigger ROMFS partition, or a smaller firmware)", 5)
+            # The code is the image: lib/ stays off the filesystem, and the
+            # board's SHA256SUMS lists the image in place of the .mpy files.
+            payload = {f: d for f, d in payload.items() if not f.startswith("lib/")}
+            sums = {f: sums[f] for f in payload}
+            sums[ROM_ENTRY] = hashlib.sha256(img).hexdigest()
+            payload["SHA256SUMS"] = _sums_text(sums)
+            sums["SHA256SUMS"] = hashlib.sha256(payload["SHA256SUMS"]).hexdigest()
+            print(f"{port}: ROMFS partition of {rom['size'] // 1024} KB ({rom['kind']}): the code goes "
+                  f"there as a ROM image of {len(img) / 1024:.1f} KB, run in place", file=out)
         files = sorted(sums)
-        live = dict(zip(files, b.hashes(files)))
-        sizes = {f: os.path.getsize(os.path.join(bdir, f)) for f in files}
-        if live.get("VERSION") == sums.get("VERSION") and all(live[f] == sums[f] for f in files):
+        lfs = sorted(payload)  # the entries of `files` that are files on the filesystem
+        live = dict(zip(files, b.fw_hashes("", files)))
+        # A ROM firmware needs lib/h2p gone: it would shadow /rom (sys.path has /lib first).
+        lib_live = b.eval("_ex('lib/h2p')")
+        if all(live[f] == sums[f] for f in files) and not (img is not None and lib_live):
             b.run("_rm(%r)" % STAGE, "removing a stale staging directory")
             print(f"{port}: the board already runs this build ({len(files)} files, all hashes "
                   f"match): nothing to copy", file=out)
-            return {"sent": [], "reused": files, "unchanged": True}
+            return {"sent": [], "reused": files, "unchanged": True, "code": "rom" if img else "mpy"}
         # A leftover staging directory from an interrupted flash goes first.
         b.run("_rm(%r)" % STAGE, "removing a stale staging directory")
         bsize, blocks, free_blocks = b.free()
         # littlefs keeps small files inline in their directory's metadata:
         # whole blocks of data plus a little for the directories.
-        need = sum(-(-sizes[f] // bsize) for f in files) + 4
+        need = sum(-(-len(payload[f]) // bsize) for f in lfs) + 4
         if space_check and need > free_blocks:
             raise FlashError(
                 f"{port}: board filesystem too full for a safe update: the new firmware needs about "
                 f"{need * bsize // 1024} KB next to the running one, {free_blocks * bsize // 1024} KB "
                 f"free of {blocks * bsize // 1024} KB (delete data or use a board with more flash)", 5)
         had_fw = live.get("main.py") is not None
-        send = [f for f in files if live[f] != sums[f]]
-        reuse = [f for f in files if live[f] == sums[f]]
-        dirs = sorted({STAGE + "/" + os.path.dirname(f) for f in files if "/" in f} | {STAGE})
+        send = [f for f in lfs if live[f] != sums[f]]
+        reuse = [f for f in lfs if live[f] == sums[f]]
+        dirs = sorted({STAGE + "/" + os.path.dirname(f) for f in lfs if "/" in f} | {STAGE})
         try:
             b.run("".join("_mk(%r)\n" % d for d in dirs), "creating the staging directory")
             if reuse:
                 b.run("".join("_cp(%r, %r)\n" % (f, STAGE + "/" + f) for f in reuse),
                       "copying unchanged files on the board")
-            prog = Progress(sum(sizes[f] for f in send), "flash", out)
+            prog = Progress(sum(len(payload[f]) for f in send), "flash", out)
             for f in send:
-                with open(os.path.join(bdir, f), "rb") as fh:
-                    b.write_file(STAGE + "/" + f, fh.read(), prog.add)
+                b.write_file(STAGE + "/" + f, payload[f], prog.add)
             prog.end()
         except FlashError as e:
             # Give the space back; the running firmware was never touched.
@@ -465,24 +705,40 @@ def flash(port: str, board: str | None, build_dir: str | None = None, baud: int 
             except FlashError:
                 pass
             raise FlashError(f"{e}: not switched, the previous firmware stays", e.code)
-        got = b.hashes([STAGE + "/" + f for f in files])
-        bad = [f for f, h in zip(files, got) if h != sums[f]]
+        got = b.hashes([STAGE + "/" + f for f in lfs])
+        bad = [f for f, h in zip(lfs, got) if h != sums[f]]
         if bad:
             b.run("_rm(%r)" % STAGE, "removing the staging directory")
             raise FlashError(f"{port}: sha256 on the board does not match the build for {bad[0]}"
                              f"{' and %d more' % (len(bad) - 1) if len(bad) > 1 else ''}: "
                              f"not switched, the previous firmware stays", 6)
-        b.switch(STAGE, PREV)
-        got = b.hashes(files)
+        if img is not None and live[ROM_ENTRY] != sums[ROM_ENTRY]:
+            # The only step that touches code the board may be running: the
+            # staged files are checked, so the switch-over follows at once.
+            prog = Progress(len(img), "rom", out)
+            b.write_rom(img, prog.add)
+            prog.end()
+            if b.rom_sha() != sums[ROM_ENTRY]:
+                b.run("_rm(%r)" % STAGE, "removing the staging directory")
+                raise FlashError(
+                    f"{port}: sha256 of the ROMFS partition does not match the build's rom.img: not "
+                    f"switched; " + ("the previous firmware stays (its code is the .mpy files in lib/)"
+                                      if lib_live else "the previous firmware's code was the ROM image: "
+                                      "flash again (until then main.py runs the .mpy files in prev/lib, "
+                                      "if any)"), 6)
+        b.switch(STAGE, PREV, [e for e in ENTRIES if any(f == e or f.startswith(e + "/") for f in lfs)])
+        got = b.fw_hashes("", files)
         if got != [sums[f] for f in files]:
             raise FlashError(f"{port}: after the switch-over the files on the board do not match "
                              f"the build: run `h2pile flash --rollback`", 6)
-        version = open(os.path.join(bdir, "VERSION")).read().strip()
+        version = payload["VERSION"].decode().strip()
+        where = (f"code in the ROMFS partition ({len(img)} bytes, sha256 checked on the board)"
+                 if img is not None else "code as .mpy files in lib/")
         print(f"{port}: flashed {desc['name']} {version}: {len(send)} files sent, {len(reuse)} "
-              f"unchanged, all {len(files)} sha256 checked on the board"
+              f"unchanged, all {len(files)} sha256 checked on the board; {where}"
               f"{'; previous firmware kept in /%s/' % PREV if had_fw else ''} (reset the board or "
               f"run `h2pile verify` to start it)", file=out)
-        return {"sent": send, "reused": reuse, "version": version}
+        return {"sent": send, "reused": reuse, "version": version, "code": "rom" if img else "mpy"}
     finally:
         b.close()
 
@@ -501,13 +757,18 @@ def rollback(port: str, baud: int = 115200, out=None) -> None:
                 h, p = line.split(None, 1)
                 sums[p.strip()] = h
         files = sorted(sums)
-        got = b.hashes([PREV + "/" + f for f in files])
+        got = b.fw_hashes(PREV, files)
         bad = [f for f, h in zip(files, got) if h != sums[f]]
+        if bad == [ROM_ENTRY]:
+            raise FlashError(f"{port}: the previous firmware in /{PREV}/ ran from the ROM image, and the "
+                             f"ROMFS partition now holds other code: not rolled back (flash that "
+                             f"firmware's build instead)", 6)
         if bad:
             raise FlashError(f"{port}: the previous firmware in /{PREV}/ is damaged ({bad[0]} does "
                              f"not match its SHA256SUMS): not rolled back", 6)
+        have = [e for e in ENTRIES if b.eval("_ex(%r)" % (PREV + "/" + e))]
         b.run("_rm(%r)\nos.rename(%r, %r)" % (STAGE, PREV, STAGE), "preparing the rollback")
-        b.switch(STAGE, PREV)
+        b.switch(STAGE, PREV, have)
         version = (b.read_text("VERSION") or "?").strip()
         print(f"{port}: rolled back to {version}; the firmware it replaced is in /{PREV}/", file=out)
     finally:
@@ -516,7 +777,7 @@ def rollback(port: str, baud: int = 115200, out=None) -> None:
 
 # ---- provision --------------------------------------------------------------------
 def make_config(base: dict, pile_id: str, secret: str, wifi: str | None, broker: str | None,
-                tls: bool, ca_name: str | None, has_wifi: bool) -> dict:
+                tls: bool, ca_name: str | None, has_wifi: bool, ntp: str | None = None) -> tuple[dict, dict]:
     """The pile's config.json, validated like the firmware validates it."""
     from h2p import config, keys
     from h2p.schema import ConfigError
@@ -549,7 +810,17 @@ def make_config(base: dict, pile_id: str, secret: str, wifi: str | None, broker:
             raise FlashError("--wifi: expected SSID:PASSWORD", 2)
         if not has_wifi:
             raise FlashError("--wifi given but this board has no WiFi (board.json has_wifi false)", 2)
-        cfg["wifi"] = {"ssid": ssid, "password": pw}
+        cfg["wifi"] = dict(cfg.get("wifi") or {}, ssid=ssid, password=pw)
+    if ntp is not None:
+        n = cfg.setdefault("ntp", {})
+        if not isinstance(n, dict):
+            raise FlashError("config: 'ntp' must be an object", 2)
+        host, _, port = ntp.rpartition(":") if ":" in ntp else (ntp, "", "")
+        if not host or (port and not port.isdigit()):
+            raise FlashError(f"--ntp {ntp!r}: expected HOST or HOST:PORT, e.g. 192.168.1.1 or pool.ntp.org", 2)
+        n["server"] = host
+        if port:
+            n["port"] = int(port)
     try:
         full = config.from_dict(cfg, "config.json")
     except ConfigError as e:
@@ -577,7 +848,7 @@ def _ca_der(path: str) -> bytes:
 def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
               broker: str | None = None, tls: bool = False, ca: str | None = None,
               base_config: str | None = None, fresh: bool = False, baud: int = 115200,
-              out=None) -> dict:
+              out=None, ntp: str | None = None) -> dict:
     out = out or sys.stdout
     from h2p.schema import ident
 
@@ -595,7 +866,7 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
         except (OSError, ValueError) as e:
             raise FlashError(f"--config {base_config}: {e}", 2)
     # Validate once without the board to fail before connecting.
-    make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True)
+    make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True, ntp)
     b = Board(port, baud)
     try:
         b.finish_switch()
@@ -616,7 +887,7 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
                 if not isinstance(base, dict):
                     base = {}
         cfg, full = make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None,
-                                bool(desc.get("has_wifi")))
+                                bool(desc.get("has_wifi")), ntp)
         data = (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
         files = [("config.json", data)]
         if ca_der:
@@ -667,8 +938,9 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
                 h, p = line.split(None, 1)
                 sums[p.strip()] = h
         files = sorted(sums)
-        bad = [f for f, h in zip(files, b.hashes(files)) if h != sums[f]]
-        print(f"firmware: {version or '?'} ({len(files)} files, "
+        bad = [f for f, h in zip(files, b.fw_hashes("", files)) if h != sums[f]]
+        in_rom = ROM_ENTRY in sums
+        print(f"firmware: {version or '?'} ({len(files)} files{', code: the ROM image' if in_rom else ''}, "
               f"{'all sha256 ok' if not bad else 'DAMAGED: ' + ', '.join(bad[:3])})", file=out)
         if bad:
             problems.append("firmware files damaged: reflash")
@@ -691,7 +963,7 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
             except (ValueError, ConfigError) as e:
                 print(f"config:   INVALID: {e}", file=out)
         # Reset and watch the firmware's own boot report.
-        done = re.compile(r"^(CONFIG ERROR|LOG event \S+ selftest (pass|fail)|\w*(Error|Exception|Interrupt)\b)")
+        done = re.compile(r"^(CONFIG ERROR|UNSUPPORTED|LOG event \S+ selftest (pass|fail)|\w*(Error|Exception|Interrupt)\b)")
         lines = b.soft_reset_and_read(timeout, lambda t: bool(done.match(t)))
         boot = None
         for t in lines:
@@ -700,7 +972,7 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
                     boot = json.loads(t[5:])
                 except ValueError:
                     pass
-        cfg_err = [t for t in lines if t.startswith("CONFIG ERROR")]
+        cfg_err = [t for t in lines if t.startswith(("CONFIG ERROR", "NO ROM IMAGE", "UNSUPPORTED"))]
         selftest = [t for t in lines if re.match(r"^LOG event \S+ selftest ", t)]
         trace = [i for i, t in enumerate(lines) if t.startswith("Traceback")]
         if boot:
@@ -708,6 +980,14 @@ def verify(port: str, timeout: float = 20.0, baud: int = 115200, out=None) -> in
                   f"{boot.get('pile')}, reset cause {boot.get('reset')}, heap free "
                   f"{boot.get('heap_free', 0) // 1024} KB (used {boot.get('heap_used', 0) // 1024} KB)",
                   file=out)
+            # Where the bytecode runs from decides which heap figure applies
+            # (docs/field.md, "Which board runs code from where").
+            code = boot.get("code")
+            print("code:     " + {"rom": "ROM image in flash (runs in place)",
+                                  "ram": ".mpy files loaded into the heap"}.get(code, "? (%r)" % (code,))
+                  + f", MicroPython {boot.get('mpy', '?')}", file=out)
+            if in_rom and code != "rom":
+                problems.append("the ROM image is on the board but the code did not run from it")
         for t in cfg_err:
             print("boot:     " + t, file=out)
             problems.append(t)
@@ -766,7 +1046,8 @@ def _provision_cmd(a) -> int:
             secret = fleet_secret_from(a)
         except ValueError as e:
             raise FlashError(str(e), 2)
-        provision(a.port, a.pile_id, secret, a.wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud)
+        provision(a.port, a.pile_id, secret, a.wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud,
+                  ntp=a.ntp)
         return 0
     except FlashError as e:
         return _fail("provision", e)
@@ -800,6 +1081,8 @@ def add_parser(sub):
     add_secret_args(p)
     p.add_argument("--wifi", metavar="SSID:PASS", help="WiFi network and password")
     p.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    p.add_argument("--ntp", metavar="HOST[:PORT]",
+                   help="SNTP server the board sets its clock from (default pool.ntp.org; an IP avoids DNS)")
     p.add_argument("--tls", action="store_true", help="MQTT over TLS (needs --ca)")
     p.add_argument("--ca", metavar="FILE", help="fleet CA certificate (PEM or DER), stored as ca.der")
     p.add_argument("--config", metavar="FILE", help="base config.json (site settings) to start from")

@@ -76,6 +76,7 @@ def _mount():
     sys.path[:] = ['', '.frozen', '/flash/lib']
 _mount()
 del _mount, _Flash
+open(%(ready)r, 'w').close()  # mounted: the wrapper passes the host's input on from now
 def _main():
     try:
         f = open('main.py')
@@ -92,6 +93,95 @@ if %(boot)r:
 '''
 
 
+# A ROMFS partition double (`--romfs-kb`), prepended to BOOT: the unix port
+# has no vfs.rom_ioctl, so this gives it one that follows MicroPython's
+# (extmod/vfs.h): partition 0 is BOARD_DIR/romfs.part, mapped read-only
+# outside the heap by host_tools/unix_flash.py (H2P_ROM) as a board maps its
+# flash; erasing sets 0xFF and programming can only clear bits, as on NOR
+# flash, both through the file. Style 'memory' (stm32 and others) hands out
+# a memoryview and writes with rom_ioctl(3/4/5); style 'block' (ESP32
+# esp32.Partition, RP2040 rp2.Flash) hands out a block device, erased with
+# ioctl(6, n) and programmed with 4-argument writeblocks (a Python object:
+# unlike the real ones it has no buffer protocol). At boot a valid image is
+# mounted at /rom and /rom, /rom/lib join sys.path, as MicroPython does.
+ROMFS_DOUBLE = r'''
+import os, sys, vfs, uctypes
+class _RomPart:
+    def __init__(self, path, spec):
+        a, n = spec.split(':')
+        self.path = path
+        self.n = int(n)
+        self.mv = memoryview(uctypes.bytearray_at(int(a), self.n))
+    def program(self, off, buf, erase=False):
+        if off < 0 or off + len(buf) > self.n:
+            return -22
+        with open(self.path, 'r+b') as f:
+            f.seek(off)
+            if erase:
+                f.write(b'\xff' * len(buf))
+            else:
+                old = f.read(len(buf))
+                f.seek(off)
+                f.write(bytes(x & y for x, y in zip(old, buf)))
+        return 0
+    def readblocks(self, b, buf, off=0):
+        o = b * 4096 + off
+        buf[:] = self.mv[o:o + len(buf)]
+    def writeblocks(self, b, buf, off=None):
+        if off is None:
+            self.ioctl(6, b)
+            off = 0
+        if self.program(b * 4096 + off, buf):
+            raise OSError(22)
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n // 4096
+        if op == 5:
+            return 4096
+        if op == 6:
+            return self.program(arg * 4096, bytes(4096), True)
+_rp0 = _RomPart(%(part)r, os.getenv('H2P_ROM'))
+os.unsetenv('H2P_ROM')  # main.py's own H2P_ROM mount is for the launcher without a double
+def _rom_ioctl(op, *a):
+    if op == 1:
+        return 1
+    if not a or a[0] != 0:
+        return -22
+    if op == 2:
+        return _rp0 if %(block)r else _rp0.mv
+    if %(block)r:
+        return -22
+    if op == 3:
+        off, n = (0, a[1]) if len(a) == 2 else (a[1], a[2])
+        e = off // 4096 * 4096
+        return _rp0.program(e, bytes(-(-(off + n - e) // 4096) * 4096), True) or 16
+    if op == 4:
+        return _rp0.program(a[1], a[2])
+    if op == 5:
+        return 0
+    if op == 6:
+        return 4096
+    return -22
+class _Vfs:
+    pass
+_v = _Vfs()
+for _n in dir(vfs):
+    if not _n.startswith('__'):
+        setattr(_v, _n, getattr(vfs, _n))
+_v.rom_ioctl = _rom_ioctl
+sys.modules['vfs'] = _v
+del _Vfs, _n
+'''
+
+ROMFS_MOUNT = r'''
+try:
+    vfs.mount(vfs.VfsRom(_rp0.mv), '/rom')
+    sys.path.extend(['/rom', '/rom/lib'])
+except OSError:
+    pass  # no valid image in the partition: nothing at /rom
+'''
+
+
 def _raw(fd, isig=False):
     a = termios.tcgetattr(fd)
     tty.setraw(fd)
@@ -105,8 +195,12 @@ def _raw(fd, isig=False):
 
 
 class Wrapper:
-    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0):
+    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0, romfs_kb=0,
+                 romfs_style="memory"):
         self.dir = os.path.abspath(board_dir)
+        self.romfs_kb = romfs_kb
+        self.romfs_style = romfs_style
+        self.part = os.path.join(self.dir, "romfs.part")
         self.link = link
         self.blocks = max(8, flash_kb // 4)
         self.heap = heap
@@ -117,6 +211,8 @@ class Wrapper:
         self.child = None
         self.cfd = -1
         self.boot_file = os.path.join(self.dir, ".vb_boot_%d.py" % os.getpid())
+        self.ready_file = os.path.join(self.dir, ".vb_ready_%d" % os.getpid())
+        self.started = 0.0
 
     # ---- the host side: a pty the tools open like a board's USB serial ----
     def open_host(self):
@@ -151,17 +247,36 @@ class Wrapper:
 
     # ---- the interpreter ---------------------------------------------------
     def start(self, boot):
+        # A board mounts its filesystem before its REPL reads a byte; here a
+        # Ctrl-C from the host during the boot program would stop it before
+        # the mount, and the REPL would run on the host's directory instead.
+        # The host's input waits until the boot program has mounted (or 10 s).
+        try:
+            os.unlink(self.ready_file)
+        except FileNotFoundError:
+            pass
+        self.started = time.monotonic()
+        boot_prog = BOOT % {"img": os.path.join(self.dir, "flash.img"), "blocks": self.blocks,
+                            "boot": boot, "ready": self.ready_file}
+        cmd = [MICROPYTHON]
+        if self.romfs_kb:
+            # The partition is mapped by the launcher, outside the GC heap.
+            cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "unix_flash.py"),
+                   self.part]
+            double = ROMFS_DOUBLE % {"part": self.part, "block": self.romfs_style == "block"}
+            # Mounted after the filesystem, so /rom comes after lib in sys.path, as on a board.
+            boot_prog = double + boot_prog.replace("_mount()\n", "_mount()\n" + ROMFS_MOUNT, 1)
         with open(self.boot_file, "w") as f:
-            f.write(BOOT % {"img": os.path.join(self.dir, "flash.img"), "blocks": self.blocks,
-                            "boot": boot})
+            f.write(boot_prog)
         m, s = os.openpty()
         _raw(s, isig=True)
         env = dict(os.environ)
         env.pop("MICROPYPATH", None)
+        env.pop("H2P_ROM", None)
         if self.bus_port:
             env["H2P_BUS_PORT"] = str(self.bus_port)
         self.child = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + self.heap, "-i", self.boot_file],
+            cmd + ["-X", "heapsize=" + self.heap, "-i", self.boot_file],
             stdin=s, stdout=s, stderr=s, cwd=self.dir, env=env, start_new_session=True,
             preexec_fn=lambda: _ctty(s))
         os.close(s)
@@ -177,6 +292,12 @@ class Wrapper:
 
     def reset(self):
         # Soft reset: restart the interpreter as a board restarts its VM.
+        # Every reset and why (the interpreter's exit code, None when the host
+        # asked for it) in BOARD_DIR/vb.log: a board that resets by itself
+        # mid-session is the first thing to look for when a test flakes.
+        rc = self.child.poll() if self.child else None
+        with open(os.path.join(self.dir, "vb.log"), "a") as f:
+            f.write("%.3f reset raw=%s rc=%s\n" % (time.time(), self.raw, rc))
         self.stop_child()
         if self.raw:
             self.to_host(b"soft reboot\r\n")
@@ -188,6 +309,9 @@ class Wrapper:
             self.start(boot=True)
 
     def run(self):
+        if self.romfs_kb and not os.path.exists(self.part):
+            with open(self.part, "wb") as f:
+                f.write(b"\xff" * (self.romfs_kb * 1024))  # erased flash
         self.open_host()
         self.start(boot=True)
         stop = []
@@ -197,7 +321,9 @@ class Wrapper:
         try:
             while not stop:
                 try:
-                    r, w, _ = select.select([self.hfd, self.cfd], [self.hfd] if self.out else [], [], 0.2)
+                    mounted = (os.path.exists(self.ready_file) or time.monotonic() - self.started > 10)
+                    r, w, _ = select.select([self.hfd, self.cfd] if mounted else [self.cfd],
+                                            [self.hfd] if self.out else [], [], 0.2 if mounted else 0.02)
                 except InterruptedError:
                     continue
                 if w:
@@ -238,7 +364,7 @@ class Wrapper:
                     self.reset()
         finally:
             self.stop_child()
-            for p in (self.link, self.boot_file):
+            for p in (self.link, self.boot_file, self.ready_file):
                 try:
                     os.unlink(p)
                 except OSError:
@@ -257,8 +383,11 @@ def _ctty(fd):
 class VirtualBoard:
     """Start/stop a virtual board in a subprocess (for tests and demos)."""
 
-    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0):
+    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0, romfs_kb=0,
+                 romfs_style="memory"):
         self.dir = board_dir
+        self.romfs_kb = romfs_kb
+        self.romfs_style = romfs_style
         self.link = link
         self.flash_kb = flash_kb
         self.heap = heap
@@ -272,7 +401,8 @@ class VirtualBoard:
         os.makedirs(self.dir, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "host_tools.virtual_board", "--dir", self.dir, "--tty", self.link,
-             "--flash-kb", str(self.flash_kb), "--heap", self.heap, "--bus-port", str(self.bus_port)],
+             "--flash-kb", str(self.flash_kb), "--heap", self.heap, "--bus-port", str(self.bus_port),
+             "--romfs-kb", str(self.romfs_kb), "--romfs-style", self.romfs_style],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         line = self.proc.stdout.readline()
@@ -303,9 +433,14 @@ def main(argv=None) -> int:
                     "objects are bigger than on a board)")
     ap.add_argument("--bus-port", type=int, default=0,
                     help="simulator TCP port for the unix board (H2P_BUS_PORT)")
+    ap.add_argument("--romfs-kb", type=int, default=0,
+                    help="a ROMFS partition of this size (a vfs.rom_ioctl double, BOARD_DIR/romfs.part)")
+    ap.add_argument("--romfs-style", choices=("memory", "block"), default="memory",
+                    help="what rom_ioctl(2, 0) hands out: a memoryview (stm32, ...) or a block "
+                         "device (ESP32, RP2040)")
     a = ap.parse_args(argv)
     os.makedirs(a.dir, exist_ok=True)
-    Wrapper(a.dir, a.tty, a.flash_kb, a.heap, a.bus_port).run()
+    Wrapper(a.dir, a.tty, a.flash_kb, a.heap, a.bus_port, a.romfs_kb, a.romfs_style).run()
     return 0
 
 

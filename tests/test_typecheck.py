@@ -92,3 +92,34 @@ def test_board_build_has_only_its_board_module(tmp_path):
         mods = {n for n in os.listdir(os.path.join(out, "lib", "h2p")) if n.startswith("board_")}
         want = {"board_%s.mpy" % plat} | ({"board_mcu.mpy"} if plat != "unix" else set())
         assert mods == want, (board, mods)
+
+
+def _mypy_on_copy(tmp_path, platform, edits):
+    # mypy on a copy of the firmware with `edits` {file: (old, new)} applied.
+    bad = tmp_path / "h2p"
+    shutil.copytree(os.path.join(FW, "h2p"), bad)
+    for name, (old, new) in edits.items():
+        src = (bad / name).read_text()
+        assert old in src, (name, old)
+        (bad / name).write_text(src.replace(old, new))
+    shutil.copy(os.path.join(FW, "main.py"), tmp_path / "main.py")
+    d = stubs(platform)
+    env = dict(os.environ, MYPYPATH=d + os.pathsep + str(tmp_path))
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", INI, "--custom-typeshed-dir", d,
+                           "--no-incremental", str(bad / ("board_%s.py" % platform)), str(tmp_path / "main.py")],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+
+
+def test_a_board_missing_part_of_the_interface_is_an_error(tmp_path):
+    # h2p.board.Board is the written-down interface: McuBoard without
+    # set_time no longer implements it, and mypy says so.
+    r = _mypy_on_copy(tmp_path, "rp2", {"board_mcu.py": ("    def set_time(self, unix_s):", "    def set_tim(self, unix_s):")})
+    assert r.returncode == 1 and "set_time" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_app_may_use_only_the_interface(tmp_path):
+    # app.py reaching past the interface (here: a board attribute no board
+    # promises) is an error on every port.
+    r = _mypy_on_copy(tmp_path, "esp32", {"app.py": ("sup.estop_in = self.board.estop_pressed()",
+                                                     "sup.estop_in = self.board.estop_now()")})
+    assert r.returncode == 1 and "estop_now" in r.stdout, r.stdout + r.stderr

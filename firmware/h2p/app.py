@@ -78,7 +78,7 @@ class Pile:
         # Crash handling (h2p.crash): the record the last boots left, and
         # whether this boot stays in maintenance because of it.
         self.last_crash = None
-        self.maintenance = None  # type: Any  # crash.Maintenance (takes commands first) while in maintenance
+        self.maintenance = None  # type: Any  # h2p.maintenance.Maintenance (takes commands first) while in maintenance
         self.link = None  # h2p.link.Keeper on a board with WiFi configured
 
     def link_state(self):
@@ -358,76 +358,63 @@ class Pile:
 
 
 def _start(pile, board):
-    # The pile's tasks, started; -> (tasks, their names). A plain function,
-    # so that its locals (the config) are gone once it returns.
+    # The pile's tasks, started; -> the list of them. A plain function, so
+    # that its locals (the config) are gone once it returns.
     cfg = pile.cfg
-    tasks = []
-    names = []
-
-    def start(name, coro):
-        tasks.append(asyncio.create_task(coro))
-        names.append(name)
-
-    start("status", pile.status_task(500))
+    c = asyncio.create_task
+    tasks = [c(pile.status_task(500))]
     if pile.maintenance:
-        from h2p.crash import maintenance_task
+        from h2p.maintenance import maintenance_task
 
-        start("maintenance", maintenance_task(pile))
+        tasks.append(c(maintenance_task(pile)))
     else:
-        start("bus", pile.bus_task())
-        start("watchdog", pile.watchdog_task(cfg["stable_s"]))
+        tasks.append(c(pile.bus_task()))
+        tasks.append(c(pile.watchdog_task(cfg["stable_s"])))
     if hasattr(board.wdt, "run"):
-        start("wdt", board.wdt.run())
+        tasks.append(c(board.wdt.run()))
+    if board.has_led:
+        from h2p import led
+
+        tasks.append(c(led.run(board, pile)))
     w = cfg["wifi"]
     if board.has_wifi and w["ssid"]:
         from h2p import link
 
         pile.link = link.Keeper(w["join_s"] * 1000, w["backoff_max_s"] * 1000, link.jitter)
-        start("link", link.run(board, pile.link, w["ssid"], w["password"]))
+        tasks.append(c(link.run(board, pile.link, w["ssid"], w["password"])))
     n = cfg["ntp"]
     if n["server"] and board.unix_time() is None:
         from h2p import sntp
 
-        start("clock", sntp.sync_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"]))
+        tasks.append(c(sntp.sync_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"])))
     if cfg["mqtt"]["host"]:
         from h2p.uplink import Uplink
 
-        start("uplink", Uplink(pile).run())
+        tasks.append(c(Uplink(pile).run()))
     # Every part has copied out what it needs: the config dict (~4 KB on
     # the 64-bit port) can go.
     pile.cfg = None
-    return tasks, tuple(names)
+    return tasks
 
 
 async def run(pile, board):
-    # Starts the pile's tasks, then waits for one to die: never a silent
-    # death, never a silent loop. The pile goes safe, the reason is kept and
-    # the board resets on purpose (h2p.crash).
-    tasks, names = _start(pile, board)
-    died = []  # type: list  # (task name, exception) of the first task that died
-    dead = asyncio.Event()
-
-    def task_died(loop, ctx):
-        # asyncio's exception handler: a task ended by an exception nobody
-        # awaits. One handler instead of a wrapper coroutine per task.
-        if not died:
-            t = ctx.get("future")
-            name = "?"  # a task the pile did not start itself
-            for k in range(len(tasks)):
-                if tasks[k] is t:
-                    name = names[k]
-            died.append((name, ctx.get("exception")))
-            dead.set()
-
-    asyncio.get_event_loop().set_exception_handler(task_died)
+    # Runs the pile's tasks until one dies: never a silent death, never a
+    # silent loop. gather() hands us the first exception (the others run
+    # on); the pile goes safe, the reason is kept and the board resets on
+    # purpose (h2p.crash, which names the task from the traceback: no
+    # wrapper per task, no heap).
+    tasks = _start(pile, board)
     gc.collect()
-    await dead.wait()
     try:
-        from h2p import crash
+        await asyncio.gather(*tasks)
+    except Exception as e:  # noqa: BLE001 - any failure takes the crash path
+        tasks = None
+        try:
+            from h2p import crash
 
-        await crash.handle(pile, died[0][0], died[0][1])
-    finally:
-        board.reset("crash")
+            await crash.handle(pile, e)
+        finally:
+            board.reset("crash")
 
 
 def boot(board, config):
@@ -439,7 +426,9 @@ def boot(board, config):
     last = pile.last_crash = crash.load()
     if last is not None and last["n"] >= config["maintenance_after"]:
         # Crashed that often in a row: stay up, safe and reachable.
-        pile.maintenance = crash.Maintenance()
+        from h2p.maintenance import Maintenance
+
+        pile.maintenance = Maintenance()
         from h2p import states
 
         pile.sup.state = states.MAINTENANCE

@@ -110,6 +110,7 @@ if TYPE_CHECKING:
         reset_cause: str  # power_on, watchdog, soft, hard, crash, ...
         console: bool  # STATUS lines go to the console (USB REPL / stdout)
         has_wifi: bool
+        has_led: bool  # a status LED (h2p.led drives it through led())
 
         # Read-only to the firmware (a property: each board has its own
         # Clock, Line and Watchdog classes that only need to fit these).

@@ -3,10 +3,10 @@
 # last byte has left the transmitter, so DE can drop right after it.
 import machine
 
+from h2p.board_mcu import McuBoard
 from h2p.compat import const
 
 TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
-from h2p.board_mcu import McuBoard
 
 PLATFORM = "esp32"
 
@@ -19,6 +19,12 @@ _CAUSES = (
 )
 
 
+# ESP-IDF reports a wrong WPA2 key more often as a handshake timeout than as
+# STAT_WRONG_PASSWORD (202): 204 (HANDSHAKE_TIMEOUT) and 15 (the 4-way
+# handshake's timeout) count as "wifi auth" too.
+_AUTH_CODES = (204, 15)
+
+
 def _tx_done(uart):
     # type: (machine.UART) -> bool
     uart.flush()  # blocks until sent: by now at most a character is left
@@ -29,7 +35,13 @@ class Board(McuBoard):
     PLATFORM = PLATFORM
 
     def __init__(self, desc, baud=None):
-        super().__init__(desc, _tx_done, _CAUSES, baud)
+        super().__init__(desc, _tx_done, _CAUSES, baud, _AUTH_CODES)
+
+    def _sta_setup(self, w):
+        # The port retries a requested join by itself, forever by default,
+        # and says only "connecting" meanwhile. h2p.link retries (with its
+        # backoff); two tries here let the reason (e.g. a wrong key) show.
+        w.config(reconnects=2)
 
 
 if TYPE_CHECKING:

@@ -136,7 +136,7 @@ class McuBoard:
     PLATFORM = ""
     console = True  # STATUS lines on the USB REPL
 
-    def __init__(self, desc, tx_done, causes, baud=None):
+    def __init__(self, desc, tx_done, causes, baud=None, auth_codes=()):
         # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
         self.has_wifi = desc["has_wifi"]
@@ -155,7 +155,9 @@ class McuBoard:
         # there is the chip's SPI select and must not be driven) or a GPIO.
         p = desc["led_name"] or desc["led_pin"]
         self._led = None if p is None or p == "" else machine.Pin(p, machine.Pin.OUT, value=0)
+        self.has_led = self._led is not None
         self._wlan = None
+        self._auth = auth_codes  # more status codes that mean a wrong password
         # An RTC that kept its time across a soft reset counts as set.
         self._clock_set = time.time() + _EPOCH >= _CLOCK_VALID
 
@@ -191,7 +193,11 @@ class McuBoard:
 
             self._wlan = network.WLAN(network.STA_IF)
             self._wlan.active(True)
+            self._sta_setup(self._wlan)
         return self._wlan
+
+    def _sta_setup(self, w):
+        pass  # what a port needs once (board_esp32)
 
     def wifi_connect(self, ssid, password):
         if self.has_wifi:
@@ -214,7 +220,7 @@ class McuBoard:
         s = w.status()
         if s == network.STAT_CONNECTING:
             return "connecting"
-        if s == network.STAT_WRONG_PASSWORD:
+        if s == network.STAT_WRONG_PASSWORD or s in self._auth:
             return "wifi auth"
         if s == network.STAT_NO_AP_FOUND:
             return "no ap"

@@ -3,10 +3,10 @@
 # transmitter is idle (FIFO and shift register empty).
 import machine
 
+from h2p.board_mcu import McuBoard
 from h2p.compat import const
 
 TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
-from h2p.board_mcu import McuBoard
 
 PLATFORM = "rp2"
 

@@ -125,14 +125,22 @@ class TcpLine:
         return n
 
 
+# The running watchdog, as in board_mcu: `h2pile flash` feeds it while the
+# firmware is stopped at the REPL (host_tools/flash.py, _k).
+_hw_wdt = None
+
+
 class Watchdog:
     # machine.WDT stand-in: a thread outside the event loop (a task would
     # stop with a loop that blocks), so a hung task or a blocked loop both
     # end the process like a hardware reset; the cause is kept for the next
     # boot. Wall time, as a board's WDT.
     def __init__(self, timeout_ms):
+        global _hw_wdt
         self.timeout = timeout_ms
         self.fed = time.ticks_ms()
+        self.stopped = False
+        _hw_wdt = self
         try:
             import _thread
 
@@ -143,8 +151,14 @@ class Watchdog:
     def feed(self):
         self.fed = time.ticks_ms()
 
+    def stop(self):
+        # Unlike a hardware WDT this one is firmware code, run by its own
+        # thread: `h2pile flash` stops it before rewriting the ROMFS
+        # partition that code may be in (the thread leaves within 100 ms).
+        self.stopped = True
+
     def _watch(self):
-        while True:
+        while not self.stopped:
             time.sleep_ms(100)
             if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
                 from h2p.board import note_reset_cause
@@ -165,6 +179,7 @@ class Board:
     # Implements h2p.board.Board (see there; checked below).
     PLATFORM = PLATFORM
     has_wifi = False
+    has_led = False
 
     def __init__(self, desc, baud=None):
         # Only what is used after boot is kept, not the description dict.

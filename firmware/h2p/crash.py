@@ -1,12 +1,12 @@
 # What a crash leaves behind, and what the next boots do with it. A task of
 # the pile that raises is logged with its name and traceback, the pile is
-# taken to its safe state (h2p.app.Pile.crashed), this record is written,
-# and the board resets on purpose: the next boot reports the crash (BOOT
+# taken to its safe state (handle(), called by h2p.app.run), this record is
+# written, and the board resets on purpose: the next boot reports the crash (BOOT
 # line, `meta.last_crash`). A boot that crashed `maintenance_after` times in
 # a row, each within `stable_s` of its start, stays up in `maintenance`
-# instead: no control, the contactor and fuel left in their devices' safe
-# defaults, the REPL, MQTT and the watchdog alive, until a `reset` command
-# (or a technician) clears the record.
+# instead (h2p.maintenance): no control, the contactor and fuel left in their
+# devices' safe defaults, the REPL, MQTT and the watchdog alive, until a
+# `reset` command (or a technician) clears the record.
 #
 # data/crash.json: {"n": crashes in a row, "task": name, "error": "Type: text",
 #                   "where": last traceback line, "boot": boot number}
@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from h2p.compat import asyncio, ticks_diff
+from h2p.compat import ticks_diff
 from h2p.log import log
 
 _PATH = "data/crash.json"
@@ -36,9 +36,16 @@ def load():
     return {"n": 1, "task": "?", "error": "crash record unreadable", "where": "", "boot": 0}
 
 
+# The pile's task coroutines, by the function (and file) at the bottom of
+# h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
+_TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
+          ("maintenance_task", "maintenance"), ("sync_task", "clock"), ("link.py", "link"),
+          ("uplink.py", "uplink"), ("led.py", "led"), ("board_", "wdt"))
+
+
 def describe(e):
-    # -> ("Type: message", last traceback line), the traceback also printed
-    # to the console whole.
+    # -> ("Type: message", last traceback line, task name); the traceback is
+    # printed to the console whole.
     try:
         import io
 
@@ -50,7 +57,25 @@ def describe(e):
         lines = [""]
     text = "%s: %s" % (type(e).__name__, e)
     where = lines[-2].strip() if len(lines) > 1 else ""
-    return text[:120], where[:120]
+    return text[:120], where[:120], task_of(lines)
+
+
+def task_of(lines):
+    # The frame right below app.run's (gather hands run the task's
+    # exception, its frames after run's own): "bus" for bus_task, ...
+    below = False
+    for ln in lines:
+        ln = ln.strip()
+        if not ln.startswith("File "):
+            continue
+        if below and "asyncio" not in ln:
+            for key, name in _TASKS:
+                if key in ln:
+                    return name
+            return ln[ln.rfind(" ") + 1:]  # the function's name
+        if ln.endswith(" in run") and "app.py" in ln:
+            below = True
+    return "?"
 
 
 def _print_exception(e, f):
@@ -89,11 +114,11 @@ def clear():
         return False
 
 
-async def handle(pile, task, e):
+async def handle(pile, e):
     # Log it (console, journal), take the pile to its safe state, keep the
-    # reason for the next boot; the caller (h2p.app.Pile.guard) resets.
+    # reason for the next boot; the caller (h2p.app.run) resets.
+    text, where, task = describe(e)
     print("CRASH task %s" % task)
-    text, where = describe(e)
     log("crash", task, text, where)
     note(task, text, where, pile.boot_no)
     if pile.rec is not None:
@@ -138,37 +163,3 @@ async def go_safe(pile, task):
             log("crash", "charger", "open" if done else "not confirmed")
             return
         await clock.sleep_ms(50)
-
-
-async def maintenance_task(pile):
-    # No control loop: open the journal (MQTT needs the boot number and the
-    # bills), feed the watchdog while the event loop runs, and restart once
-    # a `reset` command cleared the crash record.
-    try:
-        pile._open_journal()
-    except Exception as e:  # noqa: BLE001 - it may be what crashed
-        log("maintenance", "journal", type(e).__name__, e)
-    wdt = pile.board.wdt
-    while not pile.maintenance.restart:
-        wdt.feed()
-        await asyncio.sleep_ms(200)
-    await asyncio.sleep_ms(1000)  # the ack goes out first
-    pile.board.reset("maintenance_reset")
-
-
-class Maintenance:
-    # The command target while in maintenance: `reset` clears the crash
-    # record; the pile restarts normally once the ack is out (h2p.app).
-    def __init__(self):
-        self.restart = False
-
-    def reset(self):
-        clear()
-        self.restart = True
-        return True, "crash record cleared, restarting"
-
-    def wake(self):
-        return False, "pile is in maintenance (reset first)"
-
-    def start(self, auth, limit_a):
-        return self.wake()

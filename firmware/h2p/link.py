@@ -77,7 +77,11 @@ class Keeper:
                 self._backoff(now)
                 return LEAVE
             return NOTHING
-        if ticks_diff(now, self.t) >= 0:
+        if status == "wifi auth" or status == "no ap":
+            # Some ports (ESP32) say why only once the attempt is dropped.
+            self.fault = status
+        if not self.joins or ticks_diff(now, self.t) >= 0:
+            # (the first join at once: ticks start anywhere, 0 may be "ahead")
             self.joining = True
             self.joins += 1
             self.t = now

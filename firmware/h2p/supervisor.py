@@ -14,7 +14,38 @@ from h2p import codes as R
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
-from h2p.readings import INDEX as I, UNKNOWN
+from h2p.readings import UNKNOWN
+
+def _indices(*names):
+    # Reading indices by name, resolved while loading (as h2p.uplink does):
+    # the index by name is dropped after boot (h2p.readings.release), and a
+    # step compares integers instead of hashing names.
+    from h2p.readings import INDEX
+
+    return bytes([INDEX[n] for n in names])
+
+
+_H2_WARN = IL.NAMES.index("h2_warn")  # its interlock row, found once
+
+# _RD[_CHG_STATUS] is the reading index of chg_status, and so on.
+_RD = _indices("bat_dis_lim_a", "bat_soc", "bat_v", "chg_ev_req_a", "chg_ev_req_v", "chg_out_a", "chg_out_v", "chg_pilot", "chg_status", "fc_dcdc_a", "fc_dcdc_v", "fc_stack_c", "ref_bed_c", "ref_pump_mlmin", "sio_airflow", "sio_status")
+del _indices
+_BAT_DIS_LIM_A = const(0)
+_BAT_SOC = const(1)
+_BAT_V = const(2)
+_CHG_EV_REQ_A = const(3)
+_CHG_EV_REQ_V = const(4)
+_CHG_OUT_A = const(5)
+_CHG_OUT_V = const(6)
+_CHG_PILOT = const(7)
+_CHG_STATUS = const(8)
+_FC_DCDC_A = const(9)
+_FC_DCDC_V = const(10)
+_FC_STACK_C = const(11)
+_REF_BED_C = const(12)
+_REF_PUMP_MLMIN = const(13)
+_SIO_AIRFLOW = const(14)
+_SIO_STATUS = const(15)
 
 _SELFTEST_MS = const(15000)
 _LOCK_MS = const(3000)
@@ -22,6 +53,14 @@ _ISO_MS = const(10000)
 _FLOW_SLOTS = const(64)  # one pump-flow sample per second
 _RESIDUAL_MS = const(20000)  # small load after the pump stops: eats the H2
 _IMD_SETTLE_MS = const(300)  # longer than the insulation rows' debounce
+_MAX_DT_MS = const(2000)  # a stalled loop ramps at most this much time at once
+# Stack ramps: rates in mA/s times elapsed ms are micro-amperes; this many
+# make one 0.1 A step of the setpoint. What is left over carries to the next
+# step, so the rate holds whatever the step interval (5 ms at real time,
+# ~100 ms at 60x): adding a rounded increment per step made it depend on
+# the step rate (10 A/s instead of 0.75 A/s at real time). Integers below
+# 2**30 for any rate the config allows (100 A/s * 2000 ms): no allocation.
+_UA_PER_STEP = const(100000)
 
 # 96485 C/mol * 2 electrons; see _a_per_flow below.
 _FARADAY2 = 192970
@@ -81,6 +120,8 @@ class Supervisor:
         self.phase = 0  # sub-step inside a state
         self.phase_ms = now
         self.fc_sp = 0  # stack current setpoint, 0.1 A
+        self.up_ua = 0  # ramp time not yet a whole 0.1 A step, uA (see _UA_PER_STEP)
+        self.down_ua = 0
         self.ev_limit = 0  # 0.1 A
         self.flow = array("H", [0] * _FLOW_SLOTS)  # 0.1 ml/min, as the u16 register reads
         self.flow_ms = now
@@ -113,8 +154,9 @@ class Supervisor:
         # ten characters in this module would be an object in RAM for good.
         self.rated = int(stack_rated_a * 10)
         self.min_load = int(stack_rated_a * stack_min_load * 10)
-        self.ramp_up = int(stack_rated_a * stack_ramp_up * 10)  # 0.1 A/s
-        self.ramp_down = int(stack_rated_a * stack_ramp_down * 10)
+        # mA/s, not 0.1 A/s: int(7.5) would have been a 7 % error.
+        self.ramp_up = int(stack_rated_a * stack_ramp_up * 1000 + 0.5)
+        self.ramp_down = int(stack_rated_a * stack_ramp_down * 1000 + 0.5)
         self.chg_max = int(charger_max_a * 10)
         self.operator = int(operator_limit_a * 10)
         self.eff_pm = int(charger_eff * 1000)
@@ -194,22 +236,23 @@ class Supervisor:
         # A charger reply overdue: only a reading taken `ms` after the phase
         # began can say the device did not follow (a slow bus is not a
         # failed lock).
-        return ticks_diff(self.rd.ts[I["chg_status"]], self.phase_ms) > ms
+        return ticks_diff(self.rd.ts[_RD[_CHG_STATUS]], self.phase_ms) > ms
 
-    def _r(self, name, now):
-        return self.rd.get(I[name], now)
+    def _r(self, k, now):
+        # reading _RD[k] (k: one of the _NAME constants above)
+        return self.rd.get(_RD[k], now)
 
     def ev_connected(self, now):
         # E (pilot shorted) is still an EV on the cable: a fault to ramp
         # down from, not an unplug to open on at once.
-        p = self._r("chg_pilot", now)
+        p = self._r(_CHG_PILOT, now)
         return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D or p == R.PILOT_E
 
     def _fuel_current(self, now):
         # The current the hydrogen now reaching the stack can carry: the
         # smaller of the feed now and the feed one transport delay ago.
         lag = self.flow[(self.flow_k - self.lead_s) % _FLOW_SLOTS]
-        f = self._r("ref_pump_mlmin", now)
+        f = self._r(_REF_PUMP_MLMIN, now)
         if f == UNKNOWN:
             return 0
         if lag < f:
@@ -226,12 +269,12 @@ class Supervisor:
         dt = ticks_diff(now, self.last)
         if dt < 0:
             dt = 0
-        elif dt > 2000:
-            dt = 2000
+        elif dt > _MAX_DT_MS:
+            dt = _MAX_DT_MS
         self.last = now
         il = self.il
         evc = self.ev_connected(now)
-        p = self._r("chg_pilot", now)
+        p = self._r(_CHG_PILOT, now)
         if p != UNKNOWN:
             # A plug-in, or an EV that paused (B) asking again (C), may start
             # a session on its own (auto_charge).
@@ -247,7 +290,7 @@ class Supervisor:
         il.raise_ext("estop", self.estop_in)
         # Contactor supervision first, so a weld seen in this read is acted
         # on in this step, not the next.
-        k = I["chg_status"]
+        k = _RD[_CHG_STATUS]
         aux = readings.get(k, now)
         c = self.contactor
         if c.changed_ms is None and aux != UNKNOWN and aux & R.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
@@ -260,7 +303,7 @@ class Supervisor:
         while ticks_diff(now, self.flow_ms) >= 1000:
             self.flow_ms += 1000
             self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
-            f = self._r("ref_pump_mlmin", now)
+            f = self._r(_REF_PUMP_MLMIN, now)
             self.flow[self.flow_k] = 0 if f == UNKNOWN else f
 
         st = self.state
@@ -268,7 +311,7 @@ class Supervisor:
             k = il.first
             # E-stop state only when it is really pressed; unknown data is
             # an emergency of its own (FAULT), not a pressed button.
-            sio = self._r("sio_status", now)
+            sio = self._r(_SIO_STATUS, now)
             estop = self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
@@ -326,7 +369,7 @@ class Supervisor:
         if self.il.severity < IL.EMERGENCY:
             return False
         if self.contactor.adopted and self.state in (S.OFF, S.SELFTEST):
-            sio = self.rd.get(I["sio_status"], self.last)
+            sio = self.rd.get(_RD[_SIO_STATUS], self.last)
             return self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
         return True
 
@@ -374,11 +417,11 @@ class Supervisor:
             fc.set(_F_ENABLE, 0)
             self.fc_sp = 0
             self._fan(100)
-        elif il.in_force(IL.NAMES.index("h2_warn")):
+        elif il.in_force(_H2_WARN):
             self._fan(100)
 
     def _ev_amps(self):
-        a = self.rd.get(I["chg_out_a"], self.last)
+        a = self.rd.get(_RD[_CHG_OUT_A], self.last)
         return self.chg_max if a == UNKNOWN else a
 
     # ---- stack and feed ----------------------------------------------------
@@ -392,10 +435,15 @@ class Supervisor:
         else:
             arb.claim(_S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
         arb.claim(_S_FUEL, self._fuel_current(now))
-        arb.claim(_S_RAMP, self.fc_sp + (self.ramp_up * dt) // 1000 + 1)
-        t = self._r("fc_stack_c", now)
+        # The ramp allows what its rate gives over dt (with the remainder
+        # of earlier steps); it claims one step more, so that a target
+        # already within reach is named as the limit, not the ramp.
+        up = self.up_ua + self.ramp_up * dt
+        inc = up // _UA_PER_STEP
+        arb.claim(_S_RAMP, self.fc_sp + inc + 1)
+        t = self._r(_FC_STACK_C, now)
         arb.claim(_S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
-        soc = self._r("bat_soc", now)
+        soc = self._r(_BAT_SOC, now)
         if soc == UNKNOWN or (soc >= self.soc_max and not ev_load):
             arb.claim(_S_BATTERY, self.min_load)
         elif soc >= self.soc_target and not ev_load:
@@ -404,9 +452,19 @@ class Supervisor:
             arb.claim(_S_BATTERY, NONE)
         arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
-        floor = self.fc_sp - (self.ramp_down * dt) // 1000
+        if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
+            want = self.fc_sp + inc
+            self.up_ua = up - inc * _UA_PER_STEP
+        else:
+            self.up_ua = 0
+        down = self.down_ua + self.ramp_down * dt
+        dec = down // _UA_PER_STEP
+        floor = self.fc_sp - dec
         if want < floor and arb.owner != _S_INTERLOCK and arb.owner != _S_FUEL:
             want = floor
+            self.down_ua = down - dec * _UA_PER_STEP
+        else:
+            self.down_ua = 0
         self.fc_sp = want
         # The pump leads: feed what the unramped demand will need.
         target = arb.claims[_S_BATTERY]
@@ -431,7 +489,7 @@ class Supervisor:
         self._fuel(R.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(30)
-        aux = self._r("chg_status", now)
+        aux = self._r(_CHG_STATUS, now)
         fresh = True  # every device answered within the data age
         for d in self.dev.values():
             if d.silent or ticks_diff(now, d.ok_ms) > self.rd.max_age_ms:
@@ -454,13 +512,13 @@ class Supervisor:
     def _preheat(self, now):
         self._ev(0, 0, 0, 0)
         self._fan(60)
-        air = self._r("sio_airflow", now)
+        air = self._r(_SIO_AIRFLOW, now)
         # Ignition only with proven airflow.
         if air != UNKNOWN and air > 5:
             self._fuel(R.REF_MODE_PREHEAT, 0, 0)
         else:
             self._fuel(R.REF_MODE_OFF, 0, 0)
-        bed = self._r("ref_bed_c", now)
+        bed = self._r(_REF_BED_C, now)
         if bed != UNKNOWN and bed >= self.bed_feed:
             self._go(S.REFORMING, now)
         if not self.want_run:
@@ -471,7 +529,7 @@ class Supervisor:
         self._fan(60)
         self.fc_sp = 0
         self._fuel(R.REF_MODE_RUN, self._flow_for(self.min_load), 0)
-        t = self._r("fc_stack_c", now)
+        t = self._r(_FC_STACK_C, now)
         if (
             ticks_diff(now, self.since) >= self.lead_s * 1000
             and t != UNKNOWN
@@ -489,7 +547,7 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         self._fan(60)
         self._run_stack(now, dt, False)
-        t = self._r("fc_stack_c", now)
+        t = self._r(_FC_STACK_C, now)
         if self.fc_sp >= self.min_load and t != UNKNOWN and t >= self.stack_ready_t:
             self.idle_since = now
             self._go(S.READY, now)
@@ -505,7 +563,7 @@ class Supervisor:
             # Auto-charge starts a session on a fresh plug-in only: an EV that
             # stopped asking stays plugged without a new session.
             if (self.want_charge or (self.auto_charge and self.fresh_plug)) and self.il.contactor_allowed():
-                soc = self._r("bat_soc", now)
+                soc = self._r(_BAT_SOC, now)
                 if soc != UNKNOWN and soc > self.soc_min:
                     self.fresh_plug = False
                     self.session_active = True
@@ -532,23 +590,23 @@ class Supervisor:
         arb.claim(_CONTACTOR, NONE if self.contactor.verified_closed() else 0)
         # Power balance: stack net power plus what the battery may give.
         w = 0
-        v = self._r("fc_dcdc_v", now)
-        a = self._r("fc_dcdc_a", now)
+        v = self._r(_FC_DCDC_V, now)
+        a = self._r(_FC_DCDC_A, now)
         if v != UNKNOWN and a != UNKNOWN:
             w = v * a // 100
-        soc = self._r("bat_soc", now)
-        bv = self._r("bat_v", now)
-        bl = self._r("bat_dis_lim_a", now)
+        soc = self._r(_BAT_SOC, now)
+        bv = self._r(_BAT_V, now)
+        bl = self._r(_BAT_DIS_LIM_A, now)
         if soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min:
             w += bl * bv // 100
-        ev_v = self._r("chg_out_v", now)
-        rv = self._r("chg_ev_req_v", now)
+        ev_v = self._r(_CHG_OUT_V, now)
+        rv = self._r(_CHG_EV_REQ_V, now)
         if ev_v == UNKNOWN or ev_v < 500:
             ev_v = rv if rv != UNKNOWN and rv > 500 else 4000
         arb.claim(_BATTERY, w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0)
         arb.claim(_CHARGER, self.chg_max)
         arb.claim(_OPERATOR, self.operator)
-        req = self._r("chg_ev_req_a", now)
+        req = self._r(_CHG_EV_REQ_A, now)
         s = self.session_limit
         if req != UNKNOWN and req < s:
             s = req
@@ -558,8 +616,8 @@ class Supervisor:
     def _charging(self, now, dt, evc):
         self._fan(60)
         self._run_stack(now, dt, True)
-        ch = self._r("chg_status", now)
-        pilot = self._r("chg_pilot", now)
+        ch = self._r(_CHG_STATUS, now)
+        pilot = self._r(_CHG_PILOT, now)
         if not evc:
             # Unplugged: the EV draws nothing any more; open at once.
             self._ev(0, 0, 0, 0)
@@ -628,7 +686,7 @@ class Supervisor:
                 self.phase, self.phase_ms = 1, now
                 return
             self._ev(1, 0, 1, 1)
-            a = self._r("chg_out_a", now)
+            a = self._r(_CHG_OUT_A, now)
             if (a != UNKNOWN and a <= self.stop_a) or self._late(5000):
                 self._ev(0, 0, 0, 1, force=True)
                 self._end_session(self.stop_req or "stopped")
@@ -658,7 +716,10 @@ class Supervisor:
         self._fan(100)
         p = self.phase
         if p == 0:
-            self.fc_sp -= (self.ramp_down * dt) // 1000
+            down = self.down_ua + self.ramp_down * dt
+            dec = down // _UA_PER_STEP
+            self.down_ua = down - dec * _UA_PER_STEP
+            self.fc_sp -= dec
             if self.fc_sp <= self.min_load // 2:
                 self.fc_sp = self.min_load // 2
                 self.phase, self.phase_ms = 1, now
@@ -674,8 +735,8 @@ class Supervisor:
                 self.phase, self.phase_ms = 3, now
         else:
             self._fuel(R.REF_MODE_COOLDOWN, 0, 0)
-            bed = self._r("ref_bed_c", now)
-            st = self._r("fc_stack_c", now)
+            bed = self._r(_REF_BED_C, now)
+            st = self._r(_FC_STACK_C, now)
             if bed != UNKNOWN and st != UNKNOWN and bed < self.cool_bed and st < self.cool_stack:
                 self._fuel(R.REF_MODE_OFF, 0, 0)
                 self._go(S.OFF, now)

@@ -72,6 +72,8 @@ META_FIELDS = (
     ('board', 'str', 'board profile'),
     ('reset', 'str', 'why the board last started: power_on, watchdog, soft, hard, crash, maintenance_reset, ...'),
     ('link', 'str', 'network link: up, none (no WiFi on this board), or how the last WiFi join failed (wifi auth, no ap, timeout, fail)'),
+    ('link_drops', 'int', 'WiFi links lost since boot (0 on boards without WiFi)'),
+    ('link_joins', 'int', 'WiFi join attempts since boot'),
     ('last_crash', 'obj', 'the crash before this boot, or null: {n (in a row), task, error, where, boot}'),
     ('maintenance', 'bool', 'true while the pile stays in maintenance after repeated crashes'),
     ('caps', 'list', 'capabilities: charge, signed_cmd, bill'),

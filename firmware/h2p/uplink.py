@@ -119,7 +119,11 @@ class Uplink:
         p = self.pile
         self._pub("meta", {
             "fw": VERSION, "board": p.board.name,
-            "reset": p.board.reset_cause, "link": p.link_state(), "last_crash": p.last_crash,
+            "reset": p.board.reset_cause, "last_crash": p.last_crash,
+            # WiFi: how often it dropped and was joined since boot (the state
+            # itself is "up" whenever this can be read)
+            "link": p.link_state(), "link_drops": p.link.drops if p.link else 0,
+            "link_joins": p.link.joins if p.link else 0,
             "maintenance": p.maintenance is not None,
             "caps": ["charge", "signed_cmd", "bill"],
             "units": {"power": "kW", "energy": "kWh", "current": "A", "temp": "degC", "premix": "L"},
@@ -135,13 +139,17 @@ class Uplink:
         if t != self.cmd_topic:
             self.bill.on_message(t, payload)
             return
-        from h2p import cmdhandler
-
+        p = self.pile
         try:
+            from h2p import cmdhandler
+
             # the supervisor carries out the ops, resend_meta is ours
-            p = self.pile
             targets = (p.sup, self) if p.maintenance is None else (p.maintenance, p.sup, self)
             ack = cmdhandler.handle(payload, p.board.unix_time(), self.pid, self.key, targets, self.replay)
+        except Exception as e:  # noqa: BLE001 - MemoryError above all: said, not silent
+            p.report_errors += 1
+            log("cmd", "not handled:", type(e).__name__, e)
+            return
         finally:
             cmdhandler = None
             forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
@@ -277,7 +285,12 @@ class Uplink:
         p.listeners.append(self._event)
         c.on_connect = self._connected
         c.on_message = self._message
-        c.link_ok = p.link_ready
+        if c._tls is None:
+            c.link_ok = p.link_ready
+        else:
+            # TLS checks the broker certificate's dates: not before SNTP
+            # has set the clock (a board starts at 2000 or 2021).
+            c.link_ok = lambda: p.link_ready() and p.board.unix_time() is not None
         asyncio.create_task(c.run())
         while True:
             await asyncio.sleep_ms(500)

@@ -1,5 +1,6 @@
-"""Fixtures for the emulated Pico W tier (marker `board`).
+"""Fixtures for the board tier (marker `board`): the ESP32 double, and the emulated Pico W.
 
+The Pico W part:
 Every test here needs a MicroPython Pico W image: --uf2 is not a pytest option,
 so the image comes from $H2P_UF2 or ../shared/mcu/ (host_tools.emu.uf2); without
 one each test skips with the one line saying why. Boards are expensive (~10 s
@@ -9,6 +10,7 @@ shared per module where the tests allow.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +25,27 @@ if str(ROOT) not in sys.path:
 from host_tools.emu import uf2
 
 
+# ---- the ESP32 board double (tests/board/esp32_*) ----
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+
+def pytest_configure(config):
+    # Registered here, not in pyproject (shared file): `pytest -m board`
+    # runs the tests that boot the firmware on a board or a board double.
+    config.addinivalue_line("markers", "board: boots the firmware on a (double of a) board")
+
+
+@pytest.fixture(scope="session")
+def esp32_build(tmp_path_factory):
+    """build/esp32_generic + the ESP32 double as one ROM image, once per session."""
+    from esp32_run import build_esp32
+
+    return build_esp32(str(tmp_path_factory.mktemp("fw-esp32")))
+
+
+# ---- the emulated Pico W ----
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = str(Path(__file__).parent)
     for it in items:

@@ -3,7 +3,8 @@
 import sys
 
 MODULES = ("test_core_modbus", "test_core_interlocks", "test_core_arbiter",
-           "test_core_supervisor", "test_core_config", "test_core_devices")
+           "test_core_supervisor", "test_core_config", "test_core_devices", "test_core_link", "test_core_led",
+           "test_core_sntp", "test_core_rates")
 
 
 def main(mods):

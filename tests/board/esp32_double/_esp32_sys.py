@@ -1,0 +1,12 @@
+# `sys` as the firmware sees it on an ESP32: the unix port's sys with
+# platform "esp32" (main.py picks board_esp32 by sys.platform). Installed in
+# sys.modules by esp32_boot.py before main.py runs; everything else is the
+# real sys (same path list, stdout, modules).
+from sys import *  # noqa: F401,F403
+import sys as _real
+
+platform = "esp32"
+
+
+def __getattr__(name):
+    return getattr(_real, name)

@@ -1,0 +1,22 @@
+# Heap the double itself takes (machine + network, imported from the ROM
+# image as the firmware imports them): on an ESP32 these modules are C in
+# flash and cost no heap, so the test adds this to the firmware's 96K.
+#   cd BOARD_DIR && unix_flash.py rom_esp32.img -X heapsize=96K probe_cost.py
+import gc
+import sys
+from os import getenv
+
+import uctypes
+import vfs
+
+addr, size = getenv("H2P_ROM").split(":")
+vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
+sys.path.insert(0, "/rom")
+gc.collect()
+m0 = gc.mem_alloc()
+import time  # noqa: E402
+import machine  # noqa: E402
+import network  # noqa: E402
+
+gc.collect()
+print("DOUBLE_HEAP", gc.mem_alloc() - m0, machine.__file__, time.__file__)
