@@ -10,9 +10,10 @@ RP2040 watchdog when stuck. The tests run in file order and build on each
 other's state; each waits on events (console lines, MQTT messages) with a
 wall-clock deadline, never a fixed sleep.
 
-Site settings passed through provision's --config (not firmware changes):
-mqtt.keepalive_s 600 (the broker counts wall seconds, the board's 15 s
-keepalive would be ~6 min of wall time) and ntp.server 10.0.0.1.
+Provisioned with --wifi, --broker 10.0.0.1:PORT and --ntp 10.0.0.1 (the
+harness's SNTP responder); one site setting through --config (not a firmware
+change): mqtt.keepalive_s 600, as the broker counts wall seconds and the
+board's 15 s keepalive would be ~6 min of wall time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .conftest import ROOT, MqttTap, echo_to, h2pile
 
 PILE = "emu-7"
 SECRET = "5a" * 32
-SITE = {"mqtt": {"keepalive_s": 600}, "ntp": {"server": "10.0.0.1"}}
+SITE = {"mqtt": {"keepalive_s": 600}}
 TIMES: dict[str, float] = {}
 
 
@@ -54,7 +55,8 @@ def pile(uf2_image, tmp_path_factory):
         info["flash"] = h2pile("flash", "--port", rig.board.pty, "--board", "rp2_pico_w", "--build", bdir)
         info["provision"] = h2pile("provision", "--port", rig.board.pty, "--pile-id", PILE,
                                    "--fleet-secret", SECRET, "--wifi", "h2pile-emu:any-password",
-                                   "--broker", f"10.0.0.1:{broker.port}", "--config", str(d / "site.json"))
+                                   "--broker", f"10.0.0.1:{broker.port}", "--ntp", "10.0.0.1",
+                                   "--config", str(d / "site.json"))
         info["boot_mark"] = rig.board.console.mark()
         info["reset_at"] = time.monotonic()
         rig.board.reset()  # the technician power-cycles the provisioned board
