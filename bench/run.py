@@ -6,6 +6,10 @@ bench/README-figures.md. No pass/fail: timing on a shared machine is noisy.
     python -m bench.run                 # quick: a few minutes
     python -m bench.run --full          # 50 trials per hazard and baud, finer bisection
     python -m bench.run --trials 20 --only reaction,bus --bauds 115200
+
+Section `picow` runs the firmware on an emulated Raspberry Pi Pico W (bench/picow.py:
+32-bit heap, poll cycle, CPU busy) when a MicroPython Pico W image is available
+($H2P_UF2 or ../shared/mcu/), and prints one line saying why not otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 
 from host_tools import ROOT
 
-SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "reaction")
+SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "reaction", "picow")
 HERE = os.path.join(ROOT, "bench")
 
 
@@ -137,6 +141,20 @@ def rows_from(res: dict) -> list[tuple]:
         rows.append(("memory", "bytes allocated per poll cycle (decode + steps)", f"{a['cycle_bytes_mean']:.0f} B",
                      "0 B", "over" if a["cycle_bytes_mean"] else "-",
                      "Device.store per read: " + ", ".join(f"{k} {v} B" for k, v in worst)))
+    if "picow" in res:
+        from bench import picow
+
+        unix = {}
+        pk = res.get("memory", {}).get("peak_session", {})
+        if pk.get("peak_alloc"):
+            unix["peak_alloc"] = pk["peak_alloc"]
+        ch = res.get("memory", {}).get("code_in_heap", {})
+        if ch.get("peak_alloc"):
+            unix["peak_alloc_code_in_heap"] = ch["peak_alloc"]
+        b = res.get("bus", {}).get("115200", {})
+        if "cycle_ms" in b:
+            unix["cycle_ms"] = b["cycle_ms"]
+        rows += picow.rows(res["picow"], unix)
     sp = res.get("simspeed", {})
     if sp:
         rows.append(("sim speed", "simulator alone (scripted controller)", f"{sp['sim_per_wall']:.0f}x",
@@ -270,6 +288,16 @@ async def amain(a) -> dict:
             res["reaction"].update(out)
             res["bus"][str(baud)] = bus
         res["reaction_parallel"] = not a.serial
+    if "picow" in a.only:
+        from bench import picow
+        from host_tools.emu.uf2 import NoImage
+
+        try:
+            res["picow"] = await asyncio.to_thread(picow.measure, 12.0 if a.full else 6.0, None, say)
+            say("  ", {k: v for k, v in res["picow"].items() if k != "bridge"})
+        except NoImage as e:
+            res["picow"] = {"skipped": str(e)}
+            say(f"picow: skipped: {e}")
     return res
 
 

@@ -1,0 +1,205 @@
+"""The pile on an emulated Pico W, end to end: flashed as a technician does it, then run.
+
+One board for the whole module (booting and flashing cost minutes of wall
+time): `h2pile flash` + `h2pile provision` through the emulated USB console,
+a reset, then the firmware boots through board_rp2 with its RS-485 UART
+bridged to the simulator (on the board's clock), joins the emulated WiFi,
+talks MQTT to a mosquitto on 127.0.0.1, takes a signed `wake` through
+selftest into preheat, rides out a WiFi outage, and is reset by the real
+RP2040 watchdog when stuck. The tests run in file order and build on each
+other's state; each waits on events (console lines, MQTT messages) with a
+wall-clock deadline, never a fixed sleep.
+
+Provisioned with --wifi, --broker 10.0.0.1:PORT and --ntp 10.0.0.1 (the
+harness's SNTP responder); one site setting through --config (not a firmware
+change): mqtt.keepalive_s 600, as the broker counts wall seconds and the
+board's 15 s keepalive would be ~6 min of wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT, MqttTap, echo_to, h2pile
+
+PILE = "emu-7"
+SECRET = "5a" * 32
+SITE = {"mqtt": {"keepalive_s": 600}}
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def pile(uf2_image, tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mqtt_broker import Broker
+
+    from host_tools.build import build
+    from host_tools.emu.rig import PicoRig
+
+    d = tmp_path_factory.mktemp("pile-board")
+    bdir = build("rp2_pico_w", str(d / "build"))
+    (d / "site.json").write_text(json.dumps(SITE))
+    broker = Broker(d).start()
+    tap = rig = None
+    try:
+        tap = MqttTap(broker.port, PILE)
+        rig = PicoRig(uf2_image, broker_port=broker.port, echo=echo_to(d / "console.log"))
+        t0 = time.monotonic()
+        rig.start()
+        TIMES["start"] = time.monotonic() - t0
+        info = {"dir": d, "build": bdir}
+        info["flash"] = h2pile("flash", "--port", rig.board.pty, "--board", "rp2_pico_w", "--build", bdir)
+        info["provision"] = h2pile("provision", "--port", rig.board.pty, "--pile-id", PILE,
+                                   "--fleet-secret", SECRET, "--wifi", "h2pile-emu:any-password",
+                                   "--broker", f"10.0.0.1:{broker.port}", "--ntp", "10.0.0.1",
+                                   "--config", str(d / "site.json"))
+        info["boot_mark"] = rig.board.console.mark()
+        info["reset_at"] = time.monotonic()
+        rig.board.reset()  # the technician power-cycles the provisioned board
+        yield rig, tap, broker, info
+    finally:
+        if tap is not None:
+            tap.close()
+        if rig is not None:
+            rig.stop(save_fs=d / "flash.lfs")
+        broker.kill()
+
+
+def test_flash_and_provision_through_the_emulated_usb(pile):
+    _rig, _tap, _broker, info = pile
+    rc, out, err, wall = info["flash"]
+    TIMES["flash"] = wall
+    assert rc == 0, err
+    assert "flashed rp2_pico_w" in out and "sha256 checked on the board" in out
+    rc, out, err, wall = info["provision"]
+    TIMES["provision"] = wall
+    assert rc == 0, err
+    assert f"provisioned pile {PILE}" in out
+
+
+def test_boots_through_board_rp2(pile):
+    rig, _tap, _broker, info = pile
+    m = rig.board.console.wait(r"^BOOT (\{.*\})$", 240, start=info["boot_mark"], alive=rig.board.alive)
+    TIMES["boot"] = time.monotonic() - info["reset_at"]
+    boot = json.loads(m.group(1))
+    info["boot"] = boot
+    assert boot["board"] == "rp2_pico_w" and boot["pile"] == PILE
+    assert boot["mpy"] == "1.23.0" and boot["code"] == "ram"  # no ROMFS before v1.25: .mpy in the heap
+    assert boot["crash"] is None and boot["maintenance"] is False
+    assert boot["heap_used"] > 0 and boot["heap_free"] > 0
+
+
+def test_bus_runs_over_the_bridged_uart(pile):
+    rig, _tap, _broker, info = pile
+    m = rig.board.console.wait(r'^STATUS (\{.*"cycles": [1-9].*\})$', 240, start=info["boot_mark"],
+                               alive=rig.board.alive)
+    st = json.loads(m.group(1))
+    assert st["state"] == "off"
+    assert rig.bridge is not None
+    s = rig.bridge.stats
+    assert s["replies"] > 20 and s["tx_without_de"] == 0 and s["rx_lost_de"] == 0 and s["rx_overrun"] == 0, s
+    assert st["bus"][0] > 20  # the master counted the transactions
+
+
+def test_publishes_status_meta_state_tele(pile):
+    _rig, tap, _broker, info = pile
+    t0 = time.monotonic()
+    status = tap.wait("status", lambda b: b.get("online") is True, 300)
+    TIMES["mqtt_up"] = time.monotonic() - info["reset_at"]
+    meta = tap.wait("meta", timeout=120)
+    state = tap.wait("state", timeout=120)
+    tele = tap.wait("tele", timeout=300)
+    assert status["boot"] >= 1
+    assert meta["board"] == "rp2_pico_w" and meta["reset"] and meta["last_crash"] is None
+    assert meta["link"] == "up"
+    assert state["state"] == "off"
+    assert tele["premix_l"] > 0 and tele["state"] == "off"
+    assert time.monotonic() - t0 < 400
+
+
+def test_signed_wake_takes_the_cold_pile_through_selftest_into_preheat(pile):
+    rig, tap, broker, info = pile
+    from h2p import keys, sign, signer
+
+    from host_tools import cmd as cmdtool
+
+    rig.board.console.wait(r"^LOG clock set", 240, start=info["boot_mark"])
+    now = rig.sntp.board_time()
+    assert now is not None
+    key = sign.key_bytes(keys.cmd_key(SECRET, PILE))
+    mark = tap.mark()
+    cmark = rig.board.console.mark()
+    c = signer.sign_command("wake", {}, key, now, ttl_s=300, pile=PILE)
+    code, ack = cmdtool.send("127.0.0.1", broker.port, PILE, c, timeout=240)
+    assert code == cmdtool.EXIT_OK, ack
+    assert ack["ok"] is True
+    tap.wait("state", lambda b: b.get("state") == "selftest", 240, start=mark)
+    rig.board.console.wait(r"^LOG event \S+ selftest pass", 240, start=cmark)
+    tap.wait("state", lambda b: b.get("state") == "preheat", 240, start=mark)
+    # The simulator saw the preheat: the reformer commanded into its preheat mode
+    # (after the fan proved airflow), on the simulator's side of the wire.
+    from h2p import codes as R
+
+    def preheat_written() -> bool:
+        w = rig.sim.call(lambda: list(rig.sim.sim.writes))
+        return any(dev == "reformer" and name == "ref_mode_cmd" and v == R.REF_MODE_PREHEAT for _, dev, name, v in w)
+
+    end = time.monotonic() + 240
+    while not preheat_written():
+        assert time.monotonic() < end, "the reformer never got REF_MODE_PREHEAT"
+        rig.board.wait_emu(0.5, 120)
+
+
+def test_wifi_dropped_and_restored_mqtt_comes_back(pile):
+    rig, tap, _broker, _info = pile
+    mark = tap.mark()
+    cmark = rig.board.console.mark()
+    t0 = time.monotonic()
+    rig.drop_wifi()
+    # The broker loses the connection and publishes the pile's last will.
+    tap.wait("status", lambda b: b.get("online") is False, 120, start=mark)
+    # The pile notices, and a join attempt finds no network (the AP is out of range).
+    rig.board.console.wait(r"^LOG link down", 240, start=cmark)
+    rig.board.console.wait(r"^LOG link no ap", 240, start=cmark)
+    rig.restore_wifi()
+    tap.wait("status", lambda b: b.get("online") is True, 400, start=mark)
+    TIMES["wifi_outage_cycle"] = time.monotonic() - t0
+    meta = tap.wait("meta", lambda b: b.get("link") == "up", 120, start=mark)
+    assert meta["board"] == "rp2_pico_w"
+
+
+def test_stuck_firmware_is_reset_by_the_watchdog(pile):
+    rig, _tap, _broker, _info = pile
+    board = rig.board
+    cmark = board.console.mark()
+    t0 = time.monotonic()
+    # A technician's REPL: Ctrl-C stops the firmware; the hardware watchdog it
+    # started keeps running, and nothing feeds it while the CPU spins.
+    board.send_console(b"\x03\x03")
+    board.console.wait(r'Type "help\(\)"', 120, start=cmark)
+    board.send_console(b"while True: pass\r\n")
+    m = board.console.wait(r"^BOOT (\{.*\})$", 600, start=cmark, alive=board.alive)
+    TIMES["watchdog_reset_and_boot"] = time.monotonic() - t0
+    assert json.loads(m.group(1))["reset"] == "watchdog"
+    # The flash (littlefs) outlived the reset: the journal counts this as its second boot.
+    board.console.wait(r"^LOG journal boot 2 ", 300, start=cmark, alive=board.alive)
+    # (MQTT after a reset is the crash test's: meta.last_crash from the next boot.)
+
+
+def test_flash_saved_from_the_board_keeps_the_journal(pile):
+    rig, _tap, _broker, info = pile
+    from host_tools.emu import fsimage
+
+    img = info["dir"] / "saved.lfs"
+    rig.board.save_fs(img)  # what PicoRig.stop(save_fs=...) keeps between emulator runs
+    journal = fsimage.read(img, "data/journal.bin")
+    assert journal and len(journal) > 0
+    assert json.loads(fsimage.read(img, "config.json") or b"{}")["pile_id"] == PILE
+
+
+def test_report_times(pile):
+    print("\nboard tier timings (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMES.items()))
