@@ -357,16 +357,14 @@ class Pile:
                 self.last_crash["n"] = 0
 
 
-async def clock_task(board, ready, server, port, retry_s, resync_s):
+async def clock_task(sntp, board, ready, server, port, retry_s, resync_s):
     # Keeps the board's clock set by SNTP (signed commands' expiry, TLS
     # dates): once the network is up, again every resync_s, sooner after a
-    # miss (retry_s doubling to 10x). h2p.sntp is loaded for each query only.
+    # miss (retry_s doubling to 10x).
     wait = retry_s
     while True:
         while not ready():
             await asyncio.sleep_ms(500)
-        from h2p import sntp
-
         try:
             t = await sntp.query(server, port)
             board.set_time(int(t))
@@ -375,8 +373,6 @@ async def clock_task(board, ready, server, port, retry_s, resync_s):
         except (OSError, ValueError) as e:
             log("clock", "not set:", e)
             pause, wait = wait, min(wait * 2, retry_s * 10)
-        sntp = None  # type: ignore[assignment]
-        forget("h2p.sntp")
         await asyncio.sleep_ms(pause * 1000)
 
 
@@ -407,7 +403,10 @@ def _start(pile, board):
         tasks.append(c(link.run(board, pile.link, w["ssid"], w["password"])))
     n = cfg["ntp"]
     if n["server"] and board.unix_time() is None:
-        tasks.append(c(clock_task(board, pile.link_ready, n["server"], n["port"], n["retry_s"], n["resync_s"])))
+        from h2p import sntp
+
+        tasks.append(c(clock_task(sntp, board, pile.link_ready, n["server"], n["port"], n["retry_s"],
+                                  n["resync_s"])))
     if cfg["mqtt"]["host"]:
         from h2p.uplink import Uplink
 

@@ -18,7 +18,10 @@ from h2p.compat import ticks_diff
 from h2p.log import log
 
 _PATH = "data/crash.json"
-_SAFE_MS = 5000  # a crashed pile's EV current is down and its contactor open by then
+# A crashed pile's EV current is down and its contactor open by then: the
+# supervisor's STOPPING waits up to 5 s for the current to fall before it
+# forces the contactor open, then takes ~1 s of phases (h2p.supervisor).
+_SAFE_MS = 8000
 
 
 def load():

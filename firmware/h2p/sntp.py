@@ -4,8 +4,7 @@
 # it, and it blocks the event loop while it waits for the answer.
 #
 # query() sends one client request and polls the non-blocking socket from
-# the event loop; h2p.app's clock task keeps the clock set with it, loading
-# this module for each query and dropping it after.
+# the event loop; h2p.app's clock task keeps the clock set with it.
 # A server given as a name is resolved by getaddrinfo, which blocks on
 # MicroPython: configure an IP address where DNS may hang.
 import socket

@@ -78,32 +78,10 @@ _TELE_SIZE = const(32)
 
 class Uplink:
     def __init__(self, pile):
-        # Only the settings here: the client, its queue and the telemetry
-        # array are built in run(), once the journal is open, so that they
-        # are not in the heap while the journal is scanned at boot (the
-        # boot's peak).
         self.pile = pile
         cfg = pile.cfg
-        self.m = cfg["mqtt"]  # until run() has built the client
-        self.pid = cfg["pile_id"]
-        lim = cfg["limits"]
-        self.lims = (lim["premix_l_per_kwh"], lim["bat_kwh"], lim["bat_soc_min"], lim["charger_eff"])
-        self.c = None
-        self.replay = []  # the command replay cache's entries (h2p.sign.verify_command)
-        self.prefix = None  # "h2pile/v1/<pile>/"
-        self.cmd_topic = None
-        self.flags = None  # topic name -> qos | 2 if retained
-        self.seq = 0
-        self.bill = None
-        self.evts = []  # (kind, a, b) not yet published
-        self.evt_lost = 0
-        self.last_state = None
-        self.tele = None
-        self.tele_ms = 0
-
-    def _build(self):
-        m = self.m
-        pid = self.pid
+        m = cfg["mqtt"]
+        self.pid = pid = cfg["pile_id"]
         tls = None
         if m["tls"]:
             from h2p.mqtt import make_tls_context
@@ -115,12 +93,24 @@ class Uplink:
                             max_queue=_QUEUE, max_payload=1024)
         self.heartbeat_ms = m["heartbeat_s"] * 1000
         self.key = m["cmd_key"]
-        self.m = None
+        self.replay = []  # the command replay cache's entries (h2p.sign.verify_command)
+        self.prefix = None  # "h2pile/v1/<pile>/"
+        self.cmd_topic = None
+        self.flags = None  # topic name -> qos | 2 if retained
+        self.seq = 0
+        self.bill = None
+        self.evts = []  # (kind, a, b) not yet published
+        self.evt_lost = 0
+        self.last_state = None
         from array import array
 
         self.tele = t = array("d", bytes(8 * _TELE_SIZE))
-        t[_L_PER_KWH], t[_BAT_KWH], t[_SOC_MIN], t[_EFF] = self.lims
-        self.lims = None
+        self.tele_ms = 0
+        lim = cfg["limits"]
+        t[_L_PER_KWH] = lim["premix_l_per_kwh"]
+        t[_BAT_KWH] = lim["bat_kwh"]
+        t[_SOC_MIN] = lim["bat_soc_min"]
+        t[_EFF] = lim["charger_eff"]
 
     # ---- MQTT callbacks ------------------------------------------------------
     def _connected(self):
@@ -290,7 +280,6 @@ class Uplink:
         # Ids and the boot counter come from the journal: wait for it.
         while p.rec is None:
             await asyncio.sleep_ms(50)
-        self._build()
         c = self.c
         self._setup()
         p.listeners.append(self._event)
