@@ -134,11 +134,11 @@ _CLOCK_VALID = const(1704067200)  # 2024-01-01: an RTC before that was never set
 class McuBoard:
     # Implements h2p.board.Board (see there); board_esp32/board_rp2 check it.
     PLATFORM = ""
-    console = True  # STATUS lines on the USB REPL
 
     def __init__(self, desc, tx_done, causes, baud=None, auth_codes=()):
         # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
+        self.console = True  # STATUS lines on the USB REPL
         self.has_wifi = desc["has_wifi"]
         self.clock = Clock()
         u = desc["uart"]
