@@ -95,7 +95,10 @@ class RawRepl:
             pass
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: an emulated board is a CPU-bound thread in the
+# pytest process; left running it would starve every later test of the GIL
+# (the rest of the suite ran many times slower, and a vboard flash test spun).
+@pytest.fixture(scope="module")
 def repl_rig(uf2_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """A Pico W with no firmware on it (MicroPython's REPL), WiFi guarded, no RS-485 line."""
     from host_tools.emu.rig import PicoRig
