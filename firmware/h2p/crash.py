@@ -146,10 +146,16 @@ async def go_safe(pile, task):
     if pile.maintenance:
         return  # nothing is controlled: the devices hold their safe defaults
     if task != "bus":
-        c0 = pile.cycles
+        # Counted from when the supervisor first wants it open, not from the
+        # crash: a ramp-down spans cycles, and the open command goes out on
+        # the charger's next write, inside the next whole poll cycle.
+        opened_at = -1
         while ticks_diff(clock.ms(), t0) < _SAFE_MS:
-            if not sup.contactor.closed_cmd and pile.cycles > c0 + 1:
-                return  # the open command went out in a whole poll cycle since
+            if not sup.contactor.closed_cmd:
+                if opened_at < 0:
+                    opened_at = pile.cycles
+                elif pile.cycles > opened_at + 1:
+                    return
             await clock.sleep_ms(20)
         log("crash", "safe state not confirmed in", _SAFE_MS, "ms")
         return
