@@ -68,54 +68,57 @@ LAYERS = {
         "tests/tools/"),
 }
 
-# module -> layer. "main" is firmware/main.py, "h2p" the package's __init__.
-# Where a module mixes two layers the comment says so; it is put in the
-# stricter one (the one allowed fewer imports).
+# module -> (layer, note). "main" is firmware/main.py, "h2p" the package's
+# __init__. Where a module mixes two layers the note says so; it is put in
+# the stricter one (the one allowed fewer imports). Notes go into
+# docs/architecture.md.
 MODULES = {
-    "main": ENTRY,
-    "h2p": HELPER,  # VERSION; every module's parent package
-    "h2p.compat": HELPER,
-    "h2p.log": HELPER,
-    "h2p.codes": CONTRACT,
-    "h2p.states": CONTRACT,
-    "h2p.registers": CONTRACT,  # on the board: read at boot to build the drivers, then dropped
-    "h2p.topics": CONTRACT,  # on the board: read while the uplink sets up, then dropped
-    "h2p.cmdspec": CONTRACT,
-    "h2p.sign": CONTRACT,  # the encoding both sides compute, plus verification (core-like logic)
-    "h2p.schema": CONTRACT,  # the vocabulary of the config and board schemas; loaded at boot only
-    "h2p.config": CONTRACT,  # the config schema (contract) and its loader (boot-only): contract
-    "h2p.readings": CORE,
-    "h2p.devices": CORE,
-    "h2p.interlocks": CORE,
-    "h2p.arbiter": CORE,
-    "h2p.contactor": CORE,
-    "h2p.supervisor": CORE,
-    "h2p.billing": CORE,  # store-and-forward logic; the journal and the client's publish are passed in
-    "h2p.cmdhandler": CORE,  # loaded per command by the uplink and dropped after it
-    "h2p.link": CORE,  # Keeper is core; run() is a small shell task around it: core
-    "h2p.led": CORE,  # pattern()/lit() are core; run() is a small shell task around them: core
-    "h2p.app": SHELL,
-    "h2p.modbus": SHELL,  # asyncio master; the transport is passed in (crc16 etc. shared with the sim)
-    "h2p.mqtt": SHELL,
-    "h2p.uplink": SHELL,
-    "h2p.journal": SHELL,
-    "h2p.session": SHELL,  # recorder logic over the journal's file I/O: shell
-    "h2p.crash": SHELL,
-    "h2p.maintenance": SHELL,
-    "h2p.sntp": SHELL,  # request()/parse() are pure, query() owns a UDP socket: shell
-    "h2p.boardcfg": BOOT_ONLY,
-    "h2p.journal_maint": BOOT_ONLY,  # also on rare demand: compaction when the journal is nearly full
-    "h2p.board": BOARD,  # the interface (for mypy) and the reset-cause file; imports no machine
-    "h2p.board_mcu": BOARD,
-    "h2p.board_esp32": BOARD,
-    "h2p.board_rp2": BOARD,
-    "h2p.board_unix": BOARD,
-    "h2p.docs_text": HOST_ONLY,
-    "h2p.topics_doc": HOST_ONLY,
-    "h2p.signer": HOST_ONLY,  # the operator signs; the board only verifies (h2p.sign)
-    "h2p.keys": HOST_ONLY,  # key derivation from the fleet secret: provisioning and the back office
-    "h2p.publisher": HOST_ONLY,  # tools' and tests' publisher; the pile's uplink stamps its own
-    "h2p.layers": HOST_ONLY,
+    "main": (ENTRY, ""),
+    "h2p": (HELPER, "VERSION; every module's parent package"),
+    "h2p.compat": (HELPER, ""),
+    "h2p.log": (HELPER, ""),
+    "h2p.codes": (CONTRACT, ""),
+    "h2p.states": (CONTRACT, ""),
+    "h2p.registers": (CONTRACT, "on the board: read at boot to build the drivers, then dropped"),
+    "h2p.topics": (CONTRACT, "on the board: read while the uplink sets up, then dropped"),
+    "h2p.cmdspec": (CONTRACT, ""),
+    "h2p.sign": (CONTRACT, "mixes the encoding both sides compute (contract) with the pile's "
+                           "verification (core): contract"),
+    "h2p.schema": (CONTRACT, "the vocabulary of the config and board schemas; loaded at boot only"),
+    "h2p.config": (CONTRACT, "mixes the config schema (contract) with its loader, run at boot only: "
+                             "contract"),
+    "h2p.readings": (CORE, ""),
+    "h2p.devices": (CORE, ""),
+    "h2p.interlocks": (CORE, ""),
+    "h2p.arbiter": (CORE, ""),
+    "h2p.contactor": (CORE, ""),
+    "h2p.supervisor": (CORE, ""),
+    "h2p.billing": (CORE, "store-and-forward logic; the journal and the client's publish are passed in"),
+    "h2p.cmdhandler": (CORE, "loaded per command by the uplink and dropped after it"),
+    "h2p.link": (CORE, "mixes Keeper (core) with run(), a small task around it: core"),
+    "h2p.led": (CORE, "mixes pattern()/lit() (core) with run(), a small task around them: core"),
+    "h2p.app": (SHELL, ""),
+    "h2p.modbus": (SHELL, "asyncio master; the transport is passed in (crc16 etc. shared with the sim)"),
+    "h2p.mqtt": (SHELL, ""),
+    "h2p.uplink": (SHELL, ""),
+    "h2p.journal": (SHELL, ""),
+    "h2p.session": (SHELL, "mixes recorder logic (core-like) with the journal's file I/O: shell"),
+    "h2p.crash": (SHELL, ""),
+    "h2p.maintenance": (SHELL, ""),
+    "h2p.sntp": (SHELL, "mixes pure request()/parse() with query(), which owns a UDP socket: shell"),
+    "h2p.boardcfg": (BOOT_ONLY, ""),
+    "h2p.journal_maint": (BOOT_ONLY, "also on rare demand: compaction when the journal is nearly full"),
+    "h2p.board": (BOARD, "the interface (for mypy) and the reset-cause file; imports no machine"),
+    "h2p.board_mcu": (BOARD, ""),
+    "h2p.board_esp32": (BOARD, ""),
+    "h2p.board_rp2": (BOARD, ""),
+    "h2p.board_unix": (BOARD, ""),
+    "h2p.docs_text": (HOST_ONLY, ""),
+    "h2p.topics_doc": (HOST_ONLY, ""),
+    "h2p.signer": (HOST_ONLY, "the operator signs; the board only verifies (h2p.sign)"),
+    "h2p.keys": (HOST_ONLY, "key derivation from the fleet secret: provisioning and the back office"),
+    "h2p.publisher": (HOST_ONLY, "tools' and tests' publisher; the pile's uplink stamps its own"),
+    "h2p.layers": (HOST_ONLY, ""),
 }
 
 # Only the board layer may import these.
@@ -126,7 +129,13 @@ IO_IMPORTS = ("os", "socket", "select", "ssl", "_thread", "vfs", "uctypes")
 
 def ships(module):
     """True if the module goes onto a board (is compiled by host_tools/build.py)."""
-    return MODULES[module] != HOST_ONLY
+    return MODULES[module][0] != HOST_ONLY
+
+
+def layer_of(module):
+    """The module's layer, None if the table does not name it."""
+    row = MODULES.get(module)
+    return row[0] if row else None
 
 
 def module_name(relpath):
@@ -184,7 +193,7 @@ def _imports(tree):
 def check_source(module, source, filename=None):
     """Every rule the module's imports break, as "file:line: rule" lines."""
     where = filename or module
-    layer = MODULES.get(module)
+    layer = layer_of(module)
     if layer is None:
         return ["%s:1: %s is not in the layer table (firmware/h2p/layers.py MODULES)" % (where, module)]
     allowed = LAYERS[layer][1]
@@ -201,7 +210,7 @@ def check_source(module, source, filename=None):
             continue
         if root != "h2p":
             continue
-        t_layer = MODULES.get(target)
+        t_layer = layer_of(target)
         if t_layer is None:
             out.append(pre + "no such module in the layer table")
         elif t_layer == HOST_ONLY and layer != HOST_ONLY:

@@ -31,7 +31,7 @@ def test_every_firmware_module_keeps_its_layer_rules():
 
 
 def test_every_layer_is_described_and_every_module_has_one():
-    assert set(L.MODULES.values()) <= set(L.LAYERS)
+    assert {row[0] for row in L.MODULES.values()} <= set(L.LAYERS)
     for layer, (text, allowed, tests) in L.LAYERS.items():
         assert text and tests and set(allowed) <= set(L.LAYERS), layer
         assert L.HELPER in allowed, layer  # compat and log are for everyone
@@ -107,11 +107,12 @@ def _file(module):
 def test_build_ships_exactly_the_on_board_modules(fw_build):
     lib = os.path.join(fw_build, "lib", "h2p")
     got = {n[:-len(".mpy")] for n in os.listdir(lib) if n.endswith(".mpy")}
-    host_only = {_file(m) for m, layer in L.MODULES.items() if layer == L.HOST_ONLY}
+    host_only = {_file(m) for m, (layer, _note) in L.MODULES.items() if layer == L.HOST_ONLY}
     assert host_only >= {"docs_text", "topics_doc", "layers"}
     assert not host_only & got, host_only & got
     # every other module is there, of the board modules only this board's
-    on_board = {_file(m) for m, layer in L.MODULES.items() if layer != L.HOST_ONLY and m != "main"}
+    on_board = {_file(m) for m, (layer, _note) in L.MODULES.items()
+                if layer != L.HOST_ONLY and m != "main"}
     assert got == on_board - {"board_esp32", "board_rp2", "board_mcu"}
     with open(os.path.join(fw_build, "SHA256SUMS")) as f:
         sums = f.read()
