@@ -1,7 +1,7 @@
 """Every physical parameter of the simulated pile, in one documented place.
 
 Figures tagged (V) were read in a public source, (E) are our estimates or
-fits (../shared/domain.md section 2). Override any of them per run with
+fits (docs/domain.md section 2). Override any of them per run with
 ``--param name=value`` or a scenario's ``params:`` section.
 """
 

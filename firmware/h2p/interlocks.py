@@ -1,4 +1,4 @@
-# The interlock table: one row per hazard (../shared/domain.md section 3) and
+# The interlock table: one row per hazard (docs/domain.md section 3) and
 # per device whose silence makes the pile blind. It is data; docs/safety.md
 # is generated from it. The engine is stepped with (now, readings, state)
 # and every other module asks it, and only it, whether the contactor may
