@@ -20,13 +20,9 @@ HOST_ONLY = "host-only"
 
 ON_BOARD = (HELPER, CONTRACT, CORE, SHELL, BOOT_ONLY, BOARD, ENTRY)
 
-# layer -> (what it is for, the layers it may import, where its tests live)
+# layer -> (what it is for, the layers it may import, where its tests live),
+# in the order docs/architecture.md shows them.
 LAYERS = {
-    HELPER: (
-        "The one place MicroPython and CPython differ, the console log line and the package itself: "
-        "every layer may import them; they import nothing else of the firmware.",
-        (HELPER,),
-        "tests/core/ (through every core test)"),
     CONTRACT: (
         "Tables shared with the simulator, the host tools and the docs: register maps, codes, state "
         "and topic names, commands, the config schema, the signed-command encoding. Change one and "
@@ -60,6 +56,11 @@ LAYERS = {
         "and the config, then starts the shell.",
         (HELPER, CONTRACT, BOOT_ONLY, SHELL, BOARD),
         "tests/board/, tests/system/"),
+    HELPER: (
+        "The one place MicroPython and CPython differ, the console log line and the package itself: "
+        "every layer may import them; they import nothing else of the firmware.",
+        (HELPER,),
+        "tests/core/ (through every core test)"),
     HOST_ONLY: (
         "Kept in firmware/ so there is one source, but never shipped to a board (host_tools/build.py "
         "leaves them out): texts for people, the operator's side of signing, key derivation, this "
@@ -120,6 +121,17 @@ MODULES = {
     "h2p.publisher": (HOST_ONLY, "tools' and tests' publisher; the pile's uplink stamps its own"),
     "h2p.layers": (HOST_ONLY, ""),
 }
+
+# The rules check_source() enforces besides each layer's import list, for
+# people (docs/architecture.md).
+RULES = (
+    "only `board` modules import `machine` or `network`;",
+    "`core` modules import no I/O module (os, socket, select, ssl, _thread, vfs, uctypes);",
+    "no on-board module imports a `host-only` one;",
+    "a resident module imports a `boot-only` one inside the function that needs it, never at module "
+    "level (so it can be dropped after use);",
+    "imports under `if TYPE_CHECKING:` are for mypy only (they never run) and are not checked.",
+)
 
 # Only the board layer may import these.
 BOARD_IMPORTS = ("machine", "network")
