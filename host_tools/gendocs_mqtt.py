@@ -39,6 +39,7 @@ def render() -> str:
           "A tele message is sent when a field moves by more than its deadband, and "
           "at least every %d s." % topics.TELE_MAX_INTERVAL_S, ""]
     L += md_table(("field", "unit", "deadband", "meaning"), topics_doc.TELE_FIELDS)
+    L += _fields("evt", topics_doc.EVT_FIELDS)
     L += _fields("cmd/ack", topics_doc.ACK_FIELDS)
     L += ["", "## Commands", "",
           "A command is a JSON object on `cmd`, at most %d bytes, signed with the "
