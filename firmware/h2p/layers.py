@@ -116,6 +116,7 @@ MODULES = {
     "h2p.board_unix": (BOARD, ""),
     "h2p.docs_text": (HOST_ONLY, ""),
     "h2p.topics_doc": (HOST_ONLY, ""),
+    "h2p.registers_doc": (HOST_ONLY, ""),
     "h2p.signer": (HOST_ONLY, "the operator signs; the board only verifies (h2p.sign)"),
     "h2p.keys": (HOST_ONLY, "key derivation from the fleet secret: provisioning and the back office"),
     "h2p.publisher": (HOST_ONLY, "tools' and tests' publisher; the pile's uplink stamps its own"),
