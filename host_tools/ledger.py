@@ -19,6 +19,10 @@ other token (or none) is reported under sponsor "-".
 DB URLs: sqlite:///relative.db, sqlite:////absolute/path.db or a plain file
 path; postgresql://user:pw@host/db needs the `psycopg` package.
 """
+
+from __future__ import annotations
+
+import argparse
 import csv
 import datetime
 import hashlib
@@ -31,13 +35,11 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import Any
 
-_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
-if _FW not in sys.path:
-    sys.path.insert(0, _FW)
-
-from h2p import topics  # noqa: E402
-from h2p.session import REASONS  # noqa: E402
+from h2p import topics
+from h2p.session import REASONS
+from host_tools.topic_filter import topic_filter
 
 log = logging.getLogger("ledger")
 
@@ -88,7 +90,7 @@ class LedgerError(Exception):
 
 
 # --------------------------------------------------------------------- records
-def sponsor_of(token):
+def sponsor_of(token: object) -> str:
     """'sponsor:<name>:<ref>' -> name; anything else -> '-'."""
     if isinstance(token, str) and token.startswith("sponsor:"):
         parts = token.split(":", 2)
@@ -97,11 +99,11 @@ def sponsor_of(token):
     return NO_SPONSOR
 
 
-def _num(v):
+def _num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
-def _check_num(rec, key, lo, hi, required=True):
+def _check_num(rec: dict, key: str, lo: float, hi: float, required: bool = True) -> str | None:
     v = rec.get(key)
     if v is None:
         if required:
@@ -114,7 +116,7 @@ def _check_num(rec, key, lo, hi, required=True):
     return None
 
 
-def _check_stamp(rec, key):
+def _check_stamp(rec: dict, key: str) -> str | None:
     v = rec.get(key)
     if isinstance(v, bool):
         return "%s must be epoch seconds or 'boot:N+S', got %r" % (key, v)
@@ -127,7 +129,7 @@ def _check_stamp(rec, key):
     return "%s must be epoch seconds or 'boot:N+S', got %r" % (key, v)
 
 
-def validate(topic_pile, rec):
+def validate(topic_pile: str, rec: object) -> str | None:
     """Return None if rec is a valid v1 session record from topic_pile,
     else the reason it is not."""
     if not isinstance(rec, dict):
@@ -172,13 +174,13 @@ def validate(topic_pile, rec):
     return None
 
 
-def canonical(rec):
+def canonical(rec: dict) -> str:
     body = {k: v for k, v in rec.items() if k not in ENVELOPE_KEYS}
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 # -------------------------------------------------------------------- database
-def _sqlite_path(url):
+def _sqlite_path(url: str) -> str:
     if url.startswith("sqlite:///"):
         return url[len("sqlite:///"):]
     if url.startswith("sqlite://"):
@@ -187,7 +189,7 @@ def _sqlite_path(url):
 
 
 class DB:
-    def __init__(self, url):
+    def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith(("postgresql://", "postgres://")):
             try:
@@ -222,22 +224,22 @@ class DB:
         except Exception as e:
             raise LedgerError("--db %s: cannot create tables: %s" % (url, e))
 
-    def q(self, sql, args=()):
+    def q(self, sql: str, args: tuple | list = ()) -> Any:
         if self.ph != "?":
             sql = sql.replace("?", self.ph)
         return self.conn.execute(sql, args)
 
-    def commit(self):
+    def commit(self) -> None:
         self.conn.commit()
 
-    def rollback(self):
+    def rollback(self) -> None:
         self.conn.rollback()
 
-    def close(self):
+    def close(self) -> None:
         self.conn.close()
 
     # ------------------------------------------------------------- store
-    def store(self, rec, now=None):
+    def store(self, rec: dict, now: float | None = None) -> str:
         """Insert one validated record. Returns 'new', 'dup' or 'conflict'.
         Committed when it returns."""
         now = int(time.time() if now is None else now)
@@ -264,7 +266,7 @@ class DB:
         self.commit()
         return "conflict"
 
-    def reject(self, topic, reason, payload, now=None):
+    def reject(self, topic: str, reason: str, payload: bytes, now: float | None = None) -> None:
         now = int(time.time() if now is None else now)
         try:
             text = payload.decode("utf-8")
@@ -280,11 +282,11 @@ class Ingest:
     """MQTT-independent message handler: handle(topic, payload) stores and
     returns the ack (topic, payload bytes) to publish, or None."""
 
-    def __init__(self, db):
+    def __init__(self, db: DB) -> None:
         self.db = db
         self.counts = {"new": 0, "dup": 0, "conflict": 0, "rejected": 0}
 
-    def handle(self, topic, payload):
+    def handle(self, topic: str, payload: bytes) -> tuple[str, bytes] | None:
         parsed = topics.parse(topic)
         if parsed is None or parsed[1] != "bill":
             return self._reject(topic, "not a h2pile/v1/<pile>/bill topic", payload)
@@ -302,10 +304,11 @@ class Ingest:
             log.error("CONFLICT %s from %s: stored before with different content; kept in table conflicts",
                       rec["id"], pile)
         else:
-            log.info("%s %s %.1f Wh", "stored" if result == "new" else "duplicate", rec["id"], rec["energy_wh"])
+            log.info("%s %s %.1f Wh", "stored" if result == "new" else "duplicate", rec["id"],
+                     rec["energy_wh"])
         return topics.topic(pile, "bill/ack"), json.dumps({"id": rec["id"]}).encode()
 
-    def _reject(self, topic, reason, payload):
+    def _reject(self, topic: str, reason: str, payload: bytes) -> tuple[str, bytes] | None:
         self.counts["rejected"] += 1
         log.warning("REJECTED message on %s: %s (not acknowledged)", topic, reason)
         try:
@@ -315,18 +318,25 @@ class Ingest:
         return None
 
 
-def ingest(args):
+def subscription(share: str | None = None) -> str:
+    """Every pile's bills; with a share group, one member of the group gets each."""
+    sub = topic_filter(name="bill")
+    if share:
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", share):
+            raise LedgerError("--share %r: use letters, digits, '_' and '-'" % share)
+        sub = "$share/%s/%s" % (share, sub)
+    return sub
+
+
+def ingest(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
+
     from host_tools.cmd import parse_broker
 
     host, port = parse_broker(args.broker)
+    sub = subscription(args.share)
     db = DB(args.db)
     handler = Ingest(db)
-    sub = "h2pile/v1/+/bill"
-    if args.share:
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", args.share):
-            raise LedgerError("--share %r: use letters, digits, '_' and '-'" % args.share)
-        sub = "$share/%s/%s" % (args.share, sub)
     client_id = args.client_id
     persistent = True
     if not client_id:
@@ -345,10 +355,10 @@ def ingest(args):
         c.tls_set(ca_certs=args.tls_ca)
     c.reconnect_delay_set(1, 30)
     c.max_inflight_messages_set(100)
-    waiting = {}  # mid of our bill/ack -> (mid, qos) of the bill it confirms
+    waiting: dict[int, tuple[int, int]] = {}  # mid of our bill/ack -> (mid, qos) of the bill it confirms
     lock = threading.Lock()
 
-    def on_connect(client, userdata, flags, rc, props=None):
+    def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             log.error("broker refused the connection: %s", rc)
             return
@@ -359,13 +369,13 @@ def ingest(args):
                 waiting.clear()  # those bills come again (or the piles re-send)
         client.subscribe(sub, qos=1)
 
-    def on_subscribe(client, userdata, mid, rcs, props=None):
+    def on_subscribe(client: Any, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
         if any(rc.is_failure for rc in rcs):
             log.error("subscription to %s refused: %s", sub, rcs)
         else:
             log.warning("subscribed to %s", sub)
 
-    def on_message(client, userdata, msg):
+    def on_message(client: Any, userdata: Any, msg: Any) -> None:
         try:
             ack = handler.handle(msg.topic, msg.payload)
         except Exception as e:  # database down etc.: no PUBACK, no bill/ack
@@ -384,7 +394,7 @@ def ingest(args):
         with lock:
             waiting[info.mid] = (msg.mid, msg.qos)
 
-    def on_publish(client, userdata, mid, rc=None, props=None):
+    def on_publish(client: Any, userdata: Any, mid: int, rc: Any = None, props: Any = None) -> None:
         with lock:
             m = waiting.pop(mid, None)
         if m is not None:
@@ -395,7 +405,7 @@ def ingest(args):
     c.on_message = on_message
     c.on_publish = on_publish
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Any) -> None:
         c.disconnect()
 
     signal.signal(signal.SIGTERM, stop)
@@ -411,7 +421,7 @@ def ingest(args):
 
 
 # ---------------------------------------------------------------------- report
-def parse_date(s, end=False):
+def parse_date(s: str, end: bool = False) -> int:
     """YYYY-MM-DD (UTC; with end=True the end of that day) or an ISO 8601
     date-time (UTC unless it has an offset) -> epoch seconds."""
     try:
@@ -428,7 +438,7 @@ def parse_date(s, end=False):
     return int(d.timestamp())
 
 
-def settlement(db, t_from, t_to):
+def settlement(db: DB, t_from: int, t_to: int) -> list[tuple]:
     """Rows (sponsor, pile, sessions, kwh, premix_l, l_per_kwh) for sessions
     that stopped in [t_from, t_to) - by the stop time, or for sessions
     closed while the pile's clock was not set, by the ledger receipt time -
@@ -439,7 +449,7 @@ def settlement(db, t_from, t_to):
         " WHERE COALESCE(stop_epoch, received_at) >= ? AND COALESCE(stop_epoch, received_at) < ?"
         " GROUP BY sponsor, pile ORDER BY sponsor, pile", (t_from, t_to)).fetchall()
     out = []
-    by_sponsor = {}
+    by_sponsor: dict[str, list] = {}
     total = [0, 0.0, 0.0]
     for sponsor, pile, n, wh, litres in rows:
         out.append(_row(sponsor, pile, n, wh, litres))
@@ -457,7 +467,7 @@ def settlement(db, t_from, t_to):
     return result
 
 
-def _row(sponsor, pile, n, wh, litres):
+def _row(sponsor: str, pile: str, n: float, wh: float, litres: float) -> tuple:
     kwh = wh / 1000.0
     return (sponsor, pile, int(n), round(kwh, 3), round(litres, 3),
             round(litres / kwh, 3) if kwh > 0 else None)
@@ -466,7 +476,7 @@ def _row(sponsor, pile, n, wh, litres):
 HEADER = ("sponsor", "pile", "sessions", "kwh", "premix_l", "l_per_kwh")
 
 
-def report(args):
+def report(args: argparse.Namespace) -> int:
     t_from = parse_date(args.date_from)
     t_to = parse_date(args.date_to, end=True)
     if t_to <= t_from:
@@ -495,7 +505,7 @@ def report(args):
 
 
 # ------------------------------------------------------------------------- CLI
-def handler(args):
+def handler(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="ledger: %(message)s", stream=sys.stderr)
     try:
@@ -507,7 +517,7 @@ def handler(args):
         return 2
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("ledger", help="store billing records and settle them",
                               description=__doc__, formatter_class=_raw())
     sp = p.add_subparsers(dest="ledger_cmd", metavar="{ingest,report}")
@@ -518,7 +528,8 @@ def add_parser(subparsers):
     pi.add_argument("--password", default=os.environ.get("H2PILE_LEDGER_PASSWORD"),
                     help="or env H2PILE_LEDGER_PASSWORD")
     pi.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
-    pi.add_argument("--db", default=DEFAULT_DB, help="sqlite:///file.db or postgresql://... (default %(default)s)")
+    pi.add_argument("--db", default=DEFAULT_DB,
+                    help="sqlite:///file.db or postgresql://... (default %(default)s)")
     pi.add_argument("--share", metavar="GROUP", help="shared subscription group: several ingest processes "
                     "split the stream")
     pi.add_argument("--client-id", help="MQTT client id; a fixed id gets a persistent session "
@@ -533,13 +544,11 @@ def add_parser(subparsers):
     return p
 
 
-def _raw():
-    import argparse
+def _raw() -> type[argparse.HelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
 
-def main(argv=None):
-    import argparse
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="h2pile")
     add_parser(ap.add_subparsers(dest="command", required=True))
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -10,16 +10,19 @@ Inject faults from another terminal: `h2pile sim inject h2_leak lel=30`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 import time
 
+from h2p import topics
 from host_tools.pilerun import PileRun
+from host_tools.topic_filter import topic_filter
 
 
 class View:
-    def __init__(self, pile_id: str):
+    def __init__(self, pile_id: str) -> None:
         self.pile_id = pile_id
         self.tele: dict = {}
         self.state: dict = {}
@@ -27,12 +30,15 @@ class View:
         self.events: list[str] = []
         self.acks: list[str] = []
 
-    def on_message(self, topic: str, payload: bytes):
+    def on_message(self, topic: str, payload: bytes | bytearray) -> None:
+        parsed = topics.parse(topic)
+        if parsed is None:
+            return
         try:
             d = json.loads(payload)
         except ValueError:
             return
-        name = topic.split("/", 3)[-1]
+        name = parsed[1]
         if name == "tele":
             self.tele = d
         elif name == "state":
@@ -52,7 +58,7 @@ class View:
     def render(self, sim_t: float, plant: dict) -> str:
         t, s = self.tele, self.state
 
-        def f(k, fmt="{:.1f}"):
+        def f(k: str, fmt: str = "{:.1f}") -> str:
             v = t.get(k)
             return "-" if v is None else fmt.format(v)
 
@@ -61,25 +67,31 @@ class View:
             f"h2pile {self.pile_id}   simulated {h:02d}:{m:02d}:{int(sim_t) % 60:02d}   "
             f"{'online' if self.online else 'offline'} (MQTT, as an operator sees it)",
             "",
-            f"  state        {s.get('state', '-'):<12} faults: {', '.join(s.get('faults') or []) or 'none'}",
-            f"  EV current   {f('limit_a')} A limit, set by {s.get('limit_by', '-')}; stack by {s.get('stack_limit_by', '-')}",
+            f"  state        {s.get('state', '-'):<12} "
+            f"faults: {', '.join(s.get('faults') or []) or 'none'}",
+            f"  EV current   {f('limit_a')} A limit, set by {s.get('limit_by', '-')}; "
+            f"stack by {s.get('stack_limit_by', '-')}",
             f"  reformer     {f('ref_t')} degC      stack {f('fc_t')} degC",
-            f"  power        stack {f('fc_kw', '{:.2f}')} kW   EV {f('p_kw', '{:.1f}')} kW   battery {f('bat_kw', '{:.1f}')} kW",
+            f"  power        stack {f('fc_kw', '{:.2f}')} kW   EV {f('p_kw', '{:.1f}')} kW   "
+            f"battery {f('bat_kw', '{:.1f}')} kW",
             f"  SOC          battery {f('bat_soc')} %   EV {f('ev_soc')} %",
             f"  premix       {f('premix_l')} L left    H2 {f('h2_lel')} % LEL",
-            f"  delivered    {f('e_kwh', '{:.2f}')} kWh this session   can still deliver {f('deliver_kwh')} kWh",
+            f"  delivered    {f('e_kwh', '{:.2f}')} kWh this session   "
+            f"can still deliver {f('deliver_kwh')} kWh",
             "",
             f"  simulator    EV received {plant.get('ev_received_wh', 0) / 1000:.2f} kWh, "
-            f"meter {plant.get('meter_kwh', 0):.2f} kWh, contactor {'closed' if plant.get('contactor') else 'open'}",
+            f"meter {plant.get('meter_kwh', 0):.2f} kWh, "
+            f"contactor {'closed' if plant.get('contactor') else 'open'}",
             "",
             "  events:",
         ]
         lines += ["    " + e for e in self.events[-6:]] or ["    -"]
-        lines += ["", "  Ctrl-C stops everything.  Another terminal: h2pile sim inject ev_unplug | h2_leak lel=30 | ..."]
+        lines += ["", "  Ctrl-C stops everything.  "
+                  "Another terminal: h2pile sim inject ev_unplug | h2_leak lel=30 | ..."]
         return "\n".join(lines)
 
 
-async def live(args) -> int:
+async def live(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
     run = PileRun(speed=args.speed, heap=args.heap, mqtt=True, port=args.port, ctl_port=args.control_port,
@@ -97,7 +109,7 @@ async def live(args) -> int:
         "--db", "sqlite:///" + db, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h2pile-live")
     client.on_message = lambda c, u, msg: view.on_message(msg.topic, msg.payload)
-    client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"h2pile/v1/{args.pile_id}/#", 1)
+    client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic_filter(args.pile_id), 1)
     client.connect("127.0.0.1", run.mqtt_port)
     client.loop_start()
     tty = sys.stdout.isatty() and not args.plain
@@ -144,22 +156,25 @@ async def live(args) -> int:
                 f.write("\n".join(run.lines) + "\n")
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="the whole pile live against the simulator (make sim)")
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
-    p.add_argument("--heap", default="96K", help="MicroPython heap (-X heapsize, as on the pile; see docs/memory.md)")
+    p.add_argument("--heap", default="96K",
+                   help="MicroPython heap (-X heapsize, as on the pile; see docs/memory.md)")
     p.add_argument("--pile-id", default="sim-1")
     p.add_argument("--port", type=int, default=5020, help="simulator RTU-over-TCP port")
-    p.add_argument("--control-port", type=int, default=5021, help="simulator control port (h2pile sim inject)")
+    p.add_argument("--control-port", type=int, default=5021,
+                   help="simulator control port (h2pile sim inject)")
     p.add_argument("--ev-soc", type=float, default=20.0)
     p.add_argument("--ev-kwh", type=float, default=60.0)
     p.add_argument("--ev-target", type=float, default=60.0)
     p.add_argument("--idle-s", type=int, default=120, help="pile shuts down after this long without an EV")
     p.add_argument("--plain", action="store_true", help="print snapshots instead of redrawing")
-    p.add_argument("--console-log", default="", help="write the firmware's console lines to this file at the end")
+    p.add_argument("--console-log", default="",
+                   help="write the firmware's console lines to this file at the end")
     p.add_argument("--ledger-db", default="", help="SQLite file for the ledger (default: a temp dir)")
 
-    def run(a):
+    def run(a: argparse.Namespace) -> int:
         try:
             return asyncio.run(live(a))
         except KeyboardInterrupt:

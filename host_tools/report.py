@@ -36,7 +36,7 @@ def plot(records: list[dict], path: str, title: str = "h2pile session") -> str:
     k = 60.0 if minutes else 1.0
     unit = "min" if minutes else "s"
 
-    def series(name):
+    def series(name: str) -> tuple[list[float], list]:
         return [s["t"] / k for s in samples], [s.get(name) for s in samples]
 
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True,

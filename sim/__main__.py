@@ -8,7 +8,7 @@ import signal
 import sys
 
 from sim import control, params as P
-from sim.server import PileSim, jsonl_writer
+from sim.server import PileSim, RegisterMismatch, jsonl_writer
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         return 0
     try:
         return asyncio.run(amain(args))
-    except OSError as e:
+    except (OSError, RegisterMismatch) as e:
         print(f"sim: {e}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
 """Every physical parameter of the simulated pile, in one documented place.
 
 Figures tagged (V) were read in a public source, (E) are our estimates or
-fits (../shared/domain.md section 2). Override any of them per run with
+fits (docs/domain.md section 2). Override any of them per run with
 ``--param name=value`` or a scenario's ``params:`` section.
 """
 
@@ -116,11 +116,11 @@ def markdown() -> str:
         "# Simulator parameters",
         "",
         "<!-- generated from sim/params.py by sim.params.markdown(); do not edit:",
-        "     `python -m sim --params-doc > docs/sim.md` -->",
+        "     `h2pile docs --write` -->",
         "",
         "Override any of them with `python -m sim --param name=value` or a",
         "scenario's `[params]` table. (V) figure read in a public source,",
-        "(E) our estimate or fit (see the project's domain reference).",
+        "(E) our estimate or fit (see the domain reference, docs/domain.md).",
     ]
     for name, (value, doc) in DEFAULTS.items():
         if name in heads:

@@ -38,6 +38,10 @@ def reply_time_s(baud: int, req_bytes: int, reply_bytes: int) -> float:
     return wire_time_s(baud, req_bytes, reply_bytes) - gap_us(baud) / 1e6
 
 
+class RegisterMismatch(ValueError):
+    """The register map names a reading the plant does not produce."""
+
+
 class PileSim:
     def __init__(
         self,
@@ -59,6 +63,7 @@ class PileSim:
         self.units.update(units or {})
         self.by_unit = {u: d for d, u in self.units.items()}
         self.meter = R.METER_PROFILES[meter_profile]
+        self._check_registers()
         self.silent: set[str] = set()
         self.bad_crc: set[str] = set()
         self.garbage: set[str] = set()
@@ -92,6 +97,26 @@ class PileSim:
             return (fs, ()) if self.meter["fc"] == 4 else ((), fs)
         return R.DEVICES[dev]["readings"], R.DEVICES[dev]["commands"]
 
+    def _from_plant(self, dev: str) -> dict[int, tuple]:
+        """Function code -> the fields whose values the plant gives: every
+        input register, and the meter's fields whatever function reads them.
+        (A device's holding registers are its commands: they read back what
+        was written.)"""
+        inputs, holdings = self._fields(dev)
+        return {4: inputs, 3: holdings} if dev == "meter" else {4: inputs}
+
+    def _check_registers(self) -> None:
+        """A register the plant does not produce would read 0 forever: refuse
+        to start instead, naming it."""
+        have = self.plant.readings()
+        for dev in R.DEVICE_ORDER:
+            for fields in self._from_plant(dev).values():
+                for f in fields:
+                    if f[0] not in have:
+                        raise RegisterMismatch(f"the plant produces no reading {f[0]!r} "
+                                               f"({dev} register 0x{f[1]:04X} in firmware/h2p/registers.py): "
+                                               f"add it to sim.plant.Plant.readings()")
+
     def _simdevice(self, dev: str) -> SimDevice:
         inputs, holdings = self._fields(dev)
 
@@ -103,7 +128,7 @@ class PileSim:
             return [SimData(lo, count=hi - lo, values=0, datatype=DataType.REGISTERS)]
 
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
-        dev_fields = {4: inputs, 3: holdings}
+        dev_fields = self._from_plant(dev)
 
         async def action(fc, start, address, count, regs, values):
             return await self._action(dev, dev_fields, fc, start, address, count, regs, values)
@@ -121,10 +146,10 @@ class PileSim:
         self.requests += 1
         self.advance()
         if values is None:
-            fields = dev_fields[4 if fc == 4 else 3]
-            r = self.plant.readings()
-            for name, addr, typ, scale in fields:
-                if name in r:
+            fields = dev_fields.get(4 if fc == 4 else 3, ())
+            if fields:
+                r = self.plant.readings()
+                for name, addr, typ, scale in fields:  # every name is there (_check_registers)
                     words = R.encode(r[name], typ, scale)
                     for k, w in enumerate(words):
                         regs[addr - start + k] = w

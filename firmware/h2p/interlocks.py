@@ -1,4 +1,4 @@
-# The interlock table: one row per hazard (../shared/domain.md section 3) and
+# The interlock table: one row per hazard (docs/domain.md section 3) and
 # per device whose silence makes the pile blind. It is data; docs/safety.md
 # is generated from it. The engine is stepped with (now, readings, state)
 # and every other module asks it, and only it, whether the contactor may
@@ -7,6 +7,7 @@
 from array import array
 
 from h2p.compat import const, ticks_diff
+from h2p import codes as K
 from h2p import states as S
 from h2p.readings import INDEX, SCALES, UNKNOWN
 
@@ -54,13 +55,13 @@ TABLE = (
     ["cell_trip", "fc_min_cell_v", LE, 0.20, 200, EMERGENCY, RESET, STACK, 0],
     ["tank_empty", "ref_tank_l", LE, 2.0, 5000, STOP, AUTO, FUEL, 0],
     ["vent_fail", "sio_airflow", LE, 0.5, 3000, EMERGENCY, RESET, FUEL, 0],
-    ["tilt", "sio_status", BIT, 1, 500, STOP, AUTO, ALWAYS, 0],
-    ["door_open", "sio_status", BIT, 2, 500, STOP, AUTO, ALWAYS, 0],
-    ["estop_chain", "sio_status", BIT, 4, 0, EMERGENCY, RESET, ALWAYS, 0],
-    ["water", "sio_status", BIT, 8, 1000, STOP, AUTO, ALWAYS, 0],
+    ["tilt", "sio_status", BIT, K.SIO_TILT, 500, STOP, AUTO, ALWAYS, 0],
+    ["door_open", "sio_status", BIT, K.SIO_DOOR_OPEN, 500, STOP, AUTO, ALWAYS, 0],
+    ["estop_chain", "sio_status", BIT, K.SIO_ESTOP, 0, EMERGENCY, RESET, ALWAYS, 0],
+    ["water", "sio_status", BIT, K.SIO_WATER, 1000, STOP, AUTO, ALWAYS, 0],
     ["iso_warn", "chg_iso_kohm", OHM_V, 500, 1000, WARNING, AUTO, EV, 0],
     ["iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0],
-    ["pilot_short", "chg_pilot", EQ, 4, 100, STOP, AUTO, EV, 0],
+    ["pilot_short", "chg_pilot", EQ, K.PILOT_E, 100, STOP, AUTO, EV, 0],
     ["bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0],
     ["charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50],
     ["contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],

@@ -131,7 +131,6 @@ TELE_DEADBAND = {
     'fc_t': 1.0,
     'ref_t': 2.0,
     'premix_l': 0.2,
-    'fuel_l_kwh': 0.02,
     'h2_lel': 1.0,
     'limit_a': 1.0,
     'deliver_kwh': 0.5,

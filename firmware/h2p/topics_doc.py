@@ -45,6 +45,7 @@ CMD_FIELDS = (
 )
 
 # Telemetry: (field, unit, deadband, description); deadbands from topics.py.
+# Only what h2p.uplink sends (tests/firmware/test_mqtt_fields.py compares).
 _TELE = (
     ('p_kw', 'kW', 'charger output power'),
     ('v_out', 'V', 'charger output voltage'),
@@ -57,12 +58,13 @@ _TELE = (
     ('fc_t', 'degC', 'stack temperature'),
     ('ref_t', 'degC', 'reformer bed temperature'),
     ('premix_l', 'L', 'premix in the tank'),
-    ('fuel_l_kwh', 'L/kWh', 'premix use per kWh (rolling)'),
     ('h2_lel', '%LEL', 'hydrogen concentration in the enclosure'),
     ('limit_a', 'A', 'output current limit in force'),
     ('deliver_kwh', 'kWh', 'energy the pile can still deliver from premix and battery (for dispatch)'),
 )
-TELE_FIELDS = tuple((f, u, TELE_DEADBAND[f], d) for f, u, d in _TELE)
+TELE_FIELDS = tuple((f, u, TELE_DEADBAND[f], d) for f, u, d in _TELE) + (
+    ('state', '', '—', 'state machine state, as on `state` (a change of state goes out on `state`)'),
+)
 
 STATUS_FIELDS = (
     ('online', 'bool', 'true while connected; false in the last will'),
@@ -84,6 +86,14 @@ STATE_FIELDS = (
     ('faults', 'list', 'active fault codes'),
     ('limit_by', 'str', 'what limits the output current now (bms, fc, ev, cmd, thermal...)'),
     ('limit_a', 'num', 'the current limit in force, A'),
+    ('stack_limit_by', 'str', 'what limits the fuel-cell stack current now'),
+)
+EVT_FIELDS = (
+    ('kind', 'str', 'faults, selftest, session_start, session_stop or idle_shutdown'),
+    ('a', 'str/int', 'faults: the rows in force, comma-separated, or "none"; selftest: pass or fail; '
+                     'session_start, session_stop: the session number in this boot; idle_shutdown: ""'),
+    ('b', 'str/int', 'faults: the state; selftest: the rows that failed it; session_start: the auth '
+                     'token; session_stop: the reason; idle_shutdown: ""'),
 )
 ACK_FIELDS = (
     ('id', 'str', 'command id (null if the command could not be parsed)'),
