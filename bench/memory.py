@@ -115,7 +115,7 @@ async def smallest_heap(lo_k=32, hi_k=256, step_k=8, log=print) -> dict:
 def alloc_per_cycle(n=200) -> dict:
     out = firmware_build()
     env = dict(os.environ, MICROPYPATH=".frozen:" + os.path.join(out, "lib") + ":" +
-               os.path.join(ROOT, "tests", "core"))
+               os.path.join(ROOT, "tests", "helpers"))
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=512K", os.path.join(ROOT, "bench", "mp_alloc.py"), str(n)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     for line in r.stdout.splitlines()[::-1]:

@@ -1,8 +1,8 @@
 # MicroPython: bytes the control core allocates per control cycle in steady
 # charging. Run by bench.memory with
-#   MICROPYPATH=.frozen:<build>/lib:tests/core micropython -X heapsize=512K bench/mp_alloc.py N
+#   MICROPYPATH=.frozen:<build>/lib:tests/helpers micropython -X heapsize=512K bench/mp_alloc.py N
 # It imports the compiled core (.mpy from host_tools.build), drives a
-# tests/core/pilebench.Bench into charging, then with gc disabled measures
+# tests/helpers/pilebench.Bench into charging, then with gc disabled measures
 # gc.mem_alloc() across (a) Supervisor.step alone and (b) one whole poll
 # cycle as app.Pile runs it minus the I/O: every block of the schedule
 # decoded from a register image (Device.store) and a step after each.

@@ -17,7 +17,6 @@ import asyncio
 import math
 import time
 
-import host_tools  # noqa: F401  (firmware/ on sys.path)
 from h2p import codes as K
 from sim import params as P
 from sim.plant import Plant

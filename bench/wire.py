@@ -4,7 +4,6 @@ the firmware's actual blocks and poll schedule."""
 
 from __future__ import annotations
 
-import host_tools  # noqa: F401  (firmware/ on sys.path)
 from h2p import app as A
 from h2p import config as C
 from h2p import devices as D

@@ -1,11 +1,9 @@
 """h2pile host tools: the `h2pile` command for technicians, operators and developers."""
 
 import os
-import sys
 
-# Register maps, state and topic names are defined once in firmware/h2p;
-# the host tools import them from there.
+# Register maps, state and topic names are defined once in firmware/h2p (the
+# installed package `h2p`); the host tools import them from there. ROOT is the
+# checkout: builds, boards/ and docs/ are found from it.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
-if FIRMWARE not in sys.path:
-    sys.path.insert(0, FIRMWARE)

@@ -10,14 +10,10 @@ import hashlib
 import os
 import sys
 
-_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
-if _FW not in sys.path:
-    sys.path.insert(0, _FW)
+from h2p import keys as _keys
+from h2p import topics
 
-from h2p import keys as _keys  # noqa: E402
-from h2p import topics  # noqa: E402
-
-from host_tools.keys import add_secret_args, fleet_secret_from  # noqa: E402
+from host_tools.keys import add_secret_args, fleet_secret_from
 
 ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; mosquitto reads it from the file
 

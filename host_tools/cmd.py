@@ -9,14 +9,10 @@ import sys
 import threading
 import time
 
-_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
-if _FW not in sys.path:
-    sys.path.insert(0, _FW)
+from h2p import keys as _keys
+from h2p import sign, signer, topics
 
-from h2p import keys as _keys  # noqa: E402
-from h2p import sign, signer, topics  # noqa: E402
-
-from host_tools.keys import add_secret_args, fleet_secret_from  # noqa: E402
+from host_tools.keys import add_secret_args, fleet_secret_from
 
 EXIT_OK, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
 

@@ -3,11 +3,7 @@ import json
 import os
 import sys
 
-_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
-if _FW not in sys.path:
-    sys.path.insert(0, _FW)
-
-from h2p import keys as _keys  # noqa: E402
+from h2p import keys as _keys
 
 
 def fleet_secret_from(args):

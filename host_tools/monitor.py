@@ -10,13 +10,9 @@ import sys
 import threading
 import time
 
-_FW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
-if _FW not in sys.path:
-    sys.path.insert(0, _FW)
+from h2p import topics
 
-from h2p import topics  # noqa: E402
-
-from host_tools.cmd import parse_broker  # noqa: E402
+from host_tools.cmd import parse_broker
 
 COLUMNS = (
     # header, width

@@ -19,7 +19,6 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 
-import sim  # noqa: F401  (firmware/ on sys.path)
 from h2p import interlocks as IL
 from h2p import registers as R
 from h2p import states as S

@@ -19,16 +19,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from host_tools.emu import uf2
 
 
 # ---- the ESP32 board double (tests/board/esp32_*) ----
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 
 def pytest_configure(config):
@@ -40,7 +36,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def esp32_build(tmp_path_factory):
     """build/esp32_generic + the ESP32 double as one ROM image, once per session."""
-    from esp32_run import build_esp32
+    from tests.helpers.esp32_run import build_esp32
 
     return build_esp32(str(tmp_path_factory.mktemp("fw-esp32")))
 
@@ -120,10 +116,8 @@ class MqttTap:
     def __init__(self, port: int, pile: str) -> None:
         import json
         import threading
-
-        sys.path.insert(0, str(ROOT / "tests"))
         from h2p import topics
-        from mqtt_broker import paho_client
+        from tests.helpers.mqtt_broker import paho_client
 
         self.prefix = topics.PREFIX + pile + "/"
         self.msgs: list[tuple[float, str, object]] = []

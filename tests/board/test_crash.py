@@ -25,8 +25,7 @@ PILE = "emu-crash"
 
 
 def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_image, fw_rp2, tmp_path):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mqtt_broker import Broker
+    from tests.helpers.mqtt_broker import Broker
 
     from host_tools.emu import fsimage
     from host_tools.emu.rig import PicoRig

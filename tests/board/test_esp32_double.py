@@ -21,14 +21,12 @@ import time
 
 import pytest
 
-from esp32_run import DOUBLE, ROOT, Esp32Run
+from tests.helpers.esp32_run import DOUBLE, ROOT, Esp32Run
 
 pytestmark = pytest.mark.board
 
 MPY = os.path.join(os.path.dirname(sys.executable), "micropython")
 TESTS = os.path.join(ROOT, "tests")
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
 
 
 def surface():
@@ -53,7 +51,6 @@ def run_mpy(code, cwd, timeout=20, env_extra=None):
 
 # ---- the generated surface ------------------------------------------------------
 def test_surface_file_is_generated_from_the_stubs():
-    sys.path.insert(0, ROOT)
     from host_tools import esp32_surface
 
     try:
@@ -312,7 +309,7 @@ def _polls(run, requests=50, timeout=60):
 
 
 def test_firmware_boots_through_board_esp32_and_publishes(tmp_path, esp32_build):
-    from mqtt_broker import Broker, paho_client
+    from tests.helpers.mqtt_broker import Broker, paho_client
 
     t0 = time.monotonic()
     with Broker(tmp_path) as broker:

@@ -34,8 +34,7 @@ TIMES: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def pile(uf2_image, tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from mqtt_broker import Broker
+    from tests.helpers.mqtt_broker import Broker
 
     from host_tools.build import build
     from host_tools.emu.rig import PicoRig

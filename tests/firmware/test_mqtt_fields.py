@@ -10,7 +10,7 @@ import re
 import time
 from types import SimpleNamespace
 
-from pilebench import Bench, follow_plant
+from tests.helpers.pilebench import Bench, follow_plant
 
 from h2p import codes as K
 from h2p import signer, topics, topics_doc

@@ -1,0 +1,100 @@
+from h2p import interlocks as IL, states as S
+from h2p.readings import Readings, INDEX, UNKNOWN
+from tests.helpers.pilebench import HEALTHY
+from h2p.readings import SCALES
+
+
+def _rd(now=0, **over):
+    rd = Readings(1000)
+    v = dict(HEALTHY)
+    v.update(over)
+    for k, x in v.items():
+        rd.put(INDEX[k], int(round(x / SCALES[INDEX[k]])), now)
+    return rd
+
+
+def _step(il, rd, now, state=S.READY, ev=False):
+    il.step(now, rd, state, ev)
+
+
+def test_healthy_pile_has_nothing_in_force():
+    il = IL.Interlocks()
+    _step(il, _rd(), 0)
+    assert il.severity == 0 and il.contactor_allowed() and il.fuel_allowed()
+
+
+def test_h2_trip_is_emergency_after_debounce_and_latches():
+    il = IL.Interlocks()
+    rd = _rd(sio_h2_lel=30)
+    _step(il, rd, 10)
+    assert il.severity < IL.EMERGENCY  # debounce 100 ms
+    _step(il, rd, 200)
+    assert il.severity == IL.EMERGENCY and not il.fuel_allowed() and not il.contactor_allowed()
+    rd = _rd(now=300, sio_h2_lel=0)
+    _step(il, rd, 300)
+    assert il.severity == IL.EMERGENCY  # latched until reset
+    assert il.reset() == 1
+    _step(il, rd, 400)
+    assert il.fuel_allowed()
+
+
+def test_reset_does_not_clear_a_hazard_still_present():
+    il = IL.Interlocks()
+    rd = _rd(sio_h2_lel=30)
+    _step(il, rd, 0)
+    _step(il, rd, 200)
+    assert il.reset() == 0 and not il.fuel_allowed()
+
+
+def test_unknown_reading_is_unsafe_but_does_not_latch():
+    il = IL.Interlocks()
+    rd = _rd()
+    rd.put(INDEX["sio_h2_lel"], UNKNOWN, 0)
+    _step(il, rd, 0)
+    _step(il, rd, 500)
+    assert not il.fuel_allowed()
+    assert il.in_force(IL.ROW["h2_trip"])
+    rd = _rd(now=600)
+    _step(il, rd, 600)
+    assert il.fuel_allowed()  # came back: no latch, a silent sensor is not a leak
+
+
+def test_stale_device_trips_its_comm_row():
+    il = IL.Interlocks()
+    rd = _rd(now=0)
+    _step(il, rd, 5000, state=S.READY)
+    assert il.in_force(IL.ROW["comm_charger"]) and il.in_force(IL.ROW["comm_safety"])
+    assert not il.contactor_allowed()
+
+
+def test_insulation_ohm_per_volt():
+    il = IL.Interlocks()
+    # 400 V: 100 ohm/V = 40 kohm. 30 kohm is a fault, 150 kohm a warning.
+    rd = _rd(chg_iso_kohm=30, chg_out_v=400, chg_pilot=2)
+    _step(il, rd, 0, ev=True)
+    _step(il, rd, 300, ev=True)
+    assert il.in_force(IL.ROW["iso_fault"]) and not il.contactor_allowed()
+    il2 = IL.Interlocks()
+    rd = _rd(chg_iso_kohm=150, chg_out_v=400, chg_pilot=2)
+    _step(il2, rd, 0, ev=True)
+    rd = _rd(now=2000, chg_iso_kohm=150, chg_out_v=400, chg_pilot=2)
+    _step(il2, rd, 2000, ev=True)
+    assert il2.in_force(IL.ROW["iso_warn"]) and not il2.in_force(IL.ROW["iso_fault"])
+    assert il2.contactor_allowed()
+
+
+def test_derate_rows_lower_the_claim():
+    il = IL.Interlocks()
+    _step(il, _rd(fc_stack_c=188), 0, state=S.CHARGING)
+    _step(il, _rd(now=3000, fc_stack_c=188), 3000, state=S.CHARGING)
+    assert il.severity == IL.DERATE and il.derate_pct == 50 and il.contactor_allowed()
+
+
+def test_phase_gating():
+    il = IL.Interlocks()
+    _step(il, _rd(sio_airflow=0), 0, state=S.OFF)
+    _step(il, _rd(now=5000, sio_airflow=0), 5000, state=S.OFF)
+    assert not il.in_force(IL.ROW["vent_fail"])  # no fuel, no rule
+    _step(il, _rd(now=5100, sio_airflow=0), 5100, state=S.PREHEAT)
+    _step(il, _rd(now=9000, sio_airflow=0), 9000, state=S.PREHEAT)
+    assert il.in_force(IL.ROW["vent_fail"])

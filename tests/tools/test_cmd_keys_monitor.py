@@ -1,0 +1,133 @@
+"""host_tools keys / cmd / monitor / gendocs_mqtt, end to end with a MicroPython pile."""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from h2p import keys, topics
+from host_tools import cmd as cmd_tool
+from host_tools import gendocs_mqtt
+from host_tools import keys as keys_tool
+from host_tools import monitor
+from tests.helpers.mqtt_broker import Broker, Pile, paho_client
+import pytest
+
+pytestmark = [pytest.mark.micropython, pytest.mark.broker]
+
+
+SECRET = "fleet-s3cret"
+
+
+def run_cli(mod, argv):
+    ap = argparse.ArgumentParser(prog="h2pile")
+    mod.add_parser(ap.add_subparsers())
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def test_docs_up_to_date():
+    assert (ROOT / "docs" / "mqtt.md").read_text() == gendocs_mqtt.render()
+
+
+def test_docs_cover_contract():
+    doc = gendocs_mqtt.render()
+    for t in topics.TOPICS:
+        assert "`%s`" % t[0] in doc
+    for c in topics.CMD_OPS:
+        assert "### `%s`" % c[0] in doc
+    from h2p import topics_doc
+    for f in topics_doc.TELE_FIELDS:
+        assert "| %s | %s | %s |" % f[:3] in doc
+
+
+def test_topics_contract():
+    assert topics.topic("P-1_a", "cmd/ack") == "h2pile/v1/P-1_a/cmd/ack"
+    assert topics.parse("h2pile/v1/P1/bill/ack") == ("P1", "bill/ack")
+    assert topics.parse("h2pile/v1/P1/nope") is None
+    for bad in ("", "a/b", "+", "#", "x" * 33, "$SYS"):
+        assert not topics.valid_pile_id(bad)
+    assert topics.retain("status") and not topics.retain("cmd") and topics.qos("tele") == 0
+    subs = [t[0] for t in topics.TOPICS if t[3] == "sub"]
+    assert subs == ["cmd", "bill/ack"]
+
+
+def test_keys_cli(capsys):
+    assert run_cli(keys_tool, ["keys", "--fleet-secret", SECRET, "P1", "P2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["pile"] == "P1" and rows[0]["cmd_key"] == keys.cmd_key(SECRET, "P1")
+    assert rows[1]["mqtt_password"] == keys.mqtt_password(SECRET, "P2")
+    assert run_cli(keys_tool, ["keys", "--fleet-secret", SECRET, "bad/id"]) == 2
+    assert "bad pile id" in capsys.readouterr().err
+
+
+def test_cmd_end_to_end(tmp_path, capsys):
+    with Broker(tmp_path) as b, Pile(tmp_path, b.port, id="P1", cmd_key=keys.cmd_key(SECRET, "P1"),
+                                     duration=15, tele=False) as pile:
+        assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
+        broker = "127.0.0.1:%d" % b.port
+        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=32.5", "--broker", broker,
+                                "--fleet-secret", SECRET, "--timeout", "5"])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        ack = json.loads(out)
+        assert ack["ok"] is True and ack["op"] == "set_limit" and ack["boot"] == 7
+        assert pile.wait(lambda e: e["ev"] == "do" and e["amps"] == 32.5, 2)
+        # a command the target refuses -> 1
+        rc = run_cli(cmd_tool, ["cmd", "P1", "stop", "--broker", broker, "--fleet-secret", SECRET])
+        assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "not charging"
+        # signed with another pile's key -> rejected -> 1
+        rc = run_cli(cmd_tool, ["cmd", "P1", "start", "auth=tok", "--broker", broker,
+                                "--key", keys.cmd_key(SECRET, "P2")])
+        assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "bad signature"
+        # no such pile -> timeout -> 2
+        rc = run_cli(cmd_tool, ["cmd", "P9", "wake", "--broker", broker, "--fleet-secret", SECRET,
+                                "--timeout", "0.5"])
+        assert rc == 2 and "no ack from P9" in capsys.readouterr().err
+        # bad input -> 3 with a clear message
+        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=lots", "--broker", broker,
+                                "--fleet-secret", SECRET])
+        assert rc == 3 and "amps='lots' is not a number" in capsys.readouterr().err
+        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=900", "--broker", broker,
+                                "--fleet-secret", SECRET])
+        assert rc == 3 and "out of range" in capsys.readouterr().err
+        rc = run_cli(cmd_tool, ["cmd", "P1", "fly", "--broker", broker, "--fleet-secret", SECRET])
+        assert rc == 3 and "unknown op 'fly'" in capsys.readouterr().err
+        acks = [e for e in pile.events if e["ev"] == "ack"]
+        assert [a["ok"] for a in acks] == [True, False, False]
+
+
+def test_cmd_broker_unreachable(capsys):
+    rc = run_cli(cmd_tool, ["cmd", "P1", "wake", "--broker", "127.0.0.1:1", "--fleet-secret", SECRET])
+    assert rc == 3 and "cannot connect" in capsys.readouterr().err
+
+
+def test_monitor_once(tmp_path, capsys):
+    with Broker(tmp_path) as b, Pile(tmp_path, b.port, id="P7", duration=8) as pile:
+        assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
+        c = paho_client(b.port)
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        c.publish(topics.topic("P7", "state"), json.dumps(
+            {"state": "CHARGING", "faults": ["H2_WARN"], "limit_by": "bms", "limit_a": 80}), qos=1,
+            retain=True).wait_for_publish(5)
+        c.publish(topics.topic("P8", "tele"), b"not json", qos=1).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
+        time.sleep(0.3)
+        rc = run_cli(monitor, ["monitor", "--broker", "127.0.0.1:%d" % b.port, "--once", "--wait", "1"])
+        out = capsys.readouterr().out
+        assert rc == 0
+        lines = out.splitlines()
+        assert lines[0].startswith("PILE")
+        row = [ln for ln in lines if ln.startswith("P7")]
+        assert row, out
+        cols = row[0].split()
+        assert cols[1] == "yes" and cols[2] == "CHARGING" and "40.5" in cols and "80" in cols
+        assert "H2_WARN" in row[0] and "bms" in row[0]
+    f = monitor.Fleet()
+    assert not f.feed("h2pile/v1/P1/tele", b"\xff")
+    assert f.feed("h2pile/v1/P1/status", b'{"online": false}')
+    assert f.rows(now=f.piles["P1"]["seen"])[0][1] == "NO" and f.bad == 1

@@ -1,0 +1,194 @@
+"""`h2pile ledger ingest` against a private mosquitto."""
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from tests.helpers.ledger_broker import Ingest, Mosquitto, Pile, record
+
+from host_tools import ledger
+
+pytestmark = [pytest.mark.broker]
+
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path) as b:
+        yield b
+
+
+def rows(path):
+    con = sqlite3.connect(str(path))
+    try:
+        return con.execute("SELECT id, energy_wh FROM sessions ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def table(path, name):
+    con = sqlite3.connect(str(path))
+    try:
+        return con.execute("SELECT * FROM %s" % name).fetchall()
+    finally:
+        con.close()
+
+
+def wait_until(fn, timeout=15):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_validate_reasons():
+    good = record("P1", 1, 1, 1000.0)
+    assert ledger.validate("P1", good) is None
+    cases = [
+        ({"energy_wh": -1}, "energy_wh=-1 out of range"),
+        ({"energy_wh": "12"}, "energy_wh must be a number"),
+        ({"energy_wh": True}, "energy_wh must be a number"),
+        ({"premix_l": 5000}, "premix_l=5000 out of range"),
+        ({"soc1": 101}, "soc1=101 out of range"),
+        ({"id": "P2-00001-001", "idem": "P2-00001-001"}, "is not '<pile>-<boot>-<seq>'"),
+        ({"pile": "P2"}, "does not match the topic's pile"),
+        ({"idem": "x"}, "idempotency id"),
+        ({"stop": "yesterday"}, "stop must be epoch seconds"),
+        ({"start": 1_780_000_001, "stop": 1_780_000_000}, "is before start"),
+        ({"start": 12}, "not a plausible epoch"),
+        ({"reason": "bored"}, "reason 'bored' not one of"),
+        ({"v": 2}, "unsupported schema version"),
+        ({"flags": "x"}, "flags must be a list"),
+        ({"token": 5}, "token must be a string"),
+    ]
+    for change, why in cases:
+        rec = dict(good, **change)
+        err = ledger.validate("P1", rec)
+        assert err and why in err, (change, err)
+    assert "missing energy_wh" in ledger.validate("P1", {k: v for k, v in good.items() if k != "energy_wh"})
+    assert ledger.validate("P1", dict(good, start="boot:3+12", stop="boot:3+99")) is None
+    assert ledger.validate("P1", [1]) == "record is not a JSON object"
+    assert ledger.sponsor_of("sponsor:acme:42") == "acme"
+    assert ledger.sponsor_of("sponsor:a:b:c") == "a"
+    assert ledger.sponsor_of("rfid:1234") == ledger.sponsor_of(None) == ledger.sponsor_of("sponsor::x") == "-"
+
+
+def test_ingest_once_ack_after_commit_dups_and_malformed(broker, tmp_path):
+    db = tmp_path / "l.db"
+    ing = Ingest(broker.port, "sqlite:///" + str(db))
+    pile = Pile(broker.port)
+    seen_at_ack = []
+
+    def on_ack(sid):  # the record must already be committed when its ack arrives
+        con = sqlite3.connect(str(db))
+        seen_at_ack.append(con.execute("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)).fetchone()[0])
+        con.close()
+
+    pile.on_ack = on_ack
+    good = [record("PA", 1, i, 1000.0 + i) for i in range(1, 31)] + [record("PB", 7, i, 500.0) for i in range(1, 11)]
+    for r in good:
+        pile.publish(r["pile"], r)
+    for r in good[:5]:  # the pile re-sends: identical duplicates
+        pile.publish(r["pile"], r)
+    conflict = dict(good[0], energy_wh=9999.0)
+    pile.publish("PA", conflict)
+    bad = [
+        ("PA", b"{not json"),
+        ("PA", json.dumps(record("PA", 2, 1, -5.0))),
+        ("PA", json.dumps(record("PB", 2, 2, 5.0))),  # pile does not match topic
+        ("PA", json.dumps({k: v for k, v in record("PA", 2, 3, 5.0).items() if k != "reason"})),
+        ("PA", b"\xff\xfe"),
+    ]
+    for p, payload in bad:
+        pile.publish(p, payload)
+    assert pile.wait_acks(len(good) + 5 + 1), (len(pile.acks), ing.lines[-5:])
+    time.sleep(0.5)  # any (wrong) ack for the malformed ones would arrive now
+    acked = sorted(pile.acks)
+    assert acked == sorted([r["id"] for r in good] + [r["id"] for r in good[:5]] + [good[0]["id"]])
+    assert all(n == 1 for n in seen_at_ack)
+    got = rows(db)
+    assert got == sorted((r["id"], r["energy_wh"]) for r in good)  # the conflict did not overwrite
+    assert len(table(db, "conflicts")) == 1 and len(table(db, "rejects")) == 5
+    assert ing.count("stored") == 40 and ing.count("duplicate") == 5
+    assert ing.count("CONFLICT") == 1 and ing.count("REJECTED") == 5
+    pile.close()
+    ing.kill()
+
+
+def test_ingest_killed_and_restarted_loses_nothing(broker, tmp_path):
+    db = tmp_path / "l.db"
+    url = "sqlite:///" + str(db)
+    ing = Ingest(broker.port, url)
+    pile = Pile(broker.port)
+    recs = [record("PK", 1, i, float(i)) for i in range(1, 401)]
+    for r in recs[:300]:
+        pile.publish("PK", r)
+    # kill it in the middle of the stream
+    assert wait_until(lambda: len(pile.acks) >= 20, timeout=10)
+    ing.kill()
+    n_before = len(rows(db))
+    # published while the ledger is down: the broker queues them for the
+    # persistent session (clean_session=False, fixed client id)
+    assert n_before < 300, "the kill was meant to land mid-stream"
+    infos = [pile.publish("PK", r) for r in recs[300:]]
+    for i in infos:
+        i.wait_for_publish(5)
+    time.sleep(0.3)
+    ing2 = Ingest(broker.port, url)
+    assert wait_until(lambda: len(rows(db)) == 400, 20), len(rows(db))
+    assert pile.wait_acks(400), sorted({r["id"] for r in recs} - set(pile.acks))[:10]
+    time.sleep(0.3)
+    got = rows(db)
+    assert got == sorted((r["id"], r["energy_wh"]) for r in recs)
+    assert sum(e for _, e in got) == sum(range(1, 401))
+    assert set(pile.acks) == {r["id"] for r in recs}
+    dup_acks = len(pile.acks) - 400
+    print("\nkill/restart: stored before kill=%d, total=400, acks=%d (re-delivered after kill: %d)"
+          % (n_before, len(pile.acks), dup_acks))
+    pile.close()
+    ing2.kill()
+
+
+def test_two_shared_ingests_split_the_stream(broker, tmp_path):
+    db = tmp_path / "l.db"
+    url = "sqlite:///" + str(db)
+    a = Ingest(broker.port, url, share="ledger")
+    b = Ingest(broker.port, url, share="ledger")
+    pile = Pile(broker.port)
+    recs = [record("P%d" % (i % 5), 1, i, 10.0 + i) for i in range(1, 301)]
+    for r in recs:
+        pile.publish(r["pile"], r)
+    assert pile.wait_acks(300)
+    time.sleep(0.3)
+    got = rows(db)
+    assert len(got) == 300 and sorted(got) == sorted((r["id"], r["energy_wh"]) for r in recs)
+    assert sorted(pile.acks) == sorted(r["id"] for r in recs)
+    na, nb = a.count("stored"), b.count("stored")
+    assert na + nb == 300 and na > 50 and nb > 50, (na, nb)
+    print("\nshared: ingest A stored %d, ingest B stored %d, rows %d" % (na, nb, len(got)))
+    pile.close()
+    a.kill()
+    b.kill()
+
+
+def test_postgres_without_psycopg_is_a_clear_error(capsys, monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def fake(name, *a, **kw):
+        if name == "psycopg":
+            raise ImportError("no psycopg")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    rc = ledger.main(["ledger", "report", "--db", "postgresql://u:secret@db/ledger", "--from", "2026-01-01",
+                      "--to", "2026-01-31"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs the 'psycopg' package" in err and "secret" not in err

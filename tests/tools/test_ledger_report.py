@@ -1,0 +1,86 @@
+"""`h2pile ledger report`: settlement per sponsor and pile."""
+import csv
+import datetime
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from tests.helpers.ledger_broker import record
+
+from host_tools import ledger
+
+
+def ts(s):
+    return int(datetime.datetime.fromisoformat(s).replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def fill(url):
+    db = ledger.DB(url)
+    jan = ts("2026-01-15T12:00:00")
+    recs = [
+        record("PA", 1, 1, 10000.0, "sponsor:acme:r1", 8.5, stop=jan),
+        record("PA", 1, 2, 20000.0, "sponsor:acme:r2", 19.0, stop=jan + 3600),
+        record("PB", 4, 1, 5000.0, "sponsor:acme:r3", 4.6, stop=ts("2026-01-31T23:59:59")),  # last second: in
+        record("PA", 2, 1, 12345.6, "sponsor:beta:x", 11.111, stop=jan),
+        record("PB", 4, 2, 2000.0, "rfid:04a1b2", 2.0, stop=jan),  # not a sponsor token
+        record("PB", 4, 3, 0.0, "sponsor:gamma:1", 0.1, stop=jan),  # no energy: no L/kWh
+        record("PA", 1, 3, 7000.0, "sponsor:acme:late", 7.0, stop=ts("2026-02-01T00:00:00")),  # out
+        record("PA", 1, 4, 7000.0, "sponsor:acme:early", 7.0, stop=ts("2025-12-31T23:59:59")),  # out
+        # closed while the clock was not set: counted at its receipt time
+        record("PB", 5, 1, 1000.0, "sponsor:acme:noclock", 1.0, start="boot:5+10", stop="boot:5+990"),
+    ]
+    for r in recs:
+        assert ledger.validate(r["pile"], r) is None, r
+        received = jan if r["stop"] == "boot:5+990" else 1_900_000_000
+        assert db.store(r, now=received) == "new"
+    assert db.store(recs[0]) == "dup"  # counted once
+    assert db.store(dict(recs[1], energy_wh=1.0)) == "conflict"  # not counted
+    db.close()
+
+
+def test_report_csv_and_totals(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "l.db")
+    fill(url)
+    out_csv = tmp_path / "s.csv"
+    rc = ledger.main(["ledger", "report", "--db", url, "--from", "2026-01-01", "--to", "2026-01-31",
+                      "--csv", str(out_csv)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rows = list(csv.reader(out_csv.open()))
+    assert rows[0] == ["sponsor", "pile", "sessions", "kwh", "premix_l", "l_per_kwh"]
+    # hand-computed: acme PA 10+20 kWh, 8.5+19 L; acme PB 5 + 1 kWh, 4.6 + 1 L
+    assert rows[1:] == [
+        ["-", "PB", "1", "2.0", "2.0", "1.0"],
+        ["-", "*", "1", "2.0", "2.0", "1.0"],
+        ["acme", "PA", "2", "30.0", "27.5", "0.917"],
+        ["acme", "PB", "2", "6.0", "5.6", "0.933"],
+        ["acme", "*", "4", "36.0", "33.1", "0.919"],
+        ["beta", "PA", "1", "12.346", "11.111", "0.9"],
+        ["beta", "*", "1", "12.346", "11.111", "0.9"],
+        ["gamma", "PB", "1", "0.0", "0.1", ""],
+        ["gamma", "*", "1", "0.0", "0.1", ""],
+        ["*", "*", "7", "50.346", "46.311", "0.92"],
+    ]
+    assert "acme" in cap.out and "50.346" in cap.out
+    assert "1 conflicting duplicate" in cap.err
+
+
+def test_report_date_errors(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "l.db")
+    rc = ledger.main(["ledger", "report", "--db", url, "--from", "2026-13-01", "--to", "2026-01-31"])
+    assert rc == 2 and "date '2026-13-01'" in capsys.readouterr().err
+    rc = ledger.main(["ledger", "report", "--db", url, "--from", "2026-02-01", "--to", "2026-01-01"])
+    assert rc == 2 and "is before" in capsys.readouterr().err
+    rc = ledger.main(["ledger", "report", "--db", "sqlite:///" + str(tmp_path / "no/such/dir.db"),
+                      "--from", "2026-01-01", "--to", "2026-01-02"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_empty_period(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "l.db")
+    fill(url)
+    f = tmp_path / "e.csv"
+    assert ledger.main(["ledger", "report", "--db", url, "--from", "2024-01-01", "--to", "2024-01-31",
+                        "--csv", str(f)]) == 0
+    assert list(csv.reader(f.open()))[1:] == [["*", "*", "0", "0.0", "0.0", ""]]
