@@ -5,7 +5,7 @@ BOARD   ?= esp32_generic
 SPEED   ?= 60
 HEAP    ?= 96K
 
-.PHONY: all test sim firmware bench hil docs deps venv clean
+.PHONY: all test test-fast lint sim firmware bench hil docs deps venv clean
 
 all: test
 
@@ -24,8 +24,21 @@ deps:
 	@command -v socat >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null)
 
-test: venv deps
-	$(PY) -m pytest -q
+# Everything: every tier, on two xdist workers; a file stays on one worker
+# (its tests share a booted board or a running pile, and run in order).
+
+
+test: venv deps lint
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Core and unit tiers (no whole pile, no board, nothing in real time): < 60 s.
+test-fast: venv deps
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not system and not board and not slow" \
+	  tests/core tests/firmware tests/sim tests/tools
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/firmware/test_layers.py
 
 sim: venv deps
 	$(PY) -m host_tools.cli live --speed $(SPEED) --heap $(HEAP)

@@ -20,9 +20,9 @@ import os
 import subprocess
 import time
 
+from bench.pile import QUICK_CONFIG, QUICK_PLANT, WARM, BenchPile, firmware_build
 from host_tools import ROOT
 from host_tools.pilerun import MICROPYTHON
-from bench.pile import QUICK_CONFIG, QUICK_PLANT, WARM, BenchPile, firmware_build
 
 
 async def session(heap: str, speed: float = 20.0, mqtt: bool = True, timeout_wall: float = 60.0,

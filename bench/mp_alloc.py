@@ -11,9 +11,10 @@ import gc
 import json
 import sys
 
-from h2p import codes as K
-from h2p.readings import INDEX, SCALES
 import pilebench as PB
+
+from h2p import codes as K
+from h2p.readings import SCALES
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
@@ -57,7 +58,6 @@ gc.enable()
 
 # (b) a poll cycle minus the I/O: register images for every block, decoded
 # into the readings store by the drivers, a step after each read.
-from h2p import devices as D
 
 
 def image(dev, blk):

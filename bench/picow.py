@@ -35,8 +35,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from host_tools import ROOT
-
 CPU_HZ = 125_000_000
 
 

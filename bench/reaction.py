@@ -20,6 +20,7 @@ from bench import stats
 from bench.pile import QUICK_CONFIG, QUICK_PLANT, WARM, BenchPile
 from bench.wire import TURNAROUND_S, Layout
 
+
 # kind: (hazard op, reading that shows it, device whose write fixes it,
 #        {fix name: [(cmd, value), ...]}, debounce ms, latched)
 def _debounce(name):
@@ -108,7 +109,7 @@ async def trial(pr, kind, rng):
         recs = pr.records[base:]
         for name, pairs in fixes.items():
             if name not in got:
-                w = _first_fix(recs, t0, set((c, float(v)) for c, v in pairs) | set(pairs))
+                w = _first_fix(recs, t0, {(c, float(v)) for c, v in pairs} | set(pairs))
                 if w:
                     got[name] = (w["t"] - t0) * 1000.0
     del pr.records[:]  # keep memory flat over many trials

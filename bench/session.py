@@ -14,7 +14,6 @@ when idle and cools to off.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 from h2p import codes as K

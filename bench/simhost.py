@@ -25,7 +25,6 @@ waits before replying.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import sys
 import time

@@ -48,7 +48,7 @@ def main():
         return 2
     _mount_flash()
     try:
-        import h2p
+        import h2p  # noqa: F401 - is the code there?
     except ImportError:
         # No code in /rom or lib/: a flash was cut off writing the ROM image
         # (docs/field.md). Run the .mpy files a flash left in prev/lib, if any.

@@ -7,7 +7,8 @@ import asyncio
 import signal
 import sys
 
-from sim import control, params as P
+from sim import control
+from sim import params as P
 from sim.server import PileSim, RegisterMismatch, jsonl_writer
 
 

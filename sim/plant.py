@@ -366,10 +366,10 @@ class Safety:
 
     def __init__(self, p):
         self.p = p
-        self.since = {k: None for k in self.KINDS}  # hazard present since (sim s)
-        self.exposed = {k: None for k in self.KINDS}  # hazard and output together since
-        self.max_s = {k: 0.0 for k in self.KINDS}  # longest exposure
-        self.writes = {k: 0 for k in self.KINDS}  # unsafe commands written
+        self.since = dict.fromkeys(self.KINDS)  # hazard present since (sim s)
+        self.exposed = dict.fromkeys(self.KINDS)  # hazard and output together since
+        self.max_s = dict.fromkeys(self.KINDS, 0.0)  # longest exposure
+        self.writes = dict.fromkeys(self.KINDS, 0)  # unsafe commands written
 
     def step(self, t, hazards: dict, outputs: dict):
         for k in self.KINDS:
@@ -421,7 +421,7 @@ class Plant:
         self.dcdc_w = 0.0
         self.bop_w = 0.0
         self.bus_v = self.battery.voltage()
-        self.hazards = {k: False for k in Safety.KINDS}
+        self.hazards = dict.fromkeys(Safety.KINDS, False)
 
     # ---- register views ---------------------------------------------------
     def airflow(self):

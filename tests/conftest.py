@@ -12,15 +12,18 @@ import pytest
 
 from tests.helpers.fwbuild import build_shared
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
 _TIER = {"system": "system", "scenarios": "system", "board": "board"}
 
 
-def pytest_collection_modifyitems(items):
-    here = os.path.dirname(os.path.abspath(__file__))
-    for it in items:
-        tier = os.path.relpath(str(it.fspath), here).split(os.sep)[0]
-        if tier in _TIER:
-            it.add_marker(getattr(pytest.mark, _TIER[tier]))
+def pytest_itemcollected(item):
+    # The tier from the directory. (`make test` spreads files over two xdist
+    # workers with --dist loadfile: a file's tests share its fixtures, a
+    # booted board or a running pile, and run in file order.)
+    rel = os.path.relpath(str(item.fspath), _HERE)
+    tier = rel.split(os.sep)[0]
+    if tier in _TIER:
+        item.add_marker(getattr(pytest.mark, _TIER[tier]))
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +35,4 @@ def fw_build():
 @pytest.fixture(scope="session")
 def fw_lib(fw_build):
     return os.path.join(fw_build, "lib")
+

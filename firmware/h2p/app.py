@@ -19,9 +19,9 @@ from h2p.readings import INDEX as _IX
 TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any  # noqa: F401 - type comments
 
-    from h2p.board import Board
+    from h2p.board import Board  # noqa: F401 - type comments
 
 _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
@@ -459,7 +459,7 @@ def boot(board, config):
 
     interlocks.release()  # the rules are compiled; the source table can go
     if config["mqtt"]["host"]:
-        import h2p.uplink  # resolves the reading names it sends while loading
+        import h2p.uplink  # noqa: F401 - resolves the reading names it sends while loading
     readings.release()  # every module has its reading indices now
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()

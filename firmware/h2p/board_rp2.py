@@ -30,7 +30,7 @@ class Board(McuBoard):
 
 
 if TYPE_CHECKING:
-    from h2p.board import Board as _Interface
+    from h2p.board import Board as _Interface  # noqa: F401 - mypy: the interface
 
     def _is_a_board(b):
         # type: (Board) -> _Interface

@@ -5,7 +5,6 @@
 # it, as a board would reboot). The board's filesystem is the working
 # directory: config.json, board.json, data/.
 import os
-import sys
 import time
 
 from h2p.compat import asyncio, const
@@ -241,7 +240,7 @@ class Board:
 
 
 if TYPE_CHECKING:
-    from h2p.board import Board as _Interface
+    from h2p.board import Board as _Interface  # noqa: F401 - mypy: the interface
 
     def _is_a_board(b):
         # type: (Board) -> _Interface

@@ -35,7 +35,7 @@ except ImportError:  # CPython: same semantics without wrap-around
 try:
     from hashlib import sha256
 except ImportError:  # pragma: no cover
-    from uhashlib import sha256  # type: ignore
+    from uhashlib import sha256  # type: ignore  # noqa: F401 - re-exported
 
 
 if MICROPYTHON:

@@ -9,7 +9,7 @@
 # Commands are holding registers (FC03 read-back, FC06/FC16 write).
 
 from h2p.codes import *  # noqa: F401,F403  (types, modes, pilot states, bits)
-from h2p.codes import U16, I16, U32, F32, TYPE_WORDS
+from h2p.codes import U16, I16, U32, F32, TYPE_WORDS  # noqa: F401 - users of the maps read U32, TYPE_WORDS here
 
 DEVICES = {
     "reformer": {

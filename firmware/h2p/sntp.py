@@ -11,7 +11,6 @@ import socket
 import struct
 
 from h2p.compat import asyncio, const, ticks_diff, ticks_ms
-from h2p.log import log
 
 _NTP_TO_UNIX = const(2208988800)  # 1900-01-01 to 1970-01-01, s
 _PACKET = const(48)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from host_tools.emu import uf2
 
+ROOT = Path(__file__).resolve().parents[2]
 
 # ---- the ESP32 board double (tests/board/esp32_*) ----
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,6 +115,7 @@ class MqttTap:
     def __init__(self, port: int, pile: str) -> None:
         import json
         import threading
+
         from h2p import topics
         from tests.helpers.mqtt_broker import paho_client
 

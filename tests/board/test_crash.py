@@ -16,19 +16,17 @@ read from the flash as the board left it.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
-from .conftest import ROOT, MqttTap, echo_to
+from .conftest import MqttTap, echo_to
 
 PILE = "emu-crash"
 
 
 def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_image, fw_rp2, tmp_path):
-    from tests.helpers.mqtt_broker import Broker
-
     from host_tools.emu import fsimage
     from host_tools.emu.rig import PicoRig
+    from tests.helpers.mqtt_broker import Broker
 
     cfg = {"pile_id": PILE, "wifi": {"ssid": "h2pile-emu", "password": "x"},
            "mqtt": {"host": "10.0.0.1", "port": 0, "keepalive_s": 600},

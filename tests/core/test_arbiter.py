@@ -1,4 +1,4 @@
-from h2p.arbiter import Arbiter, NONE
+from h2p.arbiter import NONE, Arbiter
 from h2p.supervisor import EV_CLAIMS
 
 

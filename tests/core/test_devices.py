@@ -1,6 +1,7 @@
-from h2p import devices as D, codes as K
+from h2p import codes as K
+from h2p import devices as D
 from h2p.config import from_dict
-from h2p.readings import Readings, INDEX, UNKNOWN
+from h2p.readings import INDEX, UNKNOWN, Readings
 
 
 def test_decode_types():

@@ -1,7 +1,7 @@
-from h2p import interlocks as IL, states as S
-from h2p.readings import Readings, INDEX, UNKNOWN
+from h2p import interlocks as IL
+from h2p import states as S
+from h2p.readings import INDEX, SCALES, UNKNOWN, Readings
 from tests.helpers.pilebench import HEALTHY
-from h2p.readings import SCALES
 
 
 def _rd(now=0, **over):

@@ -1,5 +1,5 @@
+from h2p.modbus import Master, ModbusError, char_time_us, crc16, gap_us
 from tests.helpers.fakes import FakeClock, FakeLine, frame, run
-from h2p.modbus import Master, ModbusError, crc16, gap_us, char_time_us
 
 
 def test_crc16_known_vector():

@@ -39,7 +39,8 @@ import copy
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from h2p import codes as K
 from h2p import interlocks as IL

@@ -1,13 +1,12 @@
 """h2p.billing: store-and-forward of closed session records."""
 import json
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 from h2p.billing import Billing
 from h2p.journal import Journal
 from h2p.session import SessionRecorder
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Pub:

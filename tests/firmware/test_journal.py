@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from h2p import journal as jm
 from h2p.journal import ACK, CKPT, CLOSE, MAGIC, META, OPEN, Journal, JournalFull
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython]
 

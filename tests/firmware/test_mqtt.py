@@ -1,17 +1,16 @@
 """h2p.mqtt on the MicroPython unix port against a real mosquitto (and a fake broker)."""
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from h2p import topics
 from tests.helpers.mqtt_broker import Broker, Pile, paho_client
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 
@@ -298,8 +297,9 @@ def test_queue_policy_offline():
 
 
 def test_queue_policy_online_prefers_dropping_qos0():
-    from h2p.mqtt import MQTTClient
     import asyncio
+
+    from h2p.mqtt import MQTTClient
     c = MQTTClient("q", "127.0.0.1", port=1, max_queue=3)  # nothing listens on port 1
     c.connected = True
     assert c.publish("t", b"a", qos=0) and c.publish("t", b"b", qos=1) and c.publish("t", b"c", qos=0)
@@ -316,6 +316,7 @@ def test_queue_policy_online_prefers_dropping_qos0():
 
 def test_cpython_client_roundtrip_and_reconnect(tmp_path):
     import asyncio
+
     from h2p.mqtt import MQTTClient
 
     async def scenario(b):

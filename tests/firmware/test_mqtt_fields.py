@@ -10,11 +10,10 @@ import re
 import time
 from types import SimpleNamespace
 
-from tests.helpers.pilebench import Bench, follow_plant
-
 from h2p import codes as K
 from h2p import signer, topics, topics_doc
 from h2p.uplink import Uplink
+from tests.helpers.pilebench import Bench, follow_plant
 
 KEY = "ab" * 32
 

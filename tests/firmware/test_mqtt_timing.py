@@ -9,9 +9,10 @@ factor of `make sim` as well."""
 import socket
 import time
 
+import pytest
+
 from tests.firmware.test_mqtt import FakeBroker
 from tests.helpers.mqtt_broker import Pile
-import pytest
 
 pytestmark = [pytest.mark.micropython, pytest.mark.slow]
 

@@ -1,15 +1,14 @@
 """TLS: MicroPython client with CERT_REQUIRED against a mosquitto TLS listener."""
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from tests.helpers.mqtt_broker import Broker, Pile
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker,
               pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")]
@@ -78,6 +77,7 @@ def test_tls_rejects_wrong_hostname(pki, tmp_path):
 
 def test_tls_same_code_on_cpython(pki, tmp_path):
     import asyncio
+
     from h2p.mqtt import MQTTClient, make_tls_context
     good, other = pki
 

@@ -2,15 +2,14 @@
 import hashlib
 import hmac
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from h2p import cmdhandler, keys, sign, signer
 from tests.helpers.mqtt_broker import run_mpy
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython]
 

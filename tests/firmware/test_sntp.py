@@ -9,8 +9,9 @@ import subprocess
 import threading
 import time
 
-from tests.helpers.fwbuild import MICROPYTHON, ROOT
 import pytest
+
+from tests.helpers.fwbuild import MICROPYTHON, ROOT
 
 pytestmark = [pytest.mark.micropython]
 

@@ -39,9 +39,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from host_tools.pilerun import PileRun
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PY = sys.executable
 
@@ -486,7 +486,7 @@ class Campaign:
         js = None
         progress = (None, time.monotonic())
         while time.monotonic() < end:
-            have = set(r[0] for r in self.db_rows("SELECT id FROM sessions"))
+            have = {r[0] for r in self.db_rows("SELECT id FROM sessions")}
             js = journal_state(jpath)
             if ids <= have and js and not js["unacked"] and not js["open"]:
                 return True
@@ -497,7 +497,7 @@ class Campaign:
                 break  # the ledger refuses what is left: no point waiting
             await asyncio.sleep(1.0)
         self.say("SETTLE TIMED OUT: missing in DB %s; journal %s" % (
-            sorted(ids - set(r[0] for r in self.db_rows("SELECT id FROM sessions"))), js))
+            sorted(ids - {r[0] for r in self.db_rows("SELECT id FROM sessions")}), js))
         return False
 
     def db_rows(self, sql):

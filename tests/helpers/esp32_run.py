@@ -257,6 +257,7 @@ class Esp32Run:
         """Requests the simulator has answered on its RTU line: proof the
         bus is polled through the UART double, whatever the console says."""
         import asyncio
+
         from sim import control
 
         return asyncio.run(control.request("127.0.0.1", self.ctl_port, {"op": "status"}))["requests"]

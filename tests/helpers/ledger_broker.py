@@ -14,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 from tests.helpers.mqtt_broker import Broker
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -4,14 +4,15 @@
 # Usage: micropython mp_crash_child.py DIR SEED METER_AT_BOOT CKPT_S [drain]
 #   DIR/meter    the meter's energy register (fixed-width text, survives kills)
 #   DIR/pub.log  every published bill payload, one per line
-import os
-import sys
 import json
-import time
+import os
 import random
+import sys
+import time
+
+from h2p.billing import Billing
 from h2p.journal import Journal
 from h2p.session import SessionRecorder
-from h2p.billing import Billing
 
 RATE_WH_S = 10.0  # 36 kW
 STEP_MS = 5

@@ -6,8 +6,9 @@
 # operation, or after the one in progress - never anything else.
 # Usage: micropython -X heapsize=64M mp_journal_lfs.py SEED NSNAP
 import os
-import sys
 import random
+import sys
+
 from h2p.journal import Journal, JournalFull
 
 BS = 512

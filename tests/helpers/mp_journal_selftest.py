@@ -2,9 +2,10 @@
 # MicroPython (unix port, VfsPosix) and CPython.
 # Usage: micropython mp_journal_selftest.py DIR SEED
 import os
-import sys
 import random
-from h2p.journal import Journal, MAGIC, encode
+import sys
+
+from h2p.journal import MAGIC, Journal, encode
 
 
 def rm(p):
@@ -75,7 +76,7 @@ def main():
     gtotal = 0
     for trial in range(20):
         data = bytearray(good)
-        k = random.randint(1, n - 1)
+        random.randint(1, n - 1)  # drawn and unused: keeps the seeded sequence
         # record boundaries of the clean file, from the headers
         bounds = []
         pos = 0

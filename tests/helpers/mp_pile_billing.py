@@ -4,14 +4,15 @@
 # session runs. Runs NSESS sessions, then waits until every bill is
 # acknowledged by the ledger and prints DONE.
 # Usage: micropython mp_pile_billing.py DIR PORT NSESS SEED [PILE_ID]
-import sys
 import json
 import random
-from h2p.compat import asyncio, ticks_ms, ticks_diff, sleep_ms
-from h2p.mqtt import MQTTClient
-from h2p.journal import Journal
-from h2p.session import SessionRecorder
+import sys
+
 from h2p.billing import Billing
+from h2p.compat import asyncio, sleep_ms, ticks_diff, ticks_ms
+from h2p.journal import Journal
+from h2p.mqtt import MQTTClient
+from h2p.session import SessionRecorder
 
 d = sys.argv[1]
 port = int(sys.argv[2])

@@ -92,8 +92,8 @@ def compiled_firmware():
     """firmware/h2p/*.py compiled with mpy-cross into a temp dir (once per run),
     as a board would run them: compiling source needs far more heap."""
     if not _MPY_DIR:
-        import tempfile
         import atexit
+        import tempfile
         d = Path(tempfile.mkdtemp(prefix="h2p-mpy-"))
         atexit.register(shutil.rmtree, str(d), True)
         (d / "h2p").mkdir()

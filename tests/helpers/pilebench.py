@@ -1,9 +1,9 @@
 # A pile on a test bench: the real control core (config, drivers, readings,
 # supervisor) with readings set by hand instead of read from a bus.
+from h2p import codes as K
 from h2p import config as C
 from h2p import devices as D
-from h2p import codes as K
-from h2p.readings import Readings, INDEX, SCALES
+from h2p.readings import INDEX, SCALES, Readings
 from h2p.supervisor import Supervisor
 
 HEALTHY = {

@@ -1,8 +1,8 @@
 """Every scenario under tests/scenarios/ run headless: the simulator and the
 firmware on the MicroPython unix port (host_tools.pilerun.PileRun).
 
-The scenarios run concurrently (a few at a time) in one module fixture so
-the whole file takes a couple of minutes on a 2-core machine; each test
+The scenarios run concurrently (two at a time) in one module fixture, on one
+xdist worker (make test uses --dist loadfile); each test
 then reads its scenario's result. A scenario with `xfail = "..."` documents
 a firmware misbehaviour it exposes: it is marked xfail (not strict).
 """
@@ -10,18 +10,16 @@ a firmware misbehaviour it exposes: it is marked xfail (not strict).
 import asyncio
 import glob
 import os
-import tempfile
 
 import pytest
 
 from host_tools import scenario as SC
-from host_tools.build import build
 
 pytestmark = [pytest.mark.micropython]
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PATHS = sorted(glob.glob(os.path.join(HERE, "scenarios", "*.toml")))
+PATHS = sorted(glob.glob(os.path.join(HERE, "*.toml")))
 # Two at a time: each is a simulator plus a MicroPython process, and the CI
 # machine has two cores; more makes timing-sensitive scenarios flaky.
 CONCURRENCY = int(os.environ.get("H2P_SCENARIO_JOBS", "2"))
@@ -34,9 +32,9 @@ def _param(path):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, fw_build):
     out_dir = tmp_path_factory.mktemp("scenarios")
-    fw = build("unix_sim", tempfile.mkdtemp(prefix="h2pile-fw-"))
+    fw = fw_build
 
     async def main():
         sem = asyncio.Semaphore(CONCURRENCY)
@@ -79,7 +77,7 @@ def test_ev_stop_latency_is_measured_from_the_log(results):
     # share the simulator's clock). IEC 61851 wants <= 100 ms; the scenario
     # checks that (xfail while the firmware misses it); here: it is measured,
     # positive, and within one slow poll cycle.
-    res = results[os.path.join(HERE, "scenarios", "ev_stop_latency.toml")]
+    res = results[os.path.join(HERE, "ev_stop_latency.toml")]
     assert not isinstance(res, Exception), res
     ms = res.latency_ms("ev_stop", "chg_contactor", 0)
     assert ms is not None, "no chg_contactor=0 write after ev_stop"

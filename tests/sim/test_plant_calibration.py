@@ -8,7 +8,7 @@ import pytest
 
 from h2p import registers as R
 from sim import params as P
-from sim.plant import F, Battery, EV, Plant
+from sim.plant import EV, Battery, F, Plant
 
 RATED_A = 75.0
 MIN_A = 18.75

@@ -7,16 +7,15 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from tests.helpers.ledger_broker import Ingest, Mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MP = ROOT / ".venv" / "bin" / "micropython"
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]

@@ -3,8 +3,9 @@ count), stored once per session in the flash journal, not per operation."""
 
 import asyncio
 
-from host_tools.pilerun import PileRun
 import pytest
+
+from host_tools.pilerun import PileRun
 
 pytestmark = [pytest.mark.micropython]
 

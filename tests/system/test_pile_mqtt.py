@@ -10,11 +10,11 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 
-from h2p import keys, signer, topics
+from h2p import keys, signer
 from host_tools import cmd as cmdtool
 from host_tools.pilerun import PileRun
-import pytest
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 

@@ -18,7 +18,6 @@ Seed: H2P_E2E_SEED (printed); sessions: H2P_E2E_SESSIONS (default 20).
 import asyncio
 import json
 import os
-import sys
 
 import pytest
 

@@ -35,9 +35,9 @@ import pytest
 
 # The unix board's watchdog thread ends the process like a hardware reset:
 # SIGKILL (rc -9 as asyncio reports it); older builds exited with 3.
-RESET_RC = (3, -9)
-
 from host_tools.pilerun import PileRun
+
+RESET_RC = (3, -9)
 
 pytestmark = [pytest.mark.micropython]
 

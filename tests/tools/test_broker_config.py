@@ -1,18 +1,17 @@
 """Generated mosquitto passwd + ACL: piles are confined to their own topics."""
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from h2p import keys, topics
 from host_tools import broker_config
 from tests.helpers.mqtt_broker import Broker, Pile, paho_client
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 

@@ -1,19 +1,18 @@
 """host_tools keys / cmd / monitor / gendocs_mqtt, end to end with a MicroPython pile."""
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
 
 from h2p import keys, topics
 from host_tools import cmd as cmd_tool
-from host_tools import gendocs_mqtt
+from host_tools import gendocs_mqtt, monitor
 from host_tools import keys as keys_tool
-from host_tools import monitor
 from tests.helpers.mqtt_broker import Broker, Pile, paho_client
-import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 

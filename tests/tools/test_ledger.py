@@ -1,17 +1,15 @@
 """`h2pile ledger ingest` against a private mosquitto."""
 import json
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from host_tools import ledger
 from tests.helpers.ledger_broker import Ingest, Mosquitto, Pile, record
 
-from host_tools import ledger
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.broker]
 

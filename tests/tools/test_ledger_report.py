@@ -1,14 +1,12 @@
 """`h2pile ledger report`: settlement per sponsor and pile."""
 import csv
 import datetime
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from host_tools import ledger
 from tests.helpers.ledger_broker import record
 
-from host_tools import ledger
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ts(s):

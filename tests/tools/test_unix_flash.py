@@ -2,11 +2,12 @@
 outside the GC heap (host_tools/unix_flash.py), mounted at /rom by main.py,
 bytecode run in place. What the heap then holds is what a board's RAM holds."""
 
-import pytest
 import os
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 from host_tools import FIRMWARE, ROOT
 from host_tools.build import mpy_cross, write_rom_image

@@ -2,8 +2,8 @@
 # platform "esp32" (main.py picks board_esp32 by sys.platform). Installed in
 # sys.modules by esp32_boot.py before main.py runs; everything else is the
 # real sys (same path list, stdout, modules).
-from sys import *  # noqa: F401,F403
 import sys as _real
+from sys import *  # noqa: F401,F403
 
 platform = "esp32"
 

@@ -5,8 +5,8 @@
 # (ticks_ms, sleep_ms, gmtime of a given time, ...) is the unix port's own.
 # The RTC's offset from the host clock lives here, set by machine.RTC.
 # Inside a time.py, `time` is this module: the built-in is `utime`.
-from utime import *  # noqa: F401,F403
 import utime as _t
+from utime import *  # noqa: F401,F403
 
 _POWER_ON = 946684800  # 2000-01-01 in seconds since 1970
 _offset = _POWER_ON - _t.time()  # the RTC "power-on" moment is the import
