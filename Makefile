@@ -26,8 +26,6 @@ deps:
 
 # Everything: every tier, on two xdist workers; a file stays on one worker
 # (its tests share a booted board or a running pile, and run in order).
-
-
 test: venv deps lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
