@@ -14,7 +14,9 @@ import tempfile
 
 import pytest
 
-from host_tools import scenario as SC
+from host_tools.scenario.loader import load
+from host_tools.scenario.runner import run
+from host_tools.scenario.verdict import latency_ms
 from host_tools.build import build
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,7 +27,7 @@ CONCURRENCY = int(os.environ.get("H2P_SCENARIO_JOBS", "2"))
 
 
 def _param(path):
-    sc = SC.load(path)
+    sc = load(path)
     marks = [pytest.mark.xfail(strict=False, reason=sc.xfail)] if sc.xfail else []
     return pytest.param(path, id=sc.name, marks=marks)
 
@@ -39,10 +41,10 @@ def results(tmp_path_factory):
         sem = asyncio.Semaphore(CONCURRENCY)
 
         async def one(path):
-            sc = SC.load(path)
+            sc = load(path)
             async with sem:
                 try:
-                    return path, await SC.run(sc, log_path=str(out_dir / (sc.name + ".jsonl")), firmware_build=fw)
+                    return path, await run(sc, log_path=str(out_dir / (sc.name + ".jsonl")), firmware_build=fw)
                 except Exception as e:  # reported by the scenario's own test
                     return path, e
 
@@ -65,7 +67,7 @@ def test_every_fault_event_has_a_scenario():
 
     used = set()
     for p in PATHS:
-        used.update(ev.name for ev in SC.load(p).events)
+        used.update(ev.name for ev in load(p).events)
     missing = set(faults.EVENTS) - used
     assert not missing, f"events without a scenario: {sorted(missing)}"
 
@@ -86,7 +88,7 @@ def test_ev_stop_latency_is_measured_from_the_log(results):
     from host_tools.report import read_log
 
     recs = read_log(res.log_path)
-    assert SC.latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(ms)
+    assert latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(ms)
     kinds = {r["kind"] for r in recs}
     assert {"run", "state", "write", "inject", "sample", "verdict"} <= kinds
     state = next(r for r in recs if r["kind"] == "state")
