@@ -88,7 +88,7 @@ def secret_from(args: argparse.Namespace, s: Secret, required: bool = True, env:
     if value.strip():
         return value.strip()
     if required:
-        raise CliError(f"no {s.what}: give {s.flag}-file PATH or set ${s.env} "
+        raise CliError(f"{s.what} is needed: give {s.flag}-file PATH or set ${s.env} "
                        f"(or {s.flag} {s.metavar}, which `ps` shows)", USAGE)
     return None
 

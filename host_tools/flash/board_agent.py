@@ -7,7 +7,8 @@
 #
 # Not imported on the host. Runs on every MicroPython port the firmware runs
 # on (1.23+), so it uses only what all of them have: os, sys, hashlib,
-# binascii (and vfs, where there is one, for the ROMFS part).
+# binascii (and vfs, where there is one, for the ROMFS part). The type hints
+# are for the reader; they are stripped before sending.
 #
 # Every global name here starts with `agent_`, and none may be a name the
 # firmware uses (tests/test_flash_romfs.py checks): a .mpy run from /rom
@@ -26,14 +27,14 @@ import sys
 agent_wdt = getattr(sys.modules.get('h2p.board_mcu') or sys.modules.get('h2p.board_unix'), '_hw_wdt', None)
 
 
-def agent_feed():
+def agent_feed() -> None:
     # Called before every step that can take a while (hashing, copying,
     # erasing), so a long flash never lets the watchdog reset the board.
     if agent_wdt:
         agent_wdt.feed()
 
 
-def agent_exists(path):
+def agent_exists(path: str) -> bool:
     try:
         os.stat(path)
         return True
@@ -41,14 +42,14 @@ def agent_exists(path):
         return False
 
 
-def agent_isdir(path):
+def agent_isdir(path: str) -> bool:
     try:
         return os.stat(path)[0] & 0x4000 != 0
     except OSError:
         return False
 
 
-def agent_sha256(path):
+def agent_sha256(path: str) -> str | None:
     # Hex sha256 of a file, None when it does not exist. Read into one
     # 512-byte buffer: no allocation per block.
     agent_feed()
@@ -68,7 +69,7 @@ def agent_sha256(path):
     return binascii.hexlify(h.digest()).decode()
 
 
-def agent_remove(path):
+def agent_remove(path: str) -> None:
     # Remove a file or a whole directory tree; nothing there is fine.
     agent_feed()
     if agent_isdir(path):
@@ -79,7 +80,7 @@ def agent_remove(path):
         os.remove(path)
 
 
-def agent_makedirs(path):
+def agent_makedirs(path: str) -> None:
     done = ''
     for part in path.split('/'):
         done = done + '/' + part if done else part
@@ -87,7 +88,7 @@ def agent_makedirs(path):
             os.mkdir(done)
 
 
-def agent_copy(src, dst):
+def agent_copy(src: str, dst: str) -> None:
     # A file the board already has (unchanged in the new firmware) is copied
     # on the board rather than sent again over the serial line.
     agent_feed()
@@ -100,28 +101,28 @@ def agent_copy(src, dst):
             fb.write(memoryview(buf)[:n])
 
 
-def agent_free():
+def agent_free() -> tuple:
     # (block size, blocks, free blocks) of the filesystem.
     s = os.statvfs('.')
     return (s[0], s[2], s[3])
 
 
 # A file is written in chunks of base64, one exec each: open, write..., close.
-def agent_open(path):
+def agent_open(path: str) -> None:
     global agent_file
     agent_file = open(path, 'wb')
 
 
-def agent_write(b64):
+def agent_write(b64: str) -> None:
     agent_feed()
     agent_file.write(binascii.a2b_base64(b64))
 
 
-def agent_close():
+def agent_close() -> None:
     agent_file.close()
 
 
-def agent_walk(path, out):
+def agent_walk(path: str, out: list) -> list:
     # Every file under path (directories descended), appended to out.
     for name in os.listdir(path):
         sub = path + '/' + name if path else name
@@ -132,7 +133,7 @@ def agent_walk(path, out):
     return out
 
 
-def agent_keep(entry, keep):
+def agent_keep(entry: str, keep: str) -> None:
     # Move a live firmware entry into keep/ (the previous firmware, for
     # --rollback); if keep/ already has it, an earlier run moved it there.
     dst = keep + '/' + entry
@@ -143,7 +144,7 @@ def agent_keep(entry, keep):
         os.rename(entry, dst)
 
 
-def agent_finish_switch(src, keep, entries, have):
+def agent_finish_switch(src: str, keep: str, entries: tuple, have: list) -> None:
     # The switch-over: each firmware entry in src/ takes the place of the
     # live one, which goes to keep/. `have`: the entries src held when the
     # switch began (the .switch mark says so), so a rerun after an
@@ -178,7 +179,7 @@ except ImportError:
     vfs = None
 
 
-def agent_rom_query():
+def agent_rom_query() -> tuple | None:
     # (size, erase block, kind) of partition 0, or None: no ROMFS here.
     global agent_rom_dev, agent_rom_is_block, agent_rom_block
     if vfs is None or not hasattr(vfs, 'rom_ioctl') or vfs.rom_ioctl(1) <= 0:
@@ -194,7 +195,7 @@ def agent_rom_query():
     return (len(agent_rom_dev), agent_rom_block, 'memory')
 
 
-def agent_rom_read(offset, buf):
+def agent_rom_read(offset: int, buf: bytearray | memoryview) -> None:
     # Read len(buf) bytes at offset into buf.
     if agent_rom_is_block:
         agent_rom_dev.readblocks(offset // agent_rom_block, buf, offset % agent_rom_block)
@@ -202,7 +203,7 @@ def agent_rom_read(offset, buf):
         buf[:] = agent_rom_dev[offset:offset + len(buf)]
 
 
-def agent_rom_length():
+def agent_rom_length() -> int:
     # Length of the image in the partition, from its header (magic, then the
     # payload length as a big-endian base-128 number); 0: no image.
     head = bytearray(8)
@@ -219,7 +220,7 @@ def agent_rom_length():
     return 0
 
 
-def agent_rom_sha256(length):
+def agent_rom_sha256(length: int) -> str:
     # Hex sha256 of the first `length` bytes of the partition.
     h = hashlib.sha256()
     buf = bytearray(1024)
@@ -233,20 +234,20 @@ def agent_rom_sha256(length):
     return binascii.hexlify(h.digest()).decode()
 
 
-def agent_rom_image_sha256():
+def agent_rom_image_sha256() -> str | None:
     # sha256 of the image the partition holds, None when it holds none.
     length = agent_rom_length()
     return agent_rom_sha256(length) if length else None
 
 
-def agent_rom_check(result, what):
+def agent_rom_check(result: object, what: str) -> object:
     # rom_ioctl reports errors as negative errno values.
     if isinstance(result, int) and result < 0:
         raise OSError(-result, what)
     return result
 
 
-def agent_rom_prepare(length):
+def agent_rom_prepare(length: int) -> None:
     # Prepare `length` bytes for writing: unmount /rom and forget the modules
     # run from it (their bytecode is about to go), then erase, feeding the
     # watchdog per block; agent_rom_write_size: the write size a chunk is
@@ -279,7 +280,7 @@ def agent_rom_prepare(length):
         agent_rom_write_size = agent_rom_check(vfs.rom_ioctl(3, 0, length), 'erase')
 
 
-def agent_rom_write(offset, b64):
+def agent_rom_write(offset: int, b64: str) -> None:
     # One chunk of the image at offset, padded to the write size.
     agent_feed()
     data = binascii.a2b_base64(b64)
@@ -291,6 +292,6 @@ def agent_rom_write(offset, b64):
         agent_rom_check(vfs.rom_ioctl(4, 0, offset, data), 'write')
 
 
-def agent_rom_finish():
+def agent_rom_finish() -> None:
     if not agent_rom_is_block:
         agent_rom_check(vfs.rom_ioctl(5, 0), 'finish')

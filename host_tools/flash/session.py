@@ -42,8 +42,9 @@ class FlashError(CliError):
 
 def agent_code(part: str) -> list[str]:
     """The board agent's code for part "core" or "rom", as the execs that
-    send it: comments and docstrings stripped (less to send and to buffer
-    on the board), top-level statements grouped up to AGENT_CHUNK characters."""
+    send it: comments, docstrings and type hints stripped (less to send and
+    to buffer on the board), top-level statements grouped up to AGENT_CHUNK
+    characters."""
     with open(AGENT, encoding="utf-8") as f:
         text = f.read()
     mark = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith(AGENT_ROM_MARK)), None)
@@ -54,10 +55,15 @@ def agent_code(part: str) -> list[str]:
         if (node.lineno < mark) != (part == "core"):
             continue
         for f in ast.walk(node):
-            body = getattr(f, "body", None)
-            if (isinstance(f, (ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-                f.body = body[1:] or [ast.Pass()]
+            if isinstance(f, ast.FunctionDef):
+                # Type hints and docstrings are for the reader of board_agent.py.
+                f.returns = None
+                for arg in f.args.args:
+                    arg.annotation = None
+                body = f.body
+                if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                        and isinstance(body[0].value.value, str):
+                    f.body = body[1:] or [ast.Pass()]
         code = ast.unparse(node)
         if chunks and len(chunks[-1]) + len(code) < AGENT_CHUNK:
             chunks[-1] += "\n" + code
