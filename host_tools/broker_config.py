@@ -17,7 +17,7 @@ from h2p import keys as _keys
 from h2p import topics
 
 from host_tools.exitcodes import OK, USAGE, CliError
-from host_tools.secret_args import FLEET_SECRET, OPERATORS, add_secret, entries, secret_from
+from host_tools.secret_args import FLEET_SECRET, OPERATORS, add_secret, entries, required_secret, secret_from
 
 ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; mosquitto reads it from the file
 
@@ -113,14 +113,14 @@ def generate(fleet_secret, piles, operators, out_dir, tls=False):
 
 
 def handler(args: argparse.Namespace) -> int:
-    secret = secret_from(args, FLEET_SECRET)
+    secret = required_secret(args, FLEET_SECRET)
     ops_text = secret_from(args, OPERATORS, required=False)
     try:
         piles = [p.strip() for p in args.piles.split(",") if p.strip()]
         if not piles:
             raise ValueError("--piles is empty")
         ops = [parse_operator(o) for o in entries(ops_text)]
-        paths = generate(secret, piles, ops, args.out, tls=args.tls)  # type: ignore[arg-type]
+        paths = generate(secret, piles, ops, args.out, tls=args.tls)
     except ValueError as e:
         raise CliError(str(e), USAGE)
     for k in ("passwd", "acl", "mosquitto.conf"):

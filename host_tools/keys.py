@@ -8,7 +8,7 @@ import json
 from h2p import keys as _keys
 
 from host_tools.exitcodes import OK, USAGE, CliError
-from host_tools.secret_args import FLEET_SECRET, add_secret, secret_from
+from host_tools.secret_args import FLEET_SECRET, add_secret, required_secret
 
 
 def derive(fleet_secret: str, piles: list[str]) -> list[dict]:
@@ -22,9 +22,9 @@ def derive(fleet_secret: str, piles: list[str]) -> list[dict]:
 
 
 def handler(args: argparse.Namespace) -> int:
-    secret = secret_from(args, FLEET_SECRET)
+    secret = required_secret(args, FLEET_SECRET)
     try:
-        rows = derive(secret, args.piles)  # type: ignore[arg-type]
+        rows = derive(secret, args.piles)
     except ValueError as e:
         raise CliError(str(e), USAGE)
     if args.json:

@@ -93,6 +93,13 @@ def secret_from(args: argparse.Namespace, s: Secret, required: bool = True, env:
     return None
 
 
+def required_secret(args: argparse.Namespace, s: Secret) -> str:
+    """secret_from for a secret the command cannot do without."""
+    value = secret_from(args, s)
+    assert value is not None  # secret_from raises when a required one is missing
+    return value
+
+
 def entries(text: str | None) -> list[str]:
     """The entries of a repeatable secret: one per line; blank lines and
     lines starting with # are skipped."""

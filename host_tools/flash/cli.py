@@ -11,7 +11,7 @@ from host_tools.flash.hostbuild import board_names
 from host_tools.flash.provision import provision
 from host_tools.flash.update import flash, rollback
 from host_tools.flash.verify import verify
-from host_tools.secret_args import FLEET_SECRET, WIFI, add_secret, secret_from
+from host_tools.secret_args import FLEET_SECRET, WIFI, add_secret, required_secret, secret_from
 
 PORT_HELP = "the board's USB serial port, e.g. /dev/ttyUSB0 or /dev/ttyACM0"
 BAUD_HELP = "REPL baud rate (default 115200; some USB-serial bridges need another)"
@@ -26,10 +26,9 @@ def _flash_cmd(a: argparse.Namespace) -> int:
 
 
 def _provision_cmd(a: argparse.Namespace) -> int:
-    secret = secret_from(a, FLEET_SECRET)
+    secret = required_secret(a, FLEET_SECRET)
     wifi = secret_from(a, WIFI, required=False)
-    provision(a.port, a.pile_id, secret, wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud,  # type: ignore[arg-type]
-              ntp=a.ntp)
+    provision(a.port, a.pile_id, secret, wifi, a.broker, a.tls, a.ca, a.config, a.fresh, a.baud, ntp=a.ntp)
     return OK
 
 

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import io
 import os
+from typing import cast
 
 from host_tools.exitcodes import BOARD_ERROR, MISMATCH, USAGE
 from host_tools.flash.session import Board, FlashError, ProgressFn, board_err
@@ -23,9 +24,9 @@ def info(b: Board) -> dict | None:
     has none (MicroPython before 1.25, or a build without the partition)."""
     if "rom" not in b.facts:
         b.load_agent("rom")
-        q = b.eval("agent_rom_query()")
-        b.facts["rom"] = None if q is None else {"size": q[0], "block": q[1], "kind": q[2]}  # type: ignore[index]
-    return b.facts["rom"]  # type: ignore[return-value]
+        q = cast("tuple[int, int, str] | None", b.eval("agent_rom_query()"))
+        b.facts["rom"] = None if q is None else {"size": q[0], "block": q[1], "kind": q[2]}
+    return cast("dict | None", b.facts["rom"])
 
 
 def sha(b: Board) -> str | None:
@@ -33,7 +34,7 @@ def sha(b: Board) -> str | None:
     header), None when the partition holds no image or there is none."""
     if info(b) is None:
         return None
-    return b.eval("agent_rom_image_sha256()")  # type: ignore[return-value]
+    return cast("str | None", b.eval("agent_rom_image_sha256()"))
 
 
 def write(b: Board, img: bytes, progress: ProgressFn | None = None) -> None:

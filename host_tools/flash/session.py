@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from typing import cast
 
 from host_tools.exitcodes import BOARD_ERROR, NO_SPACE, UNREACHABLE, CliError
 
@@ -54,16 +55,16 @@ def agent_code(part: str) -> list[str]:
     for node in ast.parse(text).body:
         if (node.lineno < mark) != (part == "core"):
             continue
-        for f in ast.walk(node):
-            if isinstance(f, ast.FunctionDef):
+        for fn in ast.walk(node):
+            if isinstance(fn, ast.FunctionDef):
                 # Type hints and docstrings are for the reader of board_agent.py.
-                f.returns = None
-                for arg in f.args.args:
+                fn.returns = None
+                for arg in fn.args.args:
                     arg.annotation = None
-                body = f.body
+                body = fn.body
                 if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                         and isinstance(body[0].value.value, str):
-                    f.body = body[1:] or [ast.Pass()]
+                    fn.body = body[1:] or [ast.Pass()]
         code = ast.unparse(node)
         if chunks and len(chunks[-1]) + len(code) < AGENT_CHUNK:
             chunks[-1] += "\n" + code
@@ -178,19 +179,20 @@ class Board:
     def hashes(self, paths: list[str]) -> list[str | None]:
         out: list[str | None] = []
         for i in range(0, len(paths), 20):
-            out += self.eval("[agent_sha256(p) for p in %r]" % (paths[i:i + 20],))  # type: ignore[operator]
+            out += cast("list[str | None]", self.eval("[agent_sha256(p) for p in %r]" % (paths[i:i + 20],)))
         return out
 
     def exists(self, path: str) -> bool:
         return bool(self.eval("agent_exists(%r)" % path))
 
     def read_text(self, path: str) -> str | None:
-        return self.eval("(lambda: (agent_exists(%r) and open(%r).read()) or None)()"  # type: ignore[return-value]
-                         % (path, path))
+        return cast("str | None", self.eval("(lambda: (agent_exists(%r) and open(%r).read()) or None)()"
+                                            % (path, path)))
 
     def free(self) -> tuple[int, int, int]:
         """(block size, blocks, free blocks) of the board's filesystem."""
-        return tuple(self.eval("agent_free()"))  # type: ignore[arg-type,return-value]
+        bsize, blocks, free = cast("tuple[int, int, int]", self.eval("agent_free()"))
+        return bsize, blocks, free
 
     def write_file(self, path: str, data: bytes, progress: ProgressFn | None = None) -> None:
         from mpremote.transport import TransportExecError

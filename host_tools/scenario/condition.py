@@ -31,14 +31,15 @@ def context_types() -> dict[str, type]:
 
 
 def _tokens(text: str) -> list[tuple[str, Any]]:
-    out, pos = [], 0
+    out: list[tuple[str, Any]] = []
+    pos = 0
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             raise ValueError(f"cannot read condition at {text[pos:pos + 12]!r}")
         pos = m.end()
-        kind = m.lastgroup
+        kind = m.lastgroup or ""
         val = m.group(kind)
         if kind == "num":
             out.append(("lit", float(val)))
@@ -64,7 +65,7 @@ class Condition:
         self.tree = self._or()
         if self.i != len(self.toks):
             raise ValueError(f"unexpected {self.toks[self.i][1]!r} in condition {text!r}")
-        self.names = set()
+        self.names: set[str] = set()
         self._collect(self.tree)
 
     def _peek(self) -> tuple[Any, Any]:

@@ -140,8 +140,8 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     evs = d.get("event", [])
     if not isinstance(evs, list):
         err("event", "events are [[event]] tables")
-    for i, e in enumerate(evs):
-        sc.events.append(_event(e, i, path, text, types))
+    for i, table in enumerate(evs):
+        sc.events.append(_event(table, i, path, text, types))
     # [expect]
     exp = d.get("expect", {})
     if not isinstance(exp, dict):
@@ -150,7 +150,11 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     for k, v in exp.items():
         if k not in EXPECT_KEYS:
             err(k, f"[expect]: unknown check '{k}' (known: {', '.join(EXPECT_KEYS)})", el)
-        _check_expect(k, v, lambda reason, k=k: err(k, f"[expect] {k}: {reason}", el))
+
+        def bad_check(reason: str, k: str = k) -> NoReturn:
+            err(k, f"[expect] {k}: {reason}", el)
+
+        _check_expect(k, v, bad_check)
     for i, lat in enumerate(exp.get("latency", [])):
         ln = _nth_header(text, "expect.latency", i) or _line_of(text, "latency", el)
         if not isinstance(lat, dict):
