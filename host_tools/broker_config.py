@@ -5,15 +5,18 @@ topics h2p.topics marks "pub" under h2pile/v1/X/ and read only its "sub" topics
 (cmd, bill/ack). Operators read everything under h2pile/v1/ and publish cmd
 and bill/ack. The pile ACL is generated from h2p.topics, so it can not drift.
 """
+
+from __future__ import annotations
+
+import argparse
 import base64
 import hashlib
 import os
-import sys
 
 from h2p import keys as _keys
 from h2p import topics
-
-from host_tools.keys import add_secret_args, fleet_secret_from
+from host_tools.exitcodes import OK, USAGE, CliError
+from host_tools.secret_args import FLEET_SECRET, OPERATORS, add_secret, entries, required_secret, secret_from
 
 ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; mosquitto reads it from the file
 
@@ -68,9 +71,10 @@ def conf_text(out_dir, port=1883, tls=False):
     return "\n".join(lines) + "\n"
 
 
-def parse_operator(s):
+def parse_operator(s: str) -> tuple[str, str]:
+    # The entry is not echoed: it may be a password.
     if ":" not in s:
-        raise ValueError("--operator must be NAME:PASSWORD, got %r" % s)
+        raise ValueError("--operator: an entry without ':' (each must be NAME:PASSWORD)")
     name, pw = s.split(":", 1)
     if not name or not pw:
         raise ValueError("--operator must be NAME:PASSWORD with both parts non-empty")
@@ -107,30 +111,29 @@ def generate(fleet_secret, piles, operators, out_dir, tls=False):
     return paths
 
 
-def handler(args):
+def handler(args: argparse.Namespace) -> int:
+    secret = required_secret(args, FLEET_SECRET)
+    ops_text = secret_from(args, OPERATORS, required=False)
     try:
-        secret = fleet_secret_from(args)
         piles = [p.strip() for p in args.piles.split(",") if p.strip()]
         if not piles:
             raise ValueError("--piles is empty")
-        ops = [parse_operator(o) for o in (args.operator or [])]
+        ops = [parse_operator(o) for o in entries(ops_text)]
         paths = generate(secret, piles, ops, args.out, tls=args.tls)
-    except (ValueError, OSError) as e:
-        print("h2pile broker-config: error: %s" % e, file=sys.stderr)
-        return 2
+    except ValueError as e:
+        raise CliError(str(e), USAGE)
     for k in ("passwd", "acl", "mosquitto.conf"):
         print("wrote %s" % paths[k])
-    return 0
+    return OK
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("broker-config", help="write mosquitto passwd/acl/conf for the fleet",
                               description=__doc__)
-    add_secret_args(p)
+    add_secret(p, FLEET_SECRET, "the fleet secret the piles' passwords are derived from")
     p.add_argument("--piles", required=True, help="comma-separated pile ids")
-    p.add_argument("--operator", action="append", metavar="NAME:PASS",
-                   help="operator account (repeatable)")
-    p.add_argument("--out", required=True, help="output directory")
+    add_secret(p, OPERATORS, "operator account NAME:PASSWORD", repeat=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--tls", action="store_true", help="TLS listener 8883 in the snippet")
     p.set_defaults(func=handler)
     return p

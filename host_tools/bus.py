@@ -8,26 +8,29 @@ laptop with a USB-RS-485 adapter (Modbus RTU master via pymodbus).
 Register names, addresses, types and scales come from firmware/h2p/
 registers.py, the same table the firmware polls with. Disconnect the pile's
 controller (or stop it) first: two masters on one line garble each other.
-Exit codes: 0 ok, 1 nothing answered / a read failed, 2 bad input or port.
+Exit codes (host_tools/exitcodes.py): 0 ok, 1 nothing answered, a read or
+write failed, or a write not confirmed with --yes; 2 bad input; 3 the serial
+port cannot be opened or fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import struct
 import sys
 
 from h2p import registers as R
+from host_tools.exitcodes import FAILED, OK, UNREACHABLE, USAGE, CliError
 
 EXC_NAMES = {1: "illegal function", 2: "illegal address", 3: "illegal value", 4: "device failure",
              6: "busy", 10: "gateway path unavailable", 11: "gateway target failed"}
 
 
-class BusError(Exception):
-    def __init__(self, msg, code=2):
-        super().__init__(msg)
-        self.code = code
+class BusError(CliError):
+    def __init__(self, msg: str, code: int = USAGE) -> None:
+        super().__init__(msg, code)
 
 
 def decode(words, typ, scale):
@@ -65,13 +68,13 @@ class Line:
             msg = str(e)
             if not os.path.exists(port):
                 msg = "no such device (is the USB-RS-485 adapter plugged in? see `ls /dev/ttyUSB*`)"
-            raise BusError(f"{port}: cannot open the serial port: {msg}")
+            raise BusError(f"{port}: cannot open the serial port: {msg}", UNREACHABLE)
         from pymodbus.client import ModbusSerialClient
 
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         self.c = ModbusSerialClient(port, baudrate=baud, timeout=timeout, retries=0)
         if not self.c.connect():
-            raise BusError(f"{port}: cannot open the serial port")
+            raise BusError(f"{port}: cannot open the serial port", UNREACHABLE)
 
     def close(self):
         self.c.close()
@@ -86,7 +89,7 @@ class Line:
             text = str(e)
             return None, "no answer" if "No response" in text or "timeout" in text.lower() else text
         except OSError as e:
-            raise BusError(f"{self.port}: serial port error: {e}")
+            raise BusError(f"{self.port}: serial port error: {e}", UNREACHABLE)
         if r.isError():
             code = getattr(r, "exception_code", 0)
             return None, "exception %d (%s)" % (code, EXC_NAMES.get(code, "?"))
@@ -160,9 +163,9 @@ def scan(line, lo, hi, out=None):
             continue
         found.append(unit)
         who = names.get(unit)
-        print("unit %3d  answers%s%s" % (unit, "  (default unit of the %s: %s)" % (who, R.DEVICES[who]["title"])
-                                          if who else "", "" if regs is not None else "  [" + err + "]"),
-              file=out)
+        default = "  (default unit of the %s: %s)" % (who, R.DEVICES[who]["title"]) if who else ""
+        exc = "" if regs is not None else "  [" + err + "]"
+        print("unit %3d  answers%s%s" % (unit, default, exc), file=out)
     return found
 
 
@@ -216,7 +219,7 @@ def _units_arg(a):
     return [(d, R.DEVICES[d]["unit"]) for d in R.DEVICE_ORDER]
 
 
-def _run(a) -> int:
+def _run(a: argparse.Namespace) -> int:
     line = None
     try:
         if a.bus_cmd == "write":
@@ -234,44 +237,44 @@ def _run(a) -> int:
             unit = a.unit or R.DEVICES[dev]["unit"]
             if a.device and a.device != dev:
                 raise BusError(f"{name} is a register of the {dev}, not the {a.device}")
-            if R.encode(decode(words, typ, scale), typ, scale) != words or abs(decode(words, typ, scale) - value) > abs(scale):
-                raise BusError(f"{name}={val}: out of range for a {R.TYPE_NAMES[typ]} register with scale {scale}")
+            back = decode(words, typ, scale)
+            if R.encode(back, typ, scale) != words or abs(back - value) > abs(scale):
+                raise BusError(f"{name}={val}: out of range for a {R.TYPE_NAMES[typ]} register "
+                               f"with scale {scale}")
             what = "%s=%s on the %s (unit %d, register 0x%04X, raw %s)" % (
                 name, fmt(value, scale), dev, unit, addr, words)
             if not a.yes:
                 print("would write " + what + ": not written; add --yes to write it "
                       "(make sure the pile's controller is stopped)")
-                return 1
+                return FAILED
             line = Line(a.port, a.baud, a.timeout)
             ok, err = line.write(unit, addr, words)
             if ok is None:
-                print(f"h2pile bus write: {name}: {err}", file=sys.stderr)
-                return 1
+                raise BusError(f"{name}: {err}", FAILED)
             regs, err = line.read(unit, 3, addr, len(words))
-            back = "read back " + fmt(decode(regs, typ, scale), scale) if regs else "read-back failed: " + str(err)
-            print("wrote " + what + "; " + back)
-            return 0
+            if regs:
+                print("wrote " + what + "; read back " + fmt(decode(regs, typ, scale), scale))
+            else:
+                print("wrote " + what + "; read-back failed: " + str(err))
+            return OK
         line = Line(a.port, a.baud, a.timeout)
         if a.bus_cmd == "scan":
             lo, hi = parse_range(a.range)
             found = scan(line, lo, hi)
             print("%d unit(s) answered in %d..%d at %d baud" % (len(found), lo, hi, a.baud))
-            return 0 if found else 1
+            return OK if found else FAILED
         failed = 0
         for dev, unit in _units_arg(a):
             failed += read_device(line, dev, unit, a.meter)
-        return 1 if failed else 0
-    except BusError as e:
-        print(f"h2pile bus {a.bus_cmd}: error: {e}", file=sys.stderr)
-        return e.code
+        return FAILED if failed else OK
     finally:
         if line:
             line.close()
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bus", help="check the RS-485 line with a USB adapter (scan, read, write)",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bs = p.add_subparsers(dest="bus_cmd", metavar="scan|read|write", required=True)
 
     def common(q, timeout):
@@ -288,7 +291,10 @@ def add_parser(sub):
         common(q, 0.3)
         q.add_argument("--unit", type=int, help="unit id (default: the device's default unit)")
         q.add_argument("--device", help="device: " + ", ".join(R.DEVICE_ORDER))
-        q.add_argument("--meter", default="sdm630", help="meter profile: " + ", ".join(sorted(R.METER_PROFILES)))
+        q.add_argument("--meter", default="sdm630",
+                       help="meter profile: " + ", ".join(sorted(R.METER_PROFILES)))
         if name == "write":
-            q.add_argument("assignment", metavar="REGISTER=VALUE", help="e.g. chg_limit_a=12.5 (physical units)")
-            q.add_argument("--yes", action="store_true", help="really write (otherwise only show what would be written)")
+            q.add_argument("assignment", metavar="REGISTER=VALUE",
+                           help="e.g. chg_limit_a=12.5 (physical units)")
+            q.add_argument("--yes", action="store_true",
+                           help="really write (otherwise only show what would be written)")

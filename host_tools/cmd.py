@@ -1,41 +1,49 @@
 """`h2pile cmd PILE OP [k=v ...]`: sign a command, publish it, wait for the ack.
 
-Exit status: 0 accepted, 1 rejected by the pile, 2 no ack before --timeout,
-3 bad arguments or broker unreachable/refused.
+The command is signed with the pile's command key: --key-file, or derived
+from the fleet secret (--fleet-secret-file), or from $H2PILE_CMD_KEY /
+$H2PILE_FLEET_SECRET. Exit status: 0 accepted, 1 rejected by the pile,
+2 bad arguments or no key, 3 broker unreachable or refused, or no ack from
+the pile before --timeout.
 """
+
+from __future__ import annotations
+
+import argparse
 import json
 import os
-import sys
 import threading
 import time
 
 from h2p import keys as _keys
 from h2p import sign, signer, topics
+from host_tools.exitcodes import FAILED, OK, UNREACHABLE, USAGE, CliError
+from host_tools.secret_args import CMD_KEY, FLEET_SECRET, MQTT_PASSWORD, add_secret, secret_from
 
-from host_tools.keys import add_secret_args, fleet_secret_from
+# What send() returns, in exit codes.
+EXIT_OK, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_ERROR = OK, FAILED, UNREACHABLE, UNREACHABLE
 
-EXIT_OK, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
 
-
-def parse_broker(s):
+def parse_broker(s: str) -> tuple[str, int]:
+    """'HOST:PORT' (or 'HOST', port 1883) -> (host, port); ValueError if bad."""
     host, _, port = s.rpartition(":")
     if not host:
         host, port = s, "1883"
     try:
-        port = int(port)
-        if not 0 < port < 65536:
+        n = int(port)
+        if not 0 < n < 65536:
             raise ValueError
     except ValueError:
         raise ValueError("--broker must be HOST:PORT, got %r" % s)
-    return host, port
+    return host, n
 
 
-def parse_args_kv(op, kvs):
+def parse_args_kv(op: str, kvs: list[str]) -> dict:
     spec = topics.CMD_BY_OP.get(op)
     if spec is None:
         raise ValueError("unknown op %r (one of: %s)" % (op, ", ".join(c[0] for c in topics.CMD_OPS)))
     types = {a[0]: a[1] for a in spec[1]}
-    out = {}
+    out: dict = {}
     for kv in kvs:
         if "=" not in kv:
             raise ValueError("argument %r is not KEY=VALUE" % kv)
@@ -55,23 +63,41 @@ def parse_args_kv(op, kvs):
     return out
 
 
-def command_key(args, pile):
-    if args.key:
-        try:
-            k = sign.key_bytes(args.key)
-        except Exception:
-            raise ValueError("--key must be 64 hex characters")
-        if len(k) != 32:
-            raise ValueError("--key must be 64 hex characters")
-        return k
-    return sign.key_bytes(_keys.cmd_key(fleet_secret_from(args), pile))
+def _key_bytes(text: str, where: str) -> bytes:
+    try:
+        k = sign.key_bytes(text.strip())
+    except Exception:
+        k = b""
+    if len(k) != 32:
+        raise ValueError("%s: the command key must be 64 hex characters" % where)
+    return k
 
 
-def send(host, port, pile, cmd, user=None, password=None, timeout=10.0, tls_ca=None):
+def command_key(args: argparse.Namespace, pile: str) -> bytes:
+    """The pile's command key: --key-file/--key, else derived from
+    --fleet-secret-file/--fleet-secret, else $H2PILE_CMD_KEY, else derived
+    from $H2PILE_FLEET_SECRET."""
+    key = secret_from(args, CMD_KEY, required=False, env=False)
+    if key is not None:
+        return _key_bytes(key, "--key-file " + args.key_file if args.key_file else "--key")
+    secret = secret_from(args, FLEET_SECRET, required=False, env=False)
+    if secret is None:
+        key = os.environ.get(CMD_KEY.env, "").strip()
+        if key:
+            return _key_bytes(key, "$" + CMD_KEY.env)
+        secret = os.environ.get(FLEET_SECRET.env, "").strip()
+    if not secret:
+        raise CliError("no command key: give --key-file PATH or --fleet-secret-file PATH, or set "
+                       "$H2PILE_CMD_KEY or $H2PILE_FLEET_SECRET", USAGE)
+    return sign.key_bytes(_keys.cmd_key(secret, pile))
+
+
+def send(host: str, port: int, pile: str, cmd: dict, user: str | None = None, password: str | None = None,
+         timeout: float = 10.0, tls_ca: str | None = None) -> tuple[int, dict | str]:
     """Publish cmd, wait for its ack. -> (exit code, ack dict or error text)"""
     import paho.mqtt.client as mqtt
     ack_topic = topics.topic(pile, "cmd/ack")
-    result = {}
+    result: dict = {}
     done = threading.Event()
     subscribed = threading.Event()
 
@@ -125,37 +151,36 @@ def send(host, port, pile, cmd, user=None, password=None, timeout=10.0, tls_ca=N
     return (EXIT_OK if result["ack"].get("ok") is True else EXIT_REJECTED), result["ack"]
 
 
-def handler(args):
+def handler(args: argparse.Namespace) -> int:
     try:
         if not topics.valid_pile_id(args.pile):
             raise ValueError("bad pile id %r" % args.pile)
         cargs = parse_args_kv(args.op, args.kv)
         host, port = parse_broker(args.broker)
         key = command_key(args, args.pile)
-        cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
     except ValueError as e:
-        print("h2pile cmd: error: %s" % e, file=sys.stderr)
-        return EXIT_ERROR
-    code, res = send(host, port, args.pile, cmd, args.user, args.password, args.timeout, args.tls_ca)
+        raise CliError(str(e), USAGE)
+    password = secret_from(args, MQTT_PASSWORD, required=False)
+    cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
+    code, res = send(host, port, args.pile, cmd, args.user, password, args.timeout, args.tls_ca)
     if isinstance(res, dict):
         print(json.dumps(res))
-    else:
-        print("h2pile cmd: %s" % res, file=sys.stderr)
-    return code
+        return code
+    raise CliError(res, code)
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("cmd", help="send a signed command to a pile and wait for the ack",
-                              description=__doc__)
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pile", help="pile id")
     p.add_argument("op", help="one of: " + ", ".join(c[0] for c in topics.CMD_OPS))
-    p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="command arguments")
+    p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="command arguments, e.g. amps=16")
     p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default 127.0.0.1:1883)")
-    p.add_argument("--user", help="MQTT user (operator)")
-    p.add_argument("--password", help="MQTT password")
-    p.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
-    add_secret_args(p)
-    p.add_argument("--key", help="per-pile command key (64 hex) instead of the fleet secret")
+    p.add_argument("--user", help="MQTT user (an operator account)")
+    add_secret(p, MQTT_PASSWORD, "MQTT password of --user")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate file: connect with TLS")
+    add_secret(p, FLEET_SECRET, "the fleet secret, to derive the pile's command key")
+    add_secret(p, CMD_KEY, "the pile's command key (64 hex) instead of the fleet secret")
     p.add_argument("--ttl", type=int, default=30, help="seconds the command stays valid (default 30)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack (default 10)")
     p.set_defaults(func=handler)

@@ -52,10 +52,12 @@ def main(argv=None) -> int:
               ". Connect a board and a USB-RS-485 adapter (docs/hil.md), then "
               "`make hil PORT=/dev/ttyACM0 BUS=/dev/ttyUSB0`.", file=sys.stderr)
         return 2
-    from host_tools import flash as F
+    from host_tools.flash.provision import provision
+    from host_tools.flash.session import Board, FlashError
+    from host_tools.flash.update import flash
 
     try:
-        b = F.Board(a.port)
+        b = Board(a.port)
         plat = b.board_platform()
         b.close()
         board = a.board or BOARD_FOR.get(plat)
@@ -63,12 +65,12 @@ def main(argv=None) -> int:
             print(f"HIL: {a.port} is a {plat!r} board; give BOARD=", file=sys.stderr)
             return 2
         if not a.no_flash:
-            F.flash(a.port, board)
+            flash(a.port, board)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({"auto_start": True, "auto_charge": True, "bus": {"baud": a.baud}}, f)
             base = f.name
-        F.provision(a.port, "hil-1", "hil-test-fleet-secret", base_config=base, baud=115200)
-    except F.FlashError as e:
+        provision(a.port, "hil-1", "hil-test-fleet-secret", base_config=base, baud=115200)
+    except FlashError as e:
         print(f"HIL: {e}", file=sys.stderr)
         return e.code
     sim = subprocess.Popen([sys.executable, "-m", "sim", "--serial", a.bus, "--baud", str(a.baud),
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         if sim.poll() is not None:
             print(f"HIL: the simulator could not serve {a.bus}", file=sys.stderr)
             return 3
-        b = F.Board(a.port)
+        b = Board(a.port)
         seen: list[str] = []
         lines = b.soft_reset_and_read(a.seconds, lambda t: (seen.append(t) or False)
                                       if not re.match(r"^(Traceback|CONFIG ERROR)", t) else True)
@@ -96,9 +98,10 @@ def main(argv=None) -> int:
                 if s and (not states or states[-1] != s):
                     states.append(s)
         crash = [t for t in lines if t.startswith(("Traceback", "CONFIG ERROR"))]
-        print(f"HIL: boot {'ok' if boot else 'MISSING'}; self-test "
-              f"{selftest[-1].split()[4] if selftest else 'not reported'}; states {' -> '.join(states) or '-'}")
-        ok = boot and not crash and selftest and selftest[-1].split()[4] == "pass"
+        result = selftest[-1].split()[4] if selftest else "not reported"
+        print(f"HIL: boot {'ok' if boot else 'MISSING'}; self-test {result}; "
+              f"states {' -> '.join(states) or '-'}")
+        ok = bool(boot and not crash and selftest and selftest[-1].split()[4] == "pass")
         try:
             from host_tools import scenarios  # type: ignore[attr-defined]
         except ImportError:

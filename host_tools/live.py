@@ -99,6 +99,11 @@ async def live(args: argparse.Namespace) -> int:
                           "bus": {"data_age_ms": max(1000, int(args.speed * 150))}})
     view = View(args.pile_id)
     await run.start()
+    # How to reach the simulated pile (broker, a working `h2pile cmd` line): host_tools/live_hint.py.
+    from host_tools import live_hint
+
+    hint = live_hint.text(args.pile_id, run.mqtt_port, run.fleet_secret, run.ctl_port)
+    print(hint, flush=True)
     # The back office too: bills are stored and acknowledged, as in a fleet.
     import os
     import tempfile
@@ -131,7 +136,7 @@ async def live(args: argparse.Namespace) -> int:
                     and st in ("ready", "stopping"):
                 await run.inject("ev_unplug")
                 unplugged = True
-            screen = view.render(plant.get("t", 0), plant)
+            screen = view.render(plant.get("t", 0), plant) + "\n\n" + hint
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
                 sys.stdout.flush()

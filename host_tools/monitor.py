@@ -4,6 +4,9 @@ Redraws in place with ANSI escapes; --plain prints a plain table every
 --interval seconds; --once --wait S prints one table after S seconds and exits
 (for scripts and tests).
 """
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import sys
@@ -11,8 +14,9 @@ import threading
 import time
 
 from h2p import topics
-
 from host_tools.cmd import parse_broker
+from host_tools.exitcodes import OK, UNREACHABLE, USAGE, CliError
+from host_tools.secret_args import MQTT_PASSWORD, add_secret, secret_from
 
 COLUMNS = (
     # header, width
@@ -95,13 +99,13 @@ def _txt(v):
     return "-" if v is None else str(v)
 
 
-def handler(args):
+def handler(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     try:
         host, port = parse_broker(args.broker)
     except ValueError as e:
-        print("h2pile monitor: error: %s" % e, file=sys.stderr)
-        return 3
+        raise CliError(str(e), USAGE)
+    password = secret_from(args, MQTT_PASSWORD, required=False)
     fleet = Fleet()
     err = {}
 
@@ -116,7 +120,7 @@ def handler(args):
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h2pile-mon-%d" % os.getpid())
     if args.user is not None:
-        c.username_pw_set(args.user, args.password)
+        c.username_pw_set(args.user, password)
     if args.tls_ca:
         c.tls_set(ca_certs=args.tls_ca)
     c.on_connect = on_connect
@@ -124,22 +128,19 @@ def handler(args):
     try:
         c.connect(host, port, keepalive=30)
     except (OSError, ValueError) as e:
-        print("h2pile monitor: cannot connect to %s:%d: %s" % (host, port, e), file=sys.stderr)
-        return 3
+        raise CliError("cannot connect to %s:%d: %s" % (host, port, e), UNREACHABLE)
     c.loop_start()
     try:
         if args.once:
             time.sleep(args.wait)
             if "e" in err:
-                print("h2pile monitor: %s" % err["e"], file=sys.stderr)
-                return 3
+                raise CliError(err["e"], UNREACHABLE)
             print(fleet.table())
-            return 0
+            return OK
         ansi = not args.plain and sys.stdout.isatty()
         while True:
             if "e" in err:
-                print("h2pile monitor: %s" % err["e"], file=sys.stderr)
-                return 3
+                raise CliError(err["e"], UNREACHABLE)
             t = fleet.table()
             if ansi:
                 sys.stdout.write("\x1b[H\x1b[2J" + t + "\n")
@@ -148,21 +149,22 @@ def handler(args):
             sys.stdout.flush()
             time.sleep(args.interval)
     except KeyboardInterrupt:
-        return 0
+        return OK  # Ctrl-C is how a live table ends
     finally:
         c.disconnect()
         c.loop_stop()
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("monitor", help="live table of all piles", description=__doc__)
-    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT")
-    p.add_argument("--user")
-    p.add_argument("--password")
-    p.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default 127.0.0.1:1883)")
+    p.add_argument("--user", help="MQTT user (an operator account)")
+    add_secret(p, MQTT_PASSWORD, "MQTT password of --user")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate file: connect with TLS")
     p.add_argument("--once", action="store_true", help="print one table and exit")
-    p.add_argument("--wait", type=float, default=2.0, help="with --once: seconds to collect first")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="with --once: seconds to collect first (default 2)")
     p.add_argument("--plain", action="store_true", help="no ANSI: print a table every --interval")
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between tables (default 1)")
     p.set_defaults(func=handler)
     return p

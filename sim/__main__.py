@@ -1,4 +1,9 @@
-"""Run the simulator: ``python -m sim --port 5020 --speed 50``."""
+"""Run the simulator: every device of the pile (charger, stack, reformer,
+battery, meter, sensors) on one Modbus RTU line, served as RTU over TCP (or
+on a serial device), with a control port for `h2pile sim inject | status`.
+
+    python -m sim --port 5020 --speed 50        (or: h2pile sim serve ...)
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,41 @@ import asyncio
 import signal
 import sys
 
-from sim import control
 from sim import params as P
-from sim.server import PileSim, RegisterMismatch, jsonl_writer
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The simulator's options (also `h2pile sim serve`'s)."""
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     ap.add_argument("--port", type=int, default=5020, help="RTU-over-TCP port")
     ap.add_argument("--serial", default="", help="serve a serial device instead of TCP")
     ap.add_argument("--control-port", type=int, default=5021, help="live control port (h2pile sim inject)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
-    ap.add_argument("--baud", type=int, default=115200)
+    ap.add_argument("--baud", type=int, default=115200,
+                    help="line speed the wire timing is simulated at (default %(default)s)")
     ap.add_argument("--turnaround-ms", type=float, default=2.0, help="device turnaround per reply")
-    ap.add_argument("--no-wire-timing", action="store_true")
-    ap.add_argument("--meter", default="sdm630", help="meter profile")
+    ap.add_argument("--no-wire-timing", action="store_true",
+                    help="answer at once instead of at the baud rate's pace")
+    ap.add_argument("--meter", default="sdm630", help="meter profile (default %(default)s)")
     ap.add_argument("--log", default="", help="JSON-lines log of writes and injected events")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a parameter of sim/params.py (repeatable)")
     ap.add_argument("--sample-s", type=float, default=0.0,
                     help="log the plant's state every this many simulated seconds (0: never)")
     ap.add_argument("--params-doc", action="store_true", help="print docs/sim.md (all parameters) and exit")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
     return ap
 
 
-async def amain(args) -> int:
+async def amain(args: argparse.Namespace) -> int:
+    from sim import control
+    from sim.server import PileSim, jsonl_writer
+
     if args.speed <= 0:
         print("sim: --speed must be > 0", file=sys.stderr)
         return 2
@@ -64,16 +78,23 @@ async def amain(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; exit 2 for a bad option, 3 when the port or
+    serial device cannot be opened (host_tools/exitcodes.py)."""
     if args.params_doc:
         sys.stdout.write(P.markdown())
         return 0
+    from sim.server import RegisterMismatch  # imports pymodbus: not for --help
+
     try:
         return asyncio.run(amain(args))
     except (OSError, RegisterMismatch) as e:
         print(f"sim: {e}", file=sys.stderr)
-        return 1
+        return 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import os
 
 import pytest
 
-from host_tools import scenario as SC
+from host_tools.scenario.loader import load
+from host_tools.scenario.runner import run
+from host_tools.scenario.verdict import latency_ms
 
 pytestmark = [pytest.mark.micropython]
 
@@ -26,7 +28,7 @@ CONCURRENCY = int(os.environ.get("H2P_SCENARIO_JOBS", "2"))
 
 
 def _param(path):
-    sc = SC.load(path)
+    sc = load(path)
     marks = [pytest.mark.xfail(strict=False, reason=sc.xfail)] if sc.xfail else []
     return pytest.param(path, id=sc.name, marks=marks)
 
@@ -40,10 +42,10 @@ def results(tmp_path_factory, fw_build):
         sem = asyncio.Semaphore(CONCURRENCY)
 
         async def one(path):
-            sc = SC.load(path)
+            sc = load(path)
             async with sem:
                 try:
-                    return path, await SC.run(sc, log_path=str(out_dir / (sc.name + ".jsonl")), firmware_build=fw)
+                    return path, await run(sc, log_path=str(out_dir / (sc.name + ".jsonl")), firmware_build=fw)
                 except Exception as e:  # reported by the scenario's own test
                     return path, e
 
@@ -66,7 +68,7 @@ def test_every_fault_event_has_a_scenario():
 
     used = set()
     for p in PATHS:
-        used.update(ev.name for ev in SC.load(p).events)
+        used.update(ev.name for ev in load(p).events)
     missing = set(faults.EVENTS) - used
     assert not missing, f"events without a scenario: {sorted(missing)}"
 
@@ -87,7 +89,7 @@ def test_ev_stop_latency_is_measured_from_the_log(results):
     from host_tools.report import read_log
 
     recs = read_log(res.log_path)
-    assert SC.latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(ms)
+    assert latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(ms)
     kinds = {r["kind"] for r in recs}
     assert {"run", "state", "write", "inject", "sample", "verdict"} <= kinds
     state = next(r for r in recs if r["kind"] == "state")

@@ -103,7 +103,7 @@ def test_bad_inject_is_refused_with_the_reason(running_sim, args, why):
 
 def test_no_simulator_listening():
     r = h2pile("sim", "inject", "ev_unplug", "--control", f"127.0.0.1:{free_port()}")
-    assert r.returncode == 1
+    assert r.returncode == 3  # unreachable (host_tools/exitcodes.py)
     assert "no simulator on" in r.stderr
     r = h2pile("sim", "inject", "ev_unplug", "--control", "nowhere")
     assert r.returncode == 2 and "HOST:PORT" in r.stderr

@@ -120,19 +120,16 @@ def test_micropython_pile_logs_in_with_derived_password(fleet, tmp_path):
 
 
 def test_broker_config_cli_errors(tmp_path, capsys):
-    import argparse
-    ap = argparse.ArgumentParser()
-    broker_config.add_parser(ap.add_subparsers())
-    args = ap.parse_args(["broker-config", "--fleet-secret", "s", "--piles", "A,b/c", "--out", str(tmp_path)])
-    assert args.func(args) == 2
+    from host_tools import cli
+
+    assert cli.main(["broker-config", "--fleet-secret", "s", "--piles", "A,b/c", "--out", str(tmp_path)]) == 2
     assert "bad pile id 'b/c'" in capsys.readouterr().err
-    args = ap.parse_args(["broker-config", "--fleet-secret", "s", "--piles", "A", "--operator", "nopass",
-                          "--out", str(tmp_path)])
-    assert args.func(args) == 2
-    assert "NAME:PASSWORD" in capsys.readouterr().err
-    args = ap.parse_args(["broker-config", "--fleet-secret", "s", "--piles", "A,B", "--operator", "ops:x",
-                          "--out", str(tmp_path / "o")])
-    assert args.func(args) == 0
+    assert cli.main(["broker-config", "--fleet-secret", "s", "--piles", "A", "--operator", "nopass",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "NAME:PASSWORD" in err and "nopass" not in err  # an entry may be a password: not echoed
+    assert cli.main(["broker-config", "--fleet-secret", "s", "--piles", "A,B", "--operator", "ops:x",
+                     "--out", str(tmp_path / "o")]) == 0
     acl = (tmp_path / "o" / "acl").read_text()
     assert "user A\ntopic write h2pile/v1/A/status" in acl
     assert "topic read h2pile/v1/A/cmd" in acl and "topic write h2pile/v1/A/cmd\n" not in acl

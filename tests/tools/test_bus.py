@@ -83,16 +83,17 @@ def test_write_needs_yes_then_reads_back(line, capsys):
 
 
 def test_bad_input_one_line(line, tmp_path, capsys):
+    # 3: the port cannot be opened; 2: bad input (host_tools/exitcodes.py)
     cases = [
-        (["bus", "scan", "--port", tmp_path / "ttyNOPE"], "cannot open the serial port"),
-        (["bus", "read", "--port", line, "--device", "toaster"], "--device 'toaster'"),
-        (["bus", "write", "--port", line, "bat_soc=5", "--yes"], "is a reading"),
-        (["bus", "write", "--port", line, "nonsense=5", "--yes"], "unknown command register"),
-        (["bus", "write", "--port", line, "chg_limit_a=lots", "--yes"], "must be a number"),
-        (["bus", "write", "--port", line, "chg_limit_a=99999", "--yes"], "out of range"),
-        (["bus", "scan", "--port", line, "--range", "0-300"], "1..247"),
+        (["bus", "scan", "--port", tmp_path / "ttyNOPE"], 3, "cannot open the serial port"),
+        (["bus", "read", "--port", line, "--device", "toaster"], 2, "--device 'toaster'"),
+        (["bus", "write", "--port", line, "bat_soc=5", "--yes"], 2, "is a reading"),
+        (["bus", "write", "--port", line, "nonsense=5", "--yes"], 2, "unknown command register"),
+        (["bus", "write", "--port", line, "chg_limit_a=lots", "--yes"], 2, "must be a number"),
+        (["bus", "write", "--port", line, "chg_limit_a=99999", "--yes"], 2, "out of range"),
+        (["bus", "scan", "--port", line, "--range", "0-300"], 2, "1..247"),
     ]
-    for argv, what in cases:
-        assert run(*argv) == 2, argv
+    for argv, code, what in cases:
+        assert run(*argv) == code, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and what in err[0], (argv, err)

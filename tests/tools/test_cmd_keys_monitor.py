@@ -1,5 +1,4 @@
 """host_tools keys / cmd / monitor / gendocs_mqtt, end to end with a MicroPython pile."""
-import argparse
 import json
 import time
 from pathlib import Path
@@ -7,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from h2p import keys, topics
+from host_tools import cli, gendocs_mqtt, monitor
 from host_tools import cmd as cmd_tool
-from host_tools import gendocs_mqtt, monitor
 from host_tools import keys as keys_tool
 from tests.helpers.mqtt_broker import Broker, Pile, paho_client
 
@@ -21,10 +20,8 @@ SECRET = "fleet-s3cret"
 
 
 def run_cli(mod, argv):
-    ap = argparse.ArgumentParser(prog="h2pile")
-    mod.add_parser(ap.add_subparsers())
-    args = ap.parse_args(argv)
-    return args.func(args)
+    """`h2pile ARGV` as a user runs it (mod: the module the command lives in)."""
+    return cli.main(argv)
 
 
 def test_docs_up_to_date():
@@ -81,19 +78,19 @@ def test_cmd_end_to_end(tmp_path, capsys):
         rc = run_cli(cmd_tool, ["cmd", "P1", "start", "auth=tok", "--broker", broker,
                                 "--key", keys.cmd_key(SECRET, "P2")])
         assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "bad signature"
-        # no such pile -> timeout -> 2
+        # no such pile -> no answer -> 3 (unreachable)
         rc = run_cli(cmd_tool, ["cmd", "P9", "wake", "--broker", broker, "--fleet-secret", SECRET,
                                 "--timeout", "0.5"])
-        assert rc == 2 and "no ack from P9" in capsys.readouterr().err
-        # bad input -> 3 with a clear message
+        assert rc == 3 and "no ack from P9" in capsys.readouterr().err
+        # bad input -> 2 (usage) with a clear message
         rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=lots", "--broker", broker,
                                 "--fleet-secret", SECRET])
-        assert rc == 3 and "amps='lots' is not a number" in capsys.readouterr().err
+        assert rc == 2 and "amps='lots' is not a number" in capsys.readouterr().err
         rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=900", "--broker", broker,
                                 "--fleet-secret", SECRET])
-        assert rc == 3 and "out of range" in capsys.readouterr().err
+        assert rc == 2 and "out of range" in capsys.readouterr().err
         rc = run_cli(cmd_tool, ["cmd", "P1", "fly", "--broker", broker, "--fleet-secret", SECRET])
-        assert rc == 3 and "unknown op 'fly'" in capsys.readouterr().err
+        assert rc == 2 and "unknown op 'fly'" in capsys.readouterr().err
         acks = [e for e in pile.events if e["ev"] == "ack"]
         assert [a["ok"] for a in acks] == [True, False, False]
 

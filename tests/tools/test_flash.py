@@ -16,8 +16,10 @@ import time
 import pytest
 
 from host_tools import ROOT, cli
-from host_tools import flash as F
 from host_tools.build import build, write_sums
+from host_tools.flash import session
+from host_tools.flash.session import Board
+from host_tools.flash.update import flash
 from host_tools.virtual_board import VirtualBoard
 
 pytestmark = [pytest.mark.micropython]
@@ -77,9 +79,9 @@ def run(*argv):
 
 def board_files(port, only=None) -> dict[str, bytes]:
     """Every file on the board (or the ones in `only`) with its content."""
-    b = F.Board(port)
+    b = Board(port)
     try:
-        names = b.eval("_walk('', [])")
+        names = b.eval("agent_walk('', [])")
         out = {}
         for n in names:
             if only is not None and n not in only:
@@ -101,7 +103,7 @@ def board_files(port, only=None) -> dict[str, bytes]:
 
 
 def live_version(port) -> str:
-    b = F.Board(port)
+    b = Board(port)
     try:
         return (b.read_text("VERSION") or "").strip()
     finally:
@@ -176,7 +178,7 @@ def test_bad_ports(tmp_path, capsys, monkeypatch):
     # A port with nothing answering behind it (a pty nobody serves).
     m, s = os.openpty()
     try:
-        monkeypatch.setattr(F, "CONNECT_TIMEOUT", 1.0)
+        monkeypatch.setattr(session, "CONNECT_TIMEOUT", 1.0)
         t0 = time.monotonic()
         assert run("verify", "--port", os.ttyname(s)) == 3
         assert time.monotonic() - t0 < 10
@@ -214,14 +216,14 @@ def test_bad_pile_id_and_bad_provision_input(vb, capsys, tmp_path):
 def test_failed_hash_keeps_previous_firmware(vb, builds, capsys, monkeypatch):
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v1"]) == 0
     capsys.readouterr()
-    real = F.Board.write_file
+    real = Board.write_file
 
     def corrupt(self, path, data, progress=None):
         if path.endswith("main.py"):
             data = data[:-2] + b"#\n"  # one byte changed on the way
         return real(self, path, data, progress)
 
-    monkeypatch.setattr(F.Board, "write_file", corrupt)
+    monkeypatch.setattr(Board, "write_file", corrupt)
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v2"]) == 6
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not match" in err[0] and "main.py" in err[0]
@@ -233,7 +235,7 @@ def test_failed_hash_keeps_previous_firmware(vb, builds, capsys, monkeypatch):
 def test_interrupted_flash_and_switch_recover(vb, builds, capsys, monkeypatch):
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v1"]) == 0
     v1 = live_version(vb.link)
-    real = F.Board.write_file
+    real = Board.write_file
     n = []
 
     def cut(self, path, data, progress=None):
@@ -242,17 +244,18 @@ def test_interrupted_flash_and_switch_recover(vb, builds, capsys, monkeypatch):
             raise KeyboardInterrupt  # the cable is pulled mid-copy
         return real(self, path, data, progress)
 
-    monkeypatch.setattr(F.Board, "write_file", cut)
+    monkeypatch.setattr(Board, "write_file", cut)
     with pytest.raises(KeyboardInterrupt):
-        F.flash(vb.link, "unix_sim", builds["v2"])
-    monkeypatch.setattr(F.Board, "write_file", real)
+        flash(vb.link, "unix_sim", builds["v2"])
+    monkeypatch.setattr(Board, "write_file", real)
     assert live_version(vb.link) == v1  # still the old firmware, staging half full
     # A switch-over cut after its first rename: the next connection finishes it.
-    b = F.Board(vb.link)
+    b = Board(vb.link)
     try:
-        b.run("_rm('next')\n_mk('next/lib')\n_cp('VERSION','next/VERSION')\n"
+        b.run("agent_remove('next')\nagent_makedirs('next/lib')\nagent_copy('VERSION','next/VERSION')\n"
               "f=open('next/VERSION','w')\nf.write('half\\n')\nf.close()\n"
-              "_rm('prev')\n_mk('prev')\nf=open('.switch','w')\nf.write('next prev')\nf.close()\n"
+              "agent_remove('prev')\nagent_makedirs('prev')\nf=open('.switch','w')\nf.write('next prev')\n"
+              "f.close()\n"
               "os.rename('VERSION','prev/VERSION')", "test set-up")
     finally:
         b.close()
@@ -291,7 +294,7 @@ def test_full_filesystem(tmp_path, builds, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "too full" in err[0]
         # Fill the disk so even the few changed files do not fit.
-        fb = F.Board(b.link)
+        fb = Board(b.link)
         try:
             fb.run("f=open('data.bin','wb')\ntry:\n while True:\n  f.write(bytes(4096))\n"
                    "except OSError:\n pass\nf.close()", "filling")

@@ -18,12 +18,14 @@ import shutil
 import tokenize
 
 import pytest
-from tests.tools.test_flash import board_files, builds, live_version, run, sim_port  # noqa: F401 (fixtures)
 
 from host_tools import FIRMWARE
-from host_tools import flash as F
 from host_tools.build import write_rom_image, write_sums
+from host_tools.flash import romfs, session
+from host_tools.flash.session import Board
+from host_tools.flash.update import flash
 from host_tools.virtual_board import VirtualBoard
+from tests.tools.test_flash import board_files, builds, live_version, run, sim_port  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.micropython]
 
@@ -37,9 +39,9 @@ def provision(link, tmp_path, pile):
 
 
 def rom_sha(link):
-    b = F.Board(link)
+    b = Board(link)
     try:
-        return b.rom_sha()
+        return romfs.sha(b)
     finally:
         b.close()
 
@@ -48,7 +50,7 @@ def flash_as_mpy(monkeypatch, link, build_dir):
     """Flash the way a board without ROMFS is flashed (the .mpy files in
     lib/), to give a ROMFS board an old-style firmware to replace."""
     with monkeypatch.context() as m:
-        m.setattr(F.Board, "rom_info", lambda self: None)
+        m.setattr(romfs, "info", lambda board: None)
         assert run("flash", "--port", link, "--board", "unix_sim", "--build", build_dir) == 0
 
 
@@ -126,20 +128,20 @@ def test_cut_rom_write_falls_back_to_previous_mpy(tmp_path, builds, sim_port, ca
             f.write(bytes(2000))
         write_rom_image(str(v3 / "lib"), str(v3 / "rom.img"))
         write_sums(str(v3))
-        real = F.Board.exec
+        real = Board.exec
         n = []
 
         def cut(self, code, timeout=30):
-            if code.startswith("_rw("):
+            if code.startswith("agent_rom_write("):
                 n.append(1)
                 if len(n) == 5:
                     raise KeyboardInterrupt
             return real(self, code, timeout)
 
-        monkeypatch.setattr(F.Board, "exec", cut)
+        monkeypatch.setattr(Board, "exec", cut)
         with pytest.raises(KeyboardInterrupt):
-            F.flash(port, "unix_sim", str(v3))
-        monkeypatch.setattr(F.Board, "exec", real)
+            flash(port, "unix_sim", str(v3))
+        monkeypatch.setattr(Board, "exec", real)
         # The header goes last: the partition holds no image, not half of one.
         assert rom_sha(port) is None
         capsys.readouterr()
@@ -190,10 +192,10 @@ def test_rom_image_bigger_than_partition_is_refused(tmp_path, builds, capsys, mo
 
 
 def _helper_names() -> set[str]:
-    """Global names the board-side helper programs define."""
+    """Global names the board agent defines, in the code as it is sent."""
     names = set()
-    for src in (F._HELPERS, F._ROM_HELPERS):
-        tree = ast.parse(src)
+    for part in ("core", "rom"):
+        tree = ast.parse("\n".join(session.agent_code(part)))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 names.add(node.name)
@@ -206,12 +208,13 @@ def _helper_names() -> set[str]:
 
 
 def test_helper_names_are_not_firmware_names():
-    """The flash helpers' names must not be names in the firmware: a .mpy
+    """The board agent's names must not be names in the firmware: a .mpy
     run from /rom interns its names pointing into the partition, and once
     the partition is rewritten such a name no longer matches itself, so a
     helper sharing it could not be called any more in that session."""
     helpers = _helper_names()
-    assert {"_k", "_rw", "_rp", "_fin", "_W", "_rd"} <= helpers
+    assert {"agent_feed", "agent_rom_write", "agent_rom_prepare", "agent_finish_switch", "agent_wdt",
+            "agent_rom_dev"} <= helpers
     used = set()
     for dirpath, _dirs, names in os.walk(FIRMWARE):
         for name in names:

@@ -4,7 +4,8 @@ server the board sets its clock from (`--ntp`), and bad values named."""
 
 import pytest
 
-from host_tools.flash import FlashError, make_config
+from host_tools.flash.provision import make_config
+from host_tools.flash.session import FlashError
 
 SECRET = "00" * 32
 

@@ -8,7 +8,11 @@ import textwrap
 
 import pytest
 
-from host_tools import scenario as SC
+from host_tools.scenario.condition import Condition
+from host_tools.scenario.durations import parse_duration
+from host_tools.scenario.loader import load, loads
+from host_tools.scenario.model import ScenarioError
+from host_tools.scenario.verdict import evaluate, latency_ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,25 +56,25 @@ max_ms = 500
 
 
 def test_durations():
-    assert SC.parse_duration("12m30s") == 750
-    assert SC.parse_duration("1h") == 3600
-    assert SC.parse_duration("250ms") == 0.25
-    assert SC.parse_duration("1h2m3.5s") == 3723.5
-    assert SC.parse_duration(90) == 90
+    assert parse_duration("12m30s") == 750
+    assert parse_duration("1h") == 3600
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("1h2m3.5s") == 3723.5
+    assert parse_duration(90) == 90
     for bad in ("12x", "m", "", "-5s", "5s3", True, None, [1]):
         with pytest.raises(ValueError):
-            SC.parse_duration(bad)
+            parse_duration(bad)
 
 
 def test_conditions_evaluate_without_eval():
-    c = SC.Condition("ev_soc >= 50 and (state == 'charging' or faults contains 'h2_trip') and not contactor == false")
+    c = Condition("ev_soc >= 50 and (state == 'charging' or faults contains 'h2_trip') and not contactor == false")
     assert c.eval({"ev_soc": 55.0, "state": "charging", "faults": [], "contactor": True})
     assert not c.eval({"ev_soc": 45.0, "state": "charging", "faults": [], "contactor": True})
     assert c.eval({"ev_soc": 50.0, "state": "ready", "faults": ["h2_trip"], "contactor": True})
     assert not c.eval({"ev_soc": 50.0, "state": "ready", "faults": ["h2_trip"], "contactor": False})
     assert not c.eval({})  # unknown yet: false
-    assert SC.Condition("t > 1e2").eval({"t": 101.0})
-    assert SC.Condition("a_b == 1", {"a_b": float}).names == {"a_b"}
+    assert Condition("t > 1e2").eval({"t": 101.0})
+    assert Condition("a_b == 1", {"a_b": float}).names == {"a_b"}
 
 
 @pytest.mark.parametrize("text, why", [
@@ -91,12 +95,12 @@ def test_conditions_evaluate_without_eval():
 ])
 def test_bad_conditions_are_refused(text, why):
     with pytest.raises(ValueError) as e:
-        SC.Condition(text)
+        Condition(text)
     assert why in str(e.value)
 
 
 def test_good_scenario_loads():
-    sc = SC.loads(GOOD, "good.toml")
+    sc = loads(GOOD, "good.toml")
     assert sc.speed == 5 and sc.duration == 300 and sc.warm
     assert sc.plant_params() == {"bed_c0": 265.0, "stack_c0": 165.0, "bat_soc": 50.0}
     assert sc.events[0].at == 750 and sc.events[0].args == {"lel": 30}
@@ -128,8 +132,8 @@ def _line(text, needle):
 def test_bad_values_name_file_and_line(old, new, why):
     text = GOOD.replace(old, new)
     assert text != GOOD
-    with pytest.raises(SC.ScenarioError) as e:
-        SC.loads(text, "bad.toml")
+    with pytest.raises(ScenarioError) as e:
+        loads(text, "bad.toml")
     assert why in e.value.reason, e.value.reason
     assert e.value.path == "bad.toml"
     want = _line(text, new)
@@ -138,19 +142,19 @@ def test_bad_values_name_file_and_line(old, new, why):
 
 
 def test_structural_errors():
-    with pytest.raises(SC.ScenarioError, match="exactly one of at"):
-        SC.loads('duration = "1m"\n[[event]]\ndo = "tilt"\n', "x.toml")
-    with pytest.raises(SC.ScenarioError, match="missing 'duration'"):
-        SC.loads('name = "x"\n', "x.toml")
-    with pytest.raises(SC.ScenarioError, match="unknown key 'durration'"):
-        SC.loads('durration = "1m"\nduration = "1m"\n', "x.toml")
-    with pytest.raises(SC.ScenarioError) as e:
-        SC.loads('duration = "1m"\nname = \n', "x.toml")
+    with pytest.raises(ScenarioError, match="exactly one of at"):
+        loads('duration = "1m"\n[[event]]\ndo = "tilt"\n', "x.toml")
+    with pytest.raises(ScenarioError, match="missing 'duration'"):
+        loads('name = "x"\n', "x.toml")
+    with pytest.raises(ScenarioError, match="unknown key 'durration'"):
+        loads('durration = "1m"\nduration = "1m"\n', "x.toml")
+    with pytest.raises(ScenarioError) as e:
+        loads('duration = "1m"\nname = \n', "x.toml")
     assert e.value.line == 2 and "not valid TOML" in e.value.reason
-    with pytest.raises(SC.ScenarioError, match="never injects"):
-        SC.loads('duration = "1m"\n[[expect.latency]]\nfrom = "ev_stop"\nto = "chg_contactor=0"\nmax_ms = 100\n', "x.toml")
-    with pytest.raises(SC.ScenarioError, match="cannot read"):
-        SC.load("/nonexistent/x.toml")
+    with pytest.raises(ScenarioError, match="never injects"):
+        loads('duration = "1m"\n[[expect.latency]]\nfrom = "ev_stop"\nto = "chg_contactor=0"\nmax_ms = 100\n', "x.toml")
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load("/nonexistent/x.toml")
 
 
 def test_every_committed_scenario_is_valid():
@@ -159,11 +163,11 @@ def test_every_committed_scenario_is_valid():
     paths = glob.glob(os.path.join(ROOT, "tests", "scenarios", "*.toml"))
     assert len(paths) >= 20
     for p in paths:
-        SC.load(p)
+        load(p)
 
 
 def test_evaluate_checks_from_records():
-    sc = SC.loads(textwrap.dedent("""\
+    sc = loads(textwrap.dedent("""\
         duration = "1m"
         [[event]]
         at = "1s"
@@ -189,12 +193,12 @@ def test_evaluate_checks_from_records():
         {"kind": "fw", "t": 2.0, "event": "faults", "a": "tilt", "b": "stopping"},
     ]
     plant = {"contactor": False, "delivered_kwh": 2.0, "unsafe_writes": {"x": 0}, "unsafe_s": {}}
-    checks = SC.evaluate(sc, recs, plant, "fault", True, None, [True], [])
+    checks = evaluate(sc, recs, plant, "fault", True, None, [True], [])
     assert all(ok for ok, _ in checks), checks
-    assert SC.latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(80.0)
+    assert latency_ms(recs, "ev_stop", "chg_contactor", 0) == pytest.approx(80.0)
     plant["unsafe_writes"] = {"contactor_with_iso_fault": 1}
     plant["contactor"] = True
-    checks = SC.evaluate(sc, recs[:4], plant, "ready", True, None, [True], [])
+    checks = evaluate(sc, recs[:4], plant, "ready", True, None, [True], [])
     failed = [t for ok, t in checks if not ok]
     assert any("final state" in t for t in failed)
     assert any("contactor open" in t for t in failed)

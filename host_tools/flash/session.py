@@ -1,0 +1,244 @@
+"""A session with a board over its USB serial REPL: mpremote's raw REPL,
+entered without a soft reset (a running firmware is stopped with Ctrl-C and
+its watchdog keeps being fed), with the board agent (board_agent.py) loaded,
+and the few operations the flash tools build on: exec, eval, hash, read and
+write files, free space, soft reset and read the console.
+
+Every failure becomes a FlashError: one line saying what and where, and the
+exit code of its kind (host_tools.exitcodes).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import io
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import cast
+
+from host_tools.exitcodes import BOARD_ERROR, NO_SPACE, UNREACHABLE, CliError
+
+CONNECT_TIMEOUT = 5.0  # seconds for the board to show its raw REPL
+CHUNK = 1536  # bytes of file per exec (2 KB of base64)
+AGENT_CHUNK = 1000  # characters of agent code per exec (the raw REPL buffers and compiles each in the heap)
+AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "board_agent.py")
+# The line in board_agent.py where its ROMFS part begins.
+AGENT_ROM_MARK = "# ==== ROMFS:"
+# sys.platform -> board.json platform
+PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "unix", "darwin": "unix"}
+
+ProgressFn = Callable[[int, str], None]
+
+
+class FlashError(CliError):
+    """A board tool's failure: the message is the one line shown."""
+
+    def __init__(self, msg: str, code: int = BOARD_ERROR) -> None:
+        super().__init__(msg, code)
+
+
+def agent_code(part: str) -> list[str]:
+    """The board agent's code for part "core" or "rom", as the execs that
+    send it: comments, docstrings and type hints stripped (less to send and
+    to buffer on the board), top-level statements grouped up to AGENT_CHUNK
+    characters."""
+    with open(AGENT, encoding="utf-8") as f:
+        text = f.read()
+    mark = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith(AGENT_ROM_MARK)), None)
+    if mark is None:
+        raise RuntimeError(f"{AGENT}: no line starting {AGENT_ROM_MARK!r}")
+    chunks: list[str] = []
+    for node in ast.parse(text).body:
+        if (node.lineno < mark) != (part == "core"):
+            continue
+        for fn in ast.walk(node):
+            if isinstance(fn, ast.FunctionDef):
+                # Type hints and docstrings are for the reader of board_agent.py.
+                fn.returns = None
+                for arg in fn.args.args:
+                    arg.annotation = None
+                body = fn.body
+                if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                        and isinstance(body[0].value.value, str):
+                    fn.body = body[1:] or [ast.Pass()]
+        code = ast.unparse(node)
+        if chunks and len(chunks[-1]) + len(code) < AGENT_CHUNK:
+            chunks[-1] += "\n" + code
+        else:
+            chunks.append(code)
+    return chunks
+
+
+def board_err(text: str) -> str:
+    """Last line of a MicroPython traceback."""
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    return lines[-1] if lines else "error"
+
+
+def is_enospc(text: str) -> bool:
+    return "ENOSPC" in text or "Errno 28" in text or re.search(r"OSError: 28\b", text) is not None
+
+
+class Board:
+    """A board's raw REPL over its serial port (mpremote's transport), with
+    the agent's core loaded."""
+
+    def __init__(self, port: str, baud: int = 115200, timeout: float | None = None) -> None:
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        self.port = port
+        if not os.path.exists(port) and not port.startswith(("socket://", "rfc2217://")):
+            raise FlashError(f"{port}: no such serial port (is the board plugged in? "
+                             f"see `ls /dev/ttyUSB* /dev/ttyACM*`)", UNREACHABLE)
+        try:
+            # A read timeout, so a port with nothing behind it cannot hang us.
+            self.t = SerialTransport(port, baudrate=baud, timeout=1)
+        except (TransportError, OSError) as e:
+            raise FlashError(f"{port}: cannot open the serial port ({e}; in use by another "
+                             f"program, or no permission: add yourself to group dialout)", UNREACHABLE)
+        self.timeout = timeout or CONNECT_TIMEOUT
+        # What this session learnt about the board: platform, ROMFS partition.
+        self.facts: dict[str, object] = {}
+        self.agent_parts: set[str] = set()
+        self._raw()
+
+    def _raw(self) -> None:
+        from mpremote.transport import TransportError
+
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
+        except (TransportError, OSError) as e:
+            self.close()
+            raise FlashError(f"{self.port}: the board does not answer (no MicroPython REPL within "
+                             f"{self.timeout:g} s: wrong port, wrong baud, or not running MicroPython) "
+                             f"[{e}]", UNREACHABLE)
+        # A firmware stopped with Ctrl-C still holds its heap until collected.
+        self.exec("import gc\ngc.collect()")
+        self.load_agent("core")
+
+    def load_agent(self, part: str) -> None:
+        """Define the agent's part "core" or "rom" on the board (once a session)."""
+        if part not in self.agent_parts:
+            for code in agent_code(part):
+                self.run(code, f"loading the board agent ({part})")
+            self.agent_parts.add(part)
+
+    def exec(self, code: str, timeout: float = 30) -> str:
+        from mpremote.transport import TransportError, TransportExecError
+
+        try:
+            self.t.exec_raw_no_follow(code)
+            out, err = self.t.follow(timeout)
+        except TransportError as e:
+            raise FlashError(f"{self.port}: the board stopped answering ({e})", UNREACHABLE)
+        except OSError as e:
+            raise FlashError(f"{self.port}: serial port error ({e})", UNREACHABLE)
+        if err:
+            raise TransportExecError(1, err.decode(errors="replace"))
+        return out.decode(errors="replace")
+
+    def eval(self, expr: str) -> object:
+        from mpremote.transport import TransportExecError
+
+        try:
+            return ast.literal_eval(self.exec("print(repr(%s))" % expr).strip())
+        except TransportExecError as e:
+            raise FlashError(f"{self.port}: board error: {board_err(e.error_output)}", BOARD_ERROR)
+
+    def run(self, code: str, what: str) -> str:
+        """exec, with a board-side error turned into a FlashError about `what`."""
+        from mpremote.transport import TransportExecError
+
+        try:
+            return self.exec(code)
+        except TransportExecError as e:
+            if is_enospc(e.error_output):
+                raise FlashError(f"board filesystem full while {what}", NO_SPACE)
+            raise FlashError(f"board error while {what}: {board_err(e.error_output)}", BOARD_ERROR)
+
+    def close(self) -> None:
+        try:
+            self.t.close()
+        except Exception:
+            pass
+
+    # ---- board facts ------------------------------------------------------
+    def board_platform(self) -> str:
+        if "platform" not in self.facts:
+            p = str(self.eval("sys.platform"))
+            self.facts["platform"] = PLATFORMS.get(p, p)
+        return str(self.facts["platform"])
+
+    def hashes(self, paths: list[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for i in range(0, len(paths), 20):
+            out += cast("list[str | None]", self.eval("[agent_sha256(p) for p in %r]" % (paths[i:i + 20],)))
+        return out
+
+    def exists(self, path: str) -> bool:
+        return bool(self.eval("agent_exists(%r)" % path))
+
+    def read_text(self, path: str) -> str | None:
+        return cast("str | None", self.eval("(lambda: (agent_exists(%r) and open(%r).read()) or None)()"
+                                            % (path, path)))
+
+    def free(self) -> tuple[int, int, int]:
+        """(block size, blocks, free blocks) of the board's filesystem."""
+        bsize, blocks, free = cast("tuple[int, int, int]", self.eval("agent_free()"))
+        return bsize, blocks, free
+
+    def write_file(self, path: str, data: bytes, progress: ProgressFn | None = None) -> None:
+        from mpremote.transport import TransportExecError
+
+        try:
+            self.exec("agent_open(%r)" % path)
+            for i in range(0, len(data), CHUNK):
+                chunk = data[i:i + CHUNK]
+                self.exec("agent_write(%r)" % base64.b64encode(chunk).decode())
+                if progress:
+                    progress(len(chunk), path)
+            self.exec("agent_close()")
+        except TransportExecError as e:
+            try:
+                self.exec("agent_close()")
+            except Exception:
+                pass
+            if is_enospc(e.error_output):
+                raise FlashError(f"board filesystem full while writing {path}", NO_SPACE)
+            raise FlashError(f"board error writing {path}: {board_err(e.error_output)}", BOARD_ERROR)
+
+    # ---- reset and console -------------------------------------------------
+    def soft_reset_and_read(self, seconds: float, stop: Callable[[str], bool] | None = None) -> list[str]:
+        """Leave the raw REPL, soft-reset (boots main.py), return console lines
+        until stop(line) says so or `seconds` pass."""
+        s = self.t.serial
+        self.t.exit_raw_repl()
+        time.sleep(0.1)
+        s.reset_input_buffer() if hasattr(s, "reset_input_buffer") else None
+        s.write(b"\x04")  # Ctrl-D at the friendly REPL: soft reset, runs main.py
+        lines: list[str] = []
+        buf = b""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            n = s.in_waiting
+            b = s.read(n or 1) if n else b""
+            if not b:
+                time.sleep(0.02)
+                continue
+            buf += b
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                t = line.decode(errors="replace").rstrip("\r")
+                lines.append(t)
+                if stop and stop(t):
+                    return lines
+        if buf.strip():
+            lines.append(buf.decode(errors="replace").strip())
+        return lines
