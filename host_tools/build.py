@@ -158,16 +158,16 @@ def _build_cli(board: str, out_root: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="h2pile build")
-    ap.add_argument("board")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("board", help="a board description in boards/ (e.g. esp32_generic, rp2_pico_w, unix_sim)")
+    ap.add_argument("--out", default=None, help="output directory (default build/; the build goes in OUT/BOARD)")
     a = ap.parse_args(argv)
     return _build_cli(a.board, a.out)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="compile the firmware for a board (mpy-cross)")
-    p.add_argument("board")
-    p.add_argument("--out", default=None)
+    p.add_argument("board", help="a board description in boards/ (e.g. esp32_generic, rp2_pico_w, unix_sim)")
+    p.add_argument("--out", default=None, help="output directory (default build/; the build goes in OUT/BOARD)")
 
     def run(a: argparse.Namespace) -> int:
         return _build_cli(a.board, a.out)

@@ -12,7 +12,7 @@ The generated docs (GENERATORS below), each from its one source:
   states.md        firmware/h2p/states.py (+ docs_text.STATE_DOC)
   mqtt.md          firmware/h2p/topics.py + topics_doc.py (host_tools/gendocs_mqtt.py)
   sim.md           sim/params.py (sim.params.markdown)
-  scenarios.md     its reference section only: host_tools.scenario.events_markdown()
+  scenarios.md     its reference section only: host_tools.scenario.markdown.events_markdown()
   architecture.md  firmware/h2p/layers.py + each module's first comment
 Never edit them (or a generated section) by hand. The other docs, domain.md
 among them, are written by hand. `make docs` runs --write.
@@ -375,9 +375,9 @@ def _sim_md() -> str:
 
 
 def _scenario_events() -> str:
-    from host_tools import scenario
+    from host_tools.scenario.markdown import events_markdown
 
-    return scenario.events_markdown()
+    return events_markdown()
 
 
 GENERATORS: dict[str, Doc] = {
@@ -387,8 +387,8 @@ GENERATORS: dict[str, Doc] = {
     "states.md": Doc("firmware/h2p/states.py", _whole(states_md)),
     "mqtt.md": Doc("firmware/h2p/topics.py", _whole(_mqtt_md)),
     "sim.md": Doc("sim/params.py", _whole(_sim_md)),
-    "scenarios.md": Doc("host_tools/scenario.py",
-                        _section("scenarios.md", "host_tools.scenario.events_markdown()", _scenario_events)),
+    "scenarios.md": Doc("host_tools/scenario/markdown.py",
+                        _section("scenarios.md", "host_tools.scenario.markdown.events_markdown()", _scenario_events)),
     "architecture.md": Doc("firmware/h2p/layers.py", _whole(architecture_md)),
 }
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from h2p import topics
 from h2p.session import REASONS
+from host_tools.secret_args import LEDGER_PASSWORD, add_secret, secret_from
 from host_tools.topic_filter import topic_filter
 
 log = logging.getLogger("ledger")
@@ -350,7 +351,7 @@ def ingest(args: argparse.Namespace) -> int:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
                     protocol=mqtt.MQTTv311, manual_ack=True)
     if args.user:
-        c.username_pw_set(args.user, args.password)
+        c.username_pw_set(args.user, secret_from(args, LEDGER_PASSWORD, required=False))
     if args.tls_ca:
         c.tls_set(ca_certs=args.tls_ca)
     c.reconnect_delay_set(1, 30)
@@ -524,9 +525,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sp.required = True
     pi = sp.add_parser("ingest", help="store bills from the broker, ack after commit")
     pi.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
-    pi.add_argument("--user")
-    pi.add_argument("--password", default=os.environ.get("H2PILE_LEDGER_PASSWORD"),
-                    help="or env H2PILE_LEDGER_PASSWORD")
+    pi.add_argument("--user", help="MQTT user of the ledger's account (broker-config --operator)")
+    add_secret(pi, LEDGER_PASSWORD, "MQTT password of --user")
     pi.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
     pi.add_argument("--db", default=DEFAULT_DB,
                     help="sqlite:///file.db or postgresql://... (default %(default)s)")
@@ -536,7 +536,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "(default %s without --share)" % DEFAULT_CLIENT_ID)
     pi.add_argument("-v", "--verbose", action="store_true", help="log every record")
     pr = sp.add_parser("report", help="settlement per sponsor and pile")
-    pr.add_argument("--db", default=DEFAULT_DB)
+    pr.add_argument("--db", default=DEFAULT_DB,
+                    help="sqlite:///file.db or postgresql://... (default %(default)s)")
     pr.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD (UTC, inclusive)")
     pr.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD (UTC, inclusive)")
     pr.add_argument("--csv", help="also write the table to this CSV file")

@@ -166,13 +166,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     p.add_argument("--heap", default="96K",
                    help="MicroPython heap (-X heapsize, as on the pile; see docs/memory.md)")
-    p.add_argument("--pile-id", default="sim-1")
+    p.add_argument("--pile-id", default="sim-1", help="the simulated pile's id (default %(default)s)")
     p.add_argument("--port", type=int, default=5020, help="simulator RTU-over-TCP port")
     p.add_argument("--control-port", type=int, default=5021,
                    help="simulator control port (h2pile sim inject)")
-    p.add_argument("--ev-soc", type=float, default=20.0)
-    p.add_argument("--ev-kwh", type=float, default=60.0)
-    p.add_argument("--ev-target", type=float, default=60.0)
+    p.add_argument("--ev-soc", type=float, default=20.0, help="the EV's state of charge at plug-in, %% (default %(default)s)")
+    p.add_argument("--ev-kwh", type=float, default=60.0, help="the EV's battery, kWh (default %(default)s)")
+    p.add_argument("--ev-target", type=float, default=60.0, help="SOC at which the EV stops asking, %% (default %(default)s)")
     p.add_argument("--idle-s", type=int, default=120, help="pile shuts down after this long without an EV")
     p.add_argument("--plain", action="store_true", help="print snapshots instead of redrawing")
     p.add_argument("--console-log", default="",

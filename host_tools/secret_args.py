@@ -41,6 +41,7 @@ class Secret:
 FLEET_SECRET = Secret("fleet-secret", "H2PILE_FLEET_SECRET", "the fleet secret")
 CMD_KEY = Secret("key", "H2PILE_CMD_KEY", "the pile's command key", "HEX")
 MQTT_PASSWORD = Secret("password", "H2PILE_MQTT_PASSWORD", "the MQTT password", "PASSWORD")
+LEDGER_PASSWORD = Secret("password", "H2PILE_LEDGER_PASSWORD", "the ledger's MQTT password", "PASSWORD")
 WIFI = Secret("wifi", "H2PILE_WIFI", "the WiFi network and password", "SSID:PASS")
 # Several NAME:PASSWORD entries: the option repeats; the file and the
 # variable hold one entry per line.

@@ -23,7 +23,6 @@ from host_tools.secret_args import MQTT_PASSWORD, WIFI, secret_from
 SECRET = "fleet-Zq8x-secret"
 ENVS = ("H2PILE_FLEET_SECRET", "H2PILE_CMD_KEY", "H2PILE_MQTT_PASSWORD", "H2PILE_WIFI", "H2PILE_OPERATORS")
 SECRET_WORDS = re.compile(r"secret|password|(^|-)key$|wifi|operator")
-OWNED_ELSEWHERE = {"ledger"}  # ledger ingest --password: help names the variable, no --password-file yet
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +76,6 @@ def test_every_secret_option_has_a_file_form_and_an_env_variable(path, opt, ap):
             problem = f"{opt}-file's help names no $H2PILE_ variable"
         elif "`ps`" not in by_opt[opt].help or env.group(1) not in by_opt[opt].help:
             problem = f"{opt}'s help does not say `ps` shows it and name ${env.group(1)}"
-    if problem and path[0] in OWNED_ELSEWHERE:
-        pytest.xfail(f"h2pile {' '.join(path)}: {problem} (module owned elsewhere)")
     assert not problem, f"h2pile {' '.join(path)}: {problem}"
 
 
