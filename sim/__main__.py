@@ -88,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(amain(args))
-    except (OSError, RegisterMismatch) as e:
+    except RegisterMismatch as e:  # the simulator does not match the firmware's map
+        print(f"sim: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the port or the serial device
         print(f"sim: {e}", file=sys.stderr)
         return 3
 

@@ -165,7 +165,7 @@ def test_docs_check_passes_on_the_tree(capsys):
 def _edit(path, name):
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    marker = G.BEGIN % "host_tools.scenario.events_markdown()"
+    marker = G.BEGIN % "host_tools.scenario.markdown.events_markdown()"
     if marker in text:  # a generated section: edit inside it
         text = text.replace(marker + "\n", marker + "\nhand edit\n")
     else:
