@@ -29,8 +29,8 @@ import collections
 import sys
 import time
 
-from sim import __main__ as simmain
-from sim import control, faults
+from sim import __main__ as sim_main
+from sim import control, faults, server
 from sim.server import PileSim, wire_time_s
 
 _ORIG_HANDLE = control.handle_request
@@ -105,8 +105,9 @@ def handle_request(sim, line, on_event=None):
 
 def main(argv=None) -> int:
     control.handle_request = handle_request  # this process only
-    simmain.PileSim = BenchSim
-    return simmain.main(argv)
+    # sim.__main__ looks the class up in sim.server when it starts
+    server.PileSim = BenchSim
+    return sim_main.main(argv)
 
 
 if __name__ == "__main__":

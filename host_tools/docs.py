@@ -33,7 +33,7 @@ from h2p import devices as D
 from h2p import docs_text as T
 from h2p import interlocks as IL
 from h2p import layers as LY
-from h2p import registers as M
+from h2p import registers as R
 from h2p import schema as SC
 from h2p import states as S
 from h2p.registers_doc import BITS, ENUMS, UNITS
@@ -75,11 +75,11 @@ def md_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]
 
 
 def _device_of(reading: str) -> str | None:
-    for dev in M.DEVICE_ORDER:
-        for f in M.DEVICES[dev]["readings"]:
+    for dev in R.DEVICE_ORDER:
+        for f in R.DEVICES[dev]["readings"]:
             if f[0] == reading:
                 return dev
-    if reading in M.METER_FIELDS:
+    if reading in R.METER_FIELDS:
         return "meter"
     return None
 
@@ -172,8 +172,8 @@ def registers_md() -> str:
          "read in few, large blocks; commands are holding registers (FC06/FC16 write, FC03 "
          "read-back). value = raw × scale. Types: u16, i16, u32 and f32 (two registers, high word "
          "first). A value outside its plausible range (or a NaN float) is stored as unknown.", ""]
-    for dev in M.DEVICE_ORDER:
-        d = M.DEVICES[dev]
+    for dev in R.DEVICE_ORDER:
+        d = R.DEVICES[dev]
         L += ["## %s — %s (unit %d by default)" % (dev, d["title"], d["unit"]), ""]
         if d["readings"]:
             L += ["### Readings (FC04)", ""]
@@ -194,8 +194,8 @@ def registers_md() -> str:
           "Meter support is a table of profiles (register, function, type, word order, scale), "
           "not code per meter. The scale converts the register to V, A, W and Wh and may be any "
           "number (meters in kW, odd multipliers).", ""]
-    for name in sorted(M.METER_PROFILES):
-        p = M.METER_PROFILES[name]
+    for name in sorted(R.METER_PROFILES):
+        p = R.METER_PROFILES[name]
         L += ["### `%s` (FC%02d)" % (name, p["fc"]), ""]
         L += md_table(("reading", "address", "type", "scale to SI", "unit", "plausible"),
                       [("`%s`" % f[0], "0x%04X" % f[1], K.TYPE_NAMES[f[2]], _num(f[3]), UNITS[f[0]],
@@ -220,7 +220,7 @@ def _check_text(check: Callable | None) -> str:
     if check is SC.ident:
         return "1-32 of a-z, 0-9, '-', '_'"
     if getattr(check, "__name__", "") == "_meter":
-        return "one of " + ", ".join(sorted(M.METER_PROFILES))
+        return "one of " + ", ".join(sorted(R.METER_PROFILES))
     raise ValueError("config.py: no doc text for check %r" % (check,))
 
 

@@ -5,7 +5,7 @@
 # float meter) are stored as UNKNOWN: a sensor fault, never a value.
 from array import array
 
-from h2p import codes as R
+from h2p import codes as K
 from h2p.compat import const
 from h2p.readings import SCALES, UNKNOWN
 
@@ -40,12 +40,12 @@ def decode(buf, off, typ):
     # Register bytes at word offset `off` -> int (or float for F32).
     o = 2 * off
     w = (buf[o] << 8) | buf[o + 1]  # registers are big-endian
-    if typ == R.U16:
+    if typ == K.U16:
         return w
-    if typ == R.I16:
+    if typ == K.I16:
         return w - 0x10000 if w & 0x8000 else w
     w2 = (buf[o + 2] << 8) | buf[o + 3]
-    if typ == R.U32:
+    if typ == K.U32:
         return (w << 16) | w2
     import struct
 
@@ -58,7 +58,7 @@ def scaled(v, typ, num, den):
     # the IEEE-754 bit pattern (decode_bits); None for NaN or infinity.
     # The same result as int(float_value * num / den).
     neg = False
-    if typ == R.F32:
+    if typ == K.F32:
         e = (v >> 23) & 0xFF
         if e == 0xFF:
             return None  # NaN or +-inf
@@ -83,8 +83,8 @@ def scaled(v, typ, num, den):
 
 def decode_bits(buf, off, typ):
     # Like decode(), but an F32 comes back as its raw 32-bit pattern.
-    if typ == R.F32:
-        return decode(buf, off, R.U32)
+    if typ == K.F32:
+        return decode(buf, off, K.U32)
     return decode(buf, off, typ)
 
 
@@ -142,7 +142,7 @@ def _field(name, off, typ, wire_scale, ranges):
     # small ints and allocates nothing (floats are boxed on MicroPython).
     lo = int(round(lo / SCALES[i])) if lo > -1e9 else -0x3FFFFFFE
     hi = int(round(hi / SCALES[i])) if hi < 1e9 else 0x3FFFFFFE
-    if typ != R.F32 and abs(f - 1) < 1e-9:
+    if typ != K.F32 and abs(f - 1) < 1e-9:
         f = 1
     return (i, off, typ, f, lo, hi)
 
@@ -151,7 +151,7 @@ def _blocks_from(fields, fc, ranges, max_gap=8):
     # Merge fields into as few reads as possible (gaps up to max_gap words).
     groups = []  # [start, end, [fields]]
     for f in sorted(fields, key=lambda f: f[1]):
-        end = f[1] + R.TYPE_WORDS[f[2]]
+        end = f[1] + K.TYPE_WORDS[f[2]]
         if groups and f[1] - groups[-1][1] <= max_gap:
             g = groups[-1]
             g[2].append(f)
@@ -175,7 +175,7 @@ def _blocks_from(fields, fc, ranges, max_gap=8):
                                  % (f[0], factor))
             ratios.append(nd[0])
             ratios.append(nd[1])
-            scaled = scaled or factor != 1 or typ == R.F32
+            scaled = scaled or factor != 1 or typ == K.F32
         out.append(Block(fc, start, end - start, packed, ratios if scaled else None))
     return out
 
@@ -202,9 +202,9 @@ class Device:
     def commands(self):
         # The register map's rows of this device's commands, for tools and
         # tests: it re-imports registers.py, so not for the running pile.
-        from h2p import registers as M
+        from h2p import registers as R
 
-        return M.DEVICES[self.name]["commands"]
+        return R.DEVICES[self.name]["commands"]
 
     def set(self, i, raw):
         self.want[i] = raw & 0xFFFF
@@ -240,16 +240,16 @@ class Device:
 def build(config):
     # All drivers for this pile, in poll order (safety-relevant first). The
     # register maps are read here once; the board may unload them after.
-    from h2p import registers as M
+    from h2p import registers as R
     from h2p.readings import INDEX
 
     units = config["units"]
     ranges = plausible_ranges()
     devs = []
     for name in ("charger", "safety", "fuelcell", "reformer", "bms"):
-        d = M.DEVICES[name]
+        d = R.DEVICES[name]
         devs.append(Device(name, units[name], _blocks_from(d["readings"], 4, ranges), d["commands"]))
-    prof = M.METER_PROFILES[config["meter_profile"]]
+    prof = R.METER_PROFILES[config["meter_profile"]]
     mblocks = _blocks_from(prof["fields"], prof["fc"], ranges)
     # Energy is billing data: read it every few cycles, not every cycle.
     for b in mblocks:

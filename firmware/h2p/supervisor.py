@@ -10,7 +10,7 @@ from array import array
 
 from h2p.compat import const, ticks_diff
 from h2p import states as S
-from h2p import codes as R
+from h2p import codes as K
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
@@ -246,7 +246,7 @@ class Supervisor:
         # E (pilot shorted) is still an EV on the cable: a fault to ramp
         # down from, not an unplug to open on at once.
         p = self._r(_CHG_PILOT, now)
-        return p == R.PILOT_B or p == R.PILOT_C or p == R.PILOT_D or p == R.PILOT_E
+        return p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E
 
     def _fuel_current(self, now):
         # The current the hydrogen now reaching the stack can carry: the
@@ -281,10 +281,10 @@ class Supervisor:
             if self.pilot < 0:
                 # First reading after boot: an EV still asking (a reset
                 # mid-charge) gets a new session; one that is done (B) not.
-                self.fresh_plug = p == R.PILOT_C or p == R.PILOT_D
-            elif (self.pilot == R.PILOT_A and p != R.PILOT_A) or (self.pilot == R.PILOT_B and p == R.PILOT_C):
+                self.fresh_plug = p == K.PILOT_C or p == K.PILOT_D
+            elif (self.pilot == K.PILOT_A and p != K.PILOT_A) or (self.pilot == K.PILOT_B and p == K.PILOT_C):
                 self.fresh_plug = True
-            elif p == R.PILOT_A:
+            elif p == K.PILOT_A:
                 self.fresh_plug = False
             self.pilot = p
         il.raise_ext("estop", self.estop_in)
@@ -293,7 +293,7 @@ class Supervisor:
         k = _RD[_CHG_STATUS]
         aux = readings.get(k, now)
         c = self.contactor
-        if c.changed_ms is None and aux != UNKNOWN and aux & R.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
+        if c.changed_ms is None and aux != UNKNOWN and aux & K.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
             c.adopt()
         c.supervise(now, aux, readings.ts[k])
         il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
@@ -312,7 +312,7 @@ class Supervisor:
             # E-stop state only when it is really pressed; unknown data is
             # an emergency of its own (FAULT), not a pressed button.
             sio = self._r(_SIO_STATUS, now)
-            estop = self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
+            estop = self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
             if (st != S.OFF and st != S.SELFTEST) or estop:
@@ -370,7 +370,7 @@ class Supervisor:
             return False
         if self.contactor.adopted and self.state in (S.OFF, S.SELFTEST):
             sio = self.rd.get(_RD[_SIO_STATUS], self.last)
-            return self.estop_in or (sio != UNKNOWN and sio & R.SIO_ESTOP)
+            return self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
         return True
 
     def _ev(self, contactor, limit, enable, lock, force=False):
@@ -382,7 +382,7 @@ class Supervisor:
         ch = self.dev["charger"]
         if (not contactor and self.contactor.closed_cmd and not force
                 and not self._open_now() and self._ev_amps() > self.stop_a
-                and self.pilot in (R.PILOT_C, R.PILOT_D)):
+                and self.pilot in (K.PILOT_C, K.PILOT_D)):
             contactor, limit, lock = 1, 0, 1  # and no unlocking under load
         self.contactor.command(contactor)
         ch.set(_C_CONTACTOR, 1 if self.contactor.closed_cmd else 0)
@@ -411,7 +411,7 @@ class Supervisor:
                 ch.set(_C_LIMIT, 0)
         if not il.fuel_allowed():
             rf, fc = self.dev["reformer"], self.dev["fuelcell"]
-            rf.set(_R_MODE, R.REF_MODE_OFF)
+            rf.set(_R_MODE, K.REF_MODE_OFF)
             rf.set(_R_PUMP, 0)
             fc.set(_F_SP, 0)
             fc.set(_F_ENABLE, 0)
@@ -474,19 +474,19 @@ class Supervisor:
             target = self.min_load
         if target < self.fc_sp:
             target = self.fc_sp
-        self._fuel(R.REF_MODE_RUN, self._flow_for(target), 1)
+        self._fuel(K.REF_MODE_RUN, self._flow_for(target), 1)
 
     # ---- states ----------------------------------------------------------
     def _off(self, now):
         self.fc_sp = 0
-        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._fuel(K.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(0)
         if self.want_run:
             self._go(S.SELFTEST, now)
 
     def _selftest(self, now):
-        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._fuel(K.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(30)
         aux = self._r(_CHG_STATUS, now)
@@ -498,7 +498,7 @@ class Supervisor:
             fresh
             and self.il.severity < IL.STOP
             and aux != UNKNOWN
-            and not aux & R.CHG_AUX_CLOSED
+            and not aux & K.CHG_AUX_CLOSED
         )
         if ok and ticks_diff(now, self.since) >= 1000:
             self.events.append(("selftest", "pass", ""))
@@ -515,9 +515,9 @@ class Supervisor:
         air = self._r(_SIO_AIRFLOW, now)
         # Ignition only with proven airflow.
         if air != UNKNOWN and air > 5:
-            self._fuel(R.REF_MODE_PREHEAT, 0, 0)
+            self._fuel(K.REF_MODE_PREHEAT, 0, 0)
         else:
-            self._fuel(R.REF_MODE_OFF, 0, 0)
+            self._fuel(K.REF_MODE_OFF, 0, 0)
         bed = self._r(_REF_BED_C, now)
         if bed != UNKNOWN and bed >= self.bed_feed:
             self._go(S.REFORMING, now)
@@ -528,7 +528,7 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         self._fan(60)
         self.fc_sp = 0
-        self._fuel(R.REF_MODE_RUN, self._flow_for(self.min_load), 0)
+        self._fuel(K.REF_MODE_RUN, self._flow_for(self.min_load), 0)
         t = self._r(_FC_STACK_C, now)
         if (
             ticks_diff(now, self.since) >= self.lead_s * 1000
@@ -624,11 +624,11 @@ class Supervisor:
             self._end_session("ev_unplugged")
             self._go(S.READY, now)
             return
-        if pilot == R.PILOT_E:
+        if pilot == K.PILOT_E:
             self.stop_req = "pilot_short"  # ramp down, then open
-        elif pilot == R.PILOT_C or pilot == R.PILOT_D:
+        elif pilot == K.PILOT_C or pilot == K.PILOT_D:
             self.saw_c = True
-        elif self.saw_c and pilot == R.PILOT_B:
+        elif self.saw_c and pilot == K.PILOT_B:
             # The EV stopped asking (C->B): it has already cut its current,
             # IEC 61851 wants the contactor open within 100 ms.
             self._ev(0, 0, 0, 1)
@@ -644,19 +644,19 @@ class Supervisor:
         p = self.phase
         if p == 0:  # lock the connector
             self._ev(0, 0, 0, 1)
-            if ch != UNKNOWN and ch & R.CHG_LOCKED:
+            if ch != UNKNOWN and ch & K.CHG_LOCKED:
                 self.phase, self.phase_ms = 1, now
             elif self._late(_LOCK_MS):
                 self.stop_req = "lock_failed"
         elif p == 1:  # insulation measured and fine (the interlocks judge it)
             self._ev(0, 0, 0, 1)
-            if ch == UNKNOWN or not ch & R.CHG_IMD_DONE:
+            if ch == UNKNOWN or not ch & K.CHG_IMD_DONE:
                 self.imd_ms = -1
             elif self.imd_ms < 0:
                 self.imd_ms = now
             # The result must stand past the insulation rules' debounce
             # before it counts: a bad value and "done" can come in one read.
-            if ch != UNKNOWN and ch & R.CHG_AUX_CLOSED:
+            if ch != UNKNOWN and ch & K.CHG_AUX_CLOSED:
                 # Commanded open, reads closed: never close onto a weld.
                 self.stop_req = "contactor_welded"
             elif (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
@@ -723,22 +723,22 @@ class Supervisor:
             if self.fc_sp <= self.min_load // 2:
                 self.fc_sp = self.min_load // 2
                 self.phase, self.phase_ms = 1, now
-            self._fuel(R.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
+            self._fuel(K.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
         elif p == 1:
-            self._fuel(R.REF_MODE_COOLDOWN, 0, 1)
+            self._fuel(K.REF_MODE_COOLDOWN, 0, 1)
             if ticks_diff(now, self.phase_ms) > _RESIDUAL_MS:
                 self.fc_sp = 0
                 self.phase, self.phase_ms = 2, now
         elif p == 2:
-            self._fuel(R.REF_MODE_COOLDOWN, 0, 0, 1)
+            self._fuel(K.REF_MODE_COOLDOWN, 0, 0, 1)
             if ticks_diff(now, self.phase_ms) > self.purge_ms:
                 self.phase, self.phase_ms = 3, now
         else:
-            self._fuel(R.REF_MODE_COOLDOWN, 0, 0)
+            self._fuel(K.REF_MODE_COOLDOWN, 0, 0)
             bed = self._r(_REF_BED_C, now)
             st = self._r(_FC_STACK_C, now)
             if bed != UNKNOWN and st != UNKNOWN and bed < self.cool_bed and st < self.cool_stack:
-                self._fuel(R.REF_MODE_OFF, 0, 0)
+                self._fuel(K.REF_MODE_OFF, 0, 0)
                 self._go(S.OFF, now)
 
     def _fault(self, now, dt):
@@ -750,7 +750,7 @@ class Supervisor:
             self._run_stack(now, dt, False)
         else:
             self.fc_sp = 0
-            self._fuel(R.REF_MODE_OFF, 0, 0)
+            self._fuel(K.REF_MODE_OFF, 0, 0)
             self._fan(100)
         if il.severity < IL.STOP and ticks_diff(now, self.since) > 2000:
             if self.fc_sp > 0 and self.want_run:
@@ -760,7 +760,7 @@ class Supervisor:
 
     def _estop(self, now):
         self.fc_sp = 0
-        self._fuel(R.REF_MODE_OFF, 0, 0)
+        self._fuel(K.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(100)
         if self.il.severity < IL.EMERGENCY and ticks_diff(now, self.since) > 2000:

@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 
 from h2p import codes as K
 from h2p import interlocks as IL
-from h2p import registers as M
+from h2p import registers as R
 from h2p import states as S
 from h2p.readings import INDEX, NAMES
 from tests.helpers.pilebench import HEALTHY, Bench
@@ -58,10 +58,10 @@ AGREE_MS = 1000
 
 # Wire type and scale of every reading (device maps and the meter profile).
 WIRE = {}
-for _dev in M.DEVICE_ORDER:
-    for _f in M.DEVICES[_dev]["readings"]:
+for _dev in R.DEVICE_ORDER:
+    for _f in R.DEVICES[_dev]["readings"]:
         WIRE[_f[0]] = (_f[2], _f[3])
-for _f in M.METER_PROFILES["sdm630"]["fields"]:
+for _f in R.METER_PROFILES["sdm630"]["fields"]:
     WIRE[_f[0]] = (_f[2], _f[3])
 
 DEVICES = ("charger", "safety", "fuelcell", "reformer", "bms", "meter")
@@ -147,7 +147,7 @@ class Rig:
         if name in self.over:
             return self.over[name]
         typ, scale = WIRE[name]
-        return M.encode(self.phys[name], typ, scale)
+        return R.encode(self.phys[name], typ, scale)
 
     def feed(self):
         now = self.now

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from h2p import journal as jm
+from h2p import journal as J
 from h2p.journal import ACK, CKPT, CLOSE, MAGIC, META, OPEN, Journal, JournalFull
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +54,9 @@ def session(j, sid, e=1.0):
 
 def test_crc32_fallback_matches_binascii(monkeypatch):
     data = bytes(range(256)) * 3
-    monkeypatch.setattr(jm, "_crc32", None)
-    assert jm.crc32(data, 0) == binascii.crc32(data)
-    assert jm.crc32(b"lo", jm.crc32(b"hel", 0)) == binascii.crc32(b"hello")
+    monkeypatch.setattr(J, "_crc32", None)
+    assert J.crc32(data, 0) == binascii.crc32(data)
+    assert J.crc32(b"lo", J.crc32(b"hel", 0)) == binascii.crc32(b"hello")
 
 
 def test_roundtrip_and_replay(tmp_path):
@@ -186,7 +186,7 @@ def test_unknown_record_type_is_kept(tmp_path):
         j.ack("S%d" % i)
     assert j.compactions > 0
     data = Path(j.path).read_bytes()
-    assert jm.encode(9, b'{"id": "future"}') in data
+    assert J.encode(9, b'{"id": "future"}') in data
 
 
 def test_random_ops_against_model(tmp_path):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from h2p import layers as L
+from h2p import layers as LY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE = os.path.join(ROOT, "firmware")
@@ -26,17 +26,17 @@ def _firmware_files():
 def test_every_firmware_module_keeps_its_layer_rules():
     files = _firmware_files()
     assert "main.py" in files and "h2p/supervisor.py" in files
-    bad = L.check_tree(files)
+    bad = LY.check_tree(files)
     assert not bad, "\n".join(bad)
 
 
 def test_every_layer_is_described_and_every_module_has_one():
-    assert {row[0] for row in L.MODULES.values()} <= set(L.LAYERS)
-    for layer, (text, allowed, tests) in L.LAYERS.items():
-        assert text and tests and set(allowed) <= set(L.LAYERS), layer
-        assert L.HELPER in allowed, layer  # compat and log are for everyone
-        assert (L.HOST_ONLY in allowed) == (layer == L.HOST_ONLY), layer
-    assert set(L.ON_BOARD) | {L.HOST_ONLY} == set(L.LAYERS)
+    assert {row[0] for row in LY.MODULES.values()} <= set(LY.LAYERS)
+    for layer, (text, allowed, tests) in LY.LAYERS.items():
+        assert text and tests and set(allowed) <= set(LY.LAYERS), layer
+        assert LY.HELPER in allowed, layer  # compat and log are for everyone
+        assert (LY.HOST_ONLY in allowed) == (layer == LY.HOST_ONLY), layer
+    assert set(LY.ON_BOARD) | {LY.HOST_ONLY} == set(LY.LAYERS)
 
 
 # (module, synthetic source, what the report must say, line)
@@ -58,7 +58,7 @@ VIOLATIONS = [
 
 @pytest.mark.parametrize("module,source,rule,line", VIOLATIONS)
 def test_checker_reports_module_line_and_rule(module, source, rule, line):
-    bad = L.check_source(module, source, "firmware/x.py")
+    bad = LY.check_source(module, source, "firmware/x.py")
     if rule is None:
         assert bad == []
         return
@@ -77,27 +77,27 @@ def test_checker_allows_what_the_rules_allow():
         ("h2p.app", "TYPE_CHECKING = 0\nif TYPE_CHECKING:\n    from h2p.board import Board\n"),
     ]
     for module, source in ok:
-        assert L.check_source(module, source) == [], (module, source)
+        assert LY.check_source(module, source) == [], (module, source)
     # ...but the else branch of that `if` does run
-    bad = L.check_source("h2p.app", "if TYPE_CHECKING:\n    pass\nelse:\n    from h2p.board import Board\n")
+    bad = LY.check_source("h2p.app", "if TYPE_CHECKING:\n    pass\nelse:\n    from h2p.board import Board\n")
     assert len(bad) == 1 and "shell may not import board" in bad[0]
 
 
 def test_table_and_files_must_name_the_same_modules():
     files = _firmware_files()
     extra = dict(files, **{"h2p/newthing.py": "x = 1\n"})
-    bad = L.check_tree(extra)
+    bad = LY.check_tree(extra)
     assert bad == ["firmware/h2p/newthing.py:1: h2p.newthing is not in the layer table "
                    "(firmware/h2p/layers.py MODULES)"]
     del files["h2p/arbiter.py"]
-    bad = L.check_tree(files)
+    bad = LY.check_tree(files)
     assert bad == ["firmware/h2p/layers.py: MODULES names h2p.arbiter: no such file under firmware/"]
 
 
 def test_module_names():
-    assert L.module_name("main.py") == "main"
-    assert L.module_name("h2p/__init__.py") == "h2p"
-    assert L.module_name("h2p/app.py") == "h2p.app"
+    assert LY.module_name("main.py") == "main"
+    assert LY.module_name("h2p/__init__.py") == "h2p"
+    assert LY.module_name("h2p/app.py") == "h2p.app"
 
 
 def _file(module):
@@ -107,12 +107,12 @@ def _file(module):
 def test_build_ships_exactly_the_on_board_modules(fw_build):
     lib = os.path.join(fw_build, "lib", "h2p")
     got = {n[:-len(".mpy")] for n in os.listdir(lib) if n.endswith(".mpy")}
-    host_only = {_file(m) for m, (layer, _note) in L.MODULES.items() if layer == L.HOST_ONLY}
+    host_only = {_file(m) for m, (layer, _note) in LY.MODULES.items() if layer == LY.HOST_ONLY}
     assert host_only >= {"docs_text", "topics_doc", "layers"}
     assert not host_only & got, host_only & got
     # every other module is there, of the board modules only this board's
-    on_board = {_file(m) for m, (layer, _note) in L.MODULES.items()
-                if layer != L.HOST_ONLY and m != "main"}
+    on_board = {_file(m) for m, (layer, _note) in LY.MODULES.items()
+                if layer != LY.HOST_ONLY and m != "main"}
     assert got == on_board - {"board_esp32", "board_rp2", "board_mcu"}
     with open(os.path.join(fw_build, "SHA256SUMS")) as f:
         sums = f.read()

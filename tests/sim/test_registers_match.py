@@ -47,7 +47,7 @@ def test_a_register_the_plant_lacks_stops_the_simulator_at_startup(monkeypatch, 
 
 
 def test_python_m_sim_says_which_register(monkeypatch, capsys):
-    from sim import __main__ as cli
+    from sim import __main__ as sim_main
 
     async def no_serving(*args):  # should the check not stop it, do not serve forever
         raise OSError("serving")
@@ -55,5 +55,5 @@ def test_python_m_sim_says_which_register(monkeypatch, capsys):
     real = Plant.readings
     monkeypatch.setattr(Plant, "readings", lambda self: {k: v for k, v in real(self).items() if k != "chg_c"})
     monkeypatch.setattr(PileSim, "serve_tcp", no_serving)
-    assert cli.main(["--port", "0"]) == 1
+    assert sim_main.main(["--port", "0"]) == 1
     assert "'chg_c'" in capsys.readouterr().err

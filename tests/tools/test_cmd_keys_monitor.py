@@ -7,7 +7,7 @@ import pytest
 
 from h2p import keys, topics
 from host_tools import cli, gendocs_mqtt, monitor
-from host_tools import cmd as cmd_tool
+from host_tools import cmd as cmdtool
 from host_tools import keys as keys_tool
 from tests.helpers.mqtt_broker import Broker, Pile, paho_client
 
@@ -64,7 +64,7 @@ def test_cmd_end_to_end(tmp_path, capsys):
                                      duration=15, tele=False) as pile:
         assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
         broker = "127.0.0.1:%d" % b.port
-        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=32.5", "--broker", broker,
+        rc = run_cli(cmdtool, ["cmd", "P1", "set_limit", "amps=32.5", "--broker", broker,
                                 "--fleet-secret", SECRET, "--timeout", "5"])
         out = capsys.readouterr().out
         assert rc == 0, out
@@ -72,31 +72,31 @@ def test_cmd_end_to_end(tmp_path, capsys):
         assert ack["ok"] is True and ack["op"] == "set_limit" and ack["boot"] == 7
         assert pile.wait(lambda e: e["ev"] == "do" and e["amps"] == 32.5, 2)
         # a command the target refuses -> 1
-        rc = run_cli(cmd_tool, ["cmd", "P1", "stop", "--broker", broker, "--fleet-secret", SECRET])
+        rc = run_cli(cmdtool, ["cmd", "P1", "stop", "--broker", broker, "--fleet-secret", SECRET])
         assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "not charging"
         # signed with another pile's key -> rejected -> 1
-        rc = run_cli(cmd_tool, ["cmd", "P1", "start", "auth=tok", "--broker", broker,
+        rc = run_cli(cmdtool, ["cmd", "P1", "start", "auth=tok", "--broker", broker,
                                 "--key", keys.cmd_key(SECRET, "P2")])
         assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "bad signature"
         # no such pile -> no answer -> 3 (unreachable)
-        rc = run_cli(cmd_tool, ["cmd", "P9", "wake", "--broker", broker, "--fleet-secret", SECRET,
+        rc = run_cli(cmdtool, ["cmd", "P9", "wake", "--broker", broker, "--fleet-secret", SECRET,
                                 "--timeout", "0.5"])
         assert rc == 3 and "no ack from P9" in capsys.readouterr().err
         # bad input -> 2 (usage) with a clear message
-        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=lots", "--broker", broker,
+        rc = run_cli(cmdtool, ["cmd", "P1", "set_limit", "amps=lots", "--broker", broker,
                                 "--fleet-secret", SECRET])
         assert rc == 2 and "amps='lots' is not a number" in capsys.readouterr().err
-        rc = run_cli(cmd_tool, ["cmd", "P1", "set_limit", "amps=900", "--broker", broker,
+        rc = run_cli(cmdtool, ["cmd", "P1", "set_limit", "amps=900", "--broker", broker,
                                 "--fleet-secret", SECRET])
         assert rc == 2 and "out of range" in capsys.readouterr().err
-        rc = run_cli(cmd_tool, ["cmd", "P1", "fly", "--broker", broker, "--fleet-secret", SECRET])
+        rc = run_cli(cmdtool, ["cmd", "P1", "fly", "--broker", broker, "--fleet-secret", SECRET])
         assert rc == 2 and "unknown op 'fly'" in capsys.readouterr().err
         acks = [e for e in pile.events if e["ev"] == "ack"]
         assert [a["ok"] for a in acks] == [True, False, False]
 
 
 def test_cmd_broker_unreachable(capsys):
-    rc = run_cli(cmd_tool, ["cmd", "P1", "wake", "--broker", "127.0.0.1:1", "--fleet-secret", SECRET])
+    rc = run_cli(cmdtool, ["cmd", "P1", "wake", "--broker", "127.0.0.1:1", "--fleet-secret", SECRET])
     assert rc == 3 and "cannot connect" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from h2p import docs_text as T
 from h2p import interlocks as IL
-from h2p import registers as M
+from h2p import registers as R
 from h2p import registers_doc as RD
 from host_tools import docs as G
 from host_tools.cli import main as cli_main
@@ -45,10 +45,10 @@ THRESHOLDS = {
 
 def _reading_names():
     names = set()
-    for dev in M.DEVICE_ORDER:
-        for f in M.DEVICES[dev]["readings"]:
+    for dev in R.DEVICE_ORDER:
+        for f in R.DEVICES[dev]["readings"]:
             names.add(f[0])
-    for p in M.METER_PROFILES.values():
+    for p in R.METER_PROFILES.values():
         for f in p["fields"]:
             names.add(f[0])
     return names
@@ -80,9 +80,9 @@ def _register_names():
     # every reading and command of every device, and the meter's readings
     # (every meter profile gives the same names)
     names = []
-    for dev in M.DEVICE_ORDER:
-        names += [f[0] for f in M.DEVICES[dev]["readings"]] + [f[0] for f in M.DEVICES[dev]["commands"]]
-    return names + list(M.METER_FIELDS)
+    for dev in R.DEVICE_ORDER:
+        names += [f[0] for f in R.DEVICES[dev]["readings"]] + [f[0] for f in R.DEVICES[dev]["commands"]]
+    return names + list(R.METER_FIELDS)
 
 
 def test_every_register_has_exactly_one_unit_and_every_unit_a_register():
@@ -104,8 +104,8 @@ def test_every_register_has_exactly_one_unit_and_every_unit_a_register():
 
 def test_every_interlock_reading_is_in_the_register_maps():
     known = _reading_names()
-    for meter in M.METER_PROFILES.values():  # every meter profile gives every meter reading
-        assert {f[0] for f in meter["fields"]} == set(M.METER_FIELDS)
+    for meter in R.METER_PROFILES.values():  # every meter profile gives every meter reading
+        assert {f[0] for f in meter["fields"]} == set(R.METER_FIELDS)
     for row in IL.TABLE:
         if row[1] is not None:
             assert row[1] in known, "interlock %s reads %r: not in registers.py" % (row[0], row[1])
