@@ -7,7 +7,6 @@
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,14 +18,6 @@ from tests.helpers.mqtt_broker import Broker
 ROOT = Path(__file__).resolve().parents[2]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Mosquitto(Broker):

@@ -10,6 +10,8 @@ import random
 import sys
 import time
 
+from mp_fake_meter import read_meter, write_meter  # beside this file
+
 from h2p.billing import Billing
 from h2p.journal import Journal
 from h2p.session import SessionRecorder
@@ -22,26 +24,6 @@ random.seed(int(sys.argv[2]))
 meter_at_boot = sys.argv[3] == "1"
 ckpt_s = float(sys.argv[4])
 drain = len(sys.argv) > 5
-
-
-def read_meter():
-    try:
-        with open(d + "/meter", "rb") as f:
-            return float(f.read())
-    except (OSError, ValueError):
-        return 0.0
-
-
-def write_meter(v):
-    # one write() of a fixed width: a SIGKILL cannot tear it
-    s = ("%.6f" % v).encode()
-    s = b" " * (24 - len(s)) + s
-    try:
-        f = open(d + "/meter", "r+b")
-    except OSError:
-        f = open(d + "/meter", "wb")
-    f.write(s)
-    f.close()
 
 
 def publish(topic, payload, qos=0):
@@ -66,7 +48,7 @@ j = Journal(d + "/j.bin", max_bytes=4096, checkpoint_interval_s=ckpt_s, max_body
 rep = j.open()
 bill = Billing(j, "CRASH", publish, retry_s=(0.5,), max_per_poll=8)
 rec = SessionRecorder(j, "CRASH", max_power_w=40000, on_close=bill.bill)
-meter = read_meter()
+meter = read_meter(d)
 for r in rec.recover(now(), meter_wh=meter if meter_at_boot else None):
     print("RECOVERED " + json.dumps(r))
 boot = rec.boot()
@@ -90,7 +72,7 @@ while True:
     else:
         meter += RATE_WH_S * dt
         premix += 0.0025 * dt
-        write_meter(meter)
+        write_meter(d, meter)
         n_ckpt += rec.step(t, meter_wh=meter, premix_l=premix, power_w=RATE_WH_S * 3600, ev_soc=50)
         if random.random() < 0.004:
             rec.stop(t, "ev_stop", meter_wh=meter, premix_l=premix, ev_soc=60)

@@ -8,6 +8,8 @@ import json
 import random
 import sys
 
+from mp_fake_meter import read_meter, write_meter  # beside this file
+
 from h2p.billing import Billing
 from h2p.compat import asyncio, sleep_ms, ticks_diff, ticks_ms
 from h2p.journal import Journal
@@ -22,25 +24,6 @@ pile = sys.argv[5] if len(sys.argv) > 5 else "PM1"
 RATE = 10.0
 
 
-def read_meter():
-    try:
-        with open(d + "/meter", "rb") as f:
-            return float(f.read())
-    except (OSError, ValueError):
-        return 0.0
-
-
-def write_meter(v):
-    s = ("%.6f" % v).encode()
-    s = b" " * (24 - len(s)) + s
-    try:
-        f = open(d + "/meter", "r+b")
-    except OSError:
-        f = open(d + "/meter", "wb")
-    f.write(s)
-    f.close()
-
-
 async def main():
     t0 = ticks_ms()
 
@@ -53,7 +36,7 @@ async def main():
     bill = Billing(j, pile, lambda t, p, qos=1: c.publish(t, p, qos=qos), retry_s=(2, 5),
                    max_per_poll=4, online=lambda: c.connected)
     rec = SessionRecorder(j, pile, wall=None, max_power_w=40000, on_close=bill.bill)
-    meter = read_meter()
+    meter = read_meter(d)
     got = rec.recover(now(), meter_wh=meter, reason="power_loss")
     boot = rec.boot()
     print("BOOT %d recovered=%d pending=%d torn=%d" % (boot, len(got), len(j.unacked_ids()), rep["torn_bytes"]))
@@ -73,7 +56,7 @@ async def main():
                 break
         else:
             meter += RATE * 0.02
-            write_meter(meter)
+            write_meter(d, meter)
             rec.step(t, meter_wh=meter, power_w=RATE * 3600, ev_soc=50)
             if t >= t_end:
                 rec.stop(t, "ev_stop", meter_wh=meter, ev_soc=80)

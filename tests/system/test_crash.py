@@ -28,6 +28,7 @@ import pytest
 from h2p import keys, signer
 from host_tools import cmd as cmdtool
 from host_tools.pilerun import PileRun
+from tests.helpers.pilewait import reboot, until, wrap_main
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 
@@ -103,33 +104,10 @@ def _retained(topic, port, timeout=15.0):
     return got[0]
 
 
-def _boots(run):
-    return [json.loads(x[5:]) for x in run.lines if x.startswith("BOOT ")]
-
-
-async def _wait(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 def _pile(tmp_path, fw_build, mode, mqtt=False):
     run = PileRun(speed=5, heap="96K", mqtt=mqtt, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
-    orig = run._prepare_board
-
-    def prepare():
-        d = orig()
-        os.replace(os.path.join(d, "main.py"), os.path.join(d, "main_real.py"))
-        with open(os.path.join(d, "main.py"), "w") as f:
-            f.write(WRAPPER % mode)
-        return d
-
-    run._prepare_board = prepare
-    return run
+    return wrap_main(run, WRAPPER % mode)
 
 
 def _arm(run, on=True):
@@ -140,12 +118,6 @@ def _arm(run, on=True):
         os.remove(p)
 
 
-async def _reboot(run):
-    n = len(_boots(run))
-    run.status = {}
-    await run.start_firmware()
-    assert await _wait(lambda: len(_boots(run)) > n, 30), run.lines[-10:]
-    return _boots(run)[-1]
 
 
 @pytest.mark.parametrize("task", ["bus", "watchdog"])
@@ -179,12 +151,12 @@ def test_a_task_that_raises_mid_charge_leaves_the_pile_safe_and_says_why(tmp_pat
                 assert f.read().strip() == "crash"
             # The next boot says so.
             _arm(run, False)
-            boot = await _reboot(run)
+            boot = await reboot(run, 30)
             assert boot["reset"] == "crash", boot
             assert boot["crash"]["task"] == task and boot["crash"]["n"] == 1, boot
             assert "InjectedFault" in boot["crash"]["error"], boot
             assert not boot["maintenance"]
-            assert await _wait(lambda: run.status.get("cycles", 0) > 3, 20)
+            assert await until(lambda: run.status.get("cycles", 0) > 3, 20)
         finally:
             await run.stop()
 
@@ -196,17 +168,17 @@ def test_a_boot_that_keeps_crashing_stays_in_maintenance_until_reset(tmp_path, f
         run = _pile(tmp_path, fw_build, "bus", mqtt=True)
         await run.start()
         try:
-            assert await _wait(lambda: run.status.get("cycles", 0) > 2, 30), run.lines[-10:]
+            assert await until(lambda: run.status.get("cycles", 0) > 2, 30), run.lines[-10:]
             _arm(run)  # from now on every boot's bus task fails at once
             for n in (1, 2, 3):
                 rc = await asyncio.wait_for(run.fw.wait(), 30)
                 assert rc != 0
-                boot = await _reboot(run)
+                boot = await reboot(run, 30)
                 assert boot["reset"] == "crash" and boot["crash"]["n"] == n, boot
             # The third crash in a row: this boot stays up, in maintenance.
             assert boot["maintenance"], boot
             assert any(x.startswith("MAINTENANCE after 3 crashes") for x in run.lines)
-            assert await _wait(lambda: run.status.get("state") == "maintenance", 10), run.status
+            assert await until(lambda: run.status.get("state") == "maintenance", 10), run.status
             await asyncio.sleep(3)
             assert run.fw.returncode is None, "a pile in maintenance must not reset"
             # Reachable over MQTT: meta (retained) says why; commands other
@@ -225,9 +197,9 @@ def test_a_boot_that_keeps_crashing_stays_in_maintenance_until_reset(tmp_path, f
                                      signer.sign_command("reset", {}, key, time.time(), pile=PILE), timeout=10)
             assert ack and ack["ok"], ack
             rc = await asyncio.wait_for(run.fw.wait(), 15)
-            boot = await _reboot(run)
+            boot = await reboot(run, 30)
             assert boot["reset"] == "maintenance_reset" and not boot["maintenance"] and boot["crash"] is None, boot
-            assert await _wait(lambda: run.status.get("cycles", 0) > 3, 20)
+            assert await until(lambda: run.status.get("cycles", 0) > 3, 20)
         finally:
             await run.stop()
 

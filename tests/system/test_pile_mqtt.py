@@ -15,6 +15,7 @@ import pytest
 from h2p import keys, signer
 from host_tools import cmd as cmdtool
 from host_tools.pilerun import PileRun
+from tests.helpers.pilewait import until
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 
@@ -51,13 +52,7 @@ class Watcher:
         self.c.disconnect()
 
 
-async def _wait(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return False
+
 
 
 def _send(run, cmd):
@@ -74,10 +69,10 @@ async def _scenario(tmp_path, fw_build):
         assert await run.wait_state("ready", 60), run.lines[-20:]
         await run.inject("ev_plug", soc=30, kwh=60, target=90)
         assert await run.wait_state("charging", 30)
-        assert await _wait(lambda: w.find("status", lambda d: d.get("online")), 10)
+        assert await until(lambda: w.find("status", lambda d: d.get("online")), 10)
         boot = w.find("status")[-1][1]["boot"]
         # Telemetry flows while charging: power, the EV's SOC, the state.
-        assert await _wait(lambda: w.find("tele", lambda d: d.get("state") == "charging"
+        assert await until(lambda: w.find("tele", lambda d: d.get("state") == "charging"
                                           and (d.get("p_kw") or 0) > 1 and d.get("ev_soc") is not None), 10), \
             w.find("tele")[-3:]
 
@@ -89,13 +84,13 @@ async def _scenario(tmp_path, fw_build):
         out["cycles_during_outage"] = run.status["cycles"] - cycles0
         back = time.monotonic()
         run.start_broker()
-        ok = await _wait(lambda: w.find("status", lambda d: d.get("online") and d["boot"] == boot, since=back), 10)
+        ok = await until(lambda: w.find("status", lambda d: d.get("online") and d["boot"] == boot, since=back), 10)
         out["online_again_s"] = (w.find("status", since=back)[0][0] - back) if ok else None
         out["ev_a_after"] = (await run.plant())["ev_a"]
 
         # A late subscriber gets the retained state.
         late = Watcher(run.mqtt_port)
-        await _wait(lambda: late.find("state"), 5)
+        await until(lambda: late.find("state"), 5)
         out["late_state"] = late.find("state")
         late.close()
 
@@ -121,7 +116,7 @@ async def _scenario(tmp_path, fw_build):
         # Killed without a goodbye: the will says offline.
         t_kill = time.monotonic()
         await run.kill_firmware()
-        ok = await _wait(lambda: w.find("status", lambda d: d.get("online") is False, since=t_kill), 20)
+        ok = await until(lambda: w.find("status", lambda d: d.get("online") is False, since=t_kill), 20)
         out["will"] = w.find("status", lambda d: d.get("online") is False, since=t_kill) if ok else []
         return out
     finally:

@@ -26,7 +26,6 @@ h2p.app.Pile before running the real main; it hangs once data/hang exists.
 """
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -36,6 +35,7 @@ import pytest
 # The unix board's watchdog thread ends the process like a hardware reset:
 # SIGKILL (rc -9 as asyncio reports it); older builds exited with 3.
 from host_tools.pilerun import PileRun
+from tests.helpers.pilewait import boots, reboot, until, wrap_main
 
 RESET_RC = (3, -9)
 
@@ -95,23 +95,6 @@ sys.exit(main_real.main())
 '''
 
 
-def _boots(run):
-    out = []
-    for line in run.lines:
-        if line.startswith("BOOT "):
-            out.append(json.loads(line[5:]))
-    return out
-
-
-async def _wait(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 async def _cycles_move(run, timeout=20):
     # Two status lines with increasing poll cycles: the bus task runs.
     first = {}
@@ -123,23 +106,14 @@ async def _cycles_move(run, timeout=20):
         first.setdefault("c", c)
         return c > first["c"] + 2
 
-    return await _wait(moved, timeout)
+    return await until(moved, timeout)
 
 
 async def _start(tmp_path, fw_build, inject=None):
     run = PileRun(speed=5, heap="96K", config=CONFIG, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     if inject:
-        orig = run._prepare_board
-
-        def prepare():
-            d = orig()
-            os.replace(os.path.join(d, "main.py"), os.path.join(d, "main_real.py"))
-            with open(os.path.join(d, "main.py"), "w") as f:
-                f.write(WRAPPER % inject)
-            return d
-
-        run._prepare_board = prepare
+        wrap_main(run, WRAPPER % inject)
     await run.start()
     return run
 
@@ -157,11 +131,7 @@ async def _expect_watchdog_reset(run, t_hang):
 
 
 async def _reboot_and_read_cause(run):
-    n = len(_boots(run))
-    run.status = {}
-    await run.start_firmware()
-    assert await _wait(lambda: len(_boots(run)) > n, 20), run.lines[-10:]
-    return _boots(run)[-1]
+    return await reboot(run, 20)
 
 
 def test_dead_line_hangs_the_bus_and_the_watchdog_resets(tmp_path, fw_build):
@@ -169,7 +139,7 @@ def test_dead_line_hangs_the_bus_and_the_watchdog_resets(tmp_path, fw_build):
         run = await _start(tmp_path, fw_build)
         try:
             assert await _cycles_move(run), run.lines[-10:]
-            assert _boots(run)[0]["reset"] == "power_on"
+            assert boots(run)[0]["reset"] == "power_on"
             # The far end of the line dies: the port refuses connections.
             os.killpg(run.sim.pid, signal.SIGKILL)
             await run.sim.wait()
@@ -178,10 +148,10 @@ def test_dead_line_hangs_the_bus_and_the_watchdog_resets(tmp_path, fw_build):
             # The bus task is stuck in TcpLine.open()'s retry loop.
             assert any("cannot reach" in x for x in run.lines)
             # Next boot (line back up): the cause is reported, once.
-            n = len(_boots(run))
+            n = len(boots(run))
             await run.start()
-            assert await _wait(lambda: len(_boots(run)) > n, 20), run.lines[-10:]
-            boot = _boots(run)[-1]
+            assert await until(lambda: len(boots(run)) > n, 20), run.lines[-10:]
+            boot = boots(run)[-1]
             assert boot["reset"] == "watchdog", boot
             assert await _cycles_move(run)
             assert not os.path.exists(os.path.join(run.board_dir, "data", "reset_cause"))
@@ -228,7 +198,7 @@ def test_injected_task_hang_resets_and_is_reported(tmp_path, fw_build):
             assert await _cycles_move(run)
             open(os.path.join(run.board_dir, "data", "hang"), "w").close()
             t = time.monotonic()
-            assert await _wait(lambda: any("INJECT read hangs" in x for x in run.lines), 5)
+            assert await until(lambda: any("INJECT read hangs" in x for x in run.lines), 5)
             took = await _expect_watchdog_reset(run, t)
             os.remove(os.path.join(run.board_dir, "data", "hang"))
             boot = await _reboot_and_read_cause(run)
@@ -248,7 +218,7 @@ def test_injected_blocking_hang_resets(tmp_path, fw_build):
         try:
             assert await _cycles_move(run)
             open(os.path.join(run.board_dir, "data", "hang"), "w").close()
-            assert await _wait(lambda: any("INJECT step blocks" in x for x in run.lines), 5)
+            assert await until(lambda: any("INJECT step blocks" in x for x in run.lines), 5)
             rc = None
             try:
                 rc = await asyncio.wait_for(run.fw.wait(), WDT_MS / 1000 + 4)
