@@ -20,12 +20,16 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO, cast
 
 from h2p import registers as R
 from host_tools.exitcodes import FAILED, OK, UNREACHABLE, USAGE, CliError
 
 EXC_NAMES = {1: "illegal function", 2: "illegal address", 3: "illegal value", 4: "device failure",
              6: "busy", 10: "gateway path unavailable", 11: "gateway target failed"}
+# A register as h2p.registers lists it: (name, address, type, scale).
+Field = tuple[str, int, int, float]
 
 
 class BusError(CliError):
@@ -33,7 +37,7 @@ class BusError(CliError):
         super().__init__(msg, code)
 
 
-def decode(words, typ, scale):
+def decode(words: list[int], typ: int, scale: float) -> float:
     """Register words -> physical value (the firmware's decode, host side)."""
     if typ == R.U16:
         raw = words[0]
@@ -46,7 +50,7 @@ def decode(words, typ, scale):
     return raw * scale
 
 
-def fmt(v, scale=1):
+def fmt(v: float, scale: float = 1) -> str:
     if v != v:
         return "nan"
     if float(v).is_integer() and abs(v) < 1e15:
@@ -57,7 +61,7 @@ def fmt(v, scale=1):
 class Line:
     """A Modbus RTU master on a serial port, with one-line errors."""
 
-    def __init__(self, port, baud=115200, timeout=0.1):
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 0.1) -> None:
         import serial
 
         self.port = port
@@ -76,10 +80,10 @@ class Line:
         if not self.c.connect():
             raise BusError(f"{port}: cannot open the serial port", UNREACHABLE)
 
-    def close(self):
+    def close(self) -> None:
         self.c.close()
 
-    def _call(self, fn, *a, **k):
+    def _call(self, fn: Callable[..., Any], *a: Any, **k: Any) -> tuple[list[int] | bool | None, str | None]:
         """Returns (registers or True, None) or (None, 'timeout' / exception text)."""
         from pymodbus.exceptions import ModbusException
 
@@ -95,17 +99,19 @@ class Line:
             return None, "exception %d (%s)" % (code, EXC_NAMES.get(code, "?"))
         return getattr(r, "registers", True), None
 
-    def read(self, unit, fc, addr, count):
+    def read(self, unit: int, fc: int, addr: int, count: int) -> tuple[list[int] | None, str | None]:
         f = self.c.read_input_registers if fc == 4 else self.c.read_holding_registers
-        return self._call(f, addr, count=count, device_id=unit)
+        return cast("tuple[list[int] | None, str | None]", self._call(f, addr, count=count, device_id=unit))
 
-    def write(self, unit, addr, words):
+    def write(self, unit: int, addr: int, words: list[int]) -> tuple[bool | None, str | None]:
         if len(words) == 1:
-            return self._call(self.c.write_register, addr, words[0], device_id=unit)
-        return self._call(self.c.write_registers, addr, list(words), device_id=unit)
+            return cast("tuple[bool | None, str | None]",
+                        self._call(self.c.write_register, addr, words[0], device_id=unit))
+        return cast("tuple[bool | None, str | None]",
+                    self._call(self.c.write_registers, addr, list(words), device_id=unit))
 
 
-def device_fields(dev, meter):
+def device_fields(dev: str, meter: str) -> list[tuple[str, int, tuple[Field, ...]]]:
     """[(kind, fc, fields)] for a device: readings and commands."""
     if dev == "meter":
         prof = R.METER_PROFILES[meter]
@@ -119,10 +125,10 @@ def device_fields(dev, meter):
     return out
 
 
-def spans(fields, max_gap=8):
+def spans(fields: Iterable[Field], max_gap: int = 8) -> list[list[Any]]:
     """Group fields into block reads (few, large reads as the firmware does)."""
     fs = sorted(fields, key=lambda f: f[1])
-    groups = []
+    groups: list[list[Any]] = []  # [first address, end address, [fields]]
     for f in fs:
         end = f[1] + R.TYPE_WORDS[f[2]]
         if groups and f[1] - groups[-1][1] <= max_gap and end - groups[-1][0] <= 64:
@@ -133,7 +139,7 @@ def spans(fields, max_gap=8):
     return groups
 
 
-def parse_range(text):
+def parse_range(text: str) -> tuple[int, int]:
     try:
         if "-" in text:
             a, b = text.split("-", 1)
@@ -147,11 +153,11 @@ def parse_range(text):
     return lo, hi
 
 
-def default_units():
+def default_units() -> dict[int, str]:
     return {R.DEVICES[d]["unit"]: d for d in R.DEVICE_ORDER}
 
 
-def scan(line, lo, hi, out=None):
+def scan(line: Line, lo: int, hi: int, out: TextIO | None = None) -> list[int]:
     """Units that answer (a reply or a Modbus exception both count)."""
     out = out or sys.stdout
     names = default_units()
@@ -164,12 +170,12 @@ def scan(line, lo, hi, out=None):
         found.append(unit)
         who = names.get(unit)
         default = "  (default unit of the %s: %s)" % (who, R.DEVICES[who]["title"]) if who else ""
-        exc = "" if regs is not None else "  [" + err + "]"
+        exc = "" if regs is not None else "  [" + str(err) + "]"
         print("unit %3d  answers%s%s" % (unit, default, exc), file=out)
     return found
 
 
-def read_device(line, dev, unit, meter, out=None):
+def read_device(line: Line, dev: str, unit: int, meter: str, out: TextIO | None = None) -> int:
     """Print every register of a device by name; returns the number of failed reads."""
     out = out or sys.stdout
     title = R.DEVICES[dev]["title"] + (" [%s]" % meter if dev == "meter" else "")
@@ -190,7 +196,7 @@ def read_device(line, dev, unit, meter, out=None):
     return failed
 
 
-def find_register(name):
+def find_register(name: str) -> tuple[str, Field]:
     try:
         return R.find_command(name)
     except KeyError:
@@ -202,7 +208,7 @@ def find_register(name):
 
 
 # ---- CLI -----------------------------------------------------------------------
-def _units_arg(a):
+def _units_arg(a: argparse.Namespace) -> list[tuple[str, int]]:
     if a.device and a.device not in R.DEVICES:
         raise BusError(f"--device {a.device!r}: one of {', '.join(R.DEVICE_ORDER)}")
     if a.meter not in R.METER_PROFILES:
@@ -277,7 +283,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bs = p.add_subparsers(dest="bus_cmd", metavar="scan|read|write", required=True)
 
-    def common(q, timeout):
+    def common(q: argparse.ArgumentParser, timeout: float) -> None:
         q.add_argument("--port", required=True, help="serial device of the USB-RS-485 adapter")
         q.add_argument("--baud", type=int, default=115200, help="line speed (default 115200)")
         q.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for a reply")

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+from typing import Any
 
 from h2p import keys as _keys
 from h2p import sign, signer, topics
@@ -38,12 +39,12 @@ def parse_broker(s: str) -> tuple[str, int]:
     return host, n
 
 
-def parse_args_kv(op: str, kvs: list[str]) -> dict:
+def parse_args_kv(op: str, kvs: list[str]) -> dict[str, int | float | str]:
     spec = topics.CMD_BY_OP.get(op)
     if spec is None:
         raise ValueError("unknown op %r (one of: %s)" % (op, ", ".join(c[0] for c in topics.CMD_OPS)))
     types = {a[0]: a[1] for a in spec[1]}
-    out: dict = {}
+    out: dict[str, int | float | str] = {}
     for kv in kvs:
         if "=" not in kv:
             raise ValueError("argument %r is not KEY=VALUE" % kv)
@@ -92,23 +93,26 @@ def command_key(args: argparse.Namespace, pile: str) -> bytes:
     return sign.key_bytes(_keys.cmd_key(secret, pile))
 
 
-def send(host: str, port: int, pile: str, cmd: dict, user: str | None = None, password: str | None = None,
-         timeout: float = 10.0, tls_ca: str | None = None) -> tuple[int, dict | str]:
+def send(host: str, port: int, pile: str, cmd: dict[str, Any], user: str | None = None,
+         password: str | None = None, timeout: float = 10.0,
+         tls_ca: str | None = None) -> tuple[int, dict[str, Any] | str]:
     """Publish cmd, wait for its ack. -> (exit code, ack dict or error text)"""
     import paho.mqtt.client as mqtt
     ack_topic = topics.topic(pile, "cmd/ack")
-    result: dict = {}
+    result: dict[str, Any] = {}
     done = threading.Event()
     subscribed = threading.Event()
 
-    def on_connect(c, ud, flags, rc, props=None):
+    def on_connect(c: mqtt.Client, ud: Any, flags: mqtt.ConnectFlags, rc: mqtt.ReasonCode,
+                   props: mqtt.Properties | None = None) -> None:
         if getattr(rc, "is_failure", rc != 0):
             result["error"] = "broker refused connection: %s" % rc
             done.set()
             return
         c.subscribe(ack_topic, 1)
 
-    def on_subscribe(c, ud, mid, rcs, props=None):
+    def on_subscribe(c: mqtt.Client, ud: Any, mid: int, rcs: list[mqtt.ReasonCode],
+                     props: mqtt.Properties | None = None) -> None:
         if any(getattr(r, "is_failure", False) for r in rcs):
             result["error"] = "not allowed to subscribe %s" % ack_topic
             done.set()
@@ -116,7 +120,7 @@ def send(host: str, port: int, pile: str, cmd: dict, user: str | None = None, pa
         subscribed.set()
         c.publish(topics.topic(pile, "cmd"), json.dumps(cmd), qos=1, retain=False)
 
-    def on_message(c, ud, msg):
+    def on_message(c: mqtt.Client, ud: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             a = json.loads(msg.payload)
         except ValueError:

@@ -41,6 +41,7 @@ import os
 import re
 import sys
 from importlib import metadata
+from typing import Any
 
 from host_tools import ROOT
 
@@ -101,7 +102,7 @@ def find_stubs(explicit: str | None = None) -> tuple[str, str]:
                      f"{DIST}==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2")
 
 
-def _ports(node) -> list[str] | None:
+def _ports(node: ast.AST) -> list[str] | None:
     # The ports an "Availability: ..." line names (lower case), or None.
     doc = ast.get_docstring(node) if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else None
     if not doc:
@@ -112,12 +113,12 @@ def _ports(node) -> list[str] | None:
     return [p for p in re.split(r"[^a-z0-9-]+", m.group(1).lower()) if p and p not in ("port", "ports")]
 
 
-def _esp32(node) -> bool:
+def _esp32(node: ast.AST) -> bool:
     ports = _ports(node)
     return ports is None or "esp32" in ports
 
 
-def _value(node):
+def _value(node: ast.expr | None) -> int | float | str | bool | None:
     if node is None:
         return None
     try:
@@ -131,7 +132,7 @@ def _is_alias(node: ast.AnnAssign) -> bool:
     return "TypeAlias" in ast.unparse(node.annotation)
 
 
-def _sig(fn: ast.FunctionDef, method: bool) -> dict:
+def _sig(fn: ast.FunctionDef, method: bool) -> dict[str, Any]:
     a = fn.args
     posonly = [x.arg for x in a.posonlyargs]
     normal = [x.arg for x in a.args]
@@ -148,7 +149,7 @@ def _sig(fn: ast.FunctionDef, method: bool) -> dict:
     return {"pos": -1 if a.vararg else len(posonly) + len(normal), "kw": kw, "varkw": a.kwarg is not None}
 
 
-def _merge(old: dict | None, new: dict) -> dict:
+def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     if old is None:
         return {"pos": new["pos"], "kw": list(new["kw"]), "varkw": new["varkw"]}
     pos = -1 if -1 in (old["pos"], new["pos"]) else max(old["pos"], new["pos"])
@@ -160,10 +161,10 @@ def _public(name: str) -> bool:
     return not name.startswith("_") or name == "__init__" or name == "__call__"
 
 
-def parse(path: str, module: str, dropped: dict) -> list[dict]:
+def parse(path: str, module: str, dropped: dict[str, str]) -> list[dict[str, Any]]:
     tree = ast.parse(open(path).read(), path)
-    top = {"module": module, "name": None, "consts": {}, "funcs": {}}
-    classes: dict[str, dict] = {}
+    top: dict[str, Any] = {"module": module, "name": None, "consts": {}, "funcs": {}}
+    classes: dict[str, dict[str, Any]] = {}
     for n in tree.body:
         if isinstance(n, (ast.Assign, ast.AnnAssign)):
             if isinstance(n, ast.AnnAssign) and _is_alias(n):
@@ -188,8 +189,8 @@ def parse(path: str, module: str, dropped: dict) -> list[dict]:
                 continue
             c = classes.setdefault(n.name, {"module": module, "name": n.name, "bases": [],
                                             "consts": {}, "methods": {}})
-            for b in n.bases:
-                b = ast.unparse(b)
+            for base_expr in n.bases:
+                b = ast.unparse(base_expr)
                 if b not in c["bases"]:
                     c["bases"].append(b)
             for m in n.body:
@@ -245,7 +246,7 @@ def generate(stubs_dir: str, source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m host_tools.esp32_surface", description=__doc__.split("\n\n")[0])
     ap.add_argument("--stubs", help="directory with the ESP32 stubs (default: installed package, "
                                     "else build/stubs/esp32)")

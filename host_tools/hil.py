@@ -36,7 +36,7 @@ def _need(dev: str, what: str) -> str | None:
     return None
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make hil", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", default=os.environ.get("PORT", ""), help="board USB serial (PORT=)")

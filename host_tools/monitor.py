@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 from h2p import topics
 from host_tools.cmd import parse_broker
@@ -28,12 +29,12 @@ COLUMNS = (
 class Fleet:
     """Folds pile messages into one row per pile. Thread-safe."""
 
-    def __init__(self):
-        self.piles = {}
+    def __init__(self) -> None:
+        self.piles: dict[str, dict[str, Any]] = {}  # pile -> its row: what it last said, and when
         self.bad = 0
         self.lock = threading.Lock()
 
-    def feed(self, topic, payload, now=None):
+    def feed(self, topic: str, payload: bytes | bytearray, now: float | None = None) -> bool:
         p = topics.parse(topic)
         if p is None:
             return False
@@ -61,9 +62,9 @@ class Fleet:
                         row[k] = d[k]
         return True
 
-    def rows(self, now=None):
+    def rows(self, now: float | None = None) -> list[tuple[str, ...]]:
         now = time.monotonic() if now is None else now
-        out = []
+        out: list[tuple[str, ...]] = []
         with self.lock:
             for pile in sorted(self.piles):
                 r = self.piles[pile]
@@ -80,7 +81,7 @@ class Fleet:
                             _txt(lim), "%.0f" % (now - r["seen"])))
         return out
 
-    def table(self, now=None):
+    def table(self, now: float | None = None) -> str:
         lines = ["  ".join(h.ljust(w) for h, w in COLUMNS)]
         for r in self.rows(now):
             lines.append("  ".join(str(v)[:w].ljust(w) for v, (h, w) in zip(r, COLUMNS)))
@@ -89,13 +90,13 @@ class Fleet:
         return "\n".join(lines)
 
 
-def _num(v):
+def _num(v: object) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "-"
     return ("%.1f" % v) if isinstance(v, float) else str(v)
 
 
-def _txt(v):
+def _txt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
@@ -107,15 +108,16 @@ def handler(args: argparse.Namespace) -> int:
         raise CliError(str(e), USAGE)
     password = secret_from(args, MQTT_PASSWORD, required=False)
     fleet = Fleet()
-    err = {}
+    err: dict[str, str] = {}
 
-    def on_connect(c, ud, flags, rc, props=None):
+    def on_connect(c: mqtt.Client, ud: Any, flags: mqtt.ConnectFlags, rc: mqtt.ReasonCode,
+                   props: mqtt.Properties | None = None) -> None:
         if getattr(rc, "is_failure", rc != 0):
             err["e"] = "broker refused connection: %s" % rc
             return
         c.subscribe(topics.PREFIX + "+/#", 1)
 
-    def on_message(c, ud, msg):
+    def on_message(c: mqtt.Client, ud: Any, msg: mqtt.MQTTMessage) -> None:
         fleet.feed(msg.topic, msg.payload)
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h2pile-mon-%d" % os.getpid())

@@ -14,9 +14,12 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from host_tools import ROOT
 from host_tools.build import build
@@ -32,10 +35,12 @@ def free_port() -> int:
 
 
 class PileRun:
-    def __init__(self, speed=50.0, heap="96K", config=None, sim_args=(), board_dir=None,
-                 log_path=None, baud=115200, wall_floor_ms=None, firmware_build=None,
-                 mqtt=False, fleet_secret="sim-fleet-secret", port=None, ctl_port=None,
-                 sim_module="sim", rom=True):
+    def __init__(self, speed: float = 50.0, heap: str = "96K", config: dict[str, Any] | None = None,
+                 sim_args: Iterable[str] = (), board_dir: str | None = None,
+                 log_path: str | None = None, baud: int = 115200, wall_floor_ms: int | None = None,
+                 firmware_build: str | None = None, mqtt: bool = False, fleet_secret: str = "sim-fleet-secret",
+                 port: int | None = None, ctl_port: int | None = None,
+                 sim_module: str = "sim", rom: bool = True) -> None:
         self.speed = speed
         # The firmware's code in the unix board's flash (a ROMFS image mapped
         # outside the heap, host_tools/unix_flash.py), as on a board; False
@@ -43,8 +48,8 @@ class PileRun:
         self.rom = rom
         self.heap = heap
         self.baud = baud
-        self.config = {"pile_id": "sim-1", "auto_start": True, "auto_charge": True,
-                       "idle_shutdown_s": 120, "bus": {"baud": baud}}
+        self.config: dict[str, Any] = {"pile_id": "sim-1", "auto_start": True, "auto_charge": True,
+                                       "idle_shutdown_s": 120, "bus": {"baud": baud}}
         _deep_update(self.config, config or {})
         self.sim_args = list(sim_args)
         self.sim_module = sim_module  # `python -m <this>`: the bench swaps in its host
@@ -54,10 +59,10 @@ class PileRun:
         self.firmware_build = firmware_build
         self.port = port or free_port()
         self.ctl_port = ctl_port or free_port()
-        self.sim = None
-        self.fw = None
-        self.broker = None
-        self.mqtt_port = None
+        self.sim: asyncio.subprocess.Process | None = None
+        self.fw: asyncio.subprocess.Process | None = None
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.mqtt_port: int | None = None
         self.fleet_secret = fleet_secret
         if mqtt:
             from h2p import keys
@@ -66,13 +71,13 @@ class PileRun:
             pid = self.config["pile_id"]
             _deep_update(self.config, {"mqtt": {"host": "127.0.0.1", "port": self.mqtt_port,
                                                 "cmd_key": keys.cmd_key(fleet_secret, pid)}})
-        self.status: dict = {}
+        self.status: dict[str, Any] = {}
         self.state = "off"
-        self.events: list[dict] = []  # {"t": sim s, "wall": s, "kind":..., "a":..., "b":...}
+        self.events: list[dict[str, Any]] = []  # {"t": sim s, "wall": s, "kind":..., "a":..., "b":...}
         self.states: list[tuple[float, str]] = []
         self.lines: list[str] = []
-        self.on_line = None
-        self._tasks: list[asyncio.Task] = []
+        self.on_line: Callable[[str], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.t0 = time.monotonic()
 
     # ---- set-up ------------------------------------------------------------
@@ -89,7 +94,7 @@ class PileRun:
         self.rom_img = os.path.join(out, "rom.img")
         return d
 
-    async def start(self):
+    async def start(self) -> None:
         self._prepare_board()
         if self.mqtt_port:
             from host_tools import broker
@@ -103,6 +108,7 @@ class PileRun:
         self.sim = await asyncio.create_subprocess_exec(
             *sim_cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
+        assert self.sim.stdout is not None  # stdout=PIPE
         line = await asyncio.wait_for(self.sim.stdout.readline(), 20)
         if b"serving" not in line:
             rest = await self.sim.stdout.read()
@@ -111,7 +117,7 @@ class PileRun:
         self._tasks.append(asyncio.create_task(self._drain_sim()))
         await self.start_firmware()
 
-    async def start_firmware(self):
+    async def start_firmware(self) -> None:
         env = dict(os.environ, MICROPYPATH=".frozen" if self.rom else ".frozen:" + self.lib,
                    H2P_SPEED=str(self.speed),
                    H2P_BUS_PORT=str(self.port), H2P_BUS_HOST="127.0.0.1",
@@ -124,14 +130,15 @@ class PileRun:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         self._tasks.append(asyncio.create_task(self._read_fw(self.fw)))
 
-    async def _drain_sim(self):
+    async def _drain_sim(self) -> None:
         while self.sim and self.sim.stdout:
             line = await self.sim.stdout.readline()
             if not line:
                 return
             self.lines.append("SIM " + line.decode(errors="replace").rstrip())
 
-    async def _read_fw(self, proc):
+    async def _read_fw(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None  # stdout=PIPE
         while True:
             raw = await proc.stdout.readline()
             if not raw:
@@ -148,9 +155,9 @@ class PileRun:
                     pass
             elif line.startswith("LOG event "):
                 parts = line.split(" ", 6)
-                ev = {"t": int(parts[2]) / 1000.0, "wall": time.monotonic() - self.t0,
-                      "kind": parts[3], "a": parts[4] if len(parts) > 4 else "",
-                      "b": parts[5] if len(parts) > 5 else ""}
+                ev: dict[str, Any] = {"t": int(parts[2]) / 1000.0, "wall": time.monotonic() - self.t0,
+                                      "kind": parts[3], "a": parts[4] if len(parts) > 4 else "",
+                                      "b": parts[5] if len(parts) > 5 else ""}
                 self.events.append(ev)
                 if ev["kind"] == "state":
                     self.state = ev["b"]
@@ -159,7 +166,7 @@ class PileRun:
                 self.on_line(line)
 
     # ---- the private broker (mqtt=True) --------------------------------------
-    def stop_broker(self, sig=signal.SIGKILL):
+    def stop_broker(self, sig: int = signal.SIGKILL) -> None:
         """Take the private mosquitto down (an outage); start_broker() brings
         a fresh one back on the same port (no persistence: its sessions and
         queued messages are gone, as after a broker crash)."""
@@ -167,7 +174,7 @@ class PileRun:
             self.broker.send_signal(sig)
             self.broker.wait(5)
 
-    def start_broker(self):
+    def start_broker(self) -> None:
         if not self.mqtt_port:
             raise RuntimeError("PileRun(mqtt=False) has no broker")
         if self.broker and self.broker.poll() is None:
@@ -180,18 +187,18 @@ class PileRun:
         return bool(self.broker and self.broker.poll() is None)
 
     # ---- the simulator's control port --------------------------------------
-    async def control(self, req: dict) -> dict:
+    async def control(self, req: dict[str, Any]) -> dict[str, Any]:
         from sim import control
 
         return await control.request("127.0.0.1", self.ctl_port, req)
 
-    async def inject(self, event: str, **args) -> dict:
+    async def inject(self, event: str, **args: Any) -> dict[str, Any]:
         r = await self.control({"op": "inject", "event": event, "args": args})
         if not r.get("ok"):
             raise RuntimeError(r.get("error"))
         return r
 
-    async def plant(self) -> dict:
+    async def plant(self) -> dict[str, Any]:
         return (await self.control({"op": "status"}))["status"]
 
     async def wait_state(self, state: str, timeout_wall: float) -> bool:
@@ -205,7 +212,7 @@ class PileRun:
         return False
 
     # ---- tear-down ---------------------------------------------------------
-    async def kill_firmware(self, sig=signal.SIGKILL):
+    async def kill_firmware(self, sig: int = signal.SIGKILL) -> None:
         if self.fw and self.fw.returncode is None:
             try:
                 os.killpg(self.fw.pid, sig)
@@ -213,7 +220,7 @@ class PileRun:
                 pass
             await self.fw.wait()
 
-    async def stop(self):
+    async def stop(self) -> None:
         if self.broker and self.broker.poll() is None:
             self.broker.terminate()
             self.broker.wait(5)
@@ -232,7 +239,7 @@ class PileRun:
             t.cancel()
 
 
-def _deep_update(d: dict, u: dict):
+def _deep_update(d: dict[str, Any], u: dict[str, Any]) -> None:
     for k, v in u.items():
         if isinstance(v, dict) and isinstance(d.get(k), dict):
             _deep_update(d[k], v)

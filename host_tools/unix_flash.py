@@ -43,7 +43,7 @@ def map_image(path: str) -> tuple[int, int]:
     return addr, size
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         print("usage: python -m host_tools.unix_flash ROM_IMAGE [micropython args...]", file=sys.stderr)

@@ -182,7 +182,7 @@ except OSError:
 '''
 
 
-def _raw(fd, isig=False):
+def _raw(fd: int, isig: bool = False) -> None:
     a = termios.tcgetattr(fd)
     tty.setraw(fd)
     a = termios.tcgetattr(fd)
@@ -195,8 +195,8 @@ def _raw(fd, isig=False):
 
 
 class Wrapper:
-    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0, romfs_kb=0,
-                 romfs_style="memory"):
+    def __init__(self, board_dir: str, link: str, flash_kb: int = 512, heap: str = "256K", bus_port: int = 0,
+                 romfs_kb: int = 0, romfs_style: str = "memory") -> None:
         self.dir = os.path.abspath(board_dir)
         self.romfs_kb = romfs_kb
         self.romfs_style = romfs_style
@@ -208,14 +208,14 @@ class Wrapper:
         self.raw = False  # host put the REPL in raw mode (Ctrl-A) last
         self.out = bytearray()
         self.drained = time.monotonic()
-        self.child = None
+        self.child: subprocess.Popen[bytes] | None = None
         self.cfd = -1
         self.boot_file = os.path.join(self.dir, ".vb_boot_%d.py" % os.getpid())
         self.ready_file = os.path.join(self.dir, ".vb_ready_%d" % os.getpid())
         self.started = 0.0
 
     # ---- the host side: a pty the tools open like a board's USB serial ----
-    def open_host(self):
+    def open_host(self) -> None:
         self.hfd, self.hslave = os.openpty()
         _raw(self.hslave)
         name = os.ttyname(self.hslave)
@@ -226,7 +226,7 @@ class Wrapper:
         os.symlink(name, self.link)
         os.set_blocking(self.hfd, False)
 
-    def to_host(self, b):
+    def to_host(self, b: bytes) -> None:
         # Queue for the host; a board with nobody listening drops its
         # console output (only the newest _KEEP bytes are kept).
         self.out += b
@@ -234,7 +234,7 @@ class Wrapper:
             del self.out[:len(self.out) - _KEEP]
         self.flush_host()
 
-    def flush_host(self):
+    def flush_host(self) -> None:
         while self.out:
             try:
                 n = os.write(self.hfd, self.out[:4096])
@@ -246,7 +246,7 @@ class Wrapper:
             self.drained = time.monotonic()
 
     # ---- the interpreter ---------------------------------------------------
-    def start(self, boot):
+    def start(self, boot: bool) -> None:
         # A board mounts its filesystem before its REPL reads a byte; here a
         # Ctrl-C from the host during the boot program would stop it before
         # the mount, and the REPL would run on the host's directory instead.
@@ -282,7 +282,7 @@ class Wrapper:
         os.close(s)
         self.cfd = m
 
-    def stop_child(self):
+    def stop_child(self) -> None:
         if self.child and self.child.poll() is None:
             self.child.kill()
             self.child.wait()
@@ -290,7 +290,7 @@ class Wrapper:
             os.close(self.cfd)
             self.cfd = -1
 
-    def reset(self):
+    def reset(self) -> None:
         # Soft reset: restart the interpreter as a board restarts its VM.
         # Every reset and why (the interpreter's exit code, None when the host
         # asked for it) in BOARD_DIR/vb.log: a board that resets by itself
@@ -308,12 +308,13 @@ class Wrapper:
             self.to_host(b"MPY: soft reboot\r\n")
             self.start(boot=True)
 
-    def run(self):
+    def run(self) -> None:
         if self.romfs_kb and not os.path.exists(self.part):
             with open(self.part, "wb") as f:
                 f.write(b"\xff" * (self.romfs_kb * 1024))  # erased flash
         self.open_host()
         self.start(boot=True)
+        assert self.child is not None  # start() made it, as does every reset()
         stop = []
         signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
         signal.signal(signal.SIGINT, lambda *a: stop.append(1))
@@ -371,7 +372,7 @@ class Wrapper:
                     pass
 
 
-def _ctty(fd):
+def _ctty(fd: int) -> None:
     import fcntl
 
     try:
@@ -383,8 +384,8 @@ def _ctty(fd):
 class VirtualBoard:
     """Start/stop a virtual board in a subprocess (for tests and demos)."""
 
-    def __init__(self, board_dir, link, flash_kb=512, heap="256K", bus_port=0, romfs_kb=0,
-                 romfs_style="memory"):
+    def __init__(self, board_dir: str, link: str, flash_kb: int = 512, heap: str = "256K", bus_port: int = 0,
+                 romfs_kb: int = 0, romfs_style: str = "memory") -> None:
         self.dir = board_dir
         self.romfs_kb = romfs_kb
         self.romfs_style = romfs_style
@@ -392,12 +393,12 @@ class VirtualBoard:
         self.flash_kb = flash_kb
         self.heap = heap
         self.bus_port = bus_port
-        self.proc = None
+        self.proc: subprocess.Popen[str] | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> VirtualBoard:
         return self.start()
 
-    def start(self):
+    def start(self) -> VirtualBoard:
         os.makedirs(self.dir, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "host_tools.virtual_board", "--dir", self.dir, "--tty", self.link,
@@ -405,12 +406,13 @@ class VirtualBoard:
              "--romfs-kb", str(self.romfs_kb), "--romfs-style", self.romfs_style],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert self.proc.stdout is not None  # stdout=PIPE
         line = self.proc.stdout.readline()
         if "virtual board on" not in line:
             raise RuntimeError("virtual board did not start: " + line + self.proc.stdout.read())
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -419,11 +421,11 @@ class VirtualBoard:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m host_tools.virtual_board", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", required=True, help="board directory (holds flash.img)")
