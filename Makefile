@@ -31,7 +31,7 @@ test: venv deps lint
 
 # Core and unit tiers (no whole pile, no board, nothing in real time): < 60 s.
 test-fast: venv deps
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not system and not board and not slow" \
+	$(PY) -m pytest -q -n 3 --dist loadfile -m "not system and not board and not slow" \
 	  tests/core tests/firmware tests/sim tests/tools
 
 lint: venv
