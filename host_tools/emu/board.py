@@ -51,6 +51,38 @@ class ThreadPtyRepl(PtyInteractiveRepl, _NoSigterm):
     """rp2040py's pty console, startable off the main thread."""
 
 
+class Deadline:
+    """When a wait on the board gives up. With `board_s`: once the board's own
+    clock has run that long AND `wall_min` wall seconds have passed (host-side
+    work, the broker and the NAT, is slow under load too), so the deadline
+    stretches as the emulator slows down on a busy machine; `wall_max` only
+    catches an emulator that stopped. Without: plain wall seconds."""
+
+    def __init__(self, clock_s: Callable[[], float] | None, wall_max: float,
+                 board_s: float | None = None, wall_min: float = 60.0) -> None:
+        self.clock_s, self.board_s = clock_s, board_s
+        self.t0 = time.monotonic()
+        self.e0 = clock_s() if clock_s is not None and board_s is not None else 0.0
+        self.wall_max, self.wall_min = wall_max, min(wall_min, wall_max)
+
+    def left(self) -> float:
+        """Wall seconds to wait at most before asking again; <= 0 when expired."""
+        wall = time.monotonic() - self.t0
+        if self.board_s is None or self.clock_s is None:
+            return self.wall_max - wall
+        if wall >= self.wall_max:
+            return 0.0
+        if self.clock_s() - self.e0 >= self.board_s and wall >= self.wall_min:
+            return 0.0
+        return 0.5
+
+    def says(self) -> str:
+        if self.board_s is None or self.clock_s is None:
+            return f"{self.wall_max:g} s wall"
+        return (f"{self.board_s:g} s of board time ({self.clock_s() - self.e0:.1f} s passed, "
+                f"{time.monotonic() - self.t0:.0f} s wall)")
+
+
 class Console:
     """Lines the board printed, with host and board timestamps, and waiting on them."""
 
@@ -60,6 +92,7 @@ class Console:
         self._cond = threading.Condition()
         self._clock_s = clock_s
         self.echo = echo
+        self.last: tuple[float, float, str] | None = None  # the line the last wait() matched
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += bytes(data)
@@ -80,11 +113,13 @@ class Console:
             return len(self.lines)
 
     def wait(self, pattern: str | re.Pattern[str], timeout: float, start: int = 0,
-             alive: Callable[[], bool] | None = None) -> re.Match[str]:
+             alive: Callable[[], bool] | None = None, board_s: float | None = None) -> re.Match[str]:
         """First line at index >= start matching `pattern` (re.search); TimeoutError
-        naming the last lines otherwise. `timeout` is wall seconds (a deadline, not a sleep)."""
+        naming the last lines otherwise. The deadline (not a sleep) is `board_s` seconds
+        of the board's clock when given (`timeout` then only bounds a stopped emulator),
+        else `timeout` wall seconds. -> the match; `last` is the line's (wall, board s, text)."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        end = time.monotonic() + timeout
+        dl = Deadline(self._clock_s, timeout, board_s)
         i = start
         with self._cond:
             while True:
@@ -92,12 +127,13 @@ class Console:
                     m = rx.search(self.lines[i][2])
                     i += 1
                     if m:
+                        self.last = self.lines[i - 1]
                         return m
-                left = end - time.monotonic()
+                left = dl.left()
                 if left <= 0 or (alive is not None and not alive()):
                     tail = " | ".join(t for _, _, t in self.lines[-6:])
-                    raise TimeoutError(f"no console line matching {rx.pattern!r} within {timeout:g} s "
-                                       f"wall; last lines: {tail or 'none'}")
+                    raise TimeoutError(f"no console line matching {rx.pattern!r} within {dl.says()}; "
+                                       f"last lines: {tail or 'none'}")
                 self._cond.wait(min(left, 0.5))
 
     def text(self, start: int = 0) -> list[str]:
@@ -132,6 +168,18 @@ class EmuPicoW:
     def emu_s(self) -> float:
         """Seconds on the board's clock since the emulator started (never reset)."""
         return float(self.mcu.clock.nanos) / 1e9
+
+    def unix_time(self) -> float | None:
+        """Unix time by the board's own clock: what its last `LOG clock set T` says it
+        set, advanced by the board seconds since that line. (Commands for the board are
+        signed with it, as an operator's clock and a pile's agree on a real site.) None
+        before the board set its clock."""
+        with self.console._cond:
+            for _, emu, text in reversed(self.console.lines):
+                m = re.match(r"^LOG clock set (\d+) ", text)
+                if m:
+                    return int(m.group(1)) + (self.emu_s() - emu)
+        return None
 
     def wait_emu(self, seconds: float, timeout: float) -> None:
         """Let `seconds` of board time pass (deadline `timeout` wall seconds)."""

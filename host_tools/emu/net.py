@@ -247,11 +247,9 @@ NTP_DELTA = 2208988800  # 1900-01-01 to 1970-01-01
 class SntpResponder:
     """Answers SNTP client requests (mode 3) with the host's time (mode 4, stratum 2)."""
 
-    def __init__(self, clock_s: Callable[[], float] | None = None) -> None:
-        # clock_s: the board's clock; with it, each answer remembers (unix time sent,
-        # board seconds then) so that `board_time()` can say what the board's clock reads.
-        self.clock_s = clock_s
-        self.synced: tuple[float, float] | None = None
+    def __init__(self) -> None:
+        # What the board's clock reads is the board's to say (EmuPicoW.unix_time,
+        # from its `LOG clock set`): an answer sent is not an answer applied.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((LOOPBACK, 0))
         self.sock.settimeout(0.2)
@@ -280,17 +278,6 @@ class SntpResponder:
                      + self._ts(now) + data[40:48] + self._ts(now) + self._ts(time.time()))
             self.sock.sendto(reply, addr)
             self.answered += 1
-            if self.clock_s is not None:
-                self.synced = (now, self.clock_s())
-
-    def board_time(self) -> float | None:
-        """Unix time by the board's clock: set from our last answer, advanced at the board's
-        pace (~25x slower than the host's while its CPU is busy). Commands for the board are
-        signed with this, as the operator's clock and the pile's agree on a real site."""
-        if self.synced is None or self.clock_s is None:
-            return None
-        t, at = self.synced
-        return t + (self.clock_s() - at)
 
     def close(self) -> None:
         self._stop = True

@@ -30,7 +30,7 @@ class PicoRig:
         self.rules = NetRules()
         self.board = EmuPicoW(uf2, rules=self.rules, fs_image=Path(fs_image) if fs_image else None, echo=echo)
         self.rules.clock = self.board.emu_s
-        self.sntp = SntpResponder(self.board.emu_s) if sntp else None
+        self.sntp = SntpResponder() if sntp else None
         if self.sntp is not None:
             self.rules.sntp_port = self.sntp.port
         for p in (broker_port, *tcp_ports):

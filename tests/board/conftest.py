@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,8 +143,14 @@ class MqttTap:
         with self._cond:
             return len(self.msgs)
 
-    def wait(self, name: str, pred=lambda body: True, timeout: float = 120.0, start: int = 0):  # type: ignore[no-untyped-def]
-        end = time.monotonic() + timeout
+    def wait(self, name: str, pred=lambda body: True, timeout: float = 120.0, start: int = 0,  # type: ignore[no-untyped-def]
+             board: Any = None, board_s: float | None = None):
+        """The first message on `name` from index `start` that `pred` accepts. The
+        deadline is `board_s` seconds of `board`'s clock when given (the emulated
+        board slows down with the machine's load), else `timeout` wall seconds."""
+        from host_tools.emu.board import Deadline
+
+        dl = Deadline(board.emu_s if board is not None else None, timeout, board_s)
         i = start
         with self._cond:
             while True:
@@ -152,10 +159,10 @@ class MqttTap:
                     i += 1
                     if t == name and pred(body):
                         return body
-                left = end - time.monotonic()
+                left = dl.left()
                 if left <= 0:
                     seen = sorted({t for _, t, _ in self.msgs[start:]})
-                    raise TimeoutError(f"no {name!r} message matching within {timeout:g} s wall "
+                    raise TimeoutError(f"no {name!r} message matching within {dl.says()} "
                                        f"(topics seen: {seen})")
                 self._cond.wait(min(left, 0.5))
 

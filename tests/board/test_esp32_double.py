@@ -1,5 +1,5 @@
 """The firmware's ESP32 path, on the unix port with an ESP32 board double
-(issue 13, item 5; how and why: tests/board/esp32_run.py and
+(issue 13, item 5; how and why: tests/helpers/esp32_run.py and
 tests/board/esp32_double/machine.py).
 
 The double's allowed surface is generated from micropython-esp32-stubs

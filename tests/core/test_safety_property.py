@@ -31,7 +31,7 @@ safety contract must hold:
         aux read closed more than 1 s after an open command) is never
         commanded closed until a reset command.
 
-Run: .venv/bin/pytest tests/test_safety_property.py -q
+Run: .venv/bin/pytest tests/core/test_safety_property.py -q
 Set H2P_PROP_EXAMPLES to change the number of examples (default 300).
 """
 

@@ -1,6 +1,6 @@
 """docs/mqtt.md promises exactly the fields the pile sends: the pile's own
 uplink (h2p.uplink, on CPython) formats status, meta, state, tele, evt and
-cmd/ack around a real control core (tests/core/pilebench.py) driven through
+cmd/ack around a real control core (tests/helpers/pilebench.py) driven through
 a charging session; what it hands to the MQTT client is decoded and its keys
 are compared with h2p.topics_doc, both ways."""
 

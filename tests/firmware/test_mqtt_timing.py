@@ -1,7 +1,7 @@
 """The MQTT client's times are wall-clock milliseconds (issue 13 item 7): the
 keepalive's PINGREQ interval on a healthy but quiet link, and the reconnect
 backoff doubling from backoff_min_ms, measured in real time on the
-MicroPython unix port against a fake broker. (tests/test_mqtt_client.py
+MicroPython unix port against a fake broker. (tests/firmware/test_mqtt.py
 covers the dead-link deadline and the connect timeout in real time.) The
 client never reads the pile's simulated clock, so these hold at any time
 factor of `make sim` as well."""

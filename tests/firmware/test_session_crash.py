@@ -1,7 +1,7 @@
 """Crash test: a MicroPython process runs charging sessions against a fake
 meter and is SIGKILLed at random moments, again and again. After every
 restart the open session must be closed with the energy counted so far and
-no session may appear twice (tests/mp_crash_child.py is the "firmware").
+no session may appear twice (tests/helpers/mp_crash_child.py is the "firmware").
 
 H2P_CRASH_KILLS=300 runs a longer version (default 15 kills per mode)."""
 import json

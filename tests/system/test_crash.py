@@ -12,7 +12,7 @@ simulator and a real mosquitto:
   clears it.
 
 Crashes are injected without touching the firmware: the board directory's
-main.py is replaced by a wrapper (as in tests/test_watchdog.py) that makes a
+main.py is replaced by a wrapper (as in tests/system/test_watchdog.py) that makes a
 method raise while data/crash_now exists.
 """
 
@@ -38,7 +38,7 @@ CONFIG = {"pile_id": PILE, "idle_shutdown_s": 0, "maintenance_after": 3, "mqtt":
           "limits": {"feed_lead_s": 6, "stack_ramp_up": 0.05}, "bus": {"data_age_ms": 3000}}
 
 WRAPPER = '''
-# Test-only wrapper (tests/test_crash.py): a method raises while data/crash_now exists.
+# Test-only wrapper (tests/system/test_crash.py): a method raises while data/crash_now exists.
 import os
 import sys
 

@@ -45,7 +45,7 @@ WDT_MS = 5000  # boards/unix_sim.json
 CONFIG = {"pile_id": "wd-1", "auto_start": False, "auto_charge": False}
 
 WRAPPER = '''
-# Test-only wrapper (tests/test_watchdog.py): hang once data/hang exists.
+# Test-only wrapper (tests/system/test_watchdog.py): hang once data/hang exists.
 import os
 import sys
 

@@ -2,7 +2,7 @@
 # here), read from esp32_surface.jsonl: generated from micropython-esp32-stubs
 # by host_tools/esp32_surface.py, never edited by hand. Runs on MicroPython
 # in the firmware's heap (the runner adds the double's measured cost to the
-# 96K, tests/board/esp32_run.py): only the lines of the classes the double
+# 96K, tests/helpers/esp32_run.py): only the lines of the classes the double
 # implements are parsed, and per class only a string of its member names and
 # the constructor's keywords are kept.
 import json
