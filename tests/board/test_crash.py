@@ -21,6 +21,7 @@ import time
 from .conftest import MqttTap, echo_to
 
 PILE = "emu-crash"
+CAP = 3600.0  # wall seconds: a stopped emulator; the deadlines are in board seconds
 
 
 def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_image, fw_rp2, tmp_path):
@@ -41,22 +42,22 @@ def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_imag
         t0 = time.monotonic()
         rig.start()
         con = rig.board.console
-        boot1 = json.loads(con.wait(r"^BOOT (\{.*\})$", 300, alive=rig.board.alive).group(1))
+        boot1 = json.loads(con.wait(r"^BOOT (\{.*\})$", CAP, alive=rig.board.alive, board_s=40).group(1))
         assert boot1["crash"] is None
         i = con.mark()
-        con.wait(r"^CRASH task bus$", 300, start=i, alive=rig.board.alive)
-        con.wait(r"^Traceback", 60, start=i)
-        err = con.wait(r"^(OSError: .*)$", 60, start=i).group(1)
-        con.wait(r"^LOG crash bus OSError", 60, start=i)
+        con.wait(r"^CRASH task bus$", CAP, start=i, alive=rig.board.alive, board_s=40)
+        con.wait(r"^Traceback", CAP, start=i, board_s=10)
+        err = con.wait(r"^(OSError: .*)$", CAP, start=i, board_s=10).group(1)
+        con.wait(r"^LOG crash bus OSError", CAP, start=i, board_s=10)
         # Safe: the charger driven from the crash path (the bus task is what died).
-        safe = con.wait(r"^LOG crash charger (open|not confirmed)", 120, start=i).group(1)
+        safe = con.wait(r"^LOG crash charger (open|not confirmed)", CAP, start=i, board_s=20).group(1)
         assert safe == "open"
-        boot2 = json.loads(con.wait(r"^BOOT (\{.*\})$", 300, start=i, alive=rig.board.alive).group(1))
+        boot2 = json.loads(con.wait(r"^BOOT (\{.*\})$", CAP, start=i, alive=rig.board.alive, board_s=40).group(1))
         wall = time.monotonic() - t0
         assert boot2["reset"] == "crash"
         assert boot2["crash"]["task"] == "bus" and boot2["crash"]["error"].startswith("OSError")
         assert boot2["crash"]["n"] == 1 and boot2["maintenance"] is True
-        meta = tap.wait("meta", lambda b: b.get("last_crash") is not None, 300)
+        meta = tap.wait("meta", lambda b: b.get("last_crash") is not None, CAP, board=rig.board, board_s=40)
         assert meta["last_crash"]["task"] == "bus" and meta["maintenance"] is True
         print(f"\ncrash test: boot to crash to reported boot {wall:.1f} s wall, meta after "
               f"{time.monotonic() - t0:.1f} s; error {err!r}; network: {rig.rules.timed}")
