@@ -160,6 +160,10 @@ class Campaign:
         self.kill_kinds = kinds
         self.windows: list[Window] = []
         self.fwlog: list[tuple[float, str]] = []  # (wall, line), no STATUS
+        # The firmware's whole console, STATUS lines included, with the
+        # campaign's own lines (SESSION, KILL, BROKER...): kept in the tmp
+        # dir for a post-mortem (a crash's traceback, the heap before it).
+        self.console = open(os.path.join(self.tmp, "console.log"), "a", buffering=1)
         self._waiters: list = []
         self.boot = None  # journal boot counter of the running firmware
         self.seq = 0
@@ -181,13 +185,16 @@ class Campaign:
 
     # ---------------------------------------------------------------- logging
     def say(self, *a):
+        text = "[e2e %6.1fs] %s" % (time.monotonic() - self.t0, " ".join(str(x) for x in a))
+        self.console.write(text + "\n")
         if self.verbose:
-            print("[e2e %6.1fs] %s" % (time.monotonic() - self.t0, " ".join(str(x) for x in a)), flush=True)
+            print(text, flush=True)
 
     def _on_line(self, line):
+        now = time.monotonic() - self.t0
+        self.console.write("%7.2f %s\n" % (now, line))
         if line.startswith("STATUS "):
             return
-        now = time.monotonic() - self.t0
         self.fwlog.append((now, line))
         p = line.split()
         if line.startswith("LOG journal boot "):
@@ -540,6 +547,7 @@ class Campaign:
                 self.ingest.stop(signal.SIGKILL)
             await self.pr.stop()
         self.final["wall_s"] = round(time.monotonic() - self.t0, 1)
+        self.console.close()
         return self
 
     # ------------------------------------------------------------- verdict
