@@ -13,9 +13,10 @@
 # data is never dropped (JournalFull is raised instead). See docs/journal.md.
 #
 # RAM: this module holds what runs while the pile charges (append, the
-# checkpoint rate limit, acks, reading one record back). The scan and
-# repair at open(), compaction and the listings tests and host tools use
-# live in h2p.journal_maint, imported when needed and dropped after.
+# checkpoint rate limit, acks, reading one record back). Compaction lives
+# in h2p.journal_compact; the scan and repair at open(), the recovery and
+# the listings tests and host tools use in h2p.journal_maint: each imported
+# when needed and dropped after.
 import os
 import json
 import struct
@@ -108,17 +109,26 @@ class Journal:
         return journal_maint.listing(self, name)
 
     def _maint(self, name, *args):
-        # RAM: the rarely run work (scan/repair at open, compaction) lives in
-        # h2p.journal_maint: imported for the call and dropped after. It runs
-        # at boot or when the file is nearly full, never per step.
+        # RAM: the rarely run work is imported for the call and dropped
+        # after: compaction from h2p.journal_compact (it may run while the
+        # pile charges, so that module is small), the scan/repair at open
+        # and the recovery from h2p.journal_maint (boot). Never per step.
         from h2p.compat import forget
-        from h2p import journal_maint
 
+        if name == "compact":
+            from h2p import journal_compact
+
+            fn = journal_compact.compact
+        else:
+            from h2p import journal_maint
+
+            fn = getattr(journal_maint, name)
         try:
-            return getattr(journal_maint, name)(self, *args)
+            return fn(self, *args)
         finally:
-            forget(journal_maint.__name__)
-            journal_maint = None
+            fn = journal_compact = journal_maint = None  # type: ignore[assignment]
+            # (names built here: a literal this long stays in the heap)
+            forget(__name__ + "_maint", __name__ + "_compact")
 
     def open(self):
         """Recover after a reset. Returns a report dict:
