@@ -55,11 +55,12 @@ def take_reset_cause():
 
 # The interface itself, for mypy only (a Protocol each board class is
 # checked against, in board_*.py): at run time it would be classes in the
-# heap that nothing uses.
-try:
-    from typing import TYPE_CHECKING
-except ImportError:
-    TYPE_CHECKING = False
+# heap that nothing uses. A const: MicroPython's compiler drops the block,
+# so importing this module for the reset cause (a board's reset, after a
+# crash, in a full heap) does not load the interface's code (~1.6 KB).
+from h2p.compat import const
+
+TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
 
 if TYPE_CHECKING:
     from typing import Protocol
