@@ -21,6 +21,8 @@
 # RAM: nothing here stays loaded after boot (main.py forgets the module);
 # the boards import the two reset-cause functions when they need them.
 
+from h2p.compat import const
+
 _CAUSE_FILE = "data/reset_cause"
 
 
@@ -58,8 +60,6 @@ def take_reset_cause():
 # heap that nothing uses. A const: MicroPython's compiler drops the block,
 # so importing this module for the reset cause (a board's reset, after a
 # crash, in a full heap) does not load the interface's code (~1.6 KB).
-from h2p.compat import const
-
 TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
 
 if TYPE_CHECKING:
