@@ -377,75 +377,63 @@ async def clock_task(sntp, board, ready, server, port, retry_s, resync_s):
 
 
 def _start(pile, board):
-    # The pile's tasks, started; -> (the list of them, their names: one
-    # word each, in that order, for h2p.crash). A plain function, so that
-    # its locals (the config) are gone once it returns.
+    # The pile's tasks, started; -> the list of them. A plain function, so
+    # that its locals (the config) are gone once it returns.
     cfg = pile.cfg
     c = asyncio.create_task
     tasks = [c(pile.status_task(500))]
-    names = "status"
     if pile.maintenance:
         from h2p.maintenance import maintenance_task
 
         tasks.append(c(maintenance_task(pile)))
-        names += " maintenance"
     else:
         tasks.append(c(pile.bus_task()))
-        names += " bus"
         tasks.append(c(pile.watchdog_task(cfg["stable_s"])))
-        names += " watchdog"
     if hasattr(board.wdt, "run"):
         tasks.append(c(board.wdt.run()))
-        names += " wdt"
     if board.has_led:
         from h2p import led
 
         tasks.append(c(led.run(board, pile)))
-        names += " led"
     w = cfg["wifi"]
     if board.has_wifi and w["ssid"]:
         from h2p import link
 
         pile.link = link.Keeper(w["join_s"] * 1000, w["backoff_max_s"] * 1000, link.jitter)
         tasks.append(c(link.run(board, pile.link, w["ssid"], w["password"])))
-        names += " link"
     n = cfg["ntp"]
     if n["server"] and board.unix_time() is None:
         from h2p import sntp
 
         tasks.append(c(clock_task(sntp, board, pile.link_ready, n["server"], n["port"], n["retry_s"],
                                   n["resync_s"])))
-        names += " clock"
     if cfg["mqtt"]["host"]:
         from h2p.uplink import Uplink
 
         tasks.append(c(Uplink(pile).run()))
-        names += " uplink"
     # Every part has copied out what it needs: the config dict (~4 KB on
     # the 64-bit port) can go.
     pile.cfg = None
-    return tasks, names
+    return tasks
 
 
 async def run(pile, board):
     # Runs the pile's tasks until one dies: never a silent death, never a
     # silent loop. gather() hands us the first exception (the others run
     # on); the pile goes safe, the reason is kept and the board resets on
-    # purpose (h2p.crash, which names the task by the one that holds the
-    # exception: no wrapper per task, one short string of names).
-    tasks, names = _start(pile, board)
+    # purpose (h2p.crash, which names the task from the traceback: no
+    # wrapper per task, no heap).
+    tasks = _start(pile, board)
     gc.collect()
     try:
         await asyncio.gather(*tasks)
     except Exception as e:  # noqa: BLE001 - any failure takes the crash path
+        tasks = None
         try:
             from h2p import crash
 
-            await crash.handle(pile, e, tasks, names)
+            await crash.handle(pile, e)
         finally:
-            tasks = None
-            crash = None  # type: ignore[assignment]
-            forget("h2p.crash")  # room for the reset (it may load a module)
             board.reset("crash")
 
 

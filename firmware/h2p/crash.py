@@ -39,60 +39,34 @@ def load():
     return {"n": 1, "task": "?", "error": "crash record unreadable", "where": "", "boot": 0}
 
 
-def task_named(tasks, names, e):
-    # The task that raised e, by its name in names (h2p.app._start: one
-    # word per task, in the order of tasks): gather hands a task's
-    # exception on and the task keeps it (t.data on MicroPython,
-    # t.exception() on CPython). None if no task holds it.
-    i = 0
-    for name in names.split():
-        t = tasks[i]
-        i += 1
-        if t.done():
-            x = getattr(t, "data", None)
-            if x is None and hasattr(t, "cancelled") and not t.cancelled():
-                x = t.exception()  # CPython
-            if x is e:
-                return name
-    return None
-
-
 # The pile's task coroutines, by the function (and file) at the bottom of
-# h2p.app.run in a traceback -> the task's name in logs, BOOT and meta, when
-# the task that raised is not known (task_named). (Files with their "/" and
-# closing quote: "uplink.py" ends in "link.py".)
+# h2p.app.run in a traceback -> the task's name in logs, BOOT and meta.
+# (Files with their "/" and closing quote: "uplink.py" ends in "link.py".)
 _TASKS = (("bus_task", "bus"), ("status_task", "status"), ("watchdog_task", "watchdog"),
           ("maintenance_task", "maintenance"), ("clock_task", "clock"), ('/link.py"', "link"),
           ('/uplink.py"', "uplink"), ('/led.py"', "led"), ("/board_", "wdt"))
 
 
-def describe(e, task):
-    # -> ("Type: message", last traceback line, task name). The traceback
-    # goes to the console whole and first, straight from the exception: a
-    # crash is often a full heap, and a copy of the traceback's text (~1 KB,
-    # for the last line and, if task is None, the name) may not fit; it
-    # is then left out, never the console's traceback.
-    lines = [""]
+def describe(e):
+    # -> ("Type: message", last traceback line, task name); the traceback is
+    # printed to the console whole.
     try:
-        _print_exception(e, sys.stdout)
         import io
 
         buf = io.StringIO()
         _print_exception(e, buf)
         lines = buf.getvalue().strip().split("\n")
+        sys.stdout.write(buf.getvalue())
     except Exception:  # noqa: BLE001 - describing must not fail the crash path
-        pass
-    buf = None
+        lines = [""]
     text = "%s: %s" % (type(e).__name__, e)
     where = lines[-2].strip() if len(lines) > 1 else ""
-    return text[:120], where[:120], task or task_of(lines)
+    return text[:120], where[:120], task_of(lines)
 
 
 def task_of(lines):
-    # From the traceback's text: the frame right below app.run's (gather
-    # hands run the task's exception, its frames after run's own): "bus"
-    # for bus_task, ... "?" if the traceback has no such frame (a
-    # MemoryError's traceback may have lost its outer frames).
+    # The frame right below app.run's (gather hands run the task's
+    # exception, its frames after run's own): "bus" for bus_task, ...
     below = False
     for ln in lines:
         ln = ln.strip()
@@ -144,11 +118,10 @@ def clear():
         return False
 
 
-async def handle(pile, e, tasks, names):
+async def handle(pile, e):
     # Log it (console, journal), take the pile to its safe state, keep the
-    # reason for the next boot; the caller (h2p.app.run) resets. tasks,
-    # names: the pile's tasks and their names (task_named).
-    text, where, task = describe(e, task_named(tasks, names, e))
+    # reason for the next boot; the caller (h2p.app.run) resets.
+    text, where, task = describe(e)
     print("CRASH task %s" % task)
     log("crash", task, text, where)
     note(task, text, where, pile.boot_no)

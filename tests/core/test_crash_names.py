@@ -1,8 +1,7 @@
-# h2p.crash names the task that died by the task that holds its exception
-# (task_named), else from its traceback: the frame right below h2p.app.run's
-# (asyncio's own frames skipped). Runs on CPython and MicroPython.
-from h2p.compat import asyncio
-from h2p.crash import task_named, task_of
+# h2p.crash names the task that died from its traceback: the frame right
+# below h2p.app.run's (asyncio's own frames skipped). Runs on CPython and
+# MicroPython.
+from h2p.crash import task_of
 
 
 def _tb(*frames):
@@ -25,28 +24,3 @@ def test_each_task_by_its_frame():
 def test_unknown_task_is_its_function_and_no_traceback_is_unknown():
     assert task_of(_tb(("h2p/other.py", "mystery"))) == "mystery"
     assert task_of(["MemoryError: x"]) == "?"
-
-
-def test_the_task_that_raised_by_its_name_without_a_traceback():
-    # A MemoryError's traceback may be cut short (MicroPython drops frames it
-    # has no heap for) or not fit in the heap as text: the name comes from
-    # the task gather took the exception from.
-    async def fine():
-        while True:
-            await asyncio.sleep(0.005)
-
-    async def done():
-        return 1
-
-    async def dies():
-        await asyncio.sleep(0.02)
-        raise MemoryError("memory allocation failed, allocating 592 bytes")
-
-    async def main():
-        tasks = [asyncio.create_task(fine()), asyncio.create_task(done()), asyncio.create_task(dies())]
-        try:
-            await asyncio.gather(*tasks)
-        except MemoryError as e:
-            return task_named(tasks, "status wdt bus", e), task_named(tasks, "status wdt bus", MemoryError())
-
-    assert asyncio.run(main()) == ("bus", None)
