@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -165,8 +166,16 @@ def handler(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(str(e), USAGE)
     password = secret_from(args, MQTT_PASSWORD, required=False)
-    cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
-    code, res = send(host, port, args.pile, cmd, args.user, password, args.timeout, args.tls_ca)
+    for attempt in range(3):
+        cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
+        code, res = send(host, port, args.pile, cmd, args.user, password, args.timeout, args.tls_ca)
+        # The pile refuses what was signed before (or in the second of) its
+        # last boot (docs/mqtt.md): it just rebooted; sign it again, later.
+        if not (isinstance(res, dict) and res.get("reason") == "issued before boot") or attempt == 2:
+            break
+        print("h2pile cmd: %s rebooted after this command was signed; signing it again" % args.pile,
+              file=sys.stderr)
+        time.sleep(1.0)
     if isinstance(res, dict):
         print(json.dumps(res))
         return code

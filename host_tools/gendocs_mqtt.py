@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from h2p import sign, topics, topics_doc
+from h2p import cmdhandler, sign, topics, topics_doc
 from host_tools.docs import HEADER, md_table
 
 
@@ -51,12 +51,41 @@ def render() -> str:
           "issued, expires, nonce, then each argument name and value in sorted name order; "
           "strings as `s<text>`, booleans `b1`/`b0`, numbers `n<round(x*1000)>`.",
           "",
-          "The pile rejects a command that is not JSON, too large, has missing fields or "
-          "wrong types, an unknown op, bad arguments, another pile's id, a bad signature, "
-          "`expires - issued` over %d s, `now > expires`, `issued > now + %d s` (clock skew), "
-          "an id or nonce seen before (replay), or arrives while the pile's clock was never "
-          "set (`clock not set`). A repeated delivery of an accepted command is not run "
-          "again; its first ack is repeated with `dup: true`." % (sign.MAX_TTL_S, sign.SKEW_S),
+          "The pile answers every command that reaches it on `cmd/ack`, whatever its size "
+          "or shape, with one of the reasons below. It rejects a command that is not JSON, "
+          "too large, has missing fields or wrong types, an unknown op, bad arguments, another "
+          "pile's id, a bad signature, `expires - issued` over %d s, `now > expires`, "
+          "`issued > now + %d s` (clock skew), or arrives while the pile's clock was never "
+          "set (`clock not set`)." % (sign.MAX_TTL_S, sign.SKEW_S),
+          ""]
+    L += md_table(("reason", "meaning"), [("`%s`" % r, d) for r, d in topics_doc.CMD_REASONS])
+    L += ["", "### Guarantees", "",
+          "- **Bounded.** The pile's command memory is allocated once at boot and never grows: "
+          "a replay table of %d accepted commands and a rate limiter. Commands other than %s "
+          "are accepted at up to %d in a burst, then one per %d ms of the pile's clock; beyond "
+          "that the ack says `busy`. %s are never refused for the rate, and %d slots of the "
+          "replay table are kept for them."
+          % (cmdhandler._REPLAY_SLOTS, _ops(topics_doc.SAFETY_OPS), cmdhandler._CMD_BURST,
+             cmdhandler._CMD_INTERVAL_MS, _ops(topics_doc.SAFETY_OPS).capitalize(),
+             cmdhandler._SAFETY_SLOTS),
+          "- **Never run twice.** A command is remembered by its signature until it expires "
+          "(plus the skew): a repeated delivery (a QoS 1 redelivery, a replay) is not run again; "
+          "its first ok and reason are repeated with `dup: true`. A full table refuses new "
+          "commands (`busy`, detail `replay table full`) rather than forgetting one; a safety "
+          "command in a full table pushes out the entry closest to expiring, and from then on "
+          "no command expiring at or before that one is accepted.",
+          "- **Across reboots.** The replay table lives in RAM, so the pile refuses every "
+          "command issued at or before its boot (`issued before boot`): once the clock is set "
+          "it works out the boot's Unix time from its uptime. A command issued ahead of the "
+          "pile's clock (within the skew) could still look newer than a quick reboot, so when "
+          "such a command is accepted its `issued` is kept in the journal (meta `cmd_floor`, "
+          "one small record) and the floor after a reboot is the later of the two. Chosen "
+          "over writing every accepted command to flash: no flash wear in normal operation, "
+          "and the cost is that a command signed while the pile was rebooting must be signed "
+          "again.",
+          "- **Retained.** A command delivered with the retain flag is refused (`retained`): "
+          "it would otherwise run again at every reconnect. Clear it with an empty retained "
+          "message.",
           ""]
     for c in topics.CMD_OPS:
         L += ["### `%s`" % c[0], "", topics_doc.CMD_DOC[c[0]], ""]
@@ -73,3 +102,6 @@ def render() -> str:
         L.append("")
     return "\n".join(L)
 
+
+def _ops(ops: tuple[str, ...]) -> str:
+    return ", ".join("`%s`" % o for o in ops[:-1]) + " and `%s`" % ops[-1]

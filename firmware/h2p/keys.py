@@ -4,7 +4,7 @@
 # firmware/ so there is one source.
 #   mqtt password = hex(HMAC-SHA256(fleet_secret, "mqtt:" + pile_id))
 #   command key   = hex(HMAC-SHA256(fleet_secret, "cmd:" + pile_id))
-from h2p.sign import hmac_hex
+from h2p.signer import hmac_hex
 from h2p.topics import valid_pile_id
 
 

@@ -4,7 +4,8 @@
 #   c = MQTTClient("P1", "10.0.0.2", user="P1", password=pw, keepalive=15,
 #                  will=(topic, payload, True, 1), tls=ctx)
 #   c.on_connect = fn()                 # after every CONNACK
-#   c.on_message = fn(topic, payload)   # topic str, payload bytes
+#   c.on_message = fn(topic, payload)   # topic str, payload bytes (None: too
+#                                       # large, drained); c.rx_retained
 #   c.subscribe(topic, qos)             # remembered, re-sent on reconnect
 #   c.publish(topic, payload, retain=False, qos=0) -> bool   # never awaits
 #   await c.run()                       # forever; cancel the task to stop
@@ -39,7 +40,14 @@
 #   ["dropped_qos1"]): newest state wins. This queue is not durable: records
 #   that must survive (billing) are kept by the application until acked.
 # - Incoming packets larger than max_payload are drained and counted
-#   ("oversize"); longer than drain_limit -> disconnect ("oversize"+"drops").
+#   ("oversize"), and on_message is given None for the payload (so that the
+#   application can still answer, e.g. "too large"); longer than
+#   drain_limit -> disconnect ("oversize"+"drops").
+# - Back-pressure: before a message is handed to on_message, the rx task
+#   waits while the outgoing queue is full of messages not yet written (or
+#   too many PUBACKs are owed), so a flood of incoming messages cannot make
+#   the answers to them push each other out of the queue unsent, nor grow
+#   the PUBACKs owed; the broker holds the rest (its in-flight window).
 #   Malformed packets are counted ("bad_packets") and cause a reconnect.
 #   Exceptions in callbacks are counted ("cb_errors") and swallowed.
 # - RAM: the counters, settings, timers and the queue's per-slot flags are
@@ -125,7 +133,7 @@ class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=15, will=None, tls=None, server_hostname=None,
                  max_queue=32, max_payload=2048, connect_timeout=10,
-                 backoff_min_ms=500, backoff_max_ms=30000, retry_ms=None,
+                 backoff_min_ms=500, backoff_max_ms=3000, retry_ms=None,
                  drain_limit=1 << 21):
         if keepalive < 1:
             raise ValueError("keepalive must be >= 1 s")
@@ -138,6 +146,7 @@ class MQTTClient:
         self._tls = None if tls is None else (tls, server_hostname or host)
         self.on_connect = None
         self.on_message = None
+        self.rx_retained = False  # the retain flag of the message on_message is given
         self.link_ok = None  # fn() -> bool: may the network be tried now (WiFi up)
         self.connected = False
         self.last_error = ""
@@ -507,6 +516,26 @@ class MQTTClient:
             self._fail = e
 
     # ---- receiving -----------------------------------------------------------
+    async def _room(self):
+        # Back-pressure on what comes in: wait (yielding to the tx task)
+        # while the queue is full and holds a message not yet written, or
+        # while more PUBACKs are owed than a round of the queue. A full
+        # queue of messages already written (QoS 1 waiting for PUBACK) does
+        # not wait: their PUBACKs come in on this very task, and pushing
+        # out one of them loses no data on the wire.
+        n = self._n
+        while self.connected:
+            if len(self._acks) < len(self._q) >> 1:
+                if n[_QN] < len(self._q) >> 1:
+                    return
+                for i in range(n[_QN]):
+                    if not n[_Q0 + 2 * i] & _F_SENT:
+                        break
+                else:
+                    return
+            self._kick()
+            await sleep_ms(1)
+
     async def _rx_loop(self, r):
         n = self._n
         try:
@@ -549,22 +578,29 @@ class MQTTClient:
                         p = await r.readexactly(2)
                         pid = (p[0] << 8) | p[1]
                     plen = rl - hl
+                    payload = None
                     if topic is None or plen > n[_MAX_PAYLOAD]:
                         n[_S_OVERSIZE] += 1
                         await _drain(r, plen, n)
                     else:
                         payload = await r.readexactly(plen)
                         n[_S_RX] += 1
+                    if topic is not None:
                         try:
                             topic = topic.decode()
                         except Exception:
                             topic = None
                             n[_S_BAD_PACKETS] += 1
-                        if topic is not None and self.on_message:
-                            try:
-                                self.on_message(topic, payload)
-                            except Exception:
-                                n[_S_CB_ERRORS] += 1
+                    if topic is not None and self.on_message:
+                        # What the callback publishes (an ack) must not
+                        # push out a message never written: let the tx
+                        # task empty the queue of those first.
+                        await self._room()
+                        self.rx_retained = bool(typ & 1)
+                        try:
+                            self.on_message(topic, payload)
+                        except Exception:
+                            n[_S_CB_ERRORS] += 1
                     if qos:
                         self._acks.append(pid)
                         self._kick()

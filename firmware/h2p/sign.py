@@ -18,7 +18,7 @@
 # left the cache). Accepting on a monotonic window after a first valid
 # command is deliberately not offered: that first command may itself be old.
 import json
-from binascii import hexlify, unhexlify
+from binascii import unhexlify
 
 from h2p.compat import sha256
 from h2p.cmdspec import CMD_ARGS, CMD_NAMES
@@ -29,7 +29,8 @@ SKEW_S = 30  # issued may be this far in the future of the pile's clock
 CLOCK_MIN = 1700000000  # 2023-11-14: a clock before this was never set
 
 # RAM: the pile imports this module only while it handles a command (see
-# h2p.cmdhandler), so it is kept to few functions and no tables of its own.
+# h2p.cmdhandler), so it is kept to few functions and no tables of its own;
+# what only host tools use (hmac_hex, verify_command) is in h2p.signer.
 
 
 def hmac_sha256(key, msg):
@@ -47,10 +48,6 @@ def hmac_sha256(key, msg):
     h2 = sha256(bytes(b ^ 0x5C for b in key))  # outer pad
     h2.update(h.digest())
     return h2.digest()
-
-
-def hmac_hex(key, msg):
-    return hexlify(hmac_sha256(key, msg)).decode()
 
 
 def key_bytes(key):
@@ -115,87 +112,106 @@ def check_args(op, args):
         else:
             if not isinstance(v, str):
                 return "bad args: " + k + " not a string"
-            if not a[4] <= len(v.encode()) <= a[5]:
+            try:
+                n = len(v.encode())
+            except UnicodeError:  # CPython: a lone surrogate from "\ud800"
+                return "bad args: " + k + " not a string"
+            if not a[4] <= n <= a[5]:
                 return "bad args: " + k + " bad length"
     return None
 
 
-def verify_command(raw, key, now_s, replay, pile_id=None,
-                   allow_unset_clock=False, skew_s=SKEW_S, replay_size=32):
-    # -> (cmd dict, "ok") or (None, reason). Never raises on bad input.
-    #
-    # replay: the replay cache, a list the caller keeps (on the pile between
-    # commands, while this module is unloaded) of [id, nonce, expires, ack]
-    # of the commands accepted and not yet expired (plus the skew), so that
-    # none is accepted twice; ack is the caller's (h2p.cmdhandler). On
-    # success the command is appended. Bounded: with replay_size unexpired
-    # entries new commands are rejected ("replay cache full") rather than
-    # forgetting one that could be replayed.
+def parse(raw):
+    # -> (cmd, None) or (what was parsed or None, reason): the caller may
+    # still read a rejected command's id and op for its ack. The envelope's shape only: no
+    # key needed. A command's JSON is flat but for args, so the nesting is
+    # bounded before parsing (a deeply nested 1 KB body needs far more heap
+    # to parse than the board has); bytes.count is C, the scan only runs
+    # for the odd body with many brackets.
     if raw is None or len(raw) > MAX_CMD_BYTES:
         return None, "too large"
     try:
+        if raw.count(b"{") + raw.count(b"[") > 4 and _depth(raw) > 2:
+            return None, "too deep"
         cmd = json.loads(raw)
+    except MemoryError:
+        return None, "no memory"
     except Exception:
         return None, "not json"
     if not isinstance(cmd, dict):
         return None, "not json"
     for k in ("id", "op", "args", "pile", "issued", "expires", "nonce", "sig"):
         if k not in cmd:
-            return None, "missing " + k
+            return cmd, "missing field: " + k
     for k in ("id", "op", "pile", "nonce", "sig"):
         if not isinstance(cmd[k], str):
-            return None, "wrong types: " + k
+            return cmd, "wrong types: " + k
     for k in ("issued", "expires"):
         v = cmd[k]
         if not isinstance(v, int) or isinstance(v, bool):
-            return None, "wrong types: " + k
+            return cmd, "wrong types: " + k
     if not 0 < len(cmd["id"]) <= 64:
-        return None, "wrong types: id length"
+        return cmd, "wrong types: id length"
     if not 8 <= len(cmd["nonce"]) <= 64:
-        return None, "wrong types: nonce length"
+        return cmd, "wrong types: nonce length"
     if len(cmd["sig"]) != 64:
-        return None, "bad signature"
+        return cmd, "bad signature"
+    return cmd, None
+
+
+def _depth(raw):
+    # The deepest nesting of raw's JSON arrays/objects, outside strings.
+    d = m = 0
+    in_str = esc = False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:  # backslash
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b == 0x7B or b == 0x5B:
+            d += 1
+            if d > m:
+                m = d
+        elif b == 0x7D or b == 0x5D:
+            d -= 1
+    return m
+
+
+def check(cmd, key, now_s, pile_id=None, allow_unset_clock=False, skew_s=SKEW_S):
+    # -> None if the parsed cmd is well formed, signed with key, addressed
+    # to pile_id and valid at now_s; else the reason. Never raises.
     r = check_args(cmd["op"], cmd["args"])
     if r:
-        return None, r
+        return r
     if pile_id is not None and cmd["pile"] != pile_id:
-        return None, "wrong pile"
+        return "wrong pile"
     try:
         good = hmac_sha256(key_bytes(key), lambda out: canonical(cmd, out))
         sig = unhexlify(cmd["sig"])  # hex, either case
     except Exception:
-        return None, "bad signature"
+        return "bad signature"
     if len(sig) != 32:
-        return None, "bad signature"
+        return "bad signature"
     r = 0  # constant-time comparison
     for i in range(32):
         r |= good[i] ^ sig[i]
     if r:
-        return None, "bad signature"
+        return "bad signature"
     issued = cmd["issued"]
     expires = cmd["expires"]
     if expires <= issued or expires - issued > MAX_TTL_S:
-        return None, "bad expiry"
+        return "bad expiry"
     if now_s is None or now_s < CLOCK_MIN:
         if not allow_unset_clock:
-            return None, "clock not set"
-        now_s = None
+            return "clock not set"
     else:
         if now_s > expires:
-            return None, "expired"
+            return "expired"
         if issued > now_s + skew_s:
-            return None, "issued in future"
-    if now_s is not None:  # forget the expired
-        i = 0
-        while i < len(replay):
-            if replay[i][2] + SKEW_S < now_s:
-                replay.pop(i)
-            else:
-                i += 1
-    for e in replay:
-        if e[0] == cmd["id"] or e[1] == cmd["nonce"]:
-            return None, "replayed"
-    if len(replay) >= replay_size:
-        return None, "replay cache full"
-    replay.append([cmd["id"], cmd["nonce"], expires, None])
-    return cmd, "ok"
+            return "issued in future"
+    return None

@@ -10,7 +10,7 @@ TOPIC_DOC = {
     'tele': 'Telemetry, sent when a field moves by more than its deadband or at the latest every TELE_MAX_INTERVAL_S. QoS 0: a lost sample is replaced by the next.',
     'evt': 'Events: faults raised/cleared, session start/stop, warnings.',
     'cmd': 'Signed commands (see h2p.sign). Never retained: a retained command would be replayed to the pile on every reconnect.',
-    'cmd/ack': 'One acknowledgement per received command: {id, op, ok, reason}.',
+    'cmd/ack': 'One acknowledgement per received command, whatever its size or shape: {id, op, ok, reason} (+ detail, dup).',
     'bill': 'Billing record of a finished session. The pile keeps it in flash and re-sends it until a bill/ack with the same id arrives.',
     'bill/ack': 'Back office confirms a billing record: {"id": ...}.',
 }
@@ -99,8 +99,41 @@ ACK_FIELDS = (
     ('id', 'str', 'command id (null if the command could not be parsed)'),
     ('op', 'str', 'command op (null if unknown)'),
     ('ok', 'bool', 'true if accepted and carried out'),
-    ('reason', 'str', "'ok' or why it was rejected"),
+    ('reason', 'str', "one of the reasons below: 'ok' or why it was rejected"),
+    ('detail', 'str', 'present when there is more to say: which field, which argument, the state that refused'),
     ('dup', 'bool', 'present and true if this repeats the ack of an already seen command'),
+)
+
+# Commands that make the pile safer (or clear a safety stop): never refused
+# for the command rate, and given room in a full replay table
+# (h2p.cmdhandler tests each op against this list).
+SAFETY_OPS = ('stop', 'shutdown', 'reset')
+
+# Every cmd/ack "reason" the pile sends (h2p.cmdhandler, h2p.sign): a fixed
+# list, so that a back office can act on it. (reason, meaning)
+CMD_REASONS = (
+    ('ok', 'accepted and carried out'),
+    ('refused', 'valid, but the pile will not do it now (detail: why, e.g. the state it is in)'),
+    ('error', 'valid, but carrying it out failed (detail: the exception)'),
+    ('busy', 'over the command rate (see below), or the replay table is full (detail); '
+             'stop, shutdown and reset are never refused for the rate'),
+    ('retained', 'delivered with the retain flag: a retained command would run at every reconnect'),
+    ('too large', 'over the size limit (the pile did not read it)'),
+    ('too deep', 'JSON nested deeper than a command is'),
+    ('not json', 'not a JSON object'),
+    ('missing field', 'a field of the envelope is missing (detail: which)'),
+    ('wrong types', 'a field of the envelope has the wrong type or length (detail: which)'),
+    ('unknown op', 'not one of the ops below'),
+    ('bad args', 'an argument is missing, unknown, of the wrong type or out of range (detail)'),
+    ('wrong pile', 'signed for another pile'),
+    ('bad signature', 'the signature does not match the command and this pile\'s key'),
+    ('bad expiry', 'expires is not after issued, or the lifetime is over the limit'),
+    ('expired', 'the pile\'s clock is past expires'),
+    ('issued in future', 'issued is further ahead of the pile\'s clock than the allowed skew'),
+    ('issued before boot', 'issued before the pile last booted: re-sign it'),
+    ('clock not set', 'the pile\'s clock was never set (no SNTP answer yet)'),
+    ('no key', 'the pile has no command key provisioned'),
+    ('no memory', 'the pile could not handle it for lack of RAM; send it again'),
 )
 STAMP_FIELDS = (
     ('seq', 'int', 'per-boot sequence number of the message (the will uses 0)'),

@@ -196,16 +196,18 @@ async def main():
     c.will = pub.will()
     h = None
     if cfg.get("cmd_key"):
+        from array import array
         from h2p import cmdhandler
         targets = (Target(),)
-        replay = []
-        h = lambda raw, now: cmdhandler.handle(raw, now, pid, cfg["cmd_key"], targets, replay)
+        mem = (bytearray(320), array("i", bytes(4 * 83)))  # h2p.uplink's _CMD_TABLE, _CMD_INTS
+        h = lambda raw, now: cmdhandler.handle(raw, now, pid, cfg["cmd_key"], targets, mem, ticks_ms(),
+                                               c.rx_retained)
     def on_connect():
         pub.pub("status", {"online": True})
         pub.pub("meta", {"fw": "test", "board": "unix", "cfg": "0"})
         out({"ev": "up", "connects": c.stats["connects"]})
     def on_message(t, p):
-        out({"ev": "msg", "topic": t, "len": len(p)})
+        out({"ev": "msg", "topic": t, "len": None if p is None else len(p)})
         if h is not None and t == pub.topic("cmd").decode():
             import time
             ack = h(p, int(time.time()))
