@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from h2p import cmdhandler, sign, topics, topics_doc
+from h2p import cmdgate, cmdhandler, sign, topics, topics_doc
 from host_tools.docs import HEADER, md_table
 
 
@@ -65,8 +65,8 @@ def render() -> str:
           "are accepted at up to %d in a burst, then one per %d ms of the pile's clock; beyond "
           "that the ack says `busy`. %s are never refused for the rate, and %d slots of the "
           "replay table are kept for them."
-          % (cmdhandler._REPLAY_SLOTS, _ops(topics_doc.SAFETY_OPS), cmdhandler._CMD_BURST,
-             cmdhandler._CMD_INTERVAL_MS, _ops(topics_doc.SAFETY_OPS).capitalize(),
+          % (cmdhandler._REPLAY_SLOTS, _ops(topics_doc.SAFETY_OPS), cmdgate.CMD_BURST,
+             cmdgate.CMD_INTERVAL_MS, _ops(topics_doc.SAFETY_OPS).capitalize(),
              cmdhandler._SAFETY_SLOTS),
           "- **Never run twice.** A command is remembered by its signature until it expires "
           "(plus the skew): a repeated delivery (a QoS 1 redelivery, a replay) is not run again; "
