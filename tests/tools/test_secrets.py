@@ -170,7 +170,7 @@ def test_mqtt_password_from_file_and_env_against_a_broker(tmp_path, monkeypatch,
         f.write_text("s3cret-pw\n")
         base = ["monitor", "--broker", f"127.0.0.1:{port}", "--user", "ops", "--once", "--wait", "0.5"]
         assert cli.main(base + ["--password-file", str(f)]) == 0, capsys.readouterr().err
-        assert "(no piles seen yet)" in capsys.readouterr().out
+        assert "(no pile has published its status yet)" in capsys.readouterr().out
         monkeypatch.setenv("H2PILE_MQTT_PASSWORD", "s3cret-pw")
         assert cli.main(base) == 0, capsys.readouterr().err
         capsys.readouterr()
