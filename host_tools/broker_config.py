@@ -61,8 +61,8 @@ def _pile_rules() -> tuple[tuple[str, str], ...]:
                  for t in topics.TOPICS)
 
 
-# role -> (who has it, ((access, topic filter), ...)): the one table the ACL,
-# the CLI options and docs/mqtt.md ("Who may publish what") are made from.
+# role -> (who has it, ((access, topic filter), ...)): the one table the ACL
+# and docs/mqtt.md ("Who may publish what") are made from.
 # access is mosquitto's "read" (subscribe and receive) or "write" (publish).
 # topic_filter(name=...) raises for a topic h2p.topics does not have.
 ROLES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
