@@ -17,6 +17,24 @@ def _fields(title: str, fields: Sequence[Sequence[object]]) -> list[str]:
     return ["", "### " + title, ""] + md_table(("field", "type", "meaning"), fields)
 
 
+def _roles() -> list[str]:
+    # From the table the broker ACL is generated from (h2pile broker-config).
+    from host_tools.broker_config import OWN, ROLES
+
+    L = ["", "## Who may publish what", "",
+         "`h2pile broker-config` gives every broker account one role, and the ACL it writes lets "
+         "a role reach only these topics (`%s` = the pile's own id; `+` = any pile; the table is "
+         "`ROLES` in `host_tools/broker_config.py`). The broker acknowledges a publish outside "
+         "them and drops it, and delivers no message outside them. `bill/ack` comes only from "
+         "the ledger: a pile deletes a bill from its flash once it is acknowledged." % OWN, ""]
+    rows = []
+    for role, (who, rules) in ROLES.items():
+        pub = ", ".join("`%s`" % f for a, f in rules if a == "write") or "-"
+        read = ", ".join("`%s`" % f for a, f in rules if a == "read") or "-"
+        rows.append(("`%s`" % role, who, pub, read))
+    return L + md_table(("role", "account", "publishes", "reads"), rows)
+
+
 def render() -> str:
     L = ["# MQTT contract (generated)", "",
          HEADER % "firmware/h2p/topics.py", "",
@@ -29,6 +47,7 @@ def render() -> str:
                      "pile -> broker" if t[topics.T_DIR] == "pub" else "broker -> pile",
                      t[topics.T_QOS], "yes" if t[topics.T_RETAIN] else "no", topics_doc.TOPIC_DOC[t[0]]))
     L += md_table(("topic", "direction", "QoS", "retained", "content"), rows)
+    L += _roles()
     L += ["", "## Every pile message", "",
           "JSON object. Every message the pile publishes carries:"]
     L += _fields("stamp", topics_doc.STAMP_FIELDS)

@@ -525,7 +525,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sp.required = True
     pi = sp.add_parser("ingest", help="store bills from the broker, ack after commit")
     pi.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
-    pi.add_argument("--user", help="MQTT user of the ledger's account (broker-config --operator)")
+    pi.add_argument("--user", help="MQTT user of the ledger's account (broker-config --ledger: the only "
+                    "role that may publish bill/ack)")
     add_secret(pi, LEDGER_PASSWORD, "MQTT password of --user")
     pi.add_argument("--tls-ca", help="CA certificate file: connect with TLS")
     pi.add_argument("--db", default=DEFAULT_DB,

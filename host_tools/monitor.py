@@ -1,4 +1,9 @@
-"""`h2pile monitor`: live table of every pile seen on h2pile/v1/+/#.
+"""`h2pile monitor`: live table of every pile on h2pile/v1/+/#.
+
+A pile is listed once it has published `status` (retained: the broker hands
+it over on subscribing; the last will sets it offline). Messages to a pile
+(cmd, bill/ack) are not the pile's: a command sent to an id that no pile
+has does not make it appear.
 
 Redraws in place with ANSI escapes; --plain prints a plain table every
 --interval seconds; --once --wait S prints one table after S seconds and exits
@@ -39,6 +44,8 @@ class Fleet:
         if p is None:
             return False
         pile, name = p
+        if topics.spec(name)[topics.T_DIR] != "pub":
+            return False  # sent to the pile (cmd, bill/ack), not by it
         try:
             d = json.loads(payload) if payload else {}
         except ValueError:
@@ -51,7 +58,7 @@ class Fleet:
             row = self.piles.setdefault(pile, {})
             row["seen"] = time.monotonic() if now is None else now
             if name == "status":
-                row["online"] = d.get("online")
+                row["online"] = d.get("online") if isinstance(d.get("online"), bool) else None
             elif name == "state":
                 for k in ("state", "faults", "limit_by", "limit_a"):
                     if k in d:
@@ -68,6 +75,8 @@ class Fleet:
         with self.lock:
             for pile in sorted(self.piles):
                 r = self.piles[pile]
+                if "online" not in r:
+                    continue  # never published status: not (yet) a pile we know
                 faults = r.get("faults")
                 if isinstance(faults, list):
                     faults = ",".join(str(f) for f in faults) or "-"
@@ -83,10 +92,11 @@ class Fleet:
 
     def table(self, now: float | None = None) -> str:
         lines = ["  ".join(h.ljust(w) for h, w in COLUMNS)]
-        for r in self.rows(now):
+        rows = self.rows(now)
+        for r in rows:
             lines.append("  ".join(str(v)[:w].ljust(w) for v, (h, w) in zip(r, COLUMNS)))
-        if not self.piles:
-            lines.append("(no piles seen yet)")
+        if not rows:
+            lines.append("(no pile has published its status yet)")
         return "\n".join(lines)
 
 

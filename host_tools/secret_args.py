@@ -46,6 +46,8 @@ WIFI = Secret("wifi", "H2PILE_WIFI", "the WiFi network and password", "SSID:PASS
 # Several NAME:PASSWORD entries: the option repeats; the file and the
 # variable hold one entry per line.
 OPERATORS = Secret("operator", "H2PILE_OPERATORS", "the operator accounts", "NAME:PASS")
+LEDGERS = Secret("ledger", "H2PILE_LEDGERS", "the ledger accounts", "NAME:PASS")
+GATEWAYS = Secret("gateway", "H2PILE_GATEWAYS", "the gateway accounts", "NAME:PASS")
 
 
 def add_secret(p: argparse.ArgumentParser, s: Secret, help: str, repeat: bool = False) -> None:

@@ -71,8 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("verify", help="reset a board and report what its firmware says",
                        description="Check the firmware's files against SHA256SUMS, show storage and "
-                                   "config, reset the board and report its boot line and self-test. "
-                                   "Exit 0 if all is well, 1 if not.")
+                                   "config, reset the board and report its boot line and self-test; "
+                                   "a last line lists every check and its result. Exit 0 only if "
+                                   "every check ran and passed, the self-test included: 1 if one "
+                                   "failed or did not run (no bus devices: the self-test waits).")
     p.add_argument("--port", required=True, help=PORT_HELP)
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to watch the boot (default 20)")
     p.add_argument("--baud", type=int, default=115200, help=BAUD_HELP)

@@ -110,6 +110,11 @@ def test_monitor_once(tmp_path, capsys):
             {"state": "CHARGING", "faults": ["H2_WARN"], "limit_by": "bms", "limit_a": 80}), qos=1,
             retain=True).wait_for_publish(5)
         c.publish(topics.topic("P8", "tele"), b"not json", qos=1).wait_for_publish(5)
+        # a command to an id no pile has, and telemetry without a status: no
+        # row. Retained (here only) so that the monitor, which subscribes
+        # later, surely receives them.
+        c.publish(topics.topic("P9", "cmd"), b'{"op": "wake"}', qos=1, retain=True).wait_for_publish(5)
+        c.publish(topics.topic("P10", "tele"), b'{"p_kw": 1.5}', qos=1, retain=True).wait_for_publish(5)
         c.disconnect()
         c.loop_stop()
         time.sleep(0.3)
@@ -123,7 +128,29 @@ def test_monitor_once(tmp_path, capsys):
         cols = row[0].split()
         assert cols[1] == "yes" and cols[2] == "CHARGING" and "40.5" in cols and "80" in cols
         assert "H2_WARN" in row[0] and "bms" in row[0]
+        assert [ln.split()[0] for ln in lines[1:]] == ["P7"], out  # no phantom P9, no P10
     f = monitor.Fleet()
     assert not f.feed("h2pile/v1/P1/tele", b"\xff")
     assert f.feed("h2pile/v1/P1/status", b'{"online": false}')
     assert f.rows(now=f.piles["P1"]["seen"])[0][1] == "NO" and f.bad == 1
+
+
+def test_monitor_lists_only_piles_that_published_status():
+    """A command sent to an id made a phantom row (the monitor took every
+    topic under h2pile/v1/ for a pile's): only a pile's own status lists it."""
+    f = monitor.Fleet()
+    assert not f.feed(topics.topic("GHOST", "cmd"), b'{"op": "wake", "pile": "GHOST"}')
+    assert not f.feed(topics.topic("GHOST", "bill/ack"), b'{"id": "GHOST-00001-001"}')
+    assert f.feed(topics.topic("P2", "tele"), b'{"p_kw": 3.5, "bat_soc": 70}', now=10.0)
+    assert f.feed(topics.topic("P2", "state"), b'{"state": "CHARGING"}', now=10.0)
+    assert f.rows(now=11.0) == []
+    assert "(no pile has published its status yet)" in f.table(now=11.0)
+    assert "GHOST" not in f.table(now=11.0)
+    # its status (retained, usually first; here last): listed, with what it said before
+    assert f.feed(topics.topic("P2", "status"), b'{"online": true}', now=12.0)
+    rows = f.rows(now=13.0)
+    assert [r[0] for r in rows] == ["P2"]
+    assert rows[0][1:5] == ("yes", "CHARGING", "3.5", "-") and rows[0][-1] == "1"
+    # a command to a listed pile does not refresh when it was last heard from
+    assert not f.feed(topics.topic("P2", "cmd"), b'{"op": "wake"}', now=20.0)
+    assert f.rows(now=20.0)[0][-1] == "8"

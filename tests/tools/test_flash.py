@@ -159,6 +159,27 @@ def test_flash_provision_verify(vb, builds, capsys, tmp_path):
     assert "config:   pile p-0042" in out
     assert "boot:     h2pile" in out and "pile p-0042" in out and "heap free" in out
     assert "selftest: pass" in out, out
+    assert "checks:   firmware files ok, config ok, boot ok, self-test pass" in out, out
+
+
+def test_verify_fails_when_the_selftest_never_ran(tmp_path, builds, capsys):
+    """No bus on the board: the firmware boots and its self-test waits for
+    the devices. verify used to say OK; now it fails and says why."""
+    d = tmp_path / "nobus"
+    with VirtualBoard(str(d), str(d / "tty"), flash_kb=1024) as b:
+        assert run("flash", "--port", b.link, "--board", "unix_sim", "--build", builds["v1"]) == 0
+        base = tmp_path / "site.json"
+        base.write_text('{"bus": {"timeout_ms": 200}}')
+        assert run("provision", "--port", b.link, "--pile-id", "p-nobus", "--fleet-secret", SECRET,
+                   "--config", base) == 0
+        capsys.readouterr()
+        assert run("verify", "--port", b.link, "--timeout", 4) == 1
+        cap = capsys.readouterr()
+        assert "boot:     h2pile" in cap.out, cap.out  # it booted: the board is not the problem
+        assert "selftest: NOT RUN: not finished within 4 s" in cap.out, cap.out
+        assert "checks:   firmware files ok, config ok, boot ok, self-test NOT RUN" in cap.out, cap.out
+        assert ": OK" not in cap.out
+        assert "NOT OK" in cap.err and "the self-test did not finish within 4 s" in cap.err, cap.err
 
 
 def test_wrong_kind_of_board_is_refused(vb, builds, capsys):

@@ -21,8 +21,9 @@ from host_tools.flash.provision import make_config
 from host_tools.secret_args import MQTT_PASSWORD, WIFI, secret_from
 
 SECRET = "fleet-Zq8x-secret"
-ENVS = ("H2PILE_FLEET_SECRET", "H2PILE_CMD_KEY", "H2PILE_MQTT_PASSWORD", "H2PILE_WIFI", "H2PILE_OPERATORS")
-SECRET_WORDS = re.compile(r"secret|password|(^|-)key$|wifi|operator")
+ENVS = ("H2PILE_FLEET_SECRET", "H2PILE_CMD_KEY", "H2PILE_MQTT_PASSWORD", "H2PILE_WIFI", "H2PILE_OPERATORS",
+        "H2PILE_LEDGERS", "H2PILE_GATEWAYS")
+SECRET_WORDS = re.compile(r"secret|password|(^|-)key$|wifi|operator|^ledger$|^gateway$")
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,8 @@ SECRET_OPTIONS = _secret_options()
 def test_the_secret_options_are_found():
     found = {(" ".join(p), o) for p, o, _ in SECRET_OPTIONS}
     assert {("provision", "--fleet-secret"), ("provision", "--wifi"), ("keys", "--fleet-secret"),
-            ("broker-config", "--fleet-secret"), ("broker-config", "--operator"), ("cmd", "--key"),
+            ("broker-config", "--fleet-secret"), ("broker-config", "--operator"),
+            ("broker-config", "--ledger"), ("broker-config", "--gateway"), ("cmd", "--key"),
             ("cmd", "--password"), ("cmd", "--fleet-secret"), ("monitor", "--password"),
             ("ledger ingest", "--password")} <= found, found
 
@@ -168,7 +170,7 @@ def test_mqtt_password_from_file_and_env_against_a_broker(tmp_path, monkeypatch,
         f.write_text("s3cret-pw\n")
         base = ["monitor", "--broker", f"127.0.0.1:{port}", "--user", "ops", "--once", "--wait", "0.5"]
         assert cli.main(base + ["--password-file", str(f)]) == 0, capsys.readouterr().err
-        assert "(no piles seen yet)" in capsys.readouterr().out
+        assert "(no pile has published its status yet)" in capsys.readouterr().out
         monkeypatch.setenv("H2PILE_MQTT_PASSWORD", "s3cret-pw")
         assert cli.main(base) == 0, capsys.readouterr().err
         capsys.readouterr()
