@@ -202,7 +202,7 @@ def test_bad_pile_id_and_bad_provision_input(vb, capsys, tmp_path):
         assert len(err) == 1 and what in err[0], err
     # The unix board has no WiFi: refused, and the check comes from board.json.
     assert run("provision", "--port", vb.link, "--fleet-secret", SECRET, "--pile-id", "p-1",
-               "--wifi", "site:pw") == 2
+               "--wifi", "site:password") == 2
     assert "no WiFi" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text('{"bus": {"baud": 1234}}')

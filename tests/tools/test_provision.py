@@ -11,7 +11,7 @@ SECRET = "00" * 32
 
 
 def _cfg(**kw):
-    args = dict(base={}, pile_id="p-1", secret=SECRET, wifi="depot:pw", broker="10.0.0.1:1883", tls=False,
+    args = dict(base={}, pile_id="p-1", secret=SECRET, wifi="depot:password", broker="10.0.0.1:1883", tls=False,
                 ca_name=None, has_wifi=True)
     args.update(kw)
     return make_config(**args)
@@ -26,7 +26,7 @@ def test_ntp_server_and_port_go_to_the_config():
 
 def test_wifi_settings_of_the_base_config_are_kept():
     cfg, full = _cfg(base={"wifi": {"join_s": 30}})
-    assert full["wifi"] == dict(full["wifi"], ssid="depot", password="pw", join_s=30)
+    assert full["wifi"] == dict(full["wifi"], ssid="depot", password="password", join_s=30)
 
 
 @pytest.mark.parametrize("ntp, word", [(":123", "--ntp"), ("host:port", "--ntp"), ("10.0.0.1:99999", "ntp.port")])
