@@ -77,17 +77,17 @@ MQTT = {
     "port": (int, 1883, rng(1, 65535), "broker port"),
     "user": (str, "", None, "MQTT user name (defaults to the pile id)"),
     "password": (str, "", None, "per-pile MQTT password (h2pile keys)"),
-    "cmd_key": (str, "", _key, "per-pile command key: 64 hex digits (h2pile keys); empty: every command is refused"),
+    "cmd_key": (str, "", _key, "per-pile command key (h2pile keys); empty: every command is refused"),
     "keepalive_s": (int, 15, rng(5, 600), "MQTT keepalive"),
     "tls": (bool, False, None, "TLS with server-certificate verification"),
-    "ca_file": (str, "ca.der", None, "fleet CA certificate (DER) on the board; with tls and a host it must be there"),
+    "ca_file": (str, "ca.der", None, "fleet CA certificate (DER) on the board, checked at boot when tls and host are set"),
     "server_hostname": (str, "", None, "name in the broker certificate"),
     "heartbeat_s": (int, 30, rng(1, 3600), "telemetry heartbeat"),
 }
 
 WIFI = {
-    "ssid": (str, "", _ssid, "WiFi network (boards with WiFi), at most 32 bytes"),
-    "password": (str, "", _wpa, "WiFi password: 8 to 63 characters or 64 hex digits (WPA2); empty: open network"),
+    "ssid": (str, "", _ssid, "WiFi network (boards with WiFi)"),
+    "password": (str, "", _wpa, "WiFi password (WPA2); empty: open network"),
     "join_s": (int, 20, rng(5, 120), "a join that takes longer counts as failed and is retried"),
     "backoff_max_s": (int, 60, rng(2, 600), "longest wait between join attempts (doubling from 1 s, +/-25 % jitter)"),
 }
