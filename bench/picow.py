@@ -63,7 +63,7 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
     s.close()
     mosq = brokermod.start(port)
     cfg = {"pile_id": "bench-picow", "auto_start": True,
-           "wifi": {"ssid": "h2pile-emu", "password": "bench"},
+           "wifi": {"ssid": "h2pile-emu", "password": "bench-password"},
            "mqtt": {"host": "10.0.0.1", "port": port, "keepalive_s": 600},
            "ntp": {"server": "10.0.0.1"}}
     img = fsimage.install(os.path.join(d, "flash.lfs"), build("rp2_pico_w", d), cfg)

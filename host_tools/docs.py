@@ -221,6 +221,10 @@ def _check_text(check: Callable | None) -> str:
         return "1-32 of a-z, 0-9, '-', '_'"
     if getattr(check, "__name__", "") == "_meter":
         return "one of " + ", ".join(sorted(R.METER_PROFILES))
+    text = {"_key": "64 hex digits, or empty", "_ssid": "at most 32 bytes",
+            "_wpa": "8-63 characters or 64 hex digits, or empty"}.get(getattr(check, "__name__", ""))
+    if text:
+        return text
     raise ValueError("config.py: no doc text for check %r" % (check,))
 
 
@@ -253,7 +257,15 @@ def config_md() -> str:
          HEADER % "firmware/h2p/config.py", "",
          "The pile's config is `/config.json` on the board: one JSON object. Every key but "
          "`pile_id` has a default; unknown keys are errors (a typo must not fall back to a "
-         "default). Physical limits are in SI units (A, °C, s) unless the key says otherwise.", ""]
+         "default). Physical limits are in SI units (A, °C, s) unless the key says otherwise.", "",
+         "The firmware checks it at boot, and `h2pile provision` with the same code before it "
+         "writes anything: every value, the format of keys and passwords (an error names a secret's "
+         "key, never its value), and every file a key names that the firmware will open (%s): "
+         "it must be there and be what the key says. A bad config stops the boot with one line, "
+         "`CONFIG ERROR config.json: key '...' ...` (for a file: `... names 'ca.der': no such "
+         "file`), and the pile stays `off`: nothing is driven, the contactor stays open."
+         % ", ".join("`%s`" % k for k, _ in C.named_files(
+             {"mqtt": {"tls": True, "host": "h", "ca_file": ""}})), ""]
     L += md_table(("key", "type", "default", "range", "meaning"), _config_rows(C.SCHEMA))
     L.append("")
     return "\n".join(L)

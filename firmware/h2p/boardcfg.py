@@ -50,7 +50,19 @@ def load_both(platform):
             raise ConfigError(
                 "board.json: key 'platform' is %r but this firmware runs on %r" % (desc["platform"], platform)
             )
-        return desc, config.load("config.json")
+        cfg = config.load("config.json")
+        for key, name in config.named_files(cfg):
+            # Opened now, not when first used: a missing CA must stop the
+            # boot here with its key named, not kill the uplink later.
+            try:
+                with open(name, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                if e.errno != 2:  # ENOENT: reported as "no such file"
+                    raise ConfigError("config.json: key '%s' names '%s': cannot read (%s)" % (key, name, e))
+                data = None
+            config.check_file(key, name, data)
+        return desc, cfg
     except ConfigError as e:
         print("CONFIG ERROR " + str(e))
         print("STATE off (not started: fix the file and reset)")

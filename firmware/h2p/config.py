@@ -1,10 +1,31 @@
 # The pile's config: /config.json on the board's filesystem. Everything but
 # the pile id has a default. Loaded and validated once at boot; a bad file
 # stops the firmware in `off` with the contactor open and one clear line.
-from h2p.schema import REQUIRED, ident, load_json, one_of, rng, validate
+from h2p.schema import REQUIRED, ConfigError, ident, load_json, one_of, rng, validate
 from h2p.registers import METER_PROFILES
 
 _UNIT = (int, None, rng(1, 247), "Modbus unit id")
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _key(v):
+    # The command key as `h2pile keys` prints it: 32 bytes in hex. Anything
+    # else would boot and then refuse every command as "bad signature".
+    if v and (len(v) != 64 or v.strip(_HEX)):
+        return "must be 64 hex digits (32 bytes, as `h2pile keys` prints it) or empty"
+    return None
+
+
+def _ssid(v):
+    return "must be at most 32 bytes" if len(v.encode()) > 32 else None
+
+
+def _wpa(v):
+    # A shorter or longer WPA2 passphrase never joins: the pile would retry forever.
+    n = len(v)
+    if n and not (8 <= n <= 63 or (n == 64 and not v.strip(_HEX))):
+        return "must be 8 to 63 characters or 64 hex digits (WPA2), or empty for an open network"
+    return None
 
 BUS = {
     "baud": (int, 115200, one_of(9600, 19200, 38400, 57600, 115200), "RS-485 baud rate"),
@@ -56,17 +77,17 @@ MQTT = {
     "port": (int, 1883, rng(1, 65535), "broker port"),
     "user": (str, "", None, "MQTT user name (defaults to the pile id)"),
     "password": (str, "", None, "per-pile MQTT password (h2pile keys)"),
-    "cmd_key": (str, "", None, "per-pile command key, hex (h2pile keys)"),
+    "cmd_key": (str, "", _key, "per-pile command key (h2pile keys); empty: every command is refused"),
     "keepalive_s": (int, 15, rng(5, 600), "MQTT keepalive"),
     "tls": (bool, False, None, "TLS with server-certificate verification"),
-    "ca_file": (str, "ca.der", None, "fleet CA certificate (DER) on the board"),
+    "ca_file": (str, "ca.der", None, "fleet CA certificate (DER) on the board, checked at boot when tls and host are set"),
     "server_hostname": (str, "", None, "name in the broker certificate"),
     "heartbeat_s": (int, 30, rng(1, 3600), "telemetry heartbeat"),
 }
 
 WIFI = {
-    "ssid": (str, "", None, "WiFi network (boards with WiFi)"),
-    "password": (str, "", None, "WiFi password"),
+    "ssid": (str, "", _ssid, "WiFi network (boards with WiFi)"),
+    "password": (str, "", _wpa, "WiFi password (WPA2); empty: open network"),
     "join_s": (int, 20, rng(5, 120), "a join that takes longer counts as failed and is retried"),
     "backoff_max_s": (int, 60, rng(2, 600), "longest wait between join attempts (doubling from 1 s, +/-25 % jitter)"),
 }
@@ -105,6 +126,41 @@ SCHEMA = {
 
 def load(path):
     return load_json(path, SCHEMA)
+
+
+def named_files(c):
+    # The files settings name that the firmware will open: (key, file name)
+    # pairs, each checked by check_file at boot (h2p.boardcfg) and by
+    # `h2pile provision` before it writes (against the files it installs).
+    m = c["mqtt"]
+    return (("mqtt.ca_file", m["ca_file"]),) if m["tls"] and m["host"] else ()
+
+
+def check_file(key, name, data, where="config.json"):
+    # data: the file's bytes, None if there is no such file. Today every such
+    # file is a certificate, DER as MicroPython's ssl takes it: one
+    # SEQUENCE whose length is the file's. Raises ConfigError naming both.
+    n = 0 if data is None else len(data)
+    if data is None:
+        msg = "no such file"
+    elif not n:
+        msg = "the file is empty"
+    elif b"-----BEGIN" in data:
+        msg = "the file is PEM; the board needs DER (h2pile provision --ca converts it)"
+    else:
+        size = -1
+        if n > 3 and data[0] == 0x30:
+            size = data[1]
+            h = 2
+            if size & 0x80:  # long form: the next size & 0x7f bytes
+                h += size & 0x7F
+                size = 0
+                for b in data[2:h]:
+                    size = size << 8 | b
+            size += h
+        msg = None if size == n else "not a DER certificate (%d bytes)" % n
+    if msg:
+        raise ConfigError("%s: key '%s' names '%s': %s" % (where, key, name, msg))
 
 
 def from_dict(d, where="config"):

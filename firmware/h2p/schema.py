@@ -5,6 +5,9 @@
 # and what was expected, because a technician reads them on a serial console.
 
 REQUIRED = "<required>"
+# Keys whose values are secrets: an error names the key, never the value
+# (the console line ends up in logs and `h2pile verify` reports).
+_SECRET = ("password", "cmd_key")
 
 
 class ConfigError(Exception):
@@ -23,6 +26,10 @@ def _type_ok(kind, v):
     if kind is int:
         return isinstance(v, int) and not isinstance(v, bool)
     return isinstance(v, kind)
+
+
+def _shown(k, v):
+    return "(secret, not shown)" if k in _SECRET else repr(v)
 
 
 def validate(schema, data, where, path=""):
@@ -58,12 +65,12 @@ def validate(schema, data, where, path=""):
             continue
         if not _type_ok(kind, v):
             raise ConfigError(
-                "%s: key '%s' is %r, expected %s" % (where, key, v, _kind_name(kind))
+                "%s: key '%s' is %s, expected %s" % (where, key, _shown(k, v), _kind_name(kind))
             )
         if check is not None:
             msg = check(v)
             if msg:
-                raise ConfigError("%s: key '%s' is %r: %s" % (where, key, v, msg))
+                raise ConfigError("%s: key '%s' is %s: %s" % (where, key, _shown(k, v), msg))
         out[k] = float(v) if kind is float else v
     return out
 

@@ -4,9 +4,14 @@ SNTP server, site settings) and the fleet CA certificate. The fleet secret
 the keys are derived from never leaves this computer.
 
 Everything that can be checked without the board is checked before
-connecting; each file is written beside the old one, read back and checked,
-then renamed over it (the old one kept as NAME.prev), so a cut-off write
-never leaves a half config that stops the pile at the next boot.
+connecting, with the firmware's own checks (h2p.config): the config's
+values and key formats, and the files it names (the fleet CA with TLS) as
+they will be on the board (the one installed now, else the one there), so
+a config the pile would refuse at boot is never written (the board's file
+is read once connected). Each file is written beside the old one, read back
+and checked, then renamed over it (the old one kept as NAME.prev), so a
+cut-off write never leaves a half config that stops the pile at the next
+boot.
 """
 
 from __future__ import annotations
@@ -93,6 +98,37 @@ def _ca_der(path: str) -> bytes:
     return data
 
 
+def check_files(full: dict, bundle: dict[str, bytes], board: Board | None = None) -> None:
+    """The firmware's own boot check (h2p.config.check_file) of every file the
+    config names (the fleet CA with TLS), against the file provision is about
+    to install (`bundle`), else the one already on the board; board None (not
+    connected yet): files not in the bundle are checked later. A failure is a
+    FlashError naming the key and the file, before anything is written."""
+    from h2p import config
+    from h2p.schema import ConfigError
+
+    named = list(config.named_files(full))
+    ca = full["mqtt"]["ca_file"]
+    if ca in bundle and ("mqtt.ca_file", ca) not in named:
+        named.append(("mqtt.ca_file", ca))  # installed with TLS off: still a certificate
+    for key, name in named:
+        if name in bundle:
+            data = bundle[name]
+        elif board is None:
+            continue
+        else:
+            try:
+                data = board.read_bytes(name)
+            except FlashError as e:
+                raise FlashError(f"config.json: key '{key}' names '{name}': cannot read it on the board ({e})",
+                                 USAGE)
+        try:
+            config.check_file(key, name, data)
+        except ConfigError as e:
+            hint = " (give the fleet CA with --ca FILE)" if data is None else ""
+            raise FlashError(f"{e}{hint}", USAGE)
+
+
 def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
               broker: str | None = None, tls: bool = False, ca: str | None = None,
               base_config: str | None = None, fresh: bool = False, baud: int = 115200,
@@ -119,8 +155,11 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
             raise FlashError(f"--config {base_config}: not valid JSON ({e})", USAGE)
         if not isinstance(base, dict):
             raise FlashError(f"--config {base_config}: not a JSON object", USAGE)
-    # Validate once without the board to fail before connecting.
-    make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True, ntp)
+    # Validate once without the board to fail before connecting: the config,
+    # and the files it names that are installed with it.
+    _, full = make_config(base, pile_id, secret, wifi, broker, tls, "ca.der" if ca else None, True, ntp)
+    if ca_der:
+        check_files(full, {full["mqtt"]["ca_file"]: ca_der})
     b = Board(port, baud)
     try:
         finish_switch(b)
@@ -147,6 +186,9 @@ def provision(port: str, pile_id: str, secret: str, wifi: str | None = None,
         files = [("config.json", data)]
         if ca_der:
             files.append((full["mqtt"]["ca_file"], ca_der))
+        # The boot check of the files the config names, on what the board
+        # will hold: nothing is written if the pile would refuse to boot.
+        check_files(full, dict(files[1:]), b)
         for name, blob in files:
             # Write beside, check, then rename over: a cut-off write never
             # leaves a half config that stops the pile at the next boot.

@@ -189,6 +189,22 @@ class Board:
         return cast("str | None", self.eval("(lambda: (agent_exists(%r) and open(%r).read()) or None)()"
                                             % (path, path)))
 
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes, None if there is none; in chunks (a stopped
+        firmware may still hold much of the heap)."""
+        if not self.exists(path):
+            return None
+        self.run("_rf = open(%r, 'rb')" % path, f"opening {path}")
+        data = b""
+        try:
+            while True:
+                c = cast("bytes", self.eval("_rf.read(1024)"))
+                if not c:
+                    return data
+                data += c
+        finally:
+            self.exec("_rf.close()\ndel _rf")
+
     def free(self) -> tuple[int, int, int]:
         """(block size, blocks, free blocks) of the board's filesystem."""
         bsize, blocks, free = cast("tuple[int, int, int]", self.eval("agent_free()"))

@@ -29,7 +29,7 @@ def test_task_that_raises_goes_safe_resets_and_the_next_boot_reports_it(uf2_imag
     from host_tools.emu.rig import PicoRig
     from tests.helpers.mqtt_broker import Broker
 
-    cfg = {"pile_id": PILE, "wifi": {"ssid": "h2pile-emu", "password": "x"},
+    cfg = {"pile_id": PILE, "wifi": {"ssid": "h2pile-emu", "password": "emu-password"},
            "mqtt": {"host": "10.0.0.1", "port": 0, "keepalive_s": 600},
            "ntp": {"server": "10.0.0.1"}, "data_dir": "pile", "maintenance_after": 1}
     broker = Broker(tmp_path).start()

@@ -52,3 +52,67 @@ def test_feed_lead_longer_than_the_flow_delay_line_is_refused():
     e = _err({"pile_id": "p", "limits": {"feed_lead_s": 120}})
     assert "limits.feed_lead_s" in e and "between" in e
     assert from_dict({"pile_id": "p", "limits": {"feed_lead_s": 60}})["limits"]["feed_lead_s"] == 60
+
+
+KEY = "0123456789abcdefABCDEF" + "0" * 42  # 64 hex digits
+# A minimal DER certificate as far as the config check looks: one SEQUENCE
+# (long-form length, 0x82) whose length is the rest of the file.
+DER = b"\x30\x82\x01\x00" + bytes(256)
+
+
+def test_command_key_must_be_64_hex_digits_and_is_not_echoed():
+    assert from_dict({"pile_id": "p", "mqtt": {"cmd_key": KEY}})["mqtt"]["cmd_key"] == KEY
+    assert from_dict({"pile_id": "p"})["mqtt"]["cmd_key"] == ""  # none: every command refused
+    for bad in ("secret-not-hex-" + "0" * 49, KEY[:-2], KEY + "00", "zz" * 32):
+        e = _err({"pile_id": "p", "mqtt": {"cmd_key": bad}})
+        assert "config.json" in e and "mqtt.cmd_key" in e and "64 hex digits" in e, e
+        assert bad not in e, e  # a secret never goes to the console
+
+
+def test_wifi_password_and_ssid_lengths():
+    for ok in ("", "8chars!!", "x" * 63, "ab" * 32):
+        assert from_dict({"pile_id": "p", "wifi": {"ssid": "depot", "password": ok}})["wifi"]["password"] == ok
+    for bad in ("short", "x" * 65, "x" * 64):
+        e = _err({"pile_id": "p", "wifi": {"ssid": "depot", "password": bad}})
+        assert "wifi.password" in e and "8 to 63" in e and bad not in e, e
+    e = _err({"pile_id": "p", "wifi": {"ssid": "s" * 33}})
+    assert "wifi.ssid" in e and "32 bytes" in e, e
+
+
+def test_password_of_the_wrong_type_is_named_not_shown():
+    e = _err({"pile_id": "p", "mqtt": {"password": 12345678}})
+    assert "mqtt.password" in e and "string" in e and "12345678" not in e, e
+
+
+def _file_err(key, name, data):
+    from h2p.config import check_file
+
+    try:
+        check_file(key, name, data)
+    except ConfigError as e:
+        return str(e)
+    raise AssertionError("accepted %r" % (data,))
+
+
+def test_ca_file_is_named_only_with_tls_and_a_host():
+    from h2p.config import named_files
+
+    assert named_files(from_dict({"pile_id": "p"})) == ()
+    assert named_files(from_dict({"pile_id": "p", "mqtt": {"tls": True}})) == ()  # MQTT off
+    assert named_files(from_dict({"pile_id": "p", "mqtt": {"host": "h", "port": 8883}})) == ()
+    c = from_dict({"pile_id": "p", "mqtt": {"host": "h", "tls": True, "ca_file": "fleet.der"}})
+    assert named_files(c) == (("mqtt.ca_file", "fleet.der"),)
+
+
+def test_ca_file_checks_name_the_key_and_the_file():
+    from h2p.config import check_file
+
+    check_file("mqtt.ca_file", "ca.der", DER)  # plausible: accepted
+    check_file("mqtt.ca_file", "ca.der", b"\x30\x03abc")  # short form length
+    for data, why in ((None, "no such file"), (b"", "empty"),
+                      (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "PEM"),
+                      (DER[:-1], "not a DER certificate"), (DER + b"\n", "not a DER certificate"),
+                      (b"\x31\x82\x01\x00" + bytes(256), "not a DER certificate"),
+                      (b"\x30\x84", "not a DER certificate")):
+        e = _file_err("mqtt.ca_file", "ca.der", data)
+        assert e.startswith("config.json: key 'mqtt.ca_file' names 'ca.der': ") and why in e, e

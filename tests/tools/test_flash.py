@@ -223,7 +223,7 @@ def test_bad_pile_id_and_bad_provision_input(vb, capsys, tmp_path):
         assert len(err) == 1 and what in err[0], err
     # The unix board has no WiFi: refused, and the check comes from board.json.
     assert run("provision", "--port", vb.link, "--fleet-secret", SECRET, "--pile-id", "p-1",
-               "--wifi", "site:pw") == 2
+               "--wifi", "site:password") == 2
     assert "no WiFi" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text('{"bus": {"baud": 1234}}')
@@ -231,6 +231,14 @@ def test_bad_pile_id_and_bad_provision_input(vb, capsys, tmp_path):
                "--config", bad) == 2
     err = capsys.readouterr().err
     assert "bus.baud" in err and "1234" in err
+    # TLS from the site config with no --ca: the board has no ca.der, so the
+    # pile would refuse to boot; refused here, naming key and file, before writing.
+    tls = tmp_path / "tls.json"
+    tls.write_text('{"mqtt": {"tls": true}}')
+    assert run("provision", "--port", vb.link, "--fleet-secret", SECRET, "--pile-id", "p-1",
+               "--broker", "mqtt.example.net:8883", "--config", tls) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key 'mqtt.ca_file' names 'ca.der': no such file" in err[0] and "--ca" in err[0], err
     assert board_files(vb.link, ["config.json"]).get("config.json") == before
 
 
