@@ -221,6 +221,8 @@ def _check_text(check: Callable | None) -> str:
         return "1-32 of a-z, 0-9, '-', '_'"
     if getattr(check, "__name__", "") == "_meter":
         return "one of " + ", ".join(sorted(R.METER_PROFILES))
+    if getattr(check, "__name__", "") == "_comm_timeout":
+        return "0, or 500 .. 600000"
     raise ValueError("config.py: no doc text for check %r" % (check,))
 
 

@@ -52,3 +52,13 @@ def test_feed_lead_longer_than_the_flow_delay_line_is_refused():
     e = _err({"pile_id": "p", "limits": {"feed_lead_s": 120}})
     assert "limits.feed_lead_s" in e and "between" in e
     assert from_dict({"pile_id": "p", "limits": {"feed_lead_s": 60}})["limits"]["feed_lead_s"] == 60
+
+
+def test_comm_timeout_default_and_bad_values():
+    # 0 (the default) means twice data_age_ms, set in h2p.devices.build;
+    # under 0.5 s the devices' watchdogs would trip between polls.
+    assert from_dict({"pile_id": "p"})["bus"]["comm_timeout_ms"] == 0
+    assert from_dict({"pile_id": "p", "bus": {"comm_timeout_ms": 500}})["bus"]["comm_timeout_ms"] == 500
+    for bad in (1, 499, 600001, -5):
+        e = _err({"pile_id": "p", "bus": {"comm_timeout_ms": bad}})
+        assert "bus.comm_timeout_ms" in e and "500 to 600000" in e, e
