@@ -534,6 +534,19 @@ class Plant:
                     if rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN):
                         rf.mode = R.REF_MODE_COOLDOWN
 
+    def command_value(self, name: str) -> float:
+        """What a command register holds now (FC03 read-back): what the
+        master wrote, or the safe value a comm watchdog put there."""
+        rf, st, ch = self.reformer, self.stack, self.charger
+        if name in self._timeout_cmd:
+            return self.comm_timeout_s[self._timeout_cmd[name]]
+        return {
+            "ref_mode_cmd": rf.mode, "ref_pump_sp": rf.pump_sp, "ref_bed_sp": rf.bed_sp,
+            "fc_enable": st.enable, "fc_current_sp": st.sp, "fc_purge": st.purge,
+            "chg_contactor": ch.contactor_cmd, "chg_limit_a": ch.limit, "chg_enable": ch.enable,
+            "chg_lock": ch.lock_cmd, "sio_fan": self.fan,
+        }[name]
+
     def command(self, name: str, value: float) -> str | None:
         """Apply a command written on the bus. Returns the kind of unsafe
         write (Safety.KINDS) if it was written into a known hazard."""
@@ -677,6 +690,7 @@ class Plant:
             "contactor_cycles": ch.cycles,
             "opened_under_load": ch.opened_under_load,
             "last_open_a": round(ch.last_open_a, 2),
+            "comm_timeout_s": dict(self.comm_timeout_s),
             "comm_lost": dict(self.comm_lost),
             "max_open_a": round(ch.max_open_a, 1),
             "max_ev_a": round(ch.max_a, 2),

@@ -163,6 +163,11 @@ class PileSim:
                     words = R.encode(r[name], typ, scale)
                     for k, w in enumerate(words):
                         regs[addr - start + k] = w
+            elif fc == 3 and dev != "meter":
+                # Commands read back what they hold now: after a comm
+                # watchdog trip, the safe values, not the last write.
+                for name, addr, typ, scale in R.DEVICES[dev]["commands"]:  # regs: the whole span
+                    regs[addr - start] = R.encode(self.plant.command_value(name), typ, scale)[0]
             reply = 5 + 2 * count
             req = 8
         else:

@@ -171,6 +171,9 @@ def test_server_requests_feed_it_and_a_silent_device_does_not():
             rr = await client.write_register(addr, 10, device_id=ch["unit"])  # 1.0 s
             assert not rr.isError()
             assert sim_.plant.comm_timeout_s["charger"] == pytest.approx(1.0)
+            cmd = {c[0]: c[1] for c in ch["commands"]}
+            for name, raw in (("chg_enable", 1), ("chg_limit_a", 500)):
+                assert not (await client.write_register(cmd[name], raw, device_id=ch["unit"])).isError()
             t0 = sim_.now()
             while sim_.now() - t0 < 3.0:  # reads every ~0.05 s sim for 3 s: fed
                 rr = await client.read_input_registers(0, count=2, device_id=ch["unit"])
@@ -193,6 +196,13 @@ def test_server_requests_feed_it_and_a_silent_device_does_not():
             t_trip, heard = sim_.plant.comm_lost["charger"], sim_.plant.heard_t["charger"]
             # The read sent while silent was not heard: the last one before is.
             assert heard <= t_cut and 1.0 <= t_trip - heard <= 1.0 + 0.06, (heard, t_cut, t_trip)
+            # The commands read back (FC03) the safe values it put there.
+            sim_.silent.discard("charger")
+            rr = await client.read_holding_registers(ch["commands"][0][1], count=len(ch["commands"]),
+                                                     device_id=ch["unit"])
+            assert not rr.isError()
+            back = dict(zip((c[0] for c in ch["commands"]), rr.registers))
+            assert back["chg_enable"] == 0 and back["chg_limit_a"] == 0 and back["chg_comm_timeout"] == 10, back
             return recs
         finally:
             client.close()
