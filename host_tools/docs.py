@@ -147,7 +147,51 @@ def safety_md() -> str:
     L += md_table(("row", "hazard", "reading", "condition", "debounce", "severity", "clear", "phase",
                    "what it does"), rows)
     L.append("")
+    L += comm_watchdog_md()
     return "\n".join(L)
+
+
+def comm_watchdog_md() -> list[str]:
+    # The devices' own guarantee when the firmware cannot act (issue 15).
+    from sim import params as SP
+
+    p = SP.defaults()
+    age = C.BUS["data_age_ms"][1]
+    regs = ", ".join("`%s` (%s)" % (r, d) for d, r in R.COMM_TIMEOUT.items())
+    L = ["## When the firmware goes silent: the devices' comm watchdogs", "",
+         "The charger, fuel-cell and reformer controllers each have a communication watchdog: %s, "
+         "in 0.1 s (registers.md). The pile writes it in the same block write as the device's other "
+         "commands (no command reaches a device without it): with the first commands after boot, with "
+         "every refresh, and again after any gap in reading the device longer than half of it (the "
+         "device may have gone safe and reset its commands). Any request addressed to the device feeds "
+         "it, reads included, as on real controllers: the poll schedule reads every device at least "
+         "once per cycle, so it stays fed without extra writes or wire time. 0, the power-up value, "
+         "disables it." % regs, "",
+         "When a device hears nothing for its timeout (the firmware crashed, hung, or its board was "
+         "reset or cut off the line) it goes safe on its own:", ""]
+    L += md_table(("device", "safe state"), [
+        ("charger", "output off: the current ramps down at %g A/s (the modules' setpoint pipeline is "
+                    "dropped), then the charger opens the contactor itself once its output current is "
+                    "below %g A, never under load; the connector is released" % (p["chg_off_a_per_s"],
+                                                                                p["chg_open_a"])),
+        ("fuel cell", "current setpoint 0, DC/DC and stack disabled"),
+        ("reformer", "premix pump off, burner from preheat/run to cooldown: no fuel"),
+    ])
+    L += ["", "Its command registers then hold these safe values: reads alone do not turn anything "
+          "back on, only the pile writing its commands again does.", "",
+          "The timeout is `bus.comm_timeout_ms` (config.md); the default, 0, means twice "
+          "`bus.data_age_ms` (%d ms with the defaults). It is longer than the data age on purpose: "
+          "while the firmware runs, its own stale-data rules (the `comm_*` rows above) act first, "
+          "and a poll cycle slowed by a loaded host never trips it; the watchdog is the backstop for "
+          "a firmware that cannot act. Its time base is the device's own clock (in the simulator the "
+          "plant's simulated time, which the firmware's clock follows at the same factor)." % (2 * age),
+          "",
+          "Guarantee: at most the timeout after the pile's last request, plus the output-off ramp "
+          "(%.2f s from 125 A), the EV current is 0 and fuel is off; the contactor opens after the "
+          "current, not before. tests/system/test_device_watchdog.py kills the firmware (SIGKILL) "
+          "mid-charge and checks this on the plant; tests/sim/test_comm_watchdog.py checks each "
+          "device." % (125.0 / p["chg_off_a_per_s"]), ""]
+    return L
 
 
 def _plausible(name: str, scale: float) -> str:
@@ -171,7 +215,9 @@ def registers_md() -> str:
          "One Modbus RTU line; the board is the master. Readings are input registers (FC04) "
          "read in few, large blocks; commands are holding registers (FC06/FC16 write, FC03 "
          "read-back). value = raw × scale. Types: u16, i16, u32 and f32 (two registers, high word "
-         "first). A value outside its plausible range (or a NaN float) is stored as unknown.", ""]
+         "first). A value outside its plausible range (or a NaN float) is stored as unknown. "
+         "`*_comm_timeout` is the device's comm watchdog: it goes safe on its own when it hears no "
+         "request for that long (safety.md).", ""]
     for dev in R.DEVICE_ORDER:
         d = R.DEVICES[dev]
         L += ["## %s — %s (unit %d by default)" % (dev, d["title"], d["unit"]), ""]
@@ -221,6 +267,8 @@ def _check_text(check: Callable | None) -> str:
         return "1-32 of a-z, 0-9, '-', '_'"
     if getattr(check, "__name__", "") == "_meter":
         return "one of " + ", ".join(sorted(R.METER_PROFILES))
+    if getattr(check, "__name__", "") == "_comm_timeout":
+        return "0, or 500 .. 600000"
     text = {"_key": "64 hex digits, or empty", "_ssid": "at most 32 bytes",
             "_wpa": "8-63 characters or 64 hex digits, or empty"}.get(getattr(check, "__name__", ""))
     if text:

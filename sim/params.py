@@ -73,6 +73,8 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "chg_ramp_a_per_s": (50.0, "charger current ramp, A/s (V/E)"),
     "chg_latency_s": (0.05, "setpoint latency, s (V/E)"),
     "contactor_s": (0.02, "contactor operate time, s"),
+    "chg_off_a_per_s": (500.0, "output-off ramp when the charger's comm watchdog expires, A/s (E)"),
+    "chg_open_a": (1.0, "the charger opens its contactor on its own (comm watchdog) only below this current, A (E)"),
     "imd_s": (2.0, "insulation measurement time after lock, s"),
     "iso_kohm": (5000.0, "healthy insulation resistance, kohm"),
     "lock_s": (0.3, "connector lock actuation time, s"),

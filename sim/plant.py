@@ -284,6 +284,24 @@ class Charger:
         self.max_open_a = 0.0
         self.bus_max_a = 1e9  # what the DC bus (stack + battery) can feed
         self.max_a = 0.0  # highest output current seen
+        self.last_open_a = 0.0  # output current when the contactor last opened
+        # Comm watchdog expired: output off at the fast ramp, and the
+        # contactor opens on its own once the current is down.
+        self.off_ramp = False
+        self.open_pending = False
+
+    def comm_lost(self):
+        """The master has been silent too long: take the output off (the
+        modules' setpoint pipeline is dropped, not waited for) and open the
+        contactor once the current is below ``chg_open_a``, never under
+        load. The command registers now hold the safe values: only the
+        master writing them again turns the output back on."""
+        self.limit = 0.0
+        self.enable = 0
+        self.latency_q.clear()
+        self.sp_seen = 0.0
+        self.off_ramp = self.current > 0
+        self.open_pending = bool(self.contactor_cmd)
 
     def voltage(self):
         ev = self.ev
@@ -309,6 +327,12 @@ class Charger:
         else:
             self.imd_t = 0.0
             self.imd_done = False
+        if self.open_pending and self.current <= p["chg_open_a"]:
+            # The comm watchdog's open: the current is down now. The
+            # connector is released with it (nothing flows any more).
+            self.contactor_cmd = 0
+            self.lock_cmd = 0
+            self.open_pending = False
         # Contactor.
         want = bool(self.contactor_cmd)
         if self.welded and self.closed:
@@ -321,6 +345,8 @@ class Charger:
                 if not want and self.current > 5.0:
                     self.opened_under_load += 1
                     self.max_open_a = max(self.max_open_a, self.current)
+                if not want:
+                    self.last_open_a = self.current
                 self.closed = want
                 self.t_contactor = 0.0
                 if want:
@@ -339,8 +365,13 @@ class Charger:
         if not self.closed or not ev.present or not ev.asking:
             self.current = target  # the EV cuts its own current at once
         else:
-            step = p["chg_ramp_a_per_s"] * dt
+            rate = p["chg_ramp_a_per_s"]
+            if self.off_ramp:
+                rate = max(rate, p["chg_off_a_per_s"])
+            step = rate * dt
             self.current += max(-step, min(step, target - self.current))
+        if self.current <= 0:
+            self.off_ramp = False
         self.max_a = max(self.max_a, self.current)
         self.temp += ((p["ambient_c"] + 5 + self.current * 0.2) - self.temp) * min(1.0, dt / 300.0)
 
@@ -422,6 +453,14 @@ class Plant:
         self.bop_w = 0.0
         self.bus_v = self.battery.voltage()
         self.hazards = dict.fromkeys(Safety.KINDS, False)
+        # Comm watchdogs of the controlled devices (registers.COMM_TIMEOUT):
+        # timeout (0: off, the power-up value), when the device last heard
+        # a request addressed to it, and when it went safe (None: it hears).
+        self.comm_timeout_s = dict.fromkeys(R.COMM_TIMEOUT, 0.0)
+        self.heard_t = dict.fromkeys(R.COMM_TIMEOUT, 0.0)
+        self.comm_lost = dict.fromkeys(R.COMM_TIMEOUT)
+        self.comm_trips: list[tuple[float, str]] = []
+        self._timeout_cmd = {v: k for k, v in R.COMM_TIMEOUT.items()}
 
     # ---- register views ---------------------------------------------------
     def airflow(self):
@@ -472,6 +511,42 @@ class Plant:
             "met_wh": self.meter_kwh * 1000.0,
         }
 
+    def heard(self, dev: str) -> None:
+        """A valid request addressed to `dev` came from the master (a read
+        or a write): its comm watchdog is fed."""
+        if dev in self.heard_t:
+            self.heard_t[dev] = self.t
+            self.comm_lost[dev] = None
+
+    def _comm_check(self, t):
+        for dev, timeout in self.comm_timeout_s.items():
+            if timeout > 0 and self.comm_lost[dev] is None and t - self.heard_t[dev] >= timeout:
+                self.comm_lost[dev] = t
+                self.comm_trips.append((round(t, 4), dev))
+                if dev == "charger":
+                    self.charger.comm_lost()
+                elif dev == "fuelcell":
+                    self.stack.enable = 0
+                    self.stack.sp = 0.0
+                else:  # the reformer: no premix, burner to cooldown (its fan purges)
+                    rf = self.reformer
+                    rf.pump_sp = 0.0
+                    if rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN):
+                        rf.mode = R.REF_MODE_COOLDOWN
+
+    def command_value(self, name: str) -> float:
+        """What a command register holds now (FC03 read-back): what the
+        master wrote, or the safe value a comm watchdog put there."""
+        rf, st, ch = self.reformer, self.stack, self.charger
+        if name in self._timeout_cmd:
+            return self.comm_timeout_s[self._timeout_cmd[name]]
+        return {
+            "ref_mode_cmd": rf.mode, "ref_pump_sp": rf.pump_sp, "ref_bed_sp": rf.bed_sp,
+            "fc_enable": st.enable, "fc_current_sp": st.sp, "fc_purge": st.purge,
+            "chg_contactor": ch.contactor_cmd, "chg_limit_a": ch.limit, "chg_enable": ch.enable,
+            "chg_lock": ch.lock_cmd, "sio_fan": self.fan,
+        }[name]
+
     def command(self, name: str, value: float) -> str | None:
         """Apply a command written on the bus. Returns the kind of unsafe
         write (Safety.KINDS) if it was written into a known hazard."""
@@ -506,6 +581,10 @@ class Plant:
             ch.lock_cmd = int(value)
         elif name == "sio_fan":
             self.fan = max(0.0, min(100.0, value))
+        elif name in self._timeout_cmd:
+            dev = self._timeout_cmd[name]
+            self.comm_timeout_s[dev] = value
+            self.heard(dev)
         if unsafe and self.hazards[unsafe] and self.safety.judge_write(self.t, unsafe):
             return unsafe
         return None
@@ -520,6 +599,7 @@ class Plant:
     def _step(self, dt):
         p = self.p
         rf, st, bt, ch, ev = self.reformer, self.stack, self.battery, self.charger, self.ev
+        self._comm_check(self.t + dt)
         rf.step(self.t, dt)
         heating = rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and rf.tank > 0
         st.step(dt, rf.h2_mol_s(), rf.co_pct(), heating)
@@ -609,6 +689,9 @@ class Plant:
             "iso_kohm": ch.iso_kohm,
             "contactor_cycles": ch.cycles,
             "opened_under_load": ch.opened_under_load,
+            "last_open_a": round(ch.last_open_a, 2),
+            "comm_timeout_s": dict(self.comm_timeout_s),
+            "comm_lost": dict(self.comm_lost),
             "max_open_a": round(ch.max_open_a, 1),
             "max_ev_a": round(ch.max_a, 2),
             "fan": self.fan,

@@ -74,6 +74,7 @@ class PileSim:
         self.requests = 0
         self.writes: list[tuple[float, str, str, float]] = []
         self.hooks: list[Callable[[str, str, float], None]] = []  # on write
+        self._trips_logged = 0  # comm watchdog trips already logged
         self.server = None
 
     # ---- time ------------------------------------------------------------
@@ -88,6 +89,11 @@ class PileSim:
 
     def advance(self):
         self.plant.advance(self.now())
+        trips = self.plant.comm_trips
+        while self._trips_logged < len(trips):
+            t, dev = trips[self._trips_logged]
+            self._trips_logged += 1
+            self.log({"kind": "comm_timeout", "t": t, "dev": dev})
 
     # ---- devices ---------------------------------------------------------
     def _fields(self, dev: str):
@@ -145,6 +151,10 @@ class PileSim:
     async def _action(self, dev, dev_fields, fc, start, address, count, regs, values):
         self.requests += 1
         self.advance()
+        if dev not in self.silent:
+            # Any request the device hears feeds its comm watchdog, reads
+            # too (as on real controllers); a silent one was cut off.
+            self.plant.heard(dev)
         if values is None:
             fields = dev_fields.get(4 if fc == 4 else 3, ())
             if fields:
@@ -153,6 +163,11 @@ class PileSim:
                     words = R.encode(r[name], typ, scale)
                     for k, w in enumerate(words):
                         regs[addr - start + k] = w
+            elif fc == 3 and dev != "meter":
+                # Commands read back what they hold now: after a comm
+                # watchdog trip, the safe values, not the last write.
+                for name, addr, typ, scale in R.DEVICES[dev]["commands"]:  # regs: the whole span
+                    regs[addr - start] = R.encode(self.plant.command_value(name), typ, scale)[0]
             reply = 5 + 2 * count
             req = 8
         else:

@@ -27,12 +27,21 @@ def _wpa(v):
         return "must be 8 to 63 characters or 64 hex digits (WPA2), or empty for an open network"
     return None
 
+
+def _comm_timeout(v):
+    # 0.1 s in a u16 register; under 0.5 s normal polling could not keep it fed.
+    return None if v == 0 or 500 <= v <= 600000 else "must be 0 (twice data_age_ms) or 500 to 600000"
+
+
 BUS = {
     "baud": (int, 115200, one_of(9600, 19200, 38400, 57600, 115200), "RS-485 baud rate"),
     "timeout_ms": (int, 60, rng(5, 2000), "response timeout per transaction"),
     "retries": (int, 0, rng(0, 3), "retries of a read before the device counts as silent"),
     "data_age_ms": (int, 2500, rng(100, 60000), "a reading older than this is unknown (raise only for accelerated simulation)"),
     "slow_every": (int, 10, rng(1, 100), "slow telemetry is read every N poll cycles"),
+    "comm_timeout_ms": (int, 0, _comm_timeout, "charger, fuel cell and reformer go safe on their own after hearing "
+                        "nothing from the pile this long (their comm watchdog, written at boot; any request "
+                        "feeds it); 0: twice data_age_ms"),
 }
 
 UNITS = {

@@ -6,7 +6,7 @@
 from array import array
 
 from h2p import codes as K
-from h2p.compat import const
+from h2p.compat import const, ticks_diff
 from h2p.readings import SCALES, UNKNOWN
 
 
@@ -197,6 +197,10 @@ class Device:
         self.ok_ms = 0  # last time any block of this device was read
         self.silent = True
         self.errors = 0
+        # The device's comm watchdog (ms; 0: it has none). A read after a
+        # gap this long (half of it: the two clocks differ) finds it may
+        # have gone safe and reset its commands: all are sent again.
+        self.wd_ms = 0
 
     @property
     def commands(self):
@@ -216,6 +220,9 @@ class Device:
         return False
 
     def store(self, block, buf, readings, now):
+        if self.wd_ms and ticks_diff(now, self.ok_ms) > self.wd_ms >> 1:
+            for i in range(len(self.sent)):
+                self.sent[i] = -1
         p = block.packed
         ratios = block.ratios
         for k in range(0, len(p), _NF):
@@ -244,11 +251,22 @@ def build(config):
     from h2p.readings import INDEX
 
     units = config["units"]
+    bus = config["bus"]
+    wd_ms = bus["comm_timeout_ms"] or 2 * bus["data_age_ms"]
     ranges = plausible_ranges()
     devs = []
     for name in ("charger", "safety", "fuelcell", "reformer", "bms"):
         d = R.DEVICES[name]
-        devs.append(Device(name, units[name], _blocks_from(d["readings"], 4, ranges), d["commands"]))
+        dev = Device(name, units[name], _blocks_from(d["readings"], 4, ranges), d["commands"])
+        wd = R.COMM_TIMEOUT.get(name)
+        if wd:
+            # Written with the device's first commands, and again with each
+            # refresh: a device that rebooted (watchdog off) gets it back.
+            for i, f in enumerate(d["commands"]):
+                if f[0] == wd:
+                    dev.want[i] = int(round(wd_ms / 1000 / f[3]))  # <= 6000 (config range)
+            dev.wd_ms = wd_ms
+        devs.append(dev)
     prof = R.METER_PROFILES[config["meter_profile"]]
     mblocks = _blocks_from(prof["fields"], prof["fc"], ranges)
     # Energy is billing data: read it every few cycles, not every cycle.

@@ -29,6 +29,7 @@ DEVICES = {
             ("ref_mode_cmd", 0x100, U16, 1),
             ("ref_pump_sp", 0x101, U16, 0.1),
             ("ref_bed_sp", 0x102, I16, 0.1),
+            ("ref_comm_timeout", 0x103, U16, 0.1),  # see COMM_TIMEOUT below
         ),
     },
     "fuelcell": {
@@ -48,6 +49,7 @@ DEVICES = {
             ("fc_enable", 0x100, U16, 1),
             ("fc_current_sp", 0x101, U16, 0.1),
             ("fc_purge", 0x102, U16, 1),
+            ("fc_comm_timeout", 0x103, U16, 0.1),
         ),
     },
     "bms": {
@@ -83,6 +85,7 @@ DEVICES = {
             ("chg_limit_a", 0x101, U16, 0.1),
             ("chg_enable", 0x102, U16, 1),
             ("chg_lock", 0x103, U16, 1),
+            ("chg_comm_timeout", 0x104, U16, 0.1),
         ),
     },
     "meter": {
@@ -130,6 +133,16 @@ METER_PROFILES = {
         ),
     },
 }
+
+# The communication watchdog of every controlled device: seconds (0.1 s
+# units) without a request addressed to it from the master, read or write,
+# after which it goes to its safe state on its own (charger: output off,
+# then the contactor opens once the current is down; fuel cell: current 0,
+# stack disabled; reformer: pump off, burner to cooldown). 0 (the power-up
+# value) disables it. The master writes it with the device's other commands
+# (one block, so no command ever arrives without it); its normal polling
+# keeps it fed, no write is needed for that.
+COMM_TIMEOUT = {"reformer": "ref_comm_timeout", "fuelcell": "fc_comm_timeout", "charger": "chg_comm_timeout"}
 
 DEVICE_ORDER = ("reformer", "fuelcell", "bms", "charger", "meter", "safety")
 

@@ -22,6 +22,7 @@ UNITS = {
     "ref_mode_cmd": "", "ref_pump_sp": "ml/min", "ref_bed_sp": "°C",
     "fc_enable": "0/1", "fc_current_sp": "A", "fc_purge": "0/1",
     "chg_contactor": "0/1", "chg_limit_a": "A", "chg_enable": "0/1", "chg_lock": "0/1",
+    "ref_comm_timeout": "s", "fc_comm_timeout": "s", "chg_comm_timeout": "s",
     "sio_fan": "%",
 }
 

@@ -116,3 +116,13 @@ def test_ca_file_checks_name_the_key_and_the_file():
                       (b"\x30\x84", "not a DER certificate")):
         e = _file_err("mqtt.ca_file", "ca.der", data)
         assert e.startswith("config.json: key 'mqtt.ca_file' names 'ca.der': ") and why in e, e
+
+
+def test_comm_timeout_default_and_bad_values():
+    # 0 (the default) means twice data_age_ms, set in h2p.devices.build;
+    # under 0.5 s the devices' watchdogs would trip between polls.
+    assert from_dict({"pile_id": "p"})["bus"]["comm_timeout_ms"] == 0
+    assert from_dict({"pile_id": "p", "bus": {"comm_timeout_ms": 500}})["bus"]["comm_timeout_ms"] == 500
+    for bad in (1, 499, 600001, -5):
+        e = _err({"pile_id": "p", "bus": {"comm_timeout_ms": bad}})
+        assert "bus.comm_timeout_ms" in e and "500 to 600000" in e, e

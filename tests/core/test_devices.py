@@ -70,6 +70,46 @@ def test_command_names_follow_the_register_map():
     assert [c[1] for c in ch.commands] == list(range(ch.cmd_base, ch.cmd_base + len(names)))
 
 
+def _wd_index(dev):
+    for i, c in enumerate(dev.commands):
+        if c[0].endswith("_comm_timeout"):
+            return i
+    return None
+
+
+def test_comm_timeout_goes_out_with_the_first_commands():
+    # Every controlled device gets its comm watchdog's timeout (0.1 s units)
+    # in the block of commands the pile writes first; nothing else has one.
+    for cfg, raw in (({"pile_id": "p"}, 50),  # 0: twice data_age_ms (2500)
+                     ({"pile_id": "p", "bus": {"data_age_ms": 8000}}, 160),
+                     ({"pile_id": "p", "bus": {"comm_timeout_ms": 3000}}, 30)):
+        devs = {d.name: d for d in D.build(from_dict(cfg))}
+        for name in ("charger", "fuelcell", "reformer"):
+            d = devs[name]
+            i = _wd_index(d)
+            assert i is not None and d.want[i] == raw and d.wd_ms == raw * 100, (name, cfg)
+            assert d.dirty()  # not sent yet: the first flush writes it
+        for name in ("safety", "bms", "meter"):
+            assert devs[name].wd_ms == 0 and _wd_index(devs[name]) is None
+
+
+def test_commands_are_sent_again_after_a_gap_the_device_may_have_gone_safe_in():
+    # A device whose watchdog may have run out (a read after a gap of half
+    # its timeout or more) has reset its commands: the pile writes them all.
+    devs = {d.name: d for d in D.build(from_dict({"pile_id": "p", "bus": {"comm_timeout_ms": 4000}}))}
+    ch = devs["charger"]
+    rd = Readings(2500)
+    blk = ch.blocks[0]
+    buf = bytearray(2 * blk.count)
+    ch.store(blk, buf, rd, 1000)
+    for i in range(len(ch.want)):
+        ch.sent[i] = ch.want[i]  # as after a flush
+    ch.store(blk, buf, rd, 2900)  # 1.9 s later: fed, nothing to resend
+    assert not ch.dirty()
+    ch.store(blk, buf, rd, 4901)  # 2.001 s gap
+    assert ch.dirty() and list(ch.sent) == [-1] * len(ch.sent)
+
+
 def test_integer_scaling_matches_the_float_product():
     # Device.store scales float32 meter values in integers (no float object
     # per read); the result must be what int(value * factor) gives.
