@@ -52,3 +52,20 @@ def test_feed_lead_longer_than_the_flow_delay_line_is_refused():
     e = _err({"pile_id": "p", "limits": {"feed_lead_s": 120}})
     assert "limits.feed_lead_s" in e and "between" in e
     assert from_dict({"pile_id": "p", "limits": {"feed_lead_s": 60}})["limits"]["feed_lead_s"] == 60
+
+
+def test_nan_is_out_of_range():
+    # CPython's json accepts NaN, and NaN < lo and NaN > hi are both false:
+    # a NaN limit passed the range check (found by tests/fuzz/test_fuzz_config.py)
+    e = _err({"pile_id": "p", "limits": {"charger_max_a": float("nan")}})
+    assert "limits.charger_max_a" in e and "between" in e
+
+
+def test_section_not_an_object_named():
+    e = _err({"pile_id": "p", "limits": [1]})
+    assert "key 'limits' must be an object" in e, e
+
+
+def test_unknown_key_with_a_newline_stays_one_line():
+    e = _err({"pile_id": "p", "x\ny": 1})
+    assert "\n" not in e and "unknown" in e, e
