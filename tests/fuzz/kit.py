@@ -58,14 +58,21 @@ def corpus_params(target):
 
 def keep(target, data, check):
     """Run check(data); with H2PILE_FUZZ_SAVE=1 an input that fails it is
-    written to the target's corpus before the failure propagates."""
+    written to the target's corpus before the failure propagates, as
+    found-<failure>.bin: one file per failure (exception type and the line
+    it came from), overwritten while hypothesis shrinks, so the smallest
+    input is what stays."""
     try:
         check(data)
-    except BaseException:
+    except Exception as e:
         if SAVE:
+            import traceback
+
+            last = traceback.extract_tb(e.__traceback__)[-1]
+            what = "%s:%s:%s" % (type(e).__name__, os.path.basename(last.filename), last.lineno)
             d = CORPUS / target
             d.mkdir(parents=True, exist_ok=True)
-            (d / ("found-%s.bin" % hashlib.sha256(data).hexdigest()[:12])).write_bytes(data)
+            (d / ("found-%s.bin" % hashlib.sha256(what.encode()).hexdigest()[:10])).write_bytes(data)
         raise
 
 

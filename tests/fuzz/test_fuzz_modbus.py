@@ -16,7 +16,7 @@ from h2p.modbus import STAT_NAMES, Master, ModbusError, crc16
 from tests.fuzz import kit
 
 TARGET = "modbus"
-EXAMPLES = 600
+EXAMPLES = 400
 PEAK_MAX = 4096  # bytes per transaction, whatever the reply (CPython: coroutines, the exception and its traceback; measured <= 2.3 KB)
 
 
