@@ -117,7 +117,10 @@ def _read_rec(f, pos, size, max_body):
         obj = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(obj, dict) or isinstance(obj.get("id"), (list, dict)):
+    if not isinstance(obj, dict):
+        return None
+    sid = obj.get("id")
+    if isinstance(sid, list) or isinstance(sid, dict):
         return None  # no record this firmware wrote (an id is a key of the index)
     return _HDR_LEN + n, rtype, obj
 
