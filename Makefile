@@ -5,7 +5,7 @@ BOARD   ?= esp32_generic
 SPEED   ?= 60
 HEAP    ?= 96K
 
-.PHONY: all test test-fast lint sim firmware bench hil docs deps venv clean
+.PHONY: all test test-fast fuzz lint sim firmware bench hil docs deps venv clean
 
 all: test
 
@@ -33,6 +33,14 @@ test: venv deps lint
 test-fast: venv deps
 	$(PY) -m pytest -q -n 3 --dist loadfile -m "not system and not board and not slow" \
 	  tests/core tests/firmware tests/sim tests/tools
+
+# The fuzz tier for longer than CI runs it (there: a fixed, derandomized
+# budget, < 30 s): FUZZ_EXAMPLES per target with random seeds; an input that
+# fails is saved under tests/fuzz/corpus/<target>/found-*.bin, to review and
+# commit with its fix.
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	H2PILE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) H2PILE_FUZZ_SAVE=1 $(PY) -m pytest -q -m fuzz tests/fuzz
 
 lint: venv
 	$(PY) -m ruff check .

@@ -3,7 +3,8 @@
 Markers (pyproject.toml) come from the directory a test lives in, plus what the
 test needs: `micropython` (the unix port runs firmware code), `broker` (a real
 mosquitto), `system` (the whole pile against the simulator), `board` (a board
-or its double), `slow` (real time, tens of seconds).
+or its double), `slow` (real time, tens of seconds), `fuzz` (tests/fuzz:
+generated input for a fixed budget).
 """
 
 import os
@@ -13,7 +14,7 @@ import pytest
 from tests.helpers.fwbuild import build_shared
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_TIER = {"system": "system", "scenarios": "system", "board": "board"}
+_TIER = {"system": "system", "scenarios": "system", "board": "board", "fuzz": "fuzz"}
 
 
 def pytest_itemcollected(item):

@@ -119,6 +119,9 @@ def _read_rec(f, pos, size, max_body):
         return None
     if not isinstance(obj, dict):
         return None
+    sid = obj.get("id")
+    if isinstance(sid, list) or isinstance(sid, dict):
+        return None  # no record this firmware wrote (an id is a key of the index)
     return _HDR_LEN + n, rtype, obj
 
 

@@ -230,5 +230,7 @@ class Master:
         # The echo must name what we wrote; anything else is a wrong reply.
         r = self._rx
         if (r[2] << 8 | r[3]) != addr:
+            # counted once, as what it is (not also as "ok")
+            self.stats[_ST_OK] -= 1
             self.stats[_ST_LEN] += 1
             raise ModbusError("wrong_length", unit)

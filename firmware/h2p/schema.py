@@ -37,12 +37,12 @@ def validate(schema, data, where, path=""):
     # the first problem. Unknown keys are errors: a typo must not silently
     # fall back to a default.
     if not isinstance(data, dict):
-        raise ConfigError("%s: %s must be an object" % (where, path or "top level"))
+        raise ConfigError("%s: %s must be an object" % (where, "key '%s'" % path[:-1] if path else "top level"))
     for k in data:
         if k not in schema:
-            raise ConfigError(
-                "%s: unknown key '%s%s' (known: %s)"
-                % (where, path, k, ", ".join(sorted(schema)))
+            raise ConfigError(  # %r: a key holding a quote or a newline stays one line
+                "%s: unknown key %r (known: %s)"
+                % (where, path + k, ", ".join(sorted(schema)))
             )
     out = {}
     for k in schema:
@@ -77,7 +77,7 @@ def validate(schema, data, where, path=""):
 
 def rng(lo, hi):
     def check(v):
-        if v < lo or v > hi:
+        if not lo <= v <= hi:  # (NaN, which JSON parsers accept, fails this too)
             return "must be between %s and %s" % (lo, hi)
         return None
 
@@ -111,8 +111,10 @@ def load_json(path, schema):
             text = f.read()
     except OSError as e:
         raise ConfigError("%s: cannot read (%s)" % (path, e))
+    except ValueError as e:  # UnicodeError (CPython; MicroPython reads bytes as they are)
+        raise ConfigError("%s: not UTF-8 text (%s)" % (path, e))
     try:
         data = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # RuntimeError: CPython's RecursionError (deep nesting)
         raise ConfigError("%s: not valid JSON (%s)" % (path, e))
     return validate(schema, data, path)

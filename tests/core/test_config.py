@@ -126,3 +126,20 @@ def test_comm_timeout_default_and_bad_values():
     for bad in (1, 499, 600001, -5):
         e = _err({"pile_id": "p", "bus": {"comm_timeout_ms": bad}})
         assert "bus.comm_timeout_ms" in e and "500 to 600000" in e, e
+
+
+def test_nan_is_out_of_range():
+    # CPython's json accepts NaN, and NaN < lo and NaN > hi are both false:
+    # a NaN limit passed the range check (found by tests/fuzz/test_fuzz_config.py)
+    e = _err({"pile_id": "p", "limits": {"charger_max_a": float("nan")}})
+    assert "limits.charger_max_a" in e and "between" in e
+
+
+def test_section_not_an_object_named():
+    e = _err({"pile_id": "p", "limits": [1]})
+    assert "key 'limits' must be an object" in e, e
+
+
+def test_unknown_key_with_a_newline_stays_one_line():
+    e = _err({"pile_id": "p", "x\ny": 1})
+    assert "\n" not in e and "unknown" in e, e

@@ -259,3 +259,17 @@ def test_record_locations_stay_small_ints_on_a_32_bit_board(tmp_path):
     j.open()
     j.set_meta("k", "x" * (LOC_LEN - 40))  # the longest record still round-trips
     assert j.get_meta("k", None) == "x" * (LOC_LEN - 40)
+
+
+def test_record_whose_id_is_no_key_is_garbage(tmp_path):
+    # A record with a right CRC whose "id" is a list or an object was indexed
+    # and raised TypeError (unhashable) at open: found by
+    # tests/fuzz/test_fuzz_journal.py. It is garbage now; the rest is kept.
+    p = tmp_path / "j.bin"
+    good = J.encode(OPEN, b'{"id": "s1"}')
+    bad = J.encode(OPEN, b'{"id": ["s1"]}') + J.encode(META, b'{"id": {"k": 1}, "v": 2}')
+    p.write_bytes(good + bad + J.encode(OPEN, b'{"id": "s2"}'))
+    j = Journal(str(p), max_bytes=1 << 20)
+    r = j.open()
+    assert r["records"] == 2 and r["garbage"] == [(len(good), len(bad))] and r["repaired"], r
+    assert sorted(o["id"] for o, _ in j.open_sessions()) == ["s1", "s2"]
