@@ -8,7 +8,7 @@
 import os
 import sys
 
-from h2p import cmdhandler, config
+from h2p import cmdgate, cmdhandler, config
 from h2p.journal import Journal
 from h2p.modbus import Master, ModbusError
 from h2p.schema import ConfigError
@@ -89,7 +89,10 @@ def modbus(data):
 
 
 def command(data):
-    a = cmdhandler.handle(data, 1800000000, "p1", "00" * 32, (), [])
+    # the command memory as h2p.uplink makes it (_CMD_TABLE, _CMD_INTS)
+    from array import array
+    a = cmdhandler.handle(data, 1800000000, "p1", "00" * 32, (), (bytearray(320), array("i", bytes(4 * 83))),
+                          cmdgate.peek(data, b'"op"'))
     return a["reason"]
 
 
