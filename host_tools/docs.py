@@ -148,7 +148,28 @@ def safety_md() -> str:
                    "what it does"), rows)
     L.append("")
     L += comm_watchdog_md()
+    L += safety_commands_md()
     return "\n".join(L)
+
+
+def safety_commands_md() -> list[str]:
+    # What the command path guarantees for safety (issue 15; mqtt.md has the rest).
+    from h2p import cmdgate
+    from h2p import topics_doc as TD
+
+    ops = ", ".join("`%s`" % o for o in TD.SAFETY_OPS)
+    return ["## Commands that make the pile safer always get through", "",
+            "%s are never refused for the command rate: other commands are let in at a burst of %d, "
+            "then one per %d ms, and beyond that answered `busy` from the raw bytes, without parsing or "
+            "loading anything (h2p.cmdgate), so a flood of commands costs the pile little and a stop "
+            "behind it is handled as soon as it is read. The replay table keeps room for them. A command "
+            "that names a safety op only to skip the rate is refused. The command memory is fixed at "
+            "boot, so no number of commands can exhaust the heap the control loop needs. A `stop` acts "
+            "in the control step after it is handled: the EV current limit goes to 0 in that step, then "
+            "the contactor opens once the current is down. tests/system/test_cmd_flood.py sends 1,000 "
+            "valid commands at the default heap, then a stop, and checks it acted within one control "
+            "cycle; tests/firmware/test_cmdhandler.py checks each op against the rate." % (
+                ops, cmdgate.CMD_BURST, cmdgate.CMD_INTERVAL_MS), ""]
 
 
 def comm_watchdog_md() -> list[str]:
