@@ -145,6 +145,8 @@ class Pile:
             self.wrote_ms[k] = now
             for i in range(n):
                 dev.sent[i] = dev.want[i]
+            if not k:  # the charger has the contactor word (its first)
+                self.sup.contactor.delivered(dev.want[0], now)
 
     def _step(self):
         sup = self.sup

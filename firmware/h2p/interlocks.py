@@ -88,6 +88,9 @@ _UNKNOWN = const(2)  # condition true because the data is unknown
 
 _I_OUT_V = INDEX["chg_out_v"]
 _I_REQ_V = INDEX["chg_ev_req_v"]
+# The billing meter is no safety reading: its heartbeat row tolerates the
+# configured gap (bus.meter_gap_ms), not the data age of the control loop.
+_COMM_METER = NAMES.index("comm_meter")
 
 # The compiled rules: _NC 16-bit ints per row, at these offsets.
 _READING = const(0)  # reading index, -1 for none
@@ -120,7 +123,11 @@ del _compile  # run once: not kept in RAM
 
 
 class Interlocks:
-    def __init__(self):
+    def __init__(self, meter_gap_ms=30000):
+        self.meter_gap_ms = meter_gap_ms
+        self.stack_ms = 0  # when the stack phase began (STACK rows judge readings taken since)
+        self.stack_on = False
+        self.last_ms = 0
         self.active = bytearray(N)  # 1 while the rule holds (debounced)
         self.latched = bytearray(N)  # 1 until reset (RESET rows)
         self.since = array("i", [0] * N)  # when the condition was first seen
@@ -142,11 +149,18 @@ class Interlocks:
         i, op, t = _RULES[b + _READING], _RULES[b + _OP], _RULES[b + _THRESHOLD]
         if op == EXT:
             if i >= 0:  # comm row: the device's heartbeat reading
+                if k == _COMM_METER:
+                    return not rd.seen[i] or ticks_diff(now, rd.ts[i]) > self.meter_gap_ms
                 return rd.get(i, now) == UNKNOWN
             return self.ext[k] == 1
         v = rd.get(i, now)
         if v == UNKNOWN:
             return _UNKNOWN  # true, but not a measured hazard
+        if _RULES[b + _WHEN] == STACK and ticks_diff(rd.ts[i], self.stack_ms) <= 0:
+            # Read before the stack was loaded (a cell at open circuit with
+            # no hydrogen yet reads 0 V): says nothing about the loaded
+            # stack. Judged on the first reading taken since.
+            return False
         if op == GE:
             return v >= t
         if op == LE:
@@ -177,6 +191,10 @@ class Interlocks:
         # stack_start .. stopping.
         fuel = S.PREHEAT <= state <= S.COOLDOWN
         stack = S.STACK_START <= state <= S.STOPPING
+        if stack and not self.stack_on:
+            self.stack_ms = self.last_ms  # the step that started the stack
+        self.stack_on = stack
+        self.last_ms = now
         for k in range(N):
             b = k * _NC
             when = rules[b + _WHEN]
