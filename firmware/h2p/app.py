@@ -304,7 +304,7 @@ class Pile:
                 # Energy is read on the slow schedule: ask for it now.
                 self.force_slow = True
                 self.starting = b or ""
-                if self.closing is None:
+                if self.closing is None or self.rec is None:
                     self.session_ms = now
                     self._open_record(None)
                 else:

@@ -88,8 +88,9 @@ _UNKNOWN = const(2)  # condition true because the data is unknown
 
 _I_OUT_V = INDEX["chg_out_v"]
 _I_REQ_V = INDEX["chg_ev_req_v"]
-# The billing meter is no safety reading: its heartbeat row tolerates the
-# configured gap (bus.meter_gap_ms), not the data age of the control loop.
+# The billing meter is no safety reading: its heartbeat row holds off for
+# the configured gap (bus.meter_gap_ms, counted from the last good reading:
+# the data age plus this row's debounce), not the control loop's data age.
 _COMM_METER = NAMES.index("comm_meter")
 
 # The compiled rules: _NC 16-bit ints per row, at these offsets.
@@ -149,8 +150,6 @@ class Interlocks:
         i, op, t = _RULES[b + _READING], _RULES[b + _OP], _RULES[b + _THRESHOLD]
         if op == EXT:
             if i >= 0:  # comm row: the device's heartbeat reading
-                if k == _COMM_METER:
-                    return not rd.seen[i] or ticks_diff(now, rd.ts[i]) > self.meter_gap_ms
                 return rd.get(i, now) == UNKNOWN
             return self.ext[k] == 1
         v = rd.get(i, now)
@@ -209,7 +208,10 @@ class Interlocks:
                     if not self.pending[k]:
                         self.pending[k] = 1
                         self.since[k] = now
-                    if ticks_diff(now, self.since[k]) >= rules[b + _DEBOUNCE]:
+                    deb = rules[b + _DEBOUNCE]
+                    if k == _COMM_METER:
+                        deb = self.meter_gap_ms - rd.max_age_ms
+                    if ticks_diff(now, self.since[k]) >= deb:
                         self.active[k] = 1
                         self.changed = True
                 if self.active[k] and on is True and rules[b + _CLEAR] == RESET and not self.latched[k]:

@@ -140,3 +140,19 @@ def test_meter_heartbeat_tolerates_the_configured_gap():
     others(5100)
     _step(il, rd, 5100, state=S.CHARGING, ev=True)
     assert il.in_force(IL.ROW["comm_meter"]) and il.severity == IL.STOP
+
+
+def test_unreadable_meter_values_are_tolerated_for_the_gap_too():
+    # The meter answers with a value out of range (stored as UNKNOWN, a fresh
+    # read time): no stop within the gap, comm_meter after it.
+    il = IL.Interlocks(5000)
+    rd = _rd(now=0, chg_pilot=2)
+    for now in range(0, 4000, 100):
+        for k, x in HEALTHY.items():
+            rd.put(INDEX[k], 2 if k == "chg_pilot" else int(round(x / SCALES[INDEX[k]])), now)
+        rd.put(INDEX["met_a"], UNKNOWN, now)
+        _step(il, rd, now, state=S.CHARGING, ev=True)
+        assert not il.in_force(IL.ROW["comm_meter"]), now
+    for now in range(4000, 4200, 100):
+        _step(il, rd, now, state=S.CHARGING, ev=True)
+    assert il.in_force(IL.ROW["comm_meter"]) and il.severity == IL.STOP
