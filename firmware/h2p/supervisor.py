@@ -320,16 +320,17 @@ class Supervisor:
         # in force before the stall, not the reading after it: a reading
         # that arrives late must not look a whole lead old (it let the stack
         # draw current before the hydrogen reached it: cell_trip).
-        f = self._r(_REF_PUMP_MLMIN, now)
-        if f == UNKNOWN:
-            f = 0
+        # (An unknown reading adds nothing: _fuel_current gives 0 while the
+        # flow now is unknown, and a silent reformer stops the fuel.)
         while ticks_diff(now, self.flow_ms) >= 1000:
             self.flow_ms += 1000
             self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
             self.flow[self.flow_k] = self.flow_in
-        if f < self.flow[self.flow_k]:
-            self.flow[self.flow_k] = f
-        self.flow_in = f
+        f = self._r(_REF_PUMP_MLMIN, now)
+        if f != UNKNOWN:
+            if f < self.flow[self.flow_k]:
+                self.flow[self.flow_k] = f
+            self.flow_in = f
 
         st = self.state
         if il.severity == IL.EMERGENCY:
