@@ -22,8 +22,7 @@ class Contactor:
         self.aux = 0
         self.changed_ms = None  # set at the first reading: no judgement before it
         self.sent = -1  # the contactor word the charger acknowledged last; -1: not tracked
-        self.dis_ms = 0  # read time of the first reading of the running disagreement
-        self.dis_on = False  # a disagreement is being counted
+        self.dis_ms = -1  # read time of the first reading of the running disagreement; -1: none
         self.last_ms = 0  # read time of the last reading judged
         self.cycles = 0  # close operations since boot
         self.cycles_base = 0  # the stored count from earlier boots (journal meta)
@@ -47,7 +46,7 @@ class Contactor:
         if close != self.closed_cmd:
             self.closed_cmd = close
             self.changed_ms = self._now
-            self.dis_on = False
+            self.dis_ms = -1
             if close:
                 self.adopted = False
             if close:
@@ -62,7 +61,7 @@ class Contactor:
         if word != self.sent:
             self.sent = word
             self.changed_ms = now
-            self.dis_on = False
+            self.dis_ms = -1
 
     def verified_closed(self):
         return self.closed_cmd == 1 and self.aux == 1
@@ -74,20 +73,19 @@ class Contactor:
         if self.changed_ms is None:
             self.changed_ms = now
         if status == UNKNOWN:
-            self.dis_on = False  # unknown is no evidence either way
+            self.dis_ms = -1  # unknown is no evidence either way
             return
         self.aux = 1 if status & CHG_AUX_CLOSED else 0
-        if ticks_diff(status_ms, self.last_ms) <= 0 and self.dis_on:
+        if ticks_diff(status_ms, self.last_ms) <= 0 and self.dis_ms >= 0:
             return  # the same reading again: the count does not advance
         self.last_ms = status_ms
         judged = ticks_diff(status_ms, self.changed_ms) > 0 and (self.sent < 0 or self.sent == self.closed_cmd)
         if judged and self.aux != self.closed_cmd:
-            if not self.dis_on:
-                self.dis_on = True
+            if self.dis_ms < 0:  # read times are ticks: never negative
                 self.dis_ms = status_ms
             confirmed = ticks_diff(status_ms, self.dis_ms) >= self.confirm_ms
         else:
-            self.dis_on = False
+            self.dis_ms = -1
             confirmed = False
         welded = confirmed and self.closed_cmd == 0
         stuck = confirmed and self.closed_cmd == 1

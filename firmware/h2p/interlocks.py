@@ -126,8 +126,7 @@ del _compile  # run once: not kept in RAM
 class Interlocks:
     def __init__(self, meter_gap_ms=30000):
         self.meter_gap_ms = meter_gap_ms
-        self.stack_ms = 0  # when the stack phase began (STACK rows judge readings taken since)
-        self.stack_on = False
+        self.stack_ms = -1  # the step that began the stack phase (STACK rows judge readings since); -1: none
         self.last_ms = 0
         self.active = bytearray(N)  # 1 while the rule holds (debounced)
         self.latched = bytearray(N)  # 1 until reset (RESET rows)
@@ -190,9 +189,10 @@ class Interlocks:
         # stack_start .. stopping.
         fuel = S.PREHEAT <= state <= S.COOLDOWN
         stack = S.STACK_START <= state <= S.STOPPING
-        if stack and not self.stack_on:
+        if not stack:
+            self.stack_ms = -1
+        elif self.stack_ms < 0:  # ticks are never negative
             self.stack_ms = self.last_ms  # the step that started the stack
-        self.stack_on = stack
         self.last_ms = now
         for k in range(N):
             b = k * _NC

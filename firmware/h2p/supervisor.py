@@ -182,7 +182,6 @@ class Supervisor:
     def _bus(self, meter_gap_ms, **others):
         # The billing meter's silence is tolerated this long (not the data
         # age): comm_meter and the wait for the start meter value.
-        self.meter_gap = meter_gap_ms
         self.il.meter_gap_ms = meter_gap_ms
 
     # ---- requests (from signed commands or the config) ------------------
@@ -697,7 +696,7 @@ class Supervisor:
             # is no safety reading: it may be silent for meter_gap_ms).
             if self._late(_ISO_MS) and (self.imd_ms < 0 or not self.hold_close):
                 self.stop_req = "insulation_timeout"
-            elif self.hold_close and self._late(self.meter_gap):
+            elif self.hold_close and self._late(self.il.meter_gap_ms):
                 self.stop_req = "meter_timeout"
         else:  # closed: aux must agree before current flows
             lim = self._ev_claims(now)
