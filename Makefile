@@ -5,7 +5,7 @@ BOARD   ?= esp32_generic
 SPEED   ?= 60
 HEAP    ?= 96K
 
-.PHONY: all test test-fast fuzz lint sim firmware bench hil docs deps venv clean
+.PHONY: all test test-fast fuzz lint sim firmware bench bench-stops hil docs deps venv clean
 
 all: test
 
@@ -54,6 +54,11 @@ firmware: venv
 
 bench: venv deps
 	$(PY) -m bench.run
+
+# Issue 15: 50 sessions at speed 20 with one core kept busy; none may be
+# stopped while the EV asks (~4 min).
+bench-stops: venv deps
+	$(PY) -m bench.stops
 
 hil: venv deps
 	@test -n "$(PORT)" -a -n "$(BUS)" || (echo "usage: make hil PORT=/dev/ttyUSB0 BUS=/dev/ttyUSB1 (see docs/hil.md)"; exit 2)

@@ -90,8 +90,10 @@ async def smallest_heap(lo_k=32, hi_k=256, step_k=8, log=print) -> dict:
     async def ok(k):
         r = await session(f"{k}K")
         if not r["completed"] and r["reason"] != "MemoryError":
-            # The quick plant at 20x sometimes trips a cell at stack start
-            # (it does at 256K too): not the heap's doing, so try once more.
+            # Not the heap's doing (a stage stuck on a loaded machine): try
+            # once more. (The cell_trip at stack start this used to cover was
+            # the firmware judging a cell read before the stack started:
+            # fixed, issue 15.)
             r = await session(f"{k}K")
         tried[k] = r["completed"]
         log(f"    heap {k:>4}K: {'completes' if r['completed'] else 'fails (' + r['reason'] + ')'}"

@@ -56,8 +56,10 @@ SEVERITY_DOES = {
 # Rows raised by code (op EXT): what raises them.
 EXT_DOC = {
     "estop": "board E-stop GPIO reads pressed",
-    "contactor_welded": "commanded open, aux contact still closed > 1 s after the command",
-    "contactor_stuck": "commanded closed, aux contact still open > 1 s after the command",
+    "contactor_welded": "commanded open (the charger acknowledged it), aux contact reads closed on consecutive "
+                        "fresh readings for `limits.aux_confirm_ms` (1 s); one reading is no weld",
+    "contactor_stuck": "commanded closed (acknowledged), aux contact reads open on consecutive fresh readings "
+                       "for `limits.aux_confirm_ms` (1 s)",
 }
 
 
@@ -95,6 +97,9 @@ def _condition(row: Sequence) -> str:
     unit = UNITS[reading] if reading else ""
     if op == IL.EXT:
         if reading:
+            if name == "comm_meter":  # billing, not safety: a gap is tolerated (its debounce)
+                return ("`%s` unknown (silent, stale or unreadable) for `bus.meter_gap_ms` (30 s) since the "
+                        "last good reading; the energy register bridges shorter gaps" % reading)
             return "`%s` unknown: %s silent or stale (older than `bus.data_age_ms`)" % (
                 reading, _device_of(reading))
         return EXT_DOC.get(name, "raised by code")
@@ -130,7 +135,9 @@ def safety_md() -> str:
           "needs the condition gone and a reset command (`h2pile cmd ... reset`).", "",
           "Phase: `always`; `fuel present` = preheat .. cooldown; `stack loaded` = stack_start .. "
           "stopping; `EV connected` = pilot B, C, D or E, or the contactor commanded closed. "
-          "Outside its phase a rule is inactive.", "",
+          "Outside its phase a rule is inactive. A `stack loaded` rule judges only readings taken "
+          "after the step that started the stack (a cell at open circuit before the hydrogen "
+          "arrives reads 0 V).", "",
           "## Interlock table", ""]
     rows = []
     for r in IL.TABLE:

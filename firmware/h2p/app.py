@@ -67,6 +67,7 @@ class Pile:
         self.force_slow = False
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
+        self.starting = None  # auth of a session that waits for the last one to close
         self.listeners = []  # type: list  # fn(kind, a, b) for events (MQTT)
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
@@ -145,6 +146,8 @@ class Pile:
             self.wrote_ms[k] = now
             for i in range(n):
                 dev.sent[i] = dev.want[i]
+            if not k:  # the charger has the contactor word (its first)
+                self.sup.contactor.delivered(dev.want[0], now)
 
     def _step(self):
         sup = self.sup
@@ -260,6 +263,11 @@ class Pile:
                     log("session", "closed", r["id"], r["energy_wh"], "Wh", r["reason"])
                 # One flash write per session, not per operation.
                 self._save_cycles()
+                if self.starting is not None:
+                    # The next EV plugged in before this close: the same
+                    # reading (the contactor was open in between) starts it.
+                    self.session_ms = self.clock.ms()
+                    self._open_record(wh)
         elif rec.active:
             wh = self._fresh(_I_WH, self.session_ms)
             rec.step(self.uptime_s(), wh, self._premix(0), self._fresh(_I_W, 0),
@@ -267,6 +275,25 @@ class Pile:
             if wh is not None:
                 self.sup.hold_close = False
                 self.force_slow = False
+
+    def _open_record(self, wh):
+        # The session the supervisor started (auth in self.starting): its
+        # record, with the start meter value wh if there is one already.
+        auth, self.starting = self.starting, None
+        rec = self.rec
+        self.sup.hold_close = False
+        if rec is None or rec.active:
+            return
+        sid = rec.start(self.uptime_s(), auth or None, wh, self._premix(0), self._fresh(_I_EVSOC, 0))
+        if sid is None:
+            # The journal is full of bills the ledger has not
+            # acknowledged: charging now could not be billed.
+            log("session", "refused", rec.last_error)
+            self.sup.stop_req = "journal_full"
+        elif wh is None:
+            # No energy may flow before the start meter value.
+            self.sup.hold_close = True
+            self.force_slow = True
 
     def _drain(self):
         ev = self.sup.events
@@ -276,18 +303,18 @@ class Pile:
             if kind == "session_start":
                 # Energy is read on the slow schedule: ask for it now.
                 self.force_slow = True
-                self.session_ms = now
-                if self.rec is not None and not self.rec.active:
-                    sid = self.rec.start(self.uptime_s(), b or None, None, self._premix(0),
-                                         self._fresh(_I_EVSOC, 0))
-                    if sid is None:
-                        # The journal is full of bills the ledger has not
-                        # acknowledged: charging now could not be billed.
-                        log("session", "refused", self.rec.last_error)
-                        self.sup.stop_req = "journal_full"
-                    else:
-                        # No energy may flow before the start meter value.
-                        self.sup.hold_close = True
+                self.starting = b or ""
+                if self.closing is None or self.rec is None:
+                    self.session_ms = now
+                    self._open_record(None)
+                else:
+                    # The last session still waits for its end meter value
+                    # (an EV that plugged in at once): its record is closed
+                    # first, then this one opened (_session_tick). It used to
+                    # be skipped, and the pending close then closed the new
+                    # record at 0 Wh and left it waiting for a start value
+                    # on the slow schedule: meter_timeout with the EV asking.
+                    self.sup.hold_close = True
             elif kind == "session_stop":
                 self.force_slow = True
                 self.session_ms = now

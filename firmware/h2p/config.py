@@ -42,6 +42,7 @@ BUS = {
     "comm_timeout_ms": (int, 0, _comm_timeout, "charger, fuel cell and reformer go safe on their own after hearing "
                         "nothing from the pile this long (their comm watchdog, written at boot; any request "
                         "feeds it); 0: twice data_age_ms"),
+    "meter_gap_ms": (int, 30000, rng(1000, 600000), "the billing meter (not a safety reading) may be silent this long before a session ends (comm_meter, meter_timeout); its energy register bridges the gap"),
 }
 
 UNITS = {
@@ -76,6 +77,7 @@ LIMITS = {
     "bat_soc_target": (float, 90.0, rng(50, 100), "stack charges the battery up to this SOC"),
     "bat_soc_max": (float, 95.0, rng(50, 100), "stack drops to minimum load above this SOC"),
     "stop_current_a": (float, 5.0, rng(0.5, 20), "contactor opens only below this current"),
+    "aux_confirm_ms": (int, 1000, rng(200, 10000), "contactor aux contact disagreeing with the delivered command on consecutive fresh readings this long: welded (open commanded) or stuck (closed)"),
     "purge_s": (float, 30.0, rng(0, 600), "purge time in cooldown"),
     "cool_reformer_c": (float, 80.0, rng(20, 200), "cooldown ends below this bed temperature"),
     "cool_stack_c": (float, 90.0, rng(20, 200), "cooldown ends below this stack temperature"),

@@ -88,6 +88,10 @@ _UNKNOWN = const(2)  # condition true because the data is unknown
 
 _I_OUT_V = INDEX["chg_out_v"]
 _I_REQ_V = INDEX["chg_ev_req_v"]
+# The billing meter is no safety reading: its heartbeat row holds off for
+# the configured gap (bus.meter_gap_ms, counted from the last good reading:
+# the data age plus this row's debounce), not the control loop's data age.
+_COMM_METER = NAMES.index("comm_meter")
 
 # The compiled rules: _NC 16-bit ints per row, at these offsets.
 _READING = const(0)  # reading index, -1 for none
@@ -120,7 +124,10 @@ del _compile  # run once: not kept in RAM
 
 
 class Interlocks:
-    def __init__(self):
+    def __init__(self, meter_gap_ms=30000):
+        self.meter_gap_ms = meter_gap_ms
+        self.stack_ms = -1  # the step that began the stack phase (STACK rows judge readings since); -1: none
+        self.last_ms = 0
         self.active = bytearray(N)  # 1 while the rule holds (debounced)
         self.latched = bytearray(N)  # 1 until reset (RESET rows)
         self.since = array("i", [0] * N)  # when the condition was first seen
@@ -147,6 +154,11 @@ class Interlocks:
         v = rd.get(i, now)
         if v == UNKNOWN:
             return _UNKNOWN  # true, but not a measured hazard
+        if _RULES[b + _WHEN] == STACK and ticks_diff(rd.ts[i], self.stack_ms) <= 0:
+            # Read before the stack was loaded (a cell at open circuit with
+            # no hydrogen yet reads 0 V): says nothing about the loaded
+            # stack. Judged on the first reading taken since.
+            return False
         if op == GE:
             return v >= t
         if op == LE:
@@ -177,6 +189,11 @@ class Interlocks:
         # stack_start .. stopping.
         fuel = S.PREHEAT <= state <= S.COOLDOWN
         stack = S.STACK_START <= state <= S.STOPPING
+        if not stack:
+            self.stack_ms = -1
+        elif self.stack_ms < 0:  # ticks are never negative
+            self.stack_ms = self.last_ms  # the step that started the stack
+        self.last_ms = now
         for k in range(N):
             b = k * _NC
             when = rules[b + _WHEN]
@@ -191,7 +208,10 @@ class Interlocks:
                     if not self.pending[k]:
                         self.pending[k] = 1
                         self.since[k] = now
-                    if ticks_diff(now, self.since[k]) >= rules[b + _DEBOUNCE]:
+                    deb = rules[b + _DEBOUNCE]
+                    if k == _COMM_METER:
+                        deb = self.meter_gap_ms - rd.max_age_ms
+                    if ticks_diff(now, self.since[k]) >= deb:
                         self.active[k] = 1
                         self.changed = True
                 if self.active[k] and on is True and rules[b + _CLEAR] == RESET and not self.latched[k]:

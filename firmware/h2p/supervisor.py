@@ -111,6 +111,7 @@ class Supervisor:
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
         self._limits(**config["limits"])
+        self._bus(**config["bus"])
         self.auto_charge = config["auto_charge"]
         self.idle_ms = config["idle_shutdown_s"] * 1000
         # State.
@@ -126,6 +127,7 @@ class Supervisor:
         self.flow = array("H", [0] * _FLOW_SLOTS)  # 0.1 ml/min, as the u16 register reads
         self.flow_ms = now
         self.flow_k = 0
+        self.flow_in = 0  # the last pump flow read (in force until the next reading)
         self.estop_in = False  # board GPIO
         # Requests (from commands, auto-start, the EV).
         self.want_run = config["auto_start"]
@@ -148,7 +150,7 @@ class Supervisor:
                 operator_limit_a, charger_eff, bed_setpoint_c, bed_feed_min_c, stack_start_c,
                 stack_ready_c, bat_soc_min, bat_soc_target, bat_soc_max, stop_current_a, purge_s,
                 cool_reformer_c, cool_stack_c, feed_lead_s, premix_h2_mol_per_l, fuel_util,
-                stack_cells, **others):
+                stack_cells, aux_confirm_ms, **others):
         # The config's limits, in the integer units the step compares. Taken
         # as named parameters, not by string key: a key string of more than
         # ten characters in this module would be an object in RAM for good.
@@ -175,6 +177,12 @@ class Supervisor:
         # Stack amps (0.1 A) carried by 0.1 ml/min of premix, times 1000:
         # H2 mol/s = flow L/s * mol/L; current = mol/s * util * 2F / cells.
         self.a_per_flow = int(premix_h2_mol_per_l * fuel_util * _FARADAY2 / stack_cells / 60000 * 1000)
+        self.contactor.confirm_ms = aux_confirm_ms
+
+    def _bus(self, meter_gap_ms, **others):
+        # The billing meter's silence is tolerated this long (not the data
+        # age): comm_meter and the wait for the start meter value.
+        self.il.meter_gap_ms = meter_gap_ms
 
     # ---- requests (from signed commands or the config) ------------------
     def wake(self):
@@ -252,6 +260,12 @@ class Supervisor:
         # The current the hydrogen now reaching the stack can carry: the
         # smaller of the feed now and the feed one transport delay ago.
         lag = self.flow[(self.flow_k - self.lead_s) % _FLOW_SLOTS]
+        if self.lead_s:
+            # ... and of the second after it: a reading late in one second
+            # may show a flow that began after the lead's start.
+            n = self.flow[(self.flow_k - self.lead_s + 1) % _FLOW_SLOTS]
+            if n < lag:
+                lag = n
         f = self._r(_REF_PUMP_MLMIN, now)
         if f == UNKNOWN:
             return 0
@@ -299,12 +313,23 @@ class Supervisor:
         il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
         if il.changed:
             self.events.append(("faults", ",".join(il.names_in_force()) or "none", S.NAMES[self.state]))
-        # One pump-flow sample a second: the feed-forward delay line.
+        # The feed-forward delay line: one slot a second, holding the lowest
+        # pump flow of that second (the flow in force when it began and
+        # every reading in it). Seconds a stalled loop missed get the flow
+        # in force before the stall, not the reading after it: a reading
+        # that arrives late must not look a whole lead old (it let the stack
+        # draw current before the hydrogen reached it: cell_trip).
+        # (An unknown reading adds nothing: _fuel_current gives 0 while the
+        # flow now is unknown, and a silent reformer stops the fuel.)
         while ticks_diff(now, self.flow_ms) >= 1000:
             self.flow_ms += 1000
             self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
-            f = self._r(_REF_PUMP_MLMIN, now)
-            self.flow[self.flow_k] = 0 if f == UNKNOWN else f
+            self.flow[self.flow_k] = self.flow_in
+        f = self._r(_REF_PUMP_MLMIN, now)
+        if f != UNKNOWN:
+            if f < self.flow[self.flow_k]:
+                self.flow[self.flow_k] = f
+            self.flow_in = f
 
         st = self.state
         if il.severity == IL.EMERGENCY:
@@ -657,16 +682,22 @@ class Supervisor:
             # The result must stand past the insulation rules' debounce
             # before it counts: a bad value and "done" can come in one read.
             if ch != UNKNOWN and ch & K.CHG_AUX_CLOSED:
-                # Commanded open, reads closed: never close onto a weld.
-                self.stop_req = "contactor_welded"
+                # Commanded open, reads closed: never close onto a weld. The
+                # contactor supervision declares the weld (a latch) once
+                # fresh readings confirm it; one reading is no weld.
+                pass
             elif (self.imd_ms >= 0 and ticks_diff(now, self.imd_ms) > _IMD_SETTLE_MS
                     and self.il.contactor_allowed() and not self.hold_close):
                 self._ev(1, 0, 0, 1)
                 self.phase, self.phase_ms = 2, now
-            elif self._late(_ISO_MS):
-                # Say what was missing: the insulation result or the start
-                # meter value the session waits for before any energy flows.
-                self.stop_req = "meter_timeout" if self.hold_close else "insulation_timeout"
+                return
+            # Say what was missing: the insulation result, or the start meter
+            # value the session waits for before any energy flows (the meter
+            # is no safety reading: it may be silent for meter_gap_ms).
+            if self._late(_ISO_MS) and (self.imd_ms < 0 or not self.hold_close):
+                self.stop_req = "insulation_timeout"
+            elif self.hold_close and self._late(self.il.meter_gap_ms):
+                self.stop_req = "meter_timeout"
         else:  # closed: aux must agree before current flows
             lim = self._ev_claims(now)
             on = 1 if self.contactor.verified_closed() else 0

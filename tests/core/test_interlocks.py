@@ -85,7 +85,8 @@ def test_insulation_ohm_per_volt():
 
 def test_derate_rows_lower_the_claim():
     il = IL.Interlocks()
-    _step(il, _rd(fc_stack_c=188), 0, state=S.CHARGING)
+    _step(il, _rd(), 0, state=S.REFORMING)  # the stack phase begins after this step
+    _step(il, _rd(now=10, fc_stack_c=188), 10, state=S.CHARGING)
     _step(il, _rd(now=3000, fc_stack_c=188), 3000, state=S.CHARGING)
     assert il.severity == IL.DERATE and il.derate_pct == 50 and il.contactor_allowed()
 
@@ -98,3 +99,60 @@ def test_phase_gating():
     _step(il, _rd(now=5100, sio_airflow=0), 5100, state=S.PREHEAT)
     _step(il, _rd(now=9000, sio_airflow=0), 9000, state=S.PREHEAT)
     assert il.in_force(IL.ROW["vent_fail"])
+
+
+def test_cell_voltage_read_before_the_stack_started_is_not_judged():
+    # Bench at 20x: the stack's minimum cell read 0 V at open circuit before
+    # the hydrogen arrived; the pile started the stack and judged that old
+    # reading (still within the data age) against cell_trip, whose 200 ms
+    # debounce ran out before the fuel cell was read again: a latched
+    # emergency on a healthy stack.
+    il = IL.Interlocks()
+    rd = _rd(now=900, fc_min_cell_v=0.0)
+    _step(il, rd, 1000, state=S.REFORMING)
+    for now in range(1010, 1400, 20):  # the stack started at 1000
+        _step(il, rd, now, state=S.STACK_START)
+        assert not il.in_force(IL.ROW["cell_trip"]) and il.fuel_allowed(), now
+    # A reading taken since the stack started is judged as ever.
+    rd = _rd(now=1400, fc_min_cell_v=0.1)
+    _step(il, rd, 1400, state=S.STACK_START)
+    assert not il.in_force(IL.ROW["cell_trip"])  # 200 ms debounce
+    rd = _rd(now=1620, fc_min_cell_v=0.1)
+    _step(il, rd, 1620, state=S.STACK_START)
+    assert il.in_force(IL.ROW["cell_trip"]) and il.latched[IL.ROW["cell_trip"]] and not il.fuel_allowed()
+
+
+def test_meter_heartbeat_tolerates_the_configured_gap():
+    # The billing meter is no safety reading: silent past the data age but
+    # within meter_gap_ms it stops nothing; beyond, comm_meter is a stop.
+    il = IL.Interlocks(5000)
+    rd = _rd(now=0, chg_pilot=2)
+
+    def others(now):  # every device answers but the meter
+        for k, x in HEALTHY.items():
+            if not k.startswith("met_"):
+                rd.put(INDEX[k], 2 if k == "chg_pilot" else int(round(x / SCALES[INDEX[k]])), now)
+
+    for now in range(100, 5000, 100):
+        others(now)
+        _step(il, rd, now, state=S.CHARGING, ev=True)
+        assert not il.in_force(IL.ROW["comm_meter"]) and il.contactor_allowed(), now
+    others(5100)
+    _step(il, rd, 5100, state=S.CHARGING, ev=True)
+    assert il.in_force(IL.ROW["comm_meter"]) and il.severity == IL.STOP
+
+
+def test_unreadable_meter_values_are_tolerated_for_the_gap_too():
+    # The meter answers with a value out of range (stored as UNKNOWN, a fresh
+    # read time): no stop within the gap, comm_meter after it.
+    il = IL.Interlocks(5000)
+    rd = _rd(now=0, chg_pilot=2)
+    for now in range(0, 4000, 100):
+        for k, x in HEALTHY.items():
+            rd.put(INDEX[k], 2 if k == "chg_pilot" else int(round(x / SCALES[INDEX[k]])), now)
+        rd.put(INDEX["met_a"], UNKNOWN, now)
+        _step(il, rd, now, state=S.CHARGING, ev=True)
+        assert not il.in_force(IL.ROW["comm_meter"]), now
+    for now in range(4000, 4200, 100):
+        _step(il, rd, now, state=S.CHARGING, ev=True)
+    assert il.in_force(IL.ROW["comm_meter"]) and il.severity == IL.STOP

@@ -276,3 +276,25 @@ def test_feed_lead_in_seconds_at_any_step_interval():
         t = _run(b, dt, _in("stack_start"), 30000)
         assert None not in (t0, t), b.state()
         assert 3000 <= t - t0 <= 4000 + dt, (t - t0, dt)
+
+
+def test_a_late_pump_reading_does_not_count_as_a_lead_old():
+    # The feed-forward delay line holds one pump-flow slot a second. A loop
+    # that stalls (a busy machine, 20x simulation) used to fill every second
+    # it missed with the reading after the stall, so a flow that had just
+    # begun looked feed_lead_s old: the stack could draw current before the
+    # hydrogen reached it (cell_trip at stack start in `make bench`).
+    b = _warm(limits={"feed_lead_s": 1})
+    b.set(ref_pump_mlmin=0)
+    for _ in range(30):
+        b.step(100)
+    b.set(ref_pump_mlmin=80)  # the pump starts; the next step comes 2.5 s later
+    b.step(2500)
+    assert b.sup._fuel_current(b.now) == 0
+    t0 = b.now
+    while b.sup._fuel_current(b.now) == 0 and b.now - t0 < 5000:
+        b.step(FAST)
+    # The flow counts once a whole lead (1 s) has passed since its reading,
+    # within the one-second slots: at most 2 s.
+    assert 1000 <= b.now - t0 + 2500 and b.now - t0 <= 2000, b.now - t0
+    assert b.sup._fuel_current(b.now) == 800 * b.sup.a_per_flow // 1000  # 0.1 ml/min

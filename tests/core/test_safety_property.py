@@ -28,8 +28,10 @@ safety contract must hold:
         not verified closed (commanded closed and a fresh aux reading says
         closed);
   (d)   a welded contactor (contactor_welded latched, or the oracle saw the
-        aux read closed more than 1 s after an open command) is never
-        commanded closed until a reset command.
+        aux read closed on consecutive fresh readings, all taken after an
+        open command, for at least 1 s: limits.aux_confirm_ms) is never
+        commanded closed until a reset command. One reading is no weld: a
+        closed reading that a fresh open one follows is a bounce.
 
 Run: .venv/bin/pytest tests/core/test_safety_property.py -q
 Set H2P_PROP_EXAMPLES to change the number of examples (default 300).
@@ -105,7 +107,8 @@ class Rig:
         self.h2_since = None
         self.h2_latched = False
         self.h2_prev_on = False
-        self.weld_seen = False  # aux read closed > 1 s after an open command
+        self.weld_seen = False  # aux read closed for 1 s of fresh readings after an open command
+        self.weld_from = None  # read time of the first of those readings
         self.open_ms = 0  # when the contactor was last commanded open
         self.unplug_ms = None  # since when the pilot reads A
         self.operator = self.sup.operator
@@ -405,9 +408,13 @@ class Rig:
         # -- (d) welded
         st_ = self.known("chg_status")
         p = self.put.get("chg_status")
-        if (not closed and not prev_closed and st_ is not None and st_ & K.CHG_AUX_CLOSED
-                and p[1] - self.open_ms > AGREE_MS):
-            self.weld_seen = True
+        if not closed and not prev_closed and st_ is not None and st_ & K.CHG_AUX_CLOSED and p[1] > self.open_ms:
+            if self.weld_from is None:
+                self.weld_from = p[1]
+            if p[1] - self.weld_from >= AGREE_MS:
+                self.weld_seen = True
+        else:
+            self.weld_from = None
         if (self.weld_seen or il.latched[ROW["contactor_welded"]]) and closed:
             if not prev_closed and sup.state == S.STOPPING and "close_outside_charging" in TOLERATE:
                 FOUND.add("close_outside_charging")  # the same bug: stopping closes

@@ -115,3 +115,118 @@ def test_silent_charger_mid_charge_ends_safe_within_data_age():
         b.step(100, fresh=False)  # nothing answers any more
     assert b.now - t0 <= 1500
     assert b.cmd("chg_contactor") == 0 and b.cmd("chg_limit_a") == 0
+
+
+def _meter_plant(b, dt_ms):
+    # follow_plant, and a meter at the output that counts what flows.
+    follow_plant(b)
+    v = b.values
+    v["met_a"] = v["chg_out_a"]
+    v["met_v"] = v["chg_out_v"]
+    v["met_w"] = v["chg_out_a"] * v["chg_out_v"]
+    v["met_wh"] += v["met_w"] * dt_ms / 3600000.0
+
+
+class _Journal:
+    # What SessionRecorder needs of h2p.journal.Journal, in RAM.
+    def get_meta(self, k, d=None):
+        return d
+
+    def set_meta(self, k, v):
+        pass
+
+    def open_session(self, rec, now):
+        pass
+
+    def due(self, sid, now):
+        return False
+
+    def close_session(self, rec):
+        self.closed = rec
+
+
+def test_meter_silent_for_polls_mid_session_does_not_stop_it_and_energy_is_bridged():
+    # Speed 1: real milliseconds, one poll every 100 ms. The billing meter
+    # misses 60 polls (6 s, past the 1 s data age of the control loop) in
+    # the middle of a session: the session goes on, and the meter's energy
+    # register, read again after the gap, bills what flowed during it.
+    from h2p.session import SessionRecorder
+
+    b = Bench()
+    _charging(b)
+    rec = SessionRecorder(_Journal(), "bench")
+    rec.boot()
+    rec.start(0, "tag", b.values["met_wh"])
+    wh0 = b.values["met_wh"]
+    gap = []
+    t = 0.0
+    for n in range(200):
+        if n == 50 or n == 110:
+            gap.append(b.values["met_wh"])
+        if 50 <= n < 110:
+            b.silent.add("meter")
+        else:
+            b.silent.discard("meter")
+        _meter_plant(b, 100)
+        b.step(100)
+        t += 0.1
+        assert b.state() == "charging", (n, b.state(), b.sup.il.names_in_force())
+        assert not any(e[0] == "session_stop" for e in b.sup.events), b.sup.events
+        if "meter" not in b.silent:  # the shell counts energy when the meter answers
+            rec.step(t, b.values["met_wh"])
+    assert b.values["chg_out_a"] > 5 and b.cmd("chg_contactor") == 1
+    r = rec.stop(t, "ev_stop", b.values["met_wh"])
+    assert gap[1] - gap[0] > 50  # energy flowed while the meter was silent (~80 Wh)
+    assert abs(r["energy_wh"] - (b.values["met_wh"] - wh0)) < 0.1, (r["energy_wh"], b.values["met_wh"] - wh0)
+
+
+def test_meter_silent_past_the_configured_gap_ends_the_session():
+    b = Bench(bus={"meter_gap_ms": 3000})
+    _charging(b)
+    b.silent.add("meter")
+    n = 0
+    while b.state() == "charging" and n < 100:
+        _meter_plant(b, 100)
+        b.step(100)
+        n += 1
+    assert b.state() == "stopping" and b.sup.stop_req == "comm_meter", (b.state(), b.sup.stop_req)
+    assert 29 <= n <= 32, n  # 3 s after its last reading (+ a step), not the 1 s data age
+
+
+def test_start_meter_value_is_waited_for_up_to_the_meter_gap():
+    # The session waits for the meter's start value before it closes; a
+    # meter that misses a few polls then does not end it (meter_timeout
+    # only after bus.meter_gap_ms).
+    b = Bench(bus={"meter_gap_ms": 20000})
+    _to_ready(b)
+    b.silent.add("meter")
+    b.sup.hold_close = True  # the shell's wait for the start meter value
+    b.set(chg_pilot=K.PILOT_C, chg_ev_req_a=200, chg_ev_req_v=380)
+    for _ in range(150):  # 15 s: past the 10 s insulation timeout
+        follow_plant(b)
+        b.step(100)
+        b.sup.hold_close = True
+    assert b.state() == "charging" and not b.sup.stop_req and b.cmd("chg_contactor") == 0
+    assert not any(e[0] == "session_stop" for e in b.sup.events), b.sup.events
+    for _ in range(80):
+        follow_plant(b)
+        b.step(100)
+    # Silent past the gap: the session ends, saying why (the meter's
+    # heartbeat row or the wait for its start value, whichever is first).
+    stops = [e for e in b.sup.events if e[0] == "session_stop"]
+    assert len(stops) == 1 and stops[0][2] in ("comm_meter", "meter_timeout"), b.sup.events
+
+
+def test_weld_confirm_time_comes_from_the_config():
+    b = Bench(limits={"aux_confirm_ms": 3000})
+    _charging(b)
+    b.set(chg_pilot=K.PILOT_B)
+    b.values["_welded"] = True
+    for _ in range(30):  # 3 s after the open command: not yet 3 s of disagreeing readings
+        follow_plant(b)
+        b.step(100)
+    assert "contactor_welded" not in b.sup.il.names_in_force()
+    for _ in range(5):
+        follow_plant(b)
+        b.step(100)
+    assert "contactor_welded" in b.sup.il.names_in_force()

@@ -31,6 +31,12 @@ class Bench:
         self.now = 0
         self.values = dict(HEALTHY)
         self.sup = Supervisor(self.cfg, self.devs, 0)
+        self.silent = set()  # devices that do not answer: their readings are not refreshed
+        self.own = {}  # reading index -> its device's name
+        for d in self.devs:
+            for blk in d.blocks:
+                for f in blk.fields:
+                    self.own[f[0]] = d.name
 
     def set(self, **kw):
         self.values.update(kw)
@@ -40,10 +46,13 @@ class Bench:
             if name.startswith("_"):
                 continue  # test knobs, not readings
             i = INDEX[name]
+            if self.own.get(i) in self.silent:
+                continue
             self.rd.put(i, int(round(v / SCALES[i])), self.now)
         for d in self.devs:
-            d.ok_ms = self.now
-            d.silent = False
+            if d.name not in self.silent:
+                d.ok_ms = self.now
+                d.silent = False
 
     def step(self, ms=100, n=1, fresh=True):
         for _ in range(n):
