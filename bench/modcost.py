@@ -23,7 +23,7 @@ from host_tools.build import build
 # pile never imported it, and it is no longer on the board.)
 RESIDENT = ("asyncio json h2p h2p.compat h2p.log h2p.codes h2p.states h2p.readings h2p.modbus h2p.devices "
             "h2p.interlocks h2p.arbiter h2p.contactor h2p.supervisor h2p.app h2p.board_unix h2p.journal "
-            "h2p.session h2p.topics h2p.sign h2p.billing h2p.mqtt h2p.cmdhandler "
+            "h2p.session h2p.topics h2p.sign h2p.billing h2p.mqtt h2p.cmdgate h2p.cmdhandler "
             "h2p.uplink").split()
 
 _PROBE = """

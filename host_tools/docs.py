@@ -181,9 +181,9 @@ def safety_commands_md() -> list[str]:
 
 def comm_watchdog_md() -> list[str]:
     # The devices' own guarantee when the firmware cannot act (issue 15).
-    from sim import params as SP
+    from sim import params as P
 
-    p = SP.defaults()
+    p = P.defaults()
     age = C.BUS["data_age_ms"][1]
     regs = ", ".join("`%s` (%s)" % (r, d) for d, r in R.COMM_TIMEOUT.items())
     L = ["## When the firmware goes silent: the devices' comm watchdogs", "",

@@ -67,7 +67,7 @@ class Pile:
         self.force_slow = False
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
-        self.starting = None  # auth of a session that waits for the last one to close
+        self.starting = None  # type: str | None  # auth of a session that waits for the last one to close
         self.listeners = []  # type: list  # fn(kind, a, b) for events (MQTT)
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps

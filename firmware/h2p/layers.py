@@ -95,7 +95,7 @@ MODULES = {
     "h2p.contactor": (CORE, ""),
     "h2p.supervisor": (CORE, ""),
     "h2p.billing": (CORE, "store-and-forward logic; the journal and the client's publish are passed in"),
-    "h2p.cmdhandler": (CORE, "loaded by the uplink for a burst of commands and dropped 2 s after it"),
+    "h2p.cmdhandler": (CORE, "loaded per command by the uplink (not for one over the rate) and dropped after it"),
     "h2p.cmdgate": (CORE, "the command rate, on the raw bytes: resident in the uplink"),
     "h2p.link": (CORE, "mixes Keeper (core) with run(), a small task around it: core"),
     "h2p.led": (CORE, "mixes pattern()/lit() (core) with run(), a small task around them: core"),

@@ -21,7 +21,7 @@ import json
 from binascii import unhexlify
 
 from h2p.compat import sha256
-from h2p.cmdspec import CMD_ARGS, CMD_NAMES
+from h2p import cmdspec
 
 MAX_CMD_BYTES = 1024
 MAX_TTL_S = 300  # expires - issued may not exceed this
@@ -29,7 +29,9 @@ SKEW_S = 30  # issued may be this far in the future of the pile's clock
 CLOCK_MIN = 1700000000  # 2023-11-14: a clock before this was never set
 
 # RAM: the pile imports this module only while it handles a command (see
-# h2p.cmdhandler), so it is kept to few functions and no tables of its own;
+# h2p.cmdhandler), so it is kept to few functions and no tables of its own,
+# and to at most 17 globals (one more and their table is the next size up,
+# a 368 B block that a fragmented heap may not have: seen at 96K);
 # what only host tools use (hmac_hex, verify_command) is in h2p.signer.
 
 
@@ -90,15 +92,15 @@ def canonical(cmd, out=None):
 
 def check_args(op, args):
     # -> None if args fit the op's schema (h2p.cmdspec), else the reason.
-    if op not in CMD_NAMES:
+    if op not in cmdspec.CMD_NAMES:
         return "unknown op"
     if not isinstance(args, dict):
         return "wrong types: args"
-    for a in CMD_ARGS:
+    for a in cmdspec.CMD_ARGS:
         if a[0] == op and a[3] and a[1] not in args:
             return "bad args: missing " + a[1]
     for k in args:
-        for a in CMD_ARGS:
+        for a in cmdspec.CMD_ARGS:
             if a[0] == op and a[1] == k:
                 break
         else:
@@ -131,8 +133,29 @@ def parse(raw):
     if raw is None or len(raw) > MAX_CMD_BYTES:
         return None, "too large"
     try:
-        if raw.count(b"{") + raw.count(b"[") > 4 and _depth(raw) > 2:
-            return None, "too deep"
+        if raw.count(b"{") + raw.count(b"[") > 4:
+            # the deepest nesting of arrays/objects outside strings (inline:
+            # RAM, a function more would grow the globals' table a size step)
+            d = m = 0
+            in_str = esc = False
+            for b in raw:
+                if in_str:
+                    if esc:
+                        esc = False
+                    elif b == 0x5C:  # backslash
+                        esc = True
+                    elif b == 0x22:
+                        in_str = False
+                elif b == 0x22:
+                    in_str = True
+                elif b == 0x7B or b == 0x5B:
+                    d += 1
+                    if d > m:
+                        m = d
+                elif b == 0x7D or b == 0x5D:
+                    d -= 1
+            if m > 2:
+                return None, "too deep"
         cmd = json.loads(raw)
     except MemoryError:
         return None, "no memory"
@@ -157,29 +180,6 @@ def parse(raw):
     if len(cmd["sig"]) != 64:
         return cmd, "bad signature"
     return cmd, None
-
-
-def _depth(raw):
-    # The deepest nesting of raw's JSON arrays/objects, outside strings.
-    d = m = 0
-    in_str = esc = False
-    for b in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 0x5C:  # backslash
-                esc = True
-            elif b == 0x22:
-                in_str = False
-        elif b == 0x22:
-            in_str = True
-        elif b == 0x7B or b == 0x5B:
-            d += 1
-            if d > m:
-                m = d
-        elif b == 0x7D or b == 0x5D:
-            d -= 1
-    return m
 
 
 def check(cmd, key, now_s, pile_id=None, allow_unset_clock=False, skew_s=SKEW_S):

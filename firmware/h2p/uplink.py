@@ -24,7 +24,7 @@
 import json
 from math import nan
 
-from h2p.cmdgate import admit, peek
+from h2p import cmdgate
 from h2p.compat import asyncio, const, forget, ticks_ms, ticks_diff
 from h2p.log import log
 from h2p.mqtt import MQTTClient
@@ -59,9 +59,11 @@ _FC_V = const(11)
 _FC_A = const(12)
 
 _CMD_TABLE = const(320)  # h2p.cmdhandler._TABLE_BYTES (tests/firmware/test_cmdhandler.py checks)
-_CMD_INTS = const(83)  # h2p.cmdhandler._N_INTS
-_CMD_ROOM = const(2048)  # held for the command path (see __init__)
-_CMD_IDLE_MS = const(2000)  # commands' modules dropped this long after the last one
+_CMD_INTS = const(86)  # h2p.cmdhandler._N_INTS, then the uplink's:
+_U_T0 = const(83)  # about when the pile booted (wall ticks)
+_U_BOOT = const(84)  # the boot's Unix time once the clock is set (0: not yet)
+_U_FLOOR = const(85)  # the journal's "cmd_floor"
+_CMD_ROOM = const(1024)  # held for the command path's modules (see __init__)
 _EVT_MAX = const(16)  # events queued while offline beyond this are counted, not kept
 _QUEUE = const(8)  # MQTT queue slots: status, meta, state, tele, events and bills of one round
 
@@ -101,17 +103,16 @@ class Uplink:
         from array import array
 
         # The command memory (h2p.cmdhandler), made at boot: fixed in size.
+        # (RAM: the uplink's own command integers are in it too, _U_*: an
+        # attribute more each would grow the instance's table.)
         self.cmdmem = (bytearray(_CMD_TABLE), array("i", bytes(4 * _CMD_INTS)))
+        self.cmdmem[1][_U_T0] = ticks_ms()
         # Room held for the command path: loading its modules needs blocks
-        # of a few hundred bytes that a heap fragmented by hours of charging
-        # may no longer have; this block is let go when they are loaded,
-        # and taken again once they are dropped (_message, _cmd_idle).
+        # of a few hundred bytes (their globals' tables) that a heap
+        # fragmented by a flood of messages may not have at that moment;
+        # this block is let go just before they are loaded and taken again
+        # once they are dropped (_message).
         self.room = bytearray(_CMD_ROOM)
-        self.cmdmod = None  # h2p.cmdhandler while commands come in
-        self.cmd_ms = 0  # when the last one came (wall ticks)
-        self.t0 = ticks_ms()  # about when the pile booted (wall ticks)
-        self.boot_s = 0  # the boot's Unix time, once the clock is set (h2p.cmdhandler)
-        self.cmd_floor = 0  # the journal's "cmd_floor" (h2p.cmdhandler)
         self.prefix = None  # "h2pile/v1/<pile>/"
         self.cmd_topic = None
         self.flags = None  # topic name -> qos | 2 if retained
@@ -160,65 +161,57 @@ class Uplink:
         # Every command gets its ack, whatever its size or shape: the
         # handler never raises; if even loading it fails, a bare one.
         p = self.pile
-        op = peek(payload, b'"op"')
-        if payload is not None and not admit(self.cmdmem[1], p.clock.ms(), op):
+        op = cmdgate.peek(payload, b'"op"')
+        n = self.cmdmem[1]
+        if payload is not None and not cmdgate.admit(n, p.clock.ms(), op):
             # Over the command rate: answered from the raw bytes, nothing
             # parsed or loaded (h2p.cmdgate).
-            cid = peek(payload, b'"id"')
+            cid = cmdgate.peek(payload, b'"id"')
             self._cmd_ack({"id": cid, "op": op if op is None or len(op) <= 16 else None,
                            "ok": False, "reason": "busy"})
             return
-        h = self.cmdmod
+        self.room = None
         try:
-            if h is None:
-                # Its modules are loaded for the first command of a burst,
-                # into the room held for them, and dropped once commands
-                # stop coming (_cmd_idle): a flood does not load them a
-                # thousand times into an ever more fragmented heap.
-                self.room = None
-                from h2p import cmdhandler
+            from h2p import cmdhandler
 
-                h = self.cmdmod = cmdhandler
-                cmdhandler = None
-            self.cmd_ms = ticks_ms()
             # the supervisor carries out the ops, resend_meta is ours
             targets = (p.sup, self) if p.maintenance is None else (p.maintenance, p.sup, self)
             now_s = p.board.unix_time()
             self._boot_time(now_s)
-            ack = h.handle(payload, now_s, self.pid, self.key, targets, self.cmdmem,
-                           op, self.c.rx_retained, p.rec.j, self.boot_s)
+            ack = cmdhandler.handle(payload, now_s, self.pid, self.key, targets, self.cmdmem,
+                                    op, self.c.rx_retained, p.rec.j, n[_U_BOOT])
         except Exception as e:  # noqa: BLE001 - MemoryError above all: said, not silent
             p.report_errors += 1
             log("cmd", "not handled:", type(e).__name__, e)
             ack = {"id": None, "op": None, "ok": False, "reason": "no memory"}
-        h = None
+        # The ack goes out first: what it allocates does not land in the
+        # blocks the modules free, which the next command's load reuses.
         self._cmd_ack(ack)
+        ack = cmdhandler = None
+        # RAM: loaded for one command, dropped after it (over the rate,
+        # nothing is loaded: a flood costs no loading at all)
+        forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+        try:
+            self.room = bytearray(_CMD_ROOM)
+        except MemoryError:  # no block that size now: the next command goes without
+            pass
 
     def _cmd_ack(self, ack):
         # with the pile clock, as events have it: when it was handled
         log("cmd", self.pile.clock.ms(), ack["op"], "ok" if ack["ok"] else "rejected", ack["reason"])
         self._pub("cmd/ack", ack)
 
-    def _cmd_idle(self):
-        # Commands stopped coming: drop their modules, take the room again.
-        if self.cmdmod is not None and ticks_diff(ticks_ms(), self.cmd_ms) > _CMD_IDLE_MS:
-            self.cmdmod = None
-            forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
-        if self.cmdmod is None and self.room is None:
-            try:
-                self.room = bytearray(_CMD_ROOM)
-            except MemoryError:
-                pass
-
     def _boot_time(self, now_s):
         # The boot's Unix time, worked out as soon as the clock is set (the
-        # ticks since boot wrap after days): commands issued before it are
-        # refused (h2p.cmdhandler). Rounded up: a command signed in the
-        # second of the boot is refused, never one from before it accepted.
-        # A command accepted before a reboot but issued ahead of the clock
-        # may still be newer than the boot: cmd_floor.
-        if not self.boot_s and now_s is not None:
-            self.boot_s = max(now_s - ticks_diff(ticks_ms(), self.t0) // 1000 + 1, self.cmd_floor)
+        # ticks since boot wrap after days): commands issued at or before
+        # it are refused (h2p.cmdhandler). Seconds since boot rounded down
+        # from a clock rounded down: never after the boot's second, so no
+        # command from before the boot gets in. A command accepted before
+        # the reboot but issued ahead of the clock may still be newer than
+        # the boot: the journal's cmd_floor.
+        n = self.cmdmem[1]
+        if not n[_U_BOOT] and now_s is not None:
+            n[_U_BOOT] = max(int(now_s) - ticks_diff(ticks_ms(), n[_U_T0]) // 1000, n[_U_FLOOR])
 
     def _event(self, kind, a, b):
         # The pile's events (faults, selftest, session_start, session_stop,
@@ -330,7 +323,7 @@ class Uplink:
         f = self.flags["status"]
         c.will = ((self.prefix + "status").encode(), json.dumps({"online": False, "seq": 0, "boot": p.boot_no}),
                   bool(f & 2), f & 1)
-        self.cmd_floor = p.rec.j.get_meta("cmd_floor", 0)
+        self.cmdmem[1][_U_FLOOR] = p.rec.j.get_meta("cmd_floor", 0)
         from h2p.billing import Billing
 
         self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected)
@@ -360,7 +353,6 @@ class Uplink:
         while True:
             await asyncio.sleep_ms(500)
             self._boot_time(p.board.unix_time())
-            self._cmd_idle()
             if not c.connected:
                 continue
             try:

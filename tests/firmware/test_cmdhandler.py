@@ -87,7 +87,10 @@ class Pile:
 
 def test_uplink_allocates_what_the_handler_uses():
     assert uplink._CMD_TABLE == cmdhandler._TABLE_BYTES == REPLAY_SLOTS * 8
-    assert uplink._CMD_INTS == cmdhandler._N_INTS == 3 + 2 * REPLAY_SLOTS
+    assert cmdhandler._N_INTS == 3 + 2 * REPLAY_SLOTS
+    # the uplink keeps its own integers after the handler's
+    assert uplink._CMD_INTS > min(uplink._U_T0, uplink._U_BOOT, uplink._U_FLOOR) \
+        >= cmdhandler._N_INTS
 
 
 def test_accepted_and_carried_out():

@@ -11,7 +11,7 @@ import time
 from types import SimpleNamespace
 
 from h2p import codes as K
-from h2p import signer, topics, topics_doc
+from h2p import signer, topics, topics_doc, uplink
 from h2p.uplink import Uplink
 from tests.helpers.pilebench import Bench, follow_plant
 
@@ -113,7 +113,7 @@ async def _session():
     # Commands: one that is not JSON, one without an op (a detail), a
     # signed one, and the same again. (Signed after the boot, as the pile
     # sees it: a command from before it is refused.)
-    u.boot_s = int(time.time()) - 60
+    u.cmdmem[1][uplink._U_BOOT] = int(time.time()) - 60
     u._message(u.cmd_topic, b"\x00junk")
     u._message(u.cmd_topic, b'{"id": "x"}')
     cmd = signer.sign_command("resend_meta", {}, KEY, time.time(), pile="fields-1")

@@ -85,7 +85,8 @@ class Broker:
 
 _MPY_DIR = []
 # the firmware modules the MQTT tests run (other modules are not needed)
-MQTT_MODULES = ("__init__", "compat", "topics", "cmdspec", "sign", "keys", "mqtt", "publisher", "cmdhandler")
+MQTT_MODULES = ("__init__", "compat", "topics", "cmdspec", "sign", "signer", "keys", "mqtt", "publisher", "cmdgate",
+                "cmdhandler")
 
 
 def compiled_firmware():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from h2p import mqtt as M
+from h2p import mqtt
 from host_tools import broker
 from tests.helpers.mqtt_broker import free_port
 from tests.helpers.pilewait import until
@@ -24,7 +24,7 @@ async def _storm(port, attempts):
     ups = [[] for _ in range(FLEET)]  # CONNACK times per client
     clients = []
     for i in range(FLEET):
-        c = M.MQTTClient("storm-%03d" % i, "127.0.0.1", port, keepalive=5, max_queue=4, connect_timeout=2)
+        c = mqtt.MQTTClient("storm-%03d" % i, "127.0.0.1", port, keepalive=5, max_queue=4, connect_timeout=2)
         c.on_connect = lambda i=i: ups[i].append(time.monotonic())
         clients.append(c)
     tasks = [asyncio.create_task(c.run()) for c in clients]
@@ -53,13 +53,13 @@ async def _storm(port, attempts):
 
 def test_a_fleet_reconnects_fast_without_a_storm(monkeypatch):
     attempts = []
-    real = M.asyncio.open_connection
+    real = mqtt.asyncio.open_connection
 
     async def counted(*a, **kw):
         attempts.append(time.monotonic())
         return await real(*a, **kw)
 
-    monkeypatch.setattr(M.asyncio, "open_connection", counted)
+    monkeypatch.setattr(mqtt.asyncio, "open_connection", counted)
     port = free_port()
     t_down, t_back, back = asyncio.run(_storm(port, attempts))
     back.sort()

@@ -73,7 +73,8 @@ def test_cmd_end_to_end(tmp_path, capsys):
         assert pile.wait(lambda e: e["ev"] == "do" and e["amps"] == 32.5, 2)
         # a command the target refuses -> 1
         rc = run_cli(cmdtool, ["cmd", "P1", "stop", "--broker", broker, "--fleet-secret", SECRET])
-        assert rc == 1 and json.loads(capsys.readouterr().out)["reason"] == "not charging"
+        a = json.loads(capsys.readouterr().out)
+        assert rc == 1 and a["reason"] == "refused" and a["detail"] == "not charging", a
         # signed with another pile's key -> rejected -> 1
         rc = run_cli(cmdtool, ["cmd", "P1", "start", "auth=tok", "--broker", broker,
                                 "--key", keys.cmd_key(SECRET, "P2")])
