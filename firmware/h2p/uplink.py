@@ -59,11 +59,11 @@ _FC_V = const(11)
 _FC_A = const(12)
 
 _CMD_TABLE = const(320)  # h2p.cmdhandler._TABLE_BYTES (tests/firmware/test_cmdhandler.py checks)
-_CMD_INTS = const(86)  # h2p.cmdhandler._N_INTS, then the uplink's:
+_CMD_INTS = const(87)  # h2p.cmdhandler._N_INTS, then the uplink's:
 _U_T0 = const(83)  # about when the pile booted (wall ticks)
 _U_BOOT = const(84)  # the boot's Unix time once the clock is set (0: not yet)
 _U_FLOOR = const(85)  # the journal's "cmd_floor"
-_CMD_ROOM = const(1024)  # held for the command path's modules (see __init__)
+_U_BUSY = const(86)  # commands refused over the rate since the last log line
 _EVT_MAX = const(16)  # events queued while offline beyond this are counted, not kept
 _QUEUE = const(8)  # MQTT queue slots: status, meta, state, tele, events and bills of one round
 
@@ -102,17 +102,7 @@ class Uplink:
         self.key = m["cmd_key"]
         from array import array
 
-        # The command memory (h2p.cmdhandler), made at boot: fixed in size.
-        # (RAM: the uplink's own command integers are in it too, _U_*: an
-        # attribute more each would grow the instance's table.)
-        self.cmdmem = (bytearray(_CMD_TABLE), array("i", bytes(4 * _CMD_INTS)))
-        self.cmdmem[1][_U_T0] = ticks_ms()
-        # Room held for the command path: loading its modules needs blocks
-        # of a few hundred bytes (their globals' tables) that a heap
-        # fragmented by a flood of messages may not have at that moment;
-        # this block is let go just before they are loaded and taken again
-        # once they are dropped (_message).
-        self.room = bytearray(_CMD_ROOM)
+        self.cmdmem = None  # the command memory (h2p.cmdhandler), made in _setup
         self.prefix = None  # "h2pile/v1/<pile>/"
         self.cmd_topic = None
         self.flags = None  # topic name -> qos | 2 if retained
@@ -166,11 +156,39 @@ class Uplink:
         if payload is not None and not cmdgate.admit(n, p.clock.ms(), op):
             # Over the command rate: answered from the raw bytes, nothing
             # parsed or loaded (h2p.cmdgate).
-            cid = cmdgate.peek(payload, b'"id"')
-            self._cmd_ack({"id": cid, "op": op if op is None or len(op) <= 16 else None,
-                           "ok": False, "reason": "busy"})
+            try:
+                n[_U_BUSY] += 1  # logged as a count by run(): a line each would be garbage in a flood
+                self._pub("cmd/ack", {"id": cmdgate.peek(payload, b'"id"'), "op": op if op is None or len(op) <= 16
+                                      else None, "ok": False, "reason": "busy"})
+            except MemoryError:
+                p.report_errors += 1
             return
-        self.room = None
+        ack = self._handle(payload, op, n)
+        if (ack is None or ack["reason"] == "no memory") and cmdgate.safety(op):
+            # A stop must not fail for want of a block to load or run the
+            # handler in: let go of the acks already written (only their
+            # PUBACK is awaited) and of what a half-done load left; again.
+            forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+            self.c.shed()
+            ack = self._handle(payload, op, n)
+        if ack is None:
+            p.report_errors += 1
+            ack = {"id": cmdgate.peek(payload, b'"id"'), "op": op if op is None or len(op) <= 16 else None,
+                   "ok": False, "reason": "no memory"}
+        # The ack goes out first: what it allocates does not land in the
+        # blocks the modules free, which the next command's load reuses.
+        try:
+            self._cmd_ack(ack)
+        except MemoryError:  # said (counted); the modules are dropped all the same
+            p.report_errors += 1
+        ack = None
+        # RAM: loaded for one command, dropped after it (over the rate,
+        # nothing is loaded: a flood costs no loading at all)
+        forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+
+    def _handle(self, payload, op, n):
+        # -> the handler's ack, or None if it could not be loaded or run
+        p = self.pile
         try:
             from h2p import cmdhandler
 
@@ -178,23 +196,11 @@ class Uplink:
             targets = (p.sup, self) if p.maintenance is None else (p.maintenance, p.sup, self)
             now_s = p.board.unix_time()
             self._boot_time(now_s)
-            ack = cmdhandler.handle(payload, now_s, self.pid, self.key, targets, self.cmdmem,
-                                    op, self.c.rx_retained, p.rec.j, n[_U_BOOT])
+            return cmdhandler.handle(payload, now_s, self.pid, self.key, targets, self.cmdmem,
+                                     op, self.c.rx_retained, p.rec.j, n[_U_BOOT])
         except Exception as e:  # noqa: BLE001 - MemoryError above all: said, not silent
-            p.report_errors += 1
             log("cmd", "not handled:", type(e).__name__, e)
-            ack = {"id": None, "op": None, "ok": False, "reason": "no memory"}
-        # The ack goes out first: what it allocates does not land in the
-        # blocks the modules free, which the next command's load reuses.
-        self._cmd_ack(ack)
-        ack = cmdhandler = None
-        # RAM: loaded for one command, dropped after it (over the rate,
-        # nothing is loaded: a flood costs no loading at all)
-        forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
-        try:
-            self.room = bytearray(_CMD_ROOM)
-        except MemoryError:  # no block that size now: the next command goes without
-            pass
+            return None
 
     def _cmd_ack(self, ack):
         # with the pile clock, as events have it: when it was handled
@@ -323,7 +329,6 @@ class Uplink:
         f = self.flags["status"]
         c.will = ((self.prefix + "status").encode(), json.dumps({"online": False, "seq": 0, "boot": p.boot_no}),
                   bool(f & 2), f & 1)
-        self.cmdmem[1][_U_FLOOR] = p.rec.j.get_meta("cmd_floor", 0)
         from h2p.billing import Billing
 
         self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected)
@@ -332,6 +337,16 @@ class Uplink:
             c.subscribe(t, q)
         topics = row = None
         forget("h2p.topics", "h2p.cmdspec")
+        # The command memory, made once, fixed in size: after h2p.topics is
+        # gone, so that loading it found the heap as free as it can be.
+        # (RAM: the uplink's own command integers are in it too, _U_*: an
+        # attribute more each would grow the instance's table.)
+        from array import array
+
+        self.cmdmem = (bytearray(_CMD_TABLE), array("i", bytes(4 * _CMD_INTS)))
+        n = self.cmdmem[1]
+        n[_U_T0] = ticks_ms()  # a little after the boot: the floor errs late, i.e. safe
+        n[_U_FLOOR] = p.rec.j.get_meta("cmd_floor", 0)
 
     async def run(self):
         p = self.pile
@@ -353,6 +368,10 @@ class Uplink:
         while True:
             await asyncio.sleep_ms(500)
             self._boot_time(p.board.unix_time())
+            n = self.cmdmem[1]
+            if n[_U_BUSY]:
+                log("cmd", p.clock.ms(), "busy", n[_U_BUSY], "refused over the rate")
+                n[_U_BUSY] = 0
             if not c.connected:
                 continue
             try:

@@ -191,7 +191,8 @@ def test_a_boot_that_keeps_crashing_stays_in_maintenance_until_reset(tmp_path, f
                                      signer.sign_command("wake", {}, key, time.time(), pile=PILE), timeout=10)
             if not isinstance(ack, dict):
                 (tmp_path / "console.log").write_text("\n".join(run.lines))
-            assert isinstance(ack, dict) and not ack["ok"] and "maintenance" in ack["reason"], (ack, str(tmp_path))
+            assert isinstance(ack, dict) and not ack["ok"] and ack["reason"] == "refused" \
+                and "maintenance" in ack.get("detail", ""), (ack, str(tmp_path))
             _arm(run, False)
             code, ack = cmdtool.send("127.0.0.1", run.mqtt_port, PILE,
                                      signer.sign_command("reset", {}, key, time.time(), pile=PILE), timeout=10)
