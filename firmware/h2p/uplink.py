@@ -24,12 +24,13 @@
 import json
 from math import nan
 
-from h2p import cmdgate
 from h2p.compat import asyncio, const, forget, ticks_ms, ticks_diff
 from h2p.log import log
 from h2p.mqtt import MQTTClient
 from h2p import VERSION
 from h2p import states as S
+
+cmdgate = None  # h2p.cmdgate, imported in _setup: after the journal is open (heap layout at boot)
 
 
 def _indices(*names):
@@ -337,6 +338,9 @@ class Uplink:
             c.subscribe(t, q)
         topics = row = None
         forget("h2p.topics", "h2p.cmdspec")
+        global cmdgate
+        from h2p import cmdgate
+
         # The command memory, made once, fixed in size: after h2p.topics is
         # gone, so that loading it found the heap as free as it can be.
         # (RAM: the uplink's own command integers are in it too, _U_*: an
