@@ -358,7 +358,18 @@ class Uplink:
         while p.rec is None:
             await asyncio.sleep_ms(50)
         c = self.c
-        self._setup()
+        while True:
+            # h2p.topics needs one block of 1280 B (its globals' table): in
+            # a heap the boot has just cut up it may not be there yet. Not
+            # a crash: said, and tried again once the boot's leftovers are
+            # gone; the pile charges meanwhile, offline.
+            try:
+                self._setup()
+                break
+            except MemoryError as e:
+                forget("h2p.topics", "h2p.cmdspec", "h2p.billing")
+                log("uplink", "setup waits for memory:", e)
+                await asyncio.sleep_ms(2000)
         p.listeners.append(self._event)
         c.on_connect = self._connected
         c.on_message = self._message
