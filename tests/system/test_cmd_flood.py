@@ -8,14 +8,13 @@ import asyncio
 import json
 import re
 import statistics
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from h2p import cmdgate, keys, signer
 from host_tools.pilerun import PileRun
+from tests.helpers.cmd_operator import Operator
 from tests.helpers.pilewait import until
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
@@ -28,28 +27,6 @@ CONFIG = {"pile_id": PILE, "idle_shutdown_s": 0, "mqtt": {"keepalive_s": 5},
 CMD_LOG = re.compile(r"^LOG cmd (\d+) (\S+) (ok|rejected) (.+)$")
 
 
-class Acks:
-    def __init__(self, port):
-        self.by_id = {}
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="acks")
-        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"h2pile/v1/{PILE}/cmd/ack", 1)
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_message = self._msg
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-
-    def _msg(self, c, u, m):
-        d = json.loads(m.payload)
-        with self.lock:
-            self.by_id.setdefault(d.get("id"), []).append(d)
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 def _heap_free(lines):
     return [json.loads(ln[7:])["heap"][1] for ln in lines if ln.startswith("STATUS {")]
 
@@ -58,10 +35,7 @@ async def _flood(tmp_path, fw_build):
     run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
-    acks = Acks(run.mqtt_port)
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator")
-    pub.connect("127.0.0.1", run.mqtt_port)
-    pub.loop_start()
+    acks = Operator(run.mqtt_port, PILE)
     out = {}
     try:
         assert await run.wait_state("ready", 60), run.lines[-20:]
@@ -80,16 +54,16 @@ async def _flood(tmp_path, fw_build):
         stop = signer.sign_command("stop", {}, key, now, pile=PILE, cid="the-stop")
         mark = len(run.lines)
         for c in cmds + [stop]:
-            pub.publish(f"h2pile/v1/{PILE}/cmd", json.dumps(c), qos=1)
-        assert await until(lambda: "the-stop" in acks.by_id and len(acks.by_id) >= N + 1, 300), \
-            (len(acks.by_id), run.lines[-5:])
+            acks.send(json.dumps(c))
+        assert await until(lambda: "the-stop" in acks.acks and len(acks.acks) >= N + 1, 300), \
+            (len(acks.acks), run.lines[-5:])
         # the state change the stop causes; then STATUS lines (every 0.5 s
         # of wall time) until the command modules were dropped (2 s after
         # the last command) and a few more
         assert await until(lambda: any(ev["kind"] == "state" and ev["b"] == "stopping" for ev in run.events), 30)
         n_status = len(_heap_free(run.lines))
         assert await until(lambda: len(_heap_free(run.lines)) >= n_status + 10, 60)
-        out["acks"] = dict(acks.by_id)
+        out["acks"] = dict(acks.acks)
         out["ids"] = [c["id"] for c in cmds] + ["the-stop"]
         out["lines"] = run.lines[mark:]
         out["events"] = list(run.events)
@@ -98,8 +72,6 @@ async def _flood(tmp_path, fw_build):
         out["status"] = [json.loads(ln[7:]) for ln in run.lines if ln.startswith("STATUS {")]
         return out
     finally:
-        pub.loop_stop()
-        pub.disconnect()
         acks.close()
         await run.stop()
         (tmp_path / "console.log").write_text("\n".join(run.lines) + "\n")

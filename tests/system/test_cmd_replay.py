@@ -4,14 +4,13 @@ real mosquitto, a restart of the firmware in between)."""
 
 import asyncio
 import json
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from h2p import keys, signer
 from host_tools.pilerun import PileRun
+from tests.helpers.cmd_operator import Operator
 from tests.helpers.pilewait import until
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
@@ -19,45 +18,13 @@ pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 PILE = "rp-1"
 CONFIG = {"pile_id": PILE, "idle_shutdown_s": 0, "mqtt": {"keepalive_s": 5}}
 WARM = ["--param", "bed_c0=265", "--param", "stack_c0=165", "--param", "evap_delay_s=5"]
-CMD = f"h2pile/v1/{PILE}/cmd"
-
-
-class Operator:
-    """Publishes raw command bytes and collects the acks by id."""
-
-    def __init__(self, port):
-        self.acks = {}
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="op")
-        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"h2pile/v1/{PILE}/cmd/ack", 1)
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_message = self._msg
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-
-    def _msg(self, c, u, m):
-        d = json.loads(m.payload)
-        with self.lock:
-            self.acks.setdefault(d.get("id"), []).append(d)
-
-    def send(self, raw, retain=False):
-        self.c.publish(CMD, raw, qos=1, retain=retain)
-
-    async def ack(self, cid, n=1, timeout=30):
-        ok = await until(lambda: len(self.acks.get(cid, [])) >= n, timeout)
-        return self.acks[cid][n - 1] if ok else None
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 async def _scenario(tmp_path, fw_build):
     run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
-    op = Operator(run.mqtt_port)
+    op = Operator(run.mqtt_port, PILE)
     out = {}
     try:
         assert await run.wait_state("ready", 60), run.lines[-20:]
@@ -91,7 +58,7 @@ async def _scenario(tmp_path, fw_build):
         out["a_again"] = await op.ack("before-reboot", 2)
         op.send(b)
         out["b_again"] = await op.ack("ahead-of-clock", 2)
-        op.c.publish(CMD, b"", qos=1, retain=True)  # the operator clears the retained one
+        op.send(b"", retain=True)  # the operator clears the retained one
         # A command signed after both the boot and the kept floor works.
         assert await until(lambda: time.time() >= now + 7, 30)
         d = signer.sign_command("set_limit", {"amps": 43}, key, time.time(), pile=PILE, cid="after-reboot")
