@@ -1,6 +1,8 @@
 """Home Assistant and evcc against the real pile: the firmware (MicroPython
-unix port, the simulator) on a real mosquitto, `h2pile hass` as its own
-process, and the two checked the way they read MQTT (tests/helpers/hass_check).
+unix port, the simulator) on a real mosquitto with the ACL `h2pile
+broker-config` writes, `h2pile hass` as its own process on a gateway account,
+Home Assistant's (and evcc's) side on a home account, and the two checked the
+way they read MQTT (tests/helpers/hass_check).
 
 The pile's topics are taken from the running pile: a topic counts as the
 pile's once a message stamped as the pile stamps them ("seq" and "boot")
@@ -26,10 +28,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from h2p import topics
+from h2p import keys, topics
+from host_tools import broker_config
 from host_tools import hass_discovery as hd
 from host_tools.pilerun import PileRun
 from tests.helpers import hass_check as ha
+from tests.helpers.mqtt_broker import Broker, free_port
 from tests.helpers.pilewait import until
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker, pytest.mark.system]
@@ -41,16 +45,33 @@ WARM = ["--param", "bed_c0=265", "--param", "stack_c0=165", "--param", "evap_del
 CONFIG = {"pile_id": PILE, "auto_charge": False, "idle_shutdown_s": 0, "mqtt": {"keepalive_s": 5},
           "limits": {"feed_lead_s": 6, "stack_ramp_up": 0.05}, "bus": {"data_age_ms": 3000}}
 DISCOVERY = hd.discovery_topic(PILE)
+SECRET = "hass-pile-fleet-secret"
+# the accounts: the bridge (gateway role), Home Assistant and evcc (home
+# role), and a test-only one that reads the bills the home account may not
+PW = {"gw": "gw-pw", "ha": "ha-pw", "watch": "watch-pw"}
+
+
+def broker(tmp_path, port):
+    """mosquitto with the generated password file and ACL (+ the watcher)."""
+    paths = broker_config.generate(SECRET, [PILE], [], str(tmp_path / "broker"),
+                                   gateways=[("gw", PW["gw"])], homes=[("ha", PW["ha"])])
+    with open(paths["acl"], "a") as f:
+        f.write("\nuser watch\ntopic read %s#\n" % topics.PREFIX)
+    with open(paths["passwd"], "a") as f:
+        f.write(broker_config.passwd_line("watch", PW["watch"]) + "\n")
+    return Broker(tmp_path, extra="password_file %s\nacl_file %s\n" % (paths["passwd"], paths["acl"]),
+                  anonymous=False, port=port).start()
 
 
 class Home:
     """Home Assistant's (and evcc's) side of the broker: every message on the
     pile's topics and the discovery, with arrival times; publishes as they do."""
 
-    def __init__(self, port):
+    def __init__(self, port, user):
         self.msgs = []  # (monotonic, topic, payload bytes, retain)
         self.cond = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="home-%d" % os.getpid())
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="%s-%d" % (user, os.getpid()))
+        self.c.username_pw_set(user, PW[user])
         self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
             [(topics.PREFIX + PILE + "/#", 1), ("homeassistant/#", 1)])
         self.c.on_message = self._msg
@@ -97,9 +118,10 @@ class Bridge:
     """`h2pile hass` as its own process; its stderr lines are kept."""
 
     def __init__(self, port, secret):
-        env = dict(os.environ, H2PILE_FLEET_SECRET=secret,
+        env = dict(os.environ, H2PILE_FLEET_SECRET=secret, H2PILE_MQTT_PASSWORD=PW["gw"],
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "firmware")]))
-        self.p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "hass", "--broker", "127.0.0.1:%d" % port],
+        self.p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "hass", "--broker", "127.0.0.1:%d" % port,
+                                   "--user", "gw"],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -127,11 +149,17 @@ def evcc_charger():
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
-                  firmware_build=fw_build, board_dir=str(tmp_path / "board"))
+    port = free_port()
+    mosq = broker(tmp_path, port)
+    # the pile logs in as itself, with the password derived from the fleet secret
+    cfg = dict(CONFIG, mqtt=dict(CONFIG["mqtt"], host="127.0.0.1", port=port, cmd_key=keys.cmd_key(SECRET, PILE),
+                                 password=keys.mqtt_password(SECRET, PILE)))
+    run = PileRun(speed=5, heap="96K", config=cfg, sim_args=WARM, firmware_build=fw_build,
+                  board_dir=str(tmp_path / "board"))
     await run.start()
-    home = Home(run.mqtt_port)
-    bridge = Bridge(run.mqtt_port, run.fleet_secret)
+    home = Home(port, "ha")
+    watch = Home(port, "watch")
+    bridge = Bridge(port, SECRET)
     tele, state, status = (topics.topic(PILE, n) for n in ("tele", "state", "status"))
     o = {"t0": time.monotonic()}
     try:
@@ -184,8 +212,8 @@ async def _scenario(tmp_path, fw_build):
         t_stop = time.monotonic()
         home.press(cfg["components"]["stop"]["command_topic"], "PRESS")
         assert await until(lambda: run.state != "charging", 20), bridge.lines[-5:]
-        assert await until(lambda: home.on(topics.topic(PILE, "bill"), since=t_stop), 30), bridge.lines[-5:]
-        o["bill"] = json.loads(home.on(topics.topic(PILE, "bill"), since=t_stop)[-1])
+        assert await until(lambda: watch.on(topics.topic(PILE, "bill"), since=t_stop), 30), bridge.lines[-5:]
+        o["bill"] = json.loads(watch.on(topics.topic(PILE, "bill"), since=t_stop)[-1])
         assert await until(lambda: home.on(tele, since=t_stop, pred=lambda d: d["e_kwh"] == 0), 20)
         o["energy_seen"] = [ha.state(cfg["components"]["energy"], p) for p in home.on(tele)]
         o["stopped_evt"] = [json.loads(p) for p in home.on(topics.topic(PILE, "evt"), since=t_stop)]
@@ -216,7 +244,9 @@ async def _scenario(tmp_path, fw_build):
     finally:
         bridge.stop()
         home.close()
+        watch.close()
         await run.stop()
+        mosq.kill()
         (tmp_path / "console.log").write_text("\n".join(run.lines) + "\n")
         (tmp_path / "bridge.log").write_text("\n".join(bridge.lines) + "\n")
 
