@@ -213,3 +213,15 @@ def test_cli_refuses_bad_arguments_and_an_unreachable_broker(capsys, monkeypatch
     assert "--discovery-prefix" in capsys.readouterr().err
     assert cli.main(["hass", "--broker", "127.0.0.1:%d" % free_port()]) == 3
     assert "cannot connect" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+def test_cli_says_when_the_broker_refuses_the_login(tmp_path, capsys, monkeypatch):
+    from tests.helpers.mqtt_broker import Broker
+
+    monkeypatch.setenv("H2PILE_FLEET_SECRET", SECRET)
+    monkeypatch.setenv("H2PILE_MQTT_PASSWORD", "wrong")
+    with Broker(tmp_path, anonymous=False) as b:
+        assert cli.main(["hass", "--broker", "127.0.0.1:%d" % b.port, "--user", "nobody"]) == 3
+    err = capsys.readouterr().err
+    assert "refused the login" in err and "127.0.0.1:%d" % b.port in err, err
