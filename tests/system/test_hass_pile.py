@@ -211,6 +211,11 @@ async def _scenario(tmp_path, fw_build):
         assert await until(lambda: home.last(tele, lambda d: d["e_kwh"] >= 0.2), 30)
         t_stop = time.monotonic()
         home.press(cfg["components"]["stop"]["command_topic"], "PRESS")
+        ack = topics.topic(PILE, "cmd/ack")
+        assert await until(lambda: home.on(ack, since=t_stop), 20), bridge.lines[-5:]
+        with home.cond:
+            o["press_to_ack_s"] = max(t for t, tp, _p, _r in home.msgs if tp == ack) - t_stop
+        o["last_command"] = ha.state(cfg["components"]["last_command"], home.on(ack, since=t_stop)[-1])
         assert await until(lambda: run.state != "charging", 20), bridge.lines[-5:]
         assert await until(lambda: watch.on(topics.topic(PILE, "bill"), since=t_stop), 30), bridge.lines[-5:]
         o["bill"] = json.loads(watch.on(topics.topic(PILE, "bill"), since=t_stop)[-1])
@@ -299,6 +304,7 @@ def test_home_assistant_and_evcc_on_the_real_pile(tmp_path, fw_build):
     bill_kwh = o["bill"]["energy_wh"] / 1000
     assert -0.0006 <= bill_kwh - top <= topics.TELE_DEADBAND["e_kwh"] + 0.0006, (top, bill_kwh)
     assert o["restarted"], "the start button did not start a session"
+    assert o["last_command"] == "stop: ok", o["last_command"]
     sent = [ln for ln in o["bridge"] if " sent as command " in ln]
     acked = [ln for ln in o["bridge"] if ln.endswith(" ok")]
     assert len(sent) == 5 and len(acked) == len(sent), o["bridge"]  # enable, 2 limits, stop, start
@@ -314,5 +320,6 @@ def test_home_assistant_and_evcc_on_the_real_pile(tmp_path, fw_build):
         assert ev[key]["topic"] in pile_topics, (key, ev[key]["topic"])
     for key in ("enable", "maxcurrent"):
         assert hd.parse_ctl(ev[key]["topic"], b"1") is not None, (key, ev[key]["topic"])
-    print("\ndiscovery %.1f s after start; energy sensor last %.3f kWh vs bill %.4f kWh; unavailable %.1f s after kill"
-          % (o["discovered_s"], top, bill_kwh, o["unavailable_s"]))
+    print("\ndiscovery %.1f s after start; stop button -> pile's ack %.2f s; energy sensor last %.3f kWh vs bill "
+          "%.4f kWh; unavailable %.1f s after kill"
+          % (o["discovered_s"], o["press_to_ack_s"], top, bill_kwh, o["unavailable_s"]))
