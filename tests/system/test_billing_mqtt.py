@@ -1,11 +1,11 @@
 """Integration: journal + session + billing on MicroPython with the real
 MQTT client (h2p.mqtt), mosquitto and `h2pile ledger ingest`: broker down
 at start, ingest killed and restarted, the pile SIGKILLed mid-session;
-every session must end up in the ledger exactly once, energy within 1 Wh."""
+every session must end up in the ledger exactly once, energy within 1 Wh.
+On SQLite and on PostgreSQL (the `ledger_url` fixture: tests/conftest.py)."""
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.ledger_broker import Ingest, Mosquitto
+from tests.helpers.ledger_rows import LedgerRows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,11 +54,10 @@ class PileProc:
             self.p.wait(5)
 
 
-def test_sessions_reach_ledger_exactly_once(tmp_path):
+def test_sessions_reach_ledger_exactly_once(tmp_path, ledger_url):
     d = tmp_path / "pile"
     d.mkdir()
-    db = tmp_path / "ledger.db"
-    url = "sqlite:///" + str(db)
+    url = ledger_url
     broker = Mosquitto(tmp_path)  # port chosen, broker not running yet
     procs = []
     try:
@@ -88,10 +88,9 @@ def test_sessions_reach_ledger_exactly_once(tmp_path):
         boot3 = p3.wait_for("BOOT")
         done = json.loads(p3.wait_for("DONE", timeout=60)[5:])
         time.sleep(0.5)
-        con = sqlite3.connect(str(db))
-        rows = con.execute("SELECT id, energy_wh, reason FROM sessions ORDER BY id").fetchall()
-        conflicts = con.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
-        con.close()
+        with LedgerRows(url) as db:
+            rows = db.all("SELECT id, energy_wh, reason FROM sessions ORDER BY id")
+            conflicts = db.count("conflicts")
         meter = float((d / "meter").read_text())
         ids = [r[0] for r in rows]
         n_closed = 5 + sum(ln.startswith("CLOSED") for ln in p2.lines) + done["sessions"]
