@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -83,21 +84,20 @@ class LedgerError(CliError):
 
 def redact(url: str) -> str:
     """The URL as it may be shown: without a password, in the user part or
-    in a `password=` parameter."""
+    in a `password=` parameter; the rest as given."""
     if not url.startswith(PG_SCHEMES):
         return url
-    try:
-        u = urllib.parse.urlsplit(url)
-        netloc = u.netloc.rpartition("@")
-        if netloc[1]:
-            user = netloc[0].partition(":")[0]
-            u = u._replace(netloc=user + "@" + netloc[2])
-        if u.query:
-            q = [(k, "***" if k == "password" else v) for k, v in urllib.parse.parse_qsl(u.query, True)]
-            u = u._replace(query=urllib.parse.urlencode(q, safe="*"))
-        return urllib.parse.urlunsplit(u)
-    except ValueError:
-        return url.partition("://")[0] + "://(unparsable URL)"
+    scheme, _, rest = url.partition("://")
+    cut = len(rest)
+    for ch in "/?":
+        if ch in rest:
+            cut = min(cut, rest.index(ch))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        userinfo, _, hosts = authority.rpartition("@")
+        authority = userinfo.partition(":")[0] + "@" + hosts
+    tail = re.sub(r"([?&])password=[^&#]*", r"\1password=***", tail)
+    return scheme + "://" + authority + tail
 
 
 def _password(url: str) -> str | None:
@@ -171,6 +171,9 @@ class DB:
             given = conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
             raise LedgerError("--db %s: not a PostgreSQL URL: %s" % (self.where, self.say(e)))
+        ports = str(given.get("port", "5432")).split(",")
+        if not all(p.strip().isdigit() for p in ports):
+            raise LedgerError("--db %s: the port %r is not a number" % (self.where, given["port"]))
         extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
         try:
             conn = psycopg.connect(self.url, **extra)
