@@ -174,3 +174,42 @@ def test_postgres_without_psycopg_is_a_clear_error(capsys, monkeypatch):
                       "--to", "2026-01-31"])
     err = capsys.readouterr().err
     assert rc == 2 and "needs the 'psycopg' package" in err and "secret" not in err
+
+
+def test_database_outage_acks_nothing_then_everything(broker, pg_cluster, pg_url):
+    # The ledger's connections are cut and refused for a while (a server
+    # restart, a failover): ingest keeps the bills unacknowledged, reconnects,
+    # stores them, and every ack still finds its row committed.
+    name = pg_url.rsplit("/", 1)[1]
+    ing = Ingest(broker.port, pg_url)
+    db = LedgerRows(pg_url)
+    pile = Pile(broker.port)
+    missing_at_ack = []
+    pile.on_ack = lambda sid: db.one("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)) == 1 or \
+        missing_at_ack.append(sid)
+    recs = [record("PO", 2, i, 10.0 + i) for i in range(1, 201)]
+    for r in recs[:100]:
+        pile.publish("PO", r)
+    assert pile.wait_acks(20)
+    pg_cluster.admin().execute('ALTER DATABASE "%s" ALLOW_CONNECTIONS false' % name)
+    assert pg_cluster.terminate(pg_url) == 1
+    for r in recs[100:]:
+        pile.publish("PO", r)
+    assert wait_until(lambda: ing.count("database") >= 1 and "trying again" in "".join(ing.lines), 15), ing.lines[-5:]
+    n_down = len(pile.acks)
+    stored_down = len(db.sessions())
+    assert stored_down < 200
+    n_tries = "".join(ing.lines).count("trying again")
+    assert wait_until(lambda: "".join(ing.lines).count("trying again") > n_tries, 15)
+    assert len(pile.acks) == n_down and len(db.sessions()) == stored_down  # nothing stored, nothing acked
+    pg_cluster.admin().execute('ALTER DATABASE "%s" ALLOW_CONNECTIONS true' % name)
+    assert pile.wait_acks(200, 30), len(pile.acks)
+    assert db.sessions() == sorted((r["id"], r["energy_wh"]) for r in recs)
+    assert set(pile.acks) == {r["id"] for r in recs} and not missing_at_ack
+    log = "".join(ing.lines)
+    assert "back after" in log and pg_cluster.url(name, password=False) in log and pg_cluster.password not in log
+    print("\noutage: %d acked before the cut, %d stored when it was noticed, %d reconnect attempts failed"
+          % (n_down, stored_down, log.count("trying again")))
+    pile.close()
+    ing.kill()
+    db.close()
