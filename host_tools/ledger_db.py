@@ -174,7 +174,7 @@ class DB:
         ports = str(given.get("port", "5432")).split(",")
         if not all(p.strip().isdigit() for p in ports):
             raise LedgerError("--db %s: the port %r is not a number" % (self.where, given["port"]))
-        extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
+        extra: dict[str, Any] = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
         try:
             conn = psycopg.connect(self.url, **extra)
         except psycopg.Error as e:
