@@ -83,12 +83,14 @@ class Ingest:
         return topics.topic(pile, "bill/ack"), json.dumps({"id": rec["id"]}).encode()
 
     def _reject(self, topic: str, reason: str, payload: bytes) -> tuple[str, bytes] | None:
-        self.counts["rejected"] += 1
-        log.warning("REJECTED message on %s: %s (not acknowledged)", topic, reason)
         try:
             self.db.reject(topic, reason, payload)
-        except Exception as e:  # the reject log is best effort
+        except Exception as e:
+            if self.db.retryable(e):
+                raise  # kept once the database is back, like a bill
             log.error("could not record the reject: %s", self.db.say(e))
+        self.counts["rejected"] += 1
+        log.warning("REJECTED message on %s: %s (not acknowledged)", topic, reason)
         return None
 
 
