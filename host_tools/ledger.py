@@ -166,7 +166,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pi.add_argument("--share", metavar="GROUP", help="shared subscription group ($share/GROUP/...): several "
                     "ingest processes split the stream, each bill goes to one of them")
     pi.add_argument("--client-id", help="MQTT client id; a fixed id gets a persistent session "
-                    "(default %s without --share)" % DEFAULT_CLIENT_ID)
+                    "(default %s without --share; with --share leave it out: each member gets its own id "
+                    "and a clean session, docs/operators.md)" % DEFAULT_CLIENT_ID)
     pi.add_argument("-v", "--verbose", action="store_true", help="log every record")
     pr = sp.add_parser("report", help="settlement per sponsor and pile")
     pr.add_argument("--db", default=DEFAULT_DB,
