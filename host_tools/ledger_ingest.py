@@ -46,10 +46,19 @@ RETRY_FIRST_S = 0.5  # database unreachable: first wait before reconnecting,
 RETRY_MAX_S = 30.0   # doubling up to this
 
 
+class DatabaseDown(Exception):
+    """The database failed in a way that storing again may mend
+    (DB.retryable); the message is not acknowledged."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class Ingest:
     """MQTT-independent message handler: handle(topic, payload) stores and
-    returns the ack (topic, payload bytes) to publish, or None. Raises what
-    the database raised when storing again may work (DB.retryable)."""
+    returns the ack (topic, payload bytes) to publish, or None. Raises
+    DatabaseDown when the database failed and storing again may work."""
 
     def __init__(self, db: DB) -> None:
         self.db = db
@@ -62,7 +71,7 @@ class Ingest:
         pile = parsed[0]
         try:
             rec = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
             return self._reject(topic, "not JSON: %s" % e, payload)
         err = validate(pile, rec)
         if err:
@@ -71,7 +80,7 @@ class Ingest:
             result = self.db.store(rec)
         except Exception as e:
             if self.db.retryable(e):
-                raise
+                raise DatabaseDown(e)
             return self._reject(topic, "the database refused it: %s" % self.db.say(e), payload)
         self.counts[result] += 1
         if result == "conflict":
@@ -87,7 +96,7 @@ class Ingest:
             self.db.reject(topic, reason, payload)
         except Exception as e:
             if self.db.retryable(e):
-                raise  # kept once the database is back, like a bill
+                raise DatabaseDown(e)  # kept once the database is back, like a bill
             log.error("could not record the reject: %s", self.db.say(e))
         self.counts["rejected"] += 1
         log.warning("REJECTED message on %s: %s (not acknowledged)", topic, reason)
@@ -183,14 +192,20 @@ class Service:
         while not self.stopping.is_set():
             try:
                 ack = self.handler.handle(d.topic, d.payload)
-            except Exception as e:
+            except DatabaseDown as e:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.error("database %s failed: %s; the bill on %s is not acknowledged, reconnecting",
-                              self.db.where, self.db.say(e), d.topic)
+                              self.db.where, self.db.say(e.cause), d.topic)
                 self._reconnect_db(wait)
                 wait = min(wait * 2, RETRY_MAX_S)
                 continue
+            except Exception as e:  # a bug on this message: keep it, go on with the others
+                log.exception("ingest failed on the message on %s", d.topic)
+                try:
+                    return self.handler._reject(d.topic, "ingest failed on it: %r" % e, d.payload)
+                except DatabaseDown:
+                    return None
             if down_since is not None:
                 log.warning("database %s back after %.1f s", self.db.where, time.monotonic() - down_since)
             return ack

@@ -85,6 +85,7 @@ def test_ingest_once_ack_after_commit_dups_and_malformed(broker, ledger_url):
         ("PA", json.dumps(record("PB", 2, 2, 5.0))),  # pile does not match topic
         ("PA", json.dumps({k: v for k, v in record("PA", 2, 3, 5.0).items() if k != "reason"})),
         ("PA", b"\xff\xfe"),
+        ("PA", b"[" * 100000 + b"]" * 100000),  # deeper than json goes
     ]
     for p, payload in bad:
         pile.publish(p, payload)
@@ -99,9 +100,9 @@ def test_ingest_once_ack_after_commit_dups_and_malformed(broker, ledger_url):
     assert all(n == 1 for n in seen_at_ack)
     got = db.sessions()
     assert got == sorted((r["id"], r["energy_wh"]) for r in good)  # the conflict did not overwrite
-    assert db.count("conflicts") == 1 and db.count("rejects") == 5
+    assert db.count("conflicts") == 1 and db.count("rejects") == 6
     assert ing.count("stored") == 41 and ing.count("duplicate") == 5
-    assert ing.count("CONFLICT") == 1 and ing.count("REJECTED") == 5
+    assert ing.count("CONFLICT") == 1 and ing.count("REJECTED") == 6
     pile.close()
     ing.kill()
     db.close()
