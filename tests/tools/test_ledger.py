@@ -190,8 +190,12 @@ def test_database_outage_acks_nothing_then_everything(broker, pg_cluster, pg_url
     db = LedgerRows(pg_url)
     pile = Pile(broker.port)
     missing_at_ack = []
-    pile.on_ack = lambda sid: db.one("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)) == 1 or \
-        missing_at_ack.append(sid)
+
+    def on_ack(sid):  # the record must already be committed when its ack arrives
+        if db.one("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)) != 1:
+            missing_at_ack.append(sid)
+
+    pile.on_ack = on_ack
     recs = [record("PO", 2, i, 10.0 + i) for i in range(1, 201)]
     for r in recs[:100]:
         pile.publish("PO", r)
