@@ -10,6 +10,8 @@ bench/README-figures.md. No pass/fail: timing on a shared machine is noisy.
 Section `picow` runs the firmware on an emulated Raspberry Pi Pico W (bench/picow.py:
 32-bit heap, poll cycle, CPU busy) when a MicroPython Pico W image is available
 ($H2P_UF2 or ../shared/mcu/), and prints one line saying why not otherwise.
+Section `core` times the control step and its parts on that board and on the
+unix port (bench/core_steps.py), beside issue 16's goal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 
 from host_tools import ROOT
 
-SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "reaction", "picow")
+SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "reaction", "picow", "core")
 HERE = os.path.join(ROOT, "bench")
 
 
@@ -155,6 +157,10 @@ def rows_from(res: dict) -> list[tuple]:
         if "cycle_ms" in b:
             unix["cycle_ms"] = b["cycle_ms"]
         rows += picow.rows(res["picow"], unix)
+    if "core" in res:
+        from bench import core_steps
+
+        rows += core_steps.rows(res["core"])
     sp = res.get("simspeed", {})
     if sp:
         rows.append(("sim speed", "simulator alone (scripted controller)", f"{sp['sim_per_wall']:.0f}x",
@@ -298,6 +304,16 @@ async def amain(a) -> dict:
         except NoImage as e:
             res["picow"] = {"skipped": str(e)}
             say(f"picow: skipped: {e}")
+    if "core" in a.only:
+        from bench import core_steps
+        from host_tools.emu.uf2 import NoImage
+
+        say("core: the control step and its parts, unix port and emulated Pico W ...")
+        res["core"] = {"unix": await asyncio.to_thread(core_steps.unix)}
+        try:
+            res["core"]["picow"] = await asyncio.to_thread(core_steps.picow, None, say)
+        except NoImage as e:
+            res["core"]["picow"] = {"skipped": str(e)}
     return res
 
 
