@@ -3,7 +3,8 @@ charging pile.
 
   field technicians   build, flash, provision, verify a board; bus: check its RS-485 line
   operators           monitor the fleet, cmd: send a pile a signed command, keys and
-                      broker-config: credentials from the fleet secret, ledger: bills
+                      broker-config: credentials from the fleet secret, ledger: bills,
+                      gateway: the fleet on a CSMS over OCPP
   developers          live (make sim): the whole pile against the simulator; sim: scenarios
                       and fault injection; docs: regenerate the generated docs
 """
@@ -31,6 +32,7 @@ MODULES = (
     "keys",        # per-pile keys from a fleet secret
     "broker_config",  # mosquitto password file and ACL
     "ledger",      # billing ingest and settlement reports
+    "gateway.cli",  # OCPP gateway of a fleet to a CSMS
     "live",        # the whole pile against the simulator, live
     "sim_cmd",     # sim run / sim inject / sim serve
     "docs",        # regenerate docs from the firmware's tables
