@@ -194,7 +194,9 @@ async def measure(n: int = 1000, seconds: float = 30.0, period_s: float = 10.0, 
     piles = ["bp%04d" % i for i in range(n)]
     tmp = tempfile.mkdtemp(prefix="h2pile-gwbench-")
     port = free_port()
-    broker = start_broker(port)
+    # A reconnect delivers every pile's retained status, meta and state at
+    # once: the broker's queue per client must hold them (docs/operators.md).
+    broker = start_broker(port, extra="max_queued_messages %d" % (8 * n + 1000))
     csms = Csms("2.0.1", dict.fromkeys(piles, PASSWORD), record=False)
     await csms.start()
     sent: dict[tuple[str, float], float] = {}  # (pile, power tag W) -> publish time
