@@ -180,8 +180,12 @@ class Agent:
                 out[key] = round(v * scale, 1)
         return out
 
-    def _item(self, kind: str, tx: dict[str, Any], ts: str | None = None) -> dict[str, Any]:
-        item = {"t": kind, "tx": tx["id"], "ts": ts or iso(), "seq": tx["seq"]}
+    def _item(self, kind: str, tx: dict[str, Any], epoch: float | None = None) -> dict[str, Any]:
+        # Timestamps never go back within a transaction (a bill's stop time
+        # is whole seconds, earlier than the meter value sent just before).
+        t = max(time.time() if epoch is None else epoch, tx.get("t_last", 0.0))
+        tx["t_last"] = t
+        item = {"t": kind, "tx": tx["id"], "ts": iso(t), "seq": tx["seq"]}
         tx["seq"] += 1
         return item
 
@@ -245,7 +249,7 @@ class Agent:
             return
         self.st["txs"].remove(tx)
         stop = d.get("stop")
-        item = self._item("ended", tx, iso(stop) if isinstance(stop, int) and stop > 1_600_000_000 else None)
+        item = self._item("ended", tx, stop if isinstance(stop, int) and stop > 1_600_000_000 else None)
         tx["e"] = energy
         item.update(self._meter(tx, None))
         item["reg"] = round(tx["reg0"] + energy, 1)

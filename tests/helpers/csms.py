@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as Cp16
 from ocpp.v16 import call_result as r16
 from ocpp.v201 import ChargePoint as Cp201
@@ -76,6 +76,10 @@ class Central201(_Common, Cp201):
         self._rec("TransactionEvent", kw)
         return r201.TransactionEvent()
 
+    @after("TransactionEvent")
+    def tx_event_answered(self, **kw: Any) -> None:
+        self.csms._answered(self.id, "TransactionEvent", kw)
+
 
 class Central16(_Common, Cp16):
     @on("BootNotification")
@@ -103,6 +107,10 @@ class Central16(_Common, Cp16):
         self._rec("MeterValues", kw)
         return r16.MeterValues()
 
+    @after("MeterValues")
+    def meter_values_answered(self, **kw: Any) -> None:
+        self.csms._answered(self.id, "MeterValues", kw)
+
     @on("StopTransaction")
     def stop_tx(self, **kw: Any) -> Any:
         self._rec("StopTransaction", kw)
@@ -123,6 +131,7 @@ class Csms:
         self.attempts: list[tuple[float, str, bool]] = []  # (time, pile, credentials ok)
         self.cps: dict[str, Any] = {}
         self.on_msg: Any = None  # callable(Msg), e.g. the bench's latency probe
+        self.on_answered: Any = None  # callable(pile, action, payload) once its answer is sent
         self.tx_ids = itertools.count(1001)
         self._server: Any = None
         self._cls = Central201 if version == "2.0.1" else Central16
@@ -134,6 +143,10 @@ class Csms:
             self.msgs.append(m)
         if self.on_msg is not None:
             self.on_msg(m)
+
+    def _answered(self, pile: str, action: str, payload: dict[str, Any]) -> None:
+        if self.on_answered is not None:
+            self.on_answered(pile, action, payload)
 
     def _auth(self, connection: Any, request: Any) -> Any:
         pile = request.path.rsplit("/", 1)[-1]
