@@ -77,6 +77,11 @@ class Base:
         if self.reader is not None:
             waits.add(self.reader)
         done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if t not in done:
+            # The connection closed; its last frame may have been this
+            # answer, already handed to the call but not yet run: taking it
+            # keeps the event from being sent again.
+            done, _ = await asyncio.wait({t}, timeout=0.5)
         if t in done:
             try:
                 return t.result()

@@ -5,7 +5,8 @@ fleet secret as `h2pile keys` does (h2p.keys).
 send() -> Ack: ok only if the pile's ack says ok; otherwise the pile's
 reason and detail, or the gateway's own when no ack could come: "offline"
 (the pile's status says so: nothing is sent), "no ack" (none within
-cmd_timeout_s).
+cmd_timeout_s). A refusal the pile says to try again ("no memory", "busy",
+"issued before boot") is retried twice, each time as a new command.
 
 The gateway does not pre-check a command's arguments: the pile is the one
 judge of what it accepts (h2p.sign.check_args runs there), and its refusal
@@ -31,7 +32,11 @@ from h2p import sign, signer, topics
 log = logging.getLogger("gateway")
 
 TTL_S = 30
-RESIGN_AFTER_BOOT_S = 1.1  # the pile refuses what was signed in the second of its boot
+# Refusals that a new command, a little later, gets past: reason -> wait (s).
+# The pile refuses what was signed in the second of its boot; it takes one
+# command a second over its burst.
+AGAIN = {"issued before boot": 1.1, "no memory": 0.5, "busy": 1.1}
+RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,14 @@ class Bridge:
     async def send(self, pile: str, op: str, args: dict[str, Any] | None = None) -> Ack:
         if not self.online(pile):
             return Ack(False, "offline", "the pile is not connected to the broker")
-        for attempt in range(2):
+        for attempt in range(RETRIES + 1):
             ack = await self._once(pile, op, dict(args or {}))
-            if ack.reason != "issued before boot" or attempt:
+            if ack.reason not in AGAIN or attempt == RETRIES:
                 break
-            # It just rebooted: sign again once its boot second is over.
-            await asyncio.sleep(RESIGN_AFTER_BOOT_S)
+            # It just rebooted (sign again once its boot second is over), or
+            # it lacked RAM or was over its command rate (docs/mqtt.md: send
+            # it again): a new command, signed anew, a little later.
+            await asyncio.sleep(AGAIN[ack.reason])
         log.info("%s: command %s %s -> %s", pile, op, json.dumps(args or {}), ack.text())
         return ack
 

@@ -45,6 +45,7 @@ class Msg:
     pile: str
     action: str
     payload: dict[str, Any]  # snake_case, as the ocpp package hands it over
+    answered: bool = False  # its answer was sent (a connection closed in between: not)
 
 
 class _Common:
@@ -52,7 +53,14 @@ class _Common:
     id: str
 
     def _rec(self, action: str, payload: dict[str, Any]) -> None:
-        self.csms._record(Msg(time.monotonic(), self.id, action, payload))
+        # A connection handles one request at a time: its answer (and the
+        # after hook, which runs once the answer is sent) comes before the next.
+        self.last = Msg(time.monotonic(), self.id, action, payload)
+        self.csms._record(self.last)
+
+    def _sent(self, action: str, payload: dict[str, Any]) -> None:
+        self.last.answered = True
+        self.csms._answered(self.id, action, payload)
 
 
 class Central201(_Common, Cp201):
@@ -78,7 +86,7 @@ class Central201(_Common, Cp201):
 
     @after("TransactionEvent")
     def tx_event_answered(self, **kw: Any) -> None:
-        self.csms._answered(self.id, "TransactionEvent", kw)
+        self._sent("TransactionEvent", kw)
 
 
 class Central16(_Common, Cp16):
@@ -109,7 +117,15 @@ class Central16(_Common, Cp16):
 
     @after("MeterValues")
     def meter_values_answered(self, **kw: Any) -> None:
-        self.csms._answered(self.id, "MeterValues", kw)
+        self._sent("MeterValues", kw)
+
+    @after("StartTransaction")
+    def start_tx_answered(self, **kw: Any) -> None:
+        self._sent("StartTransaction", kw)
+
+    @after("StopTransaction")
+    def stop_tx_answered(self, **kw: Any) -> None:
+        self._sent("StopTransaction", kw)
 
     @on("StopTransaction")
     def stop_tx(self, **kw: Any) -> Any:
