@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from h2p import keys as h2p_keys
+from h2p import keys as _keys
 from h2p import sign, signer, topics
 
 log = logging.getLogger("gateway")
@@ -72,7 +72,7 @@ class Bridge:
     def key(self, pile: str) -> bytes:
         k = self._keys.get(pile)
         if k is None:
-            k = self._keys[pile] = sign.key_bytes(h2p_keys.cmd_key(self.secret, pile))
+            k = self._keys[pile] = sign.key_bytes(_keys.cmd_key(self.secret, pile))
         return k
 
     async def send(self, pile: str, op: str, args: dict[str, Any] | None = None) -> Ack:

@@ -15,7 +15,7 @@
     ca_file = "/etc/h2pile/csms-ca.pem"       # profile 2: the CSMS's CA (default: the system's)
     heartbeat_s = 0                  # 0: the interval the CSMS gives in BootNotification
     meter_interval_s = 60            # meter values during a transaction at most this often
-    backoff_max_s = 300              # reconnect back-off ceiling (doubles from 1 s)
+    backoff_max_s = 60               # reconnect back-off ceiling (doubles from 1 s)
 
     [keys]
     fleet_secret_file = "/etc/h2pile/fleet.secret"   # command keys as `h2pile keys` derives them
@@ -70,7 +70,7 @@ class Config:
     heartbeat_s: int = 0
     meter_interval_s: float = 60.0
     backoff_min_s: float = 1.0
-    backoff_max_s: float = 300.0
+    backoff_max_s: float = 60.0
     max_per_pile: int = 10000
     cmd_timeout_s: float = 10.0
     call_timeout_s: float = 30.0
@@ -227,7 +227,7 @@ def parse(doc: dict[str, Any], path: str = "<config>") -> Config:
             raise GatewayConfigError(w + "csms.ca_file: no file %s" % ca)
     nums = {}
     for key, lo, hi, default in (("heartbeat_s", 0, 86400, 0), ("meter_interval_s", 0, 86400, 60.0),
-                                 ("backoff_min_s", 0.05, 3600, 1.0), ("backoff_max_s", 0.05, 86400, 300.0),
+                                 ("backoff_min_s", 0.05, 3600, 1.0), ("backoff_max_s", 0.05, 86400, 60.0),
                                  ("cmd_timeout_s", 0.5, 300, 10.0), ("call_timeout_s", 1, 600, 30.0)):
         v = _get(c, key, (int, float), w + "csms", default)
         if not lo <= v <= hi:

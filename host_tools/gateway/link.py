@@ -105,6 +105,11 @@ class Link:
                     except (ConnectionClosed, LinkDown, OSError) as e:
                         said = self._say("lost", None, "%s: CSMS connection lost: %s" % (self.pile, e),
                                          logging.WARNING)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug or an answer nothing expected: this pile reconnects, the rest go on
+                        log.exception("%s: the CSMS session failed; reconnecting", self.pile)
+                        said = "bug"
                     finally:
                         self.connected = False
                         await ws.close()
@@ -180,7 +185,9 @@ class Link:
                 return interval
             wait = interval if interval > 0 else 60
             log.warning("%s: the CSMS answered BootNotification %s: again in %d s", self.pile, status, wait)
-            await asyncio.sleep(wait)
+            await asyncio.wait({cp.reader}, timeout=wait)
+            if cp.reader.done():
+                raise LinkDown("connection closed")
 
 
 def adapter_for(version: str) -> type[Base]:
