@@ -121,6 +121,11 @@ def _compile(table):
 # One array for every Interlocks (they only read it): the engine's rules.
 _RULES = _compile(TABLE)
 del _compile  # run once: not kept in RAM
+# Per row, for the incremental step's scan (one subscript each, no offset
+# arithmetic): its reading index (255: none, an external flag) and, for an
+# insulation row, 1 (it reads two more readings: judged every step).
+_RD_OF = bytes(255 if _RULES[k * _NC + _READING] < 0 else _RULES[k * _NC + _READING] for k in range(N))
+_EVERY = bytes(1 if _RULES[k * _NC + _OP] == OHM_V else 0 for k in range(N))
 
 
 class Interlocks:
@@ -226,22 +231,27 @@ class Interlocks:
         # the earliest deadline found; judged whole at least once a data age
         due = now + age if whole else self.due_ms
         flips = False
+        at_ts = self.at_ts
+        at_raw = self.at_raw
+        rd_of = _RD_OF
+        every = _EVERY
         for k in range(N):
-            b = k * _NC
-            i = rules[b + _READING]
-            op = rules[b + _OP]
             if not whole:
                 # Only a row whose reading was read again can have changed
                 # (OHM_V reads two more readings: judged every step).
-                if i < 0 or (op != OHM_V and ts[i] == self.at_ts[k] and raw[i] == self.at_raw[k]):
+                i = rd_of[k]
+                if i == 255 or (ts[i] == at_ts[k] and raw[i] == at_raw[k] and not every[k]):
                     continue
+            b = k * _NC
+            i = rules[b + _READING]
+            op = rules[b + _OP]
             when = rules[b + _WHEN]
             live = (when == ALWAYS or (when == FUEL and fuel) or (when == STACK and stack)
                     or (when == EV and ev_connected))
             on = live and self._cond(k, b, rd, now)
             if i >= 0:
-                self.at_ts[k] = ts[i]
-                self.at_raw[k] = raw[i]
+                at_ts[k] = ts[i]
+                at_raw[k] = raw[i]
                 if live and rd.seen[i]:
                     # when this reading grows stale (OHM_V: any of its three)
                     d = ts[i] + age + 1

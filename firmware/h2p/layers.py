@@ -78,6 +78,7 @@ MODULES = {
     "h2p": (HELPER, "VERSION; every module's parent package"),
     "h2p.compat": (HELPER, ""),
     "h2p.log": (HELPER, ""),
+    "h2p.crc": (HELPER, "the Modbus CRC, on its own so a board can compile it to machine code"),
     "h2p.codes": (CONTRACT, ""),
     "h2p.states": (CONTRACT, ""),
     "h2p.registers": (CONTRACT, "on the board: read at boot to build the drivers, then dropped"),

@@ -9,18 +9,6 @@ def test_crc16_known_vector():
     assert (c & 0xFF, c >> 8) == (0xC4, 0x0B)
 
 
-def test_crc_table_is_the_polynomial():
-    # The table is a literal (it stays in flash); it must be CRC-16/MODBUS.
-    from h2p import modbus as M
-
-    assert len(M._CRC_LO) == 256 and len(M._CRC_HI) == 256
-    for k in range(256):
-        c = k
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        assert M._CRC_LO[k] | M._CRC_HI[k] << 8 == c, k
-
-
 def test_wire_timing_figures():
     assert char_time_us(9600) == 1145
     assert gap_us(9600) == 4007  # 3.5 characters, 4.01 ms
