@@ -72,6 +72,7 @@ class Pile:
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
         self.rec = None  # type: Any  # SessionRecorder, once the journal is open
+        self.em_saves = 0  # the energy manager's figures last stored (its count)
         self.report_errors = 0  # status/telemetry that could not be built
         self.step_ms = clock.ms()
         self.step_gap = 0
@@ -182,6 +183,7 @@ class Pile:
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
+            self._save_energy()
             # Yield even when every device answers at once.
             await asyncio.sleep_ms(0)
 
@@ -211,7 +213,22 @@ class Pile:
         self.boot_no = self.rec.boot()
         # Contactor operations survive reboots (its wear is a lifetime count).
         self.sup.contactor.cycles_base = j.get_meta("contactor_cycles", 0)
+        # The energy manager's measured figures (premix per kWh, warm-up)
+        # are this pile's, kept across reboots.
+        self.sup.em.restore(j.get_meta("energy", None))
+        self.em_saves = self.sup.em.saves()
         log("journal", "boot", self.boot_no, "records", rep["records"])
+
+    def _save_energy(self):
+        # A new premix-per-kWh or warm-up figure: one flash write each (one
+        # per window_kwh of stack energy, one per warm-up).
+        em = self.sup.em
+        if self.rec and em.saves() != self.em_saves:
+            self.em_saves = em.saves()
+            try:
+                self.rec.j.set_meta("energy", em.figures())
+            except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
+                log("journal", "cannot store energy figures", type(e).__name__)
 
     def _save_cycles(self):
         c = self.sup.contactor
