@@ -85,9 +85,9 @@ LIMITS = {
 
 # The energy manager (h2p.energy; the policy: docs/energy.md).
 ENERGY = {
-    "band_lo": (float, 0.45, rng(0.1, 1.0), "stack current while it recharges the battery without an EV, fraction of rated (its best-efficiency band)"),
-    "band_hi": (float, 0.6, rng(0.1, 1.0), "stack current while an EV charges and the battery is below target, fraction of rated (top of the band; not below band_lo)"),
-    "boost_soc": (float, 20.0, rng(0, 100), "below this battery SOC with an EV charging the stack runs at rated: the EV waits on the stack alone (0: never)"),
+    "band_lo": (float, 0.6, rng(0.1, 1.0), "stack current while it recharges the battery without an EV, fraction of rated (its best-efficiency band)"),
+    "band_hi": (float, 0.67, rng(0.1, 1.0), "stack current while an EV charges and the battery is below target, fraction of rated (top of the band; not below band_lo)"),
+    "boost_soc": (float, 0.0, rng(0, 100), "below this battery SOC with an EV charging the stack runs at rated, off its best band (~2.5 % more premix per kWh): the EV waits on the stack alone (0: never)"),
     "hold_s": (int, 1800, rng(0, 86400), "once the battery is back at target with no EV, the stack is held warm at minimum load this long before an idle shutdown may cool the pile"),
     "premix_low_l": (float, 10.0, rng(2, 200), "premix at or below which an idle pile may cool down without refilling its battery"),
     "reserve_l": (float, 2.0, rng(0, 50), "premix the pile never delivers (the tank_empty interlock stops it at 2 L): left out of the dispatch estimate"),

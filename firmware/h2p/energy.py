@@ -10,10 +10,11 @@
 #   (band_lo without an EV, band_hi while one charges and drains the
 #   battery; rated below boost_soc with an EV, which otherwise waits on
 #   the stack alone), sessions or not;
-# - battery at target, no EV: minimum load (held warm: a short gap to the
-#   next car costs no warm-up); an idle shutdown waits until the battery
-#   has been at target for hold_s, or the premix is low, or the battery
-#   is full (bat_soc_max);
+# - battery at target, no EV: still in the band (held warm: a short gap to
+#   the next car costs no warm-up, and what the battery takes above target
+#   is delivered later at the best point); an idle shutdown waits until
+#   the battery has been at target for hold_s, or the premix is low, or
+#   the battery is full (bat_soc_max: minimum load);
 # - dispatch estimate: premix above the reserve (less a warm-up when the
 #   stack is not running) at this pile's measured litres per kWh, plus the
 #   battery above its floor through the charger.
@@ -164,7 +165,9 @@ class Energy:
         elif soc >= a[_SOC_MAX] and not ev:
             want, m = a[_MIN_LOAD], _FULL
         elif soc >= a[_SOC_TARGET] and not ev:
-            want, m = a[_MIN_LOAD], _HOLD
+            # held warm in its band: what goes into the battery above
+            # target is delivered later, at the best point
+            want, m = a[_BAND_LO], _HOLD
         elif ev and soc < a[_BOOST_SOC]:
             want, m = a[_RATED], _BOOST
         else:

@@ -652,9 +652,17 @@ class Supervisor:
         soc = self._r(_BAT_SOC, now)
         bv = self._r(_BAT_V, now)
         bl = self._r(_BAT_DIS_LIM_A, now)
+        ba = self._r(_BAT_A, now)
+        ov = self._r(_CHG_OUT_V, now)
+        oa = self._r(_CHG_OUT_A, now)
         if (soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min
                 and not il.in_force(_BMS_ALARM)):
             w += bl * bv // 100
+        elif bv != UNKNOWN and ba != UNKNOWN and ov != UNKNOWN and oa != UNKNOWN:
+            # Battery at its floor (or in alarm): the EV gets what the stack
+            # gives beyond the balance of plant, i.e. the charger's input now
+            # less what the battery is giving: no more energy out of it.
+            w = ov * oa // 100 * 1000 // self.eff_pm - ba * bv // 100
         ev_v = self._r(_CHG_OUT_V, now)
         rv = self._r(_CHG_EV_REQ_V, now)
         if ev_v == UNKNOWN or ev_v < 500:

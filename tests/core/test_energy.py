@@ -66,30 +66,33 @@ def test_battery_below_target_stack_runs_at_the_low_end_of_its_band():
     b.set(bat_soc=60)
     _ready(b)
     _run(b, 100, 30000)
-    assert abs(_sp(b) - 0.45 * RATED) <= 0.1, _sp(b)
+    assert abs(_sp(b) - 0.6 * RATED) <= 0.1, _sp(b)
     assert b.sup.st_arb.in_charge() == "energy" and b.sup.em.mode() == "charge"
     st = b.sup.status(b.now)
     assert st["stack_limit_by"] == "energy" and st["energy"] == "charge"
 
 
 def test_with_an_ev_the_top_of_the_band_and_rated_below_boost_soc():
-    b = _warm()
+    b = _warm(energy={"boost_soc": 20.0})
     b.set(bat_soc=60)
     _ready(b)
     _plug(b)
     _run(b, 100, 30000)
-    assert abs(_sp(b) - 0.6 * RATED) <= 0.1 and b.sup.em.mode() == "charge", (_sp(b), b.sup.em.mode())
-    b.set(bat_soc=15)  # below boost_soc (20 %): the EV waits on the stack alone
+    assert abs(_sp(b) - 0.67 * RATED) <= 0.1 and b.sup.em.mode() == "charge", (_sp(b), b.sup.em.mode())
+    b.set(bat_soc=15)  # below boost_soc: the EV waits on the stack alone
     _run(b, 100, 60000)
     assert _sp(b) == RATED and b.sup.em.mode() == "boost", (_sp(b), b.sup.em.mode())
 
 
-def test_battery_at_target_holds_the_stack_warm_at_minimum_load():
+def test_battery_at_target_holds_the_stack_warm_in_its_band_and_full_at_minimum_load():
     b = _warm()
     b.set(bat_soc=91)
     _ready(b)
+    _run(b, 100, 30000)
+    assert abs(_sp(b) - 0.6 * RATED) <= 0.1 and b.sup.em.mode() == "hold", (_sp(b), b.sup.em.mode())
+    b.set(bat_soc=95.5)  # above bat_soc_max: nowhere for the energy to go
     _run(b, 100, 20000)
-    assert b.sup.fc_sp == b.sup.min_load and b.sup.em.mode() == "hold", (_sp(b), b.sup.em.mode())
+    assert b.sup.fc_sp == b.sup.min_load and b.sup.em.mode() == "full", (_sp(b), b.sup.em.mode())
 
 
 # ---- idle shutdown waits for the battery ----------------------------------------
