@@ -30,8 +30,8 @@ from h2p import config as C
 from h2p import devices as D
 from h2p import registers as R
 from h2p.readings import INDEX, SCALES, Readings
-from h2p.supervisor import Supervisor
 from h2p.states import NAMES as STATES
+from h2p.supervisor import Supervisor
 from sim import params as P
 from sim.plant import Plant
 
@@ -155,7 +155,8 @@ def day(seed: int = 1, trace_every_s: float = 0, log=None, config: dict | None =
         "bat_soc_end": round(cs.plant.battery.soc, 2), "bat_soc_target": cs.cfg["limits"]["bat_soc_target"],
         "sessions": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "wh0"}
                      for s in cs.sessions],
-        "measured_l_per_kwh": cs.sup.em.figures()[0] / 1000, "measured_warm_up_l": cs.sup.em.figures()[1] / 10,
+        # the energy manager's stored figures (h2p.energy slots 0, 1: mL/kWh, 0.1 L)
+        "measured_l_per_kwh": cs.sup.em.a[0] / 1000, "measured_warm_up_l": cs.sup.em.a[1] / 10,
         "tank_left_l": round(cs.plant.reformer.tank, 2),
     })
     return res, cs
@@ -165,11 +166,12 @@ def until_empty(cs: CoSim, log=None) -> dict:
     """From the cold pile the day left: its estimate, then EVs back to back
     (each a fresh 80 kWh pack) until a whole hour passes without energy."""
     cs.sup.step(cs.now, cs.rd)  # the estimate for the readings now
-    est = cs.sup.em.deliver_wh() / 1000
+    est = cs.sup.em.a[4] / 1000  # h2p.energy slot 4: Wh
     k0 = cs.delivered_kwh()
     wall0 = time.perf_counter()
     cs.sup.wake()
     last_kwh, last_t = k0, cs.now
+    empty = False
     while cs.now - last_t < 3600 * 1000 and cs.now < 200 * 3600 * 1000:
         if not cs.plant.ev.present:
             cs.plug(60.0)
@@ -179,8 +181,10 @@ def until_empty(cs: CoSim, log=None) -> dict:
         k = cs.delivered_kwh()
         if k > last_kwh + 0.01:
             last_kwh, last_t = k, cs.now
-        if cs.state() in ("fault", "cooldown", "off") and not cs.sup.want_run:
-            cs.sup.wake()
+        if "tank_empty" in cs.sup.il.names_in_force():
+            empty = True
+        if cs.state() in ("fault", "cooldown", "off") and not cs.sup.want_run and not empty:
+            cs.sup.wake()  # an idle shutdown between two cars: the dispatcher sends it on
     real = cs.delivered_kwh() - k0
     out = {"estimate_kwh": round(est, 2), "delivered_kwh": round(real, 2),
            "error": round(est / real - 1, 4) if real else None, "goal_error": GOAL_ESTIMATE,

@@ -29,6 +29,10 @@ _I_WH = _IX["met_wh"]
 _I_W = _IX["met_w"]
 _I_TANK = _IX["ref_tank_l"]
 _I_EVSOC = _IX["chg_ev_soc"]
+# The energy manager's slots the shell reads and stores (h2p.energy's contract).
+_EM_LPK = const(0)
+_EM_WARM_L = const(1)
+_EM_SAVES = const(5)
 del _IX  # the index by name is dropped after boot (readings.release)
 
 
@@ -72,7 +76,6 @@ class Pile:
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
         self.rec = None  # type: Any  # SessionRecorder, once the journal is open
-        self.em_saves = 0  # the energy manager's figures last stored (its count)
         self.report_errors = 0  # status/telemetry that could not be built
         self.step_ms = clock.ms()
         self.step_gap = 0
@@ -183,7 +186,6 @@ class Pile:
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
-            self._save_energy()
             # Yield even when every device answers at once.
             await asyncio.sleep_ms(0)
 
@@ -215,20 +217,18 @@ class Pile:
         self.sup.contactor.cycles_base = j.get_meta("contactor_cycles", 0)
         # The energy manager's measured figures (premix per kWh, warm-up)
         # are this pile's, kept across reboots.
-        self.sup.em.restore(j.get_meta("energy", None))
-        self.em_saves = self.sup.em.saves()
+        # (the figures [mL/kWh, 0.1 L]; anything implausible is ignored)
+        v = j.get_meta("energy", None)
+        try:
+            lpk, warm = int(v[0]), int(v[1])
+            if not (500 <= lpk <= 3000 and 0 <= warm <= 500):
+                raise ValueError
+            a = self.sup.em.a
+            a[_EM_LPK], a[_EM_WARM_L] = lpk, warm
+        except (TypeError, ValueError, IndexError):
+            if v is not None:  # (None: nothing measured yet)
+                log("journal", "energy figures ignored:", v)
         log("journal", "boot", self.boot_no, "records", rep["records"])
-
-    def _save_energy(self):
-        # A new premix-per-kWh or warm-up figure: one flash write each (one
-        # per window_kwh of stack energy, one per warm-up).
-        em = self.sup.em
-        if self.rec and em.saves() != self.em_saves:
-            self.em_saves = em.saves()
-            try:
-                self.rec.j.set_meta("energy", em.figures())
-            except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
-                log("journal", "cannot store energy figures", type(e).__name__)
 
     def _save_cycles(self):
         c = self.sup.contactor
@@ -262,6 +262,16 @@ class Pile:
         rec = self.rec
         if rec is None:
             return
+        a = self.sup.em.a
+        if a[_EM_SAVES]:
+            # A new premix-per-kWh or warm-up figure from the energy manager:
+            # stored (one flash write per window_kwh of stack energy, one per
+            # warm-up; here, with the energy readings); the count is ours to clear.
+            a[_EM_SAVES] = 0
+            try:
+                rec.j.set_meta("energy", [a[_EM_LPK], a[_EM_WARM_L]])
+            except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
+                log("journal", "cannot store energy figures", type(e).__name__)
         if self.closing is not None:
             wh = self._fresh(_I_WH, self.session_ms)
             # Close on the first meter reading after the stop; a meter that

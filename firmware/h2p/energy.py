@@ -3,7 +3,7 @@
 # the rest of the core; the supervisor asks it for the stack current it
 # wants (its claim "energy" on the stack arbiter) and whether an idle pile
 # may cool down. No I/O: the shell stores the measured figures (journal
-# meta "energy") and hands them back at boot (restore()).
+# meta "energy", slots _LPK and _WARM_L) and puts them back at boot.
 #
 # Policy (docs/energy.md):
 # - battery below target: the stack runs in its best-efficiency band
@@ -22,23 +22,16 @@
 # Units as in the readings: SOC 0.1 %, premix 0.1 L, meter 0.1 Wh, 0.1 A.
 # Every figure is an int below 2**30 (no allocation on any port); state
 # and settings live in one array, not as attributes (one heap block).
+# RAM: two methods, no accessors (each function is a heap object on the
+# board, ~120 B): the supervisor, the uplink and the shell read and write
+# the array's first slots, whose layout is the contract below
+# (tests/core/test_energy.py checks their copies of it).
 from array import array
 
 from h2p.compat import const, ticks_diff
+from h2p import states as S
 from h2p.readings import UNKNOWN
 
-
-def _indices(*names):
-    from h2p.readings import INDEX
-
-    return bytes([INDEX[n] for n in names])
-
-
-_RD = _indices("bat_soc", "ref_tank_l", "met_wh")
-del _indices
-_SOC = const(0)
-_TANK = const(1)
-_WH = const(2)
 
 # What the manager is doing, for `state` (energy) and the docs.
 MODES = ("off", "warm_up", "charge", "boost", "hold", "full", "low")
@@ -50,46 +43,52 @@ _HOLD = const(4)
 _FULL = const(5)
 _LOW = const(6)
 
-# Phases the supervisor passes in.
-COLD = const(0)  # off, self-test, cooldown, fault: the stack does not run
-WARMING = const(1)  # preheat, reforming: premix spent before any energy
-RUNNING = const(2)  # stack_start .. stopping
-
-# Slots of self.a: settings, then state.
-_BAND_LO = const(0)  # 0.1 A
-_BAND_HI = const(1)
-_RATED = const(2)
-_MIN_LOAD = const(3)
-_BOOST_SOC = const(4)  # 0.1 %
-_SOC_MIN = const(5)
-_SOC_TARGET = const(6)
-_SOC_MAX = const(7)
-_HOLD_MS = const(8)
-_LOW_L = const(9)  # 0.1 L
-_RESERVE_L = const(10)
-_WIN_WH = const(11)  # Wh
-_BAT_WH = const(12)  # Wh
-_EFF = const(13)  # charger efficiency, per mille
-_WANT = const(14)  # the claim, 0.1 A
-_MODE = const(15)
-_AT_TARGET = const(16)  # 1 while at target without an EV since _TARGET_MS
-_TARGET_MS = const(17)
-_W_ON = const(18)  # a measuring window is open
-_W_TANK = const(19)
-_W_WH = const(20)
-_W_SOC = const(21)
-_LPK = const(22)  # premix per kWh delivered, mL/kWh (measured, rolling)
-_WARM_L = const(23)  # premix a warm-up from cold took, 0.1 L
-_WARM_TANK = const(24)  # tank when the warm-up began, -1: none measured
-_SAVES = const(25)  # counts figures the shell should store
-_DELIVER = const(26)  # Wh the pile can still deliver, -1: unknown
-_N = const(27)
+# Slots of Energy.a. The first seven are read by others (the contract; they
+# keep copies of these numbers: h2p.supervisor, h2p.uplink, h2p.app _EM_*):
+_LPK = const(0)  # premix per kWh delivered, mL/kWh (measured, rolling; stored across reboots)
+_WARM_L = const(1)  # premix a warm-up from cold took, 0.1 L (stored across reboots)
+_WANT = const(2)  # the stack current wanted: the claim "energy", 0.1 A
+_MODE = const(3)  # index into MODES
+_DELIVER = const(4)  # Wh the pile can still deliver, -1: unknown
+_SAVES = const(5)  # new figures the shell should store (it clears the count when it has)
+_COOL = const(6)  # 1: an idle pile may cool down now (the supervisor's idle shutdown asks)
+# ... then the settings and the manager's own state.
+_BAND_LO = const(7)  # 0.1 A
+_BAND_HI = const(8)
+_RATED = const(9)
+_MIN_LOAD = const(10)
+_BOOST_SOC = const(11)  # 0.1 %
+_SOC_MIN = const(12)
+_SOC_TARGET = const(13)
+_SOC_MAX = const(14)
+_HOLD_MS = const(15)
+_LOW_L = const(16)  # 0.1 L
+_RESERVE_L = const(17)
+_WIN_WH = const(18)  # Wh
+_BAT_WH = const(19)  # Wh
+_EFF = const(20)  # charger efficiency, per mille
+_AT_TARGET = const(21)  # 1 while at target without an EV since _TARGET_MS
+_TARGET_MS = const(22)
+_W_ON = const(23)  # a measuring window is open
+_W_TANK = const(24)
+_W_WH = const(25)
+_W_SOC = const(26)
+_WARM_TANK = const(27)  # tank when the warm-up began, -1: none measured
+_I_SOC = const(28)  # reading indices (resolved while booting: the index by name goes after)
+_I_TANK = const(29)
+_I_WH = const(30)
+_N = const(31)
 
 
 class Energy:
     def __init__(self, energy, limits):
         # energy: config "energy"; limits: config "limits".
+        from h2p.readings import INDEX
+
         a = self.a = array("i", bytes(4 * _N))
+        a[_I_SOC] = INDEX["bat_soc"]
+        a[_I_TANK] = INDEX["ref_tank_l"]
+        a[_I_WH] = INDEX["met_wh"]
         rated = limits["stack_rated_a"] * 10
         a[_RATED] = int(rated)
         a[_MIN_LOAD] = int(rated * limits["stack_min_load"])
@@ -110,54 +109,14 @@ class Energy:
         a[_WARM_TANK] = -1
         a[_DELIVER] = -1
 
-    # ---- the figures kept across reboots (journal meta, by the shell) ------
-    def figures(self):
-        # [mL of premix per kWh delivered, 0.1 L per warm-up]
-        return [self.a[_LPK], self.a[_WARM_L]]
-
-    def restore(self, v):
-        # Figures a past boot stored; anything implausible is ignored.
-        try:
-            lpk, warm = int(v[0]), int(v[1])
-        except (TypeError, ValueError, IndexError):
-            return False
-        if not (500 <= lpk <= 3000 and 0 <= warm <= 500):
-            return False
-        self.a[_LPK] = lpk
-        self.a[_WARM_L] = warm
-        return True
-
-    # ---- questions -----------------------------------------------------------
-    def want(self):
-        return self.a[_WANT]
-
-    def mode(self):
-        return MODES[self.a[_MODE]]
-
-    def saves(self):
-        return self.a[_SAVES]
-
-    def deliver_wh(self):
-        return self.a[_DELIVER]
-
-    def may_cool(self, now):
-        # May an idle pile cool down now? Not before the battery has been
-        # back at target for hold_s (unless the premix is low or the
-        # battery full): the next car finds it full and the stack warm.
-        m = self.a[_MODE]
-        if m == _LOW or m == _FULL:
-            return True
-        return m == _HOLD and ticks_diff(now, self.a[_TARGET_MS]) >= self.a[_HOLD_MS]
-
-    # ---- the step --------------------------------------------------------------
-    def step(self, now, rd, phase, ev):
-        # phase: COLD, WARMING or RUNNING; ev: an EV session is on.
+    def step(self, now, rd, state, ev):
+        # state: the supervisor's; ev: an EV session is on.
         a = self.a
-        soc = rd.get(_RD[_SOC], now)
-        tank = rd.get(_RD[_TANK], now)
-        wh = rd.get(_RD[_WH], now)
-        self._measure(now, phase, soc, tank, wh)
-        # What the stack should do.
+        soc = rd.get(a[_I_SOC], now)
+        tank = rd.get(a[_I_TANK], now)
+        wh = rd.get(a[_I_WH], now)
+        run = S.STACK_START <= state <= S.STOPPING
+        # -- what the stack should do
         if soc == UNKNOWN:
             want, m = a[_MIN_LOAD], _HOLD  # no battery figures: no energy pushed into it
         elif tank != UNKNOWN and tank <= a[_LOW_L] and not ev:
@@ -172,61 +131,62 @@ class Energy:
             want, m = a[_RATED], _BOOST
         else:
             want, m = a[_BAND_HI] if ev else a[_BAND_LO], _CHARGE
-        if m == _HOLD and phase == RUNNING:  # held warm: counted while the stack runs
+        if m == _HOLD and run:  # held warm: counted while the stack runs
             if not a[_AT_TARGET]:
                 a[_AT_TARGET] = 1
                 a[_TARGET_MS] = now
         else:
             a[_AT_TARGET] = 0
-        if phase != RUNNING:
-            m = _WARM_UP if phase == WARMING else _OFF
+        # May an idle pile cool down now? Not before the battery has been
+        # back at target for hold_s (unless the premix is low or the
+        # battery full): the next car finds it full and the stack warm.
+        a[_COOL] = 1 if (m == _LOW or m == _FULL or (m == _HOLD and run and ticks_diff(now, a[_TARGET_MS])
+                                                       >= a[_HOLD_MS])) else 0
+        if not run:
+            m = _WARM_UP if state == S.PREHEAT or state == S.REFORMING else _OFF
         a[_WANT] = want
         a[_MODE] = m
-        self._estimate(phase, soc, tank)
-
-    def _measure(self, now, phase, soc, tank, wh):
-        # Premix per kWh delivered, in windows of window_kwh while the stack
-        # runs: litres the tank lost over the energy metered to EVs plus what
-        # the battery gained (through the charger, as it will be delivered).
-        a = self.a
-        if phase == WARMING:
+        # -- the warm-up from cold: what it cost
+        if m == _WARM_UP:
             if a[_WARM_TANK] < 0 and tank != UNKNOWN:
                 a[_WARM_TANK] = tank
-        elif phase == RUNNING and a[_WARM_TANK] >= 0 and tank != UNKNOWN:
-            used = a[_WARM_TANK] - tank  # a warm-up from cold: what it cost
+        elif run and a[_WARM_TANK] >= 0 and tank != UNKNOWN:
+            used = a[_WARM_TANK] - tank
             if 0 <= used <= 500:
                 a[_WARM_L] = used
                 a[_SAVES] += 1
             a[_WARM_TANK] = -1
-        elif phase == COLD:
+        elif not run:
             a[_WARM_TANK] = -1
-        if phase != RUNNING or soc == UNKNOWN or tank == UNKNOWN or wh == UNKNOWN:
-            if phase != RUNNING:
-                a[_W_ON] = 0
-            return
-        if not a[_W_ON] or tank > a[_W_TANK] or wh < a[_W_WH]:
-            # a window opens (or restarts after a refill or a meter reset)
-            a[_W_ON] = 1
-            a[_W_TANK] = tank
-            a[_W_WH] = wh
-            a[_W_SOC] = soc
-            return
-        e = (wh - a[_W_WH]) // 10 + (soc - a[_W_SOC]) * (a[_BAT_WH] // 100) // 10 * a[_EFF] // 1000
-        if e < a[_WIN_WH]:
-            return
-        lpk = (a[_W_TANK] - tank) * 100000 // e
-        if 500 <= lpk <= 3000:
-            a[_LPK] = (3 * a[_LPK] + lpk + 2) // 4
-            a[_SAVES] += 1
-        a[_W_ON] = 0
-
-    def _estimate(self, phase, soc, tank):
-        a = self.a
+        # -- premix per kWh delivered, in windows of window_kwh while the
+        # stack runs: litres the tank lost over the energy metered to EVs
+        # plus what the battery gained (through the charger, as it will be
+        # delivered)
+        if not run:
+            a[_W_ON] = 0
+        elif soc != UNKNOWN and tank != UNKNOWN and wh != UNKNOWN:
+            if not a[_W_ON] or tank > a[_W_TANK] or wh < a[_W_WH]:
+                # a window opens (or again after a refill or a meter reset)
+                a[_W_ON] = 1
+                a[_W_TANK] = tank
+                a[_W_WH] = wh
+                a[_W_SOC] = soc
+            else:
+                e = (wh - a[_W_WH]) // 10 + (soc - a[_W_SOC]) * (a[_BAT_WH] // 100) // 10 * a[_EFF] // 1000
+                if e >= a[_WIN_WH]:
+                    lpk = (a[_W_TANK] - tank) * 100000 // e
+                    if 500 <= lpk <= 3000:
+                        a[_LPK] = (3 * a[_LPK] + lpk + 2) // 4
+                        a[_SAVES] += 1
+                    a[_W_ON] = 0
+        # -- the dispatch estimate: premix above the reserve (less a
+        # warm-up unless the stack runs) at the measured figure, plus the
+        # battery above its floor through the charger
         if soc == UNKNOWN or tank == UNKNOWN:
             a[_DELIVER] = -1
             return
         litres = tank - a[_RESERVE_L]  # 0.1 L
-        if phase != RUNNING:
+        if not run:
             litres -= a[_WARM_L]
         wh = litres * 100000 // a[_LPK] if litres > 0 else 0
         if soc > a[_SOC_MIN]:

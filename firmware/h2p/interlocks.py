@@ -65,7 +65,6 @@ TABLE = (
     ["bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0],
     ["bat_hot", "bat_c", GE, 50.0, 5000, DERATE, AUTO, ALWAYS, 50],
     ["bat_overtemp", "bat_c", GE, 60.0, 2000, STOP, AUTO, ALWAYS, 0],
-    ["bat_cold", "bat_c", LE, -20.0, 5000, STOP, AUTO, ALWAYS, 0],
     ["charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50],
     ["contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],
     ["contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0],

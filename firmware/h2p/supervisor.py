@@ -14,7 +14,7 @@ from h2p import codes as K
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
-from h2p.energy import Energy, COLD, WARMING, RUNNING
+from h2p.energy import Energy
 from h2p.readings import UNKNOWN
 
 def _indices(*names):
@@ -92,6 +92,10 @@ _S_TEMP = const(4)
 _S_ENERGY = const(5)
 _S_DEMAND = const(6)
 STACK_CLAIMS = ("interlock", "fuel", "bms", "ramp", "stack_temp", "energy", "demand")
+
+# The energy manager's slots the supervisor reads (h2p.energy's contract).
+_EM_WANT = const(2)
+_EM_COOL = const(6)
 
 # Command words: their index in the device's driver is the register's offset
 # from the device's command base in the register maps (0x100 + index). The
@@ -361,8 +365,7 @@ class Supervisor:
                 self._go(S.FAULT, now)
         st = self.state
         # The energy manager: its claim for this step, the dispatch estimate.
-        self.em.step(now, readings, RUNNING if S.STACK_START <= st <= S.STOPPING
-                     else WARMING if st == S.PREHEAT or st == S.REFORMING else COLD, self.session_active)
+        self.em.step(now, readings, st, self.session_active)
 
         if st == S.OFF:
             self._off(now)
@@ -484,9 +487,23 @@ class Supervisor:
         # discharges; the stack carries the load itself (bms and energy
         # both claim the current that sets the battery current to zero).
         alarm = il.in_force(_BMS_ALARM)
-        bms = self._bms_claim(now, alarm)
+        # The BMS's charge limit (0 under an alarm): the measured stack
+        # current plus the battery current still allowed, carried over from
+        # the bus voltage to the stack's (the DC/DC's loss makes it a little
+        # less: the safe side). Inline, not a method: RAM.
+        lim = 0 if alarm else self._r(_BAT_CHG_LIM_A, now)
+        ba = self._r(_BAT_A, now)  # + discharge
+        bv = self._r(_BAT_V, now)
+        sa = self._r(_FC_STACK_A, now)
+        sv = self._r(_FC_STACK_V, now)
+        if lim == UNKNOWN or ba == UNKNOWN or bv == UNKNOWN:
+            bms = self.min_load  # battery unknown: push nothing into it
+        elif sa == UNKNOWN or sv == UNKNOWN or sv < 100:
+            bms = NONE  # the stack is not loaded yet: nothing to bound
+        else:
+            bms = sa + (lim + ba) * bv // sv
         arb.claim(_S_BMS, bms)
-        arb.claim(_S_ENERGY, bms if alarm else self.em.want())
+        arb.claim(_S_ENERGY, bms if alarm else self.em.a[_EM_WANT])
         arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
         if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
@@ -512,22 +529,6 @@ class Supervisor:
         if target < self.fc_sp:
             target = self.fc_sp
         self._fuel(K.REF_MODE_RUN, self._flow_for(target), 1)
-
-    def _bms_claim(self, now, alarm):
-        # The stack current that charges the battery at the BMS's limit (0
-        # under an alarm): the measured stack current plus the battery
-        # current still allowed, carried over from the bus voltage to the
-        # stack's (the DC/DC's loss makes it a little less: the safe side).
-        lim = 0 if alarm else self._r(_BAT_CHG_LIM_A, now)
-        ba = self._r(_BAT_A, now)  # + discharge
-        bv = self._r(_BAT_V, now)
-        sa = self._r(_FC_STACK_A, now)
-        sv = self._r(_FC_STACK_V, now)
-        if lim == UNKNOWN or ba == UNKNOWN or bv == UNKNOWN:
-            return self.min_load  # battery unknown: push nothing into it
-        if sa == UNKNOWN or sv == UNKNOWN or sv < 100:
-            return NONE  # the stack is not loaded yet: nothing to bound
-        return sa + (lim + ba) * bv // sv
 
     # ---- states ----------------------------------------------------------
     def _off(self, now):
@@ -628,7 +629,7 @@ class Supervisor:
                     return
         if not self.want_run:
             self._go(S.COOLDOWN, now)
-        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms and self.em.may_cool(now):
+        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms and self.em.a[_EM_COOL]:
             # (the energy manager holds it until the battery is back at
             # target, unless the premix is low: h2p.energy)
             self.events.append(("idle_shutdown", "", ""))
@@ -852,6 +853,4 @@ class Supervisor:
             "stack_limit_by": self.st_arb.in_charge(),
             "ev_limit_a": self.ev_limit / 10,
             "stack_sp_a": self.fc_sp / 10,
-            "energy": self.em.mode(),
-            "deliver_kwh": round(self.em.deliver_wh() / 1000, 1) if self.em.deliver_wh() >= 0 else None,
         }

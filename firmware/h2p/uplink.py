@@ -29,6 +29,7 @@ from h2p.log import log
 from h2p.mqtt import MQTTClient
 from h2p import VERSION
 from h2p import states as S
+from h2p.energy import MODES
 
 cmdgate = None  # h2p.cmdgate, imported in _setup: after the journal is open (heap layout at boot)
 
@@ -78,7 +79,13 @@ _N_TELE = const(14)
 # sent (NaN: was null).
 _SENT = const(14)
 _DELIVER = const(13)  # deliver_kwh's deadband (also for the state message)
-_TELE_SIZE = const(28)
+_STATE_WH = const(28)  # the estimate the last state message carried, Wh
+_TELE_SIZE = const(29)
+# The state message (retained): fields as topics_doc.STATE_FIELDS.
+_STATE_JSON = ('{"state": "%s", "faults": [%s], "limit_by": "%s", "limit_a": %s, "stack_limit_by": "%s", '
+               '"energy": "%s", "deliver_kwh": %s, "seq": %d, "boot": %d}')
+_EM_MODE = const(3)  # the energy manager's slots (h2p.energy's contract)
+_EM_DELIVER = const(4)
 
 
 class Uplink:
@@ -109,7 +116,6 @@ class Uplink:
         self.evts = []  # (kind, a, b) not yet published
         self.evt_lost = 0
         self.last_state = None
-        self.state_wh = -1  # the estimate the last state message carried
 
         self.tele = array("d", bytes(8 * _TELE_SIZE))
         self.tele_ms = 0
@@ -237,17 +243,22 @@ class Uplink:
 
     def _state(self):
         # Retained: what a dispatcher reads first, the estimate included
-        # (sent again when it moves by its deadband, as in tele).
+        # (sent again when it moves by its deadband, as in tele). Its JSON
+        # text is formatted here, as tele's: no dict built (RAM).
         s = self.pile.sup
-        wh = s.em.deliver_wh()
-        st = (s.state, tuple(s.il.names_in_force()), s.ev_arb.owner, s.st_arb.owner, s.em.mode())
-        if st != self.last_state or abs(wh - self.state_wh) > self.tele[_DELIVER] * 1000:
+        t = self.tele
+        a = s.em.a
+        wh = a[_EM_DELIVER]
+        names = s.il.names_in_force()
+        st = (s.state, tuple(names), s.ev_arb.owner, s.st_arb.owner, a[_EM_MODE])
+        if st != self.last_state or abs(wh - t[_STATE_WH]) > t[_DELIVER] * 1000:
             self.last_state = st
-            self.state_wh = wh
-            d = s.status(self.pile.clock.ms())
-            self._pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
-                                "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"],
-                                "energy": d["energy"], "deliver_kwh": d["deliver_kwh"]})
+            t[_STATE_WH] = wh
+            self.seq += 1
+            self._pub("state", _STATE_JSON % (
+                S.NAMES[s.state], '"' + '", "'.join(names) + '"' if names else "", s.ev_arb.in_charge(),
+                s.ev_limit / 10, s.st_arb.in_charge(), MODES[a[_EM_MODE]],
+                "null" if wh < 0 else round(wh / 1000, 1), self.seq, self.pile.boot_no))
 
     def _reading(self, k, now, div, nd):
         # Reading _RD[k] as tele carries it: scaled down by div, rounded to
@@ -267,7 +278,7 @@ class Uplink:
         fv, fa = v(_RD[_FC_V], now), v(_RD[_FC_A], now)
         # kWh the pile can still give an EV: the energy manager's estimate
         # (h2p.energy: measured premix per kWh, warm-up, battery).
-        wh = p.sup.em.deliver_wh()
+        wh = p.sup.em.a[_EM_DELIVER]
         # The message's values, in the order of _TELE_JSON (seq as it will
         # be if this is sent).
         vals = (r(_MET_W, now, 1000, 2), r(_MET_V, now, 1, 1), r(_MET_A, now, 1, 1),
