@@ -520,8 +520,11 @@ class Supervisor:
         else:
             self.down_ua = 0
         self.fc_sp = want
-        # The pump leads: feed what the unramped demand will need.
+        # The pump leads: feed what the unramped demand will need (the
+        # energy manager's wish, as far as the BMS takes it).
         target = arb.claims[_S_ENERGY]
+        if arb.claims[_S_BMS] < target:
+            target = arb.claims[_S_BMS]
         if target > rated:
             target = rated
         if target < self.min_load:
