@@ -17,12 +17,19 @@ all: test
 
 venv: .venv/.installed
 
-# Debian packages the tests and the live view need (a real broker, ptys).
+# Debian packages the tests and the live view need (a real broker, ptys, a
+# PostgreSQL for the ledger's tests, which start their own cluster: the
+# system service is not started).
 deps:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto socat >/dev/null)
 	@command -v socat >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ( \
+	  made=; test -e /usr/sbin/policy-rc.d || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && \
+	    chmod +x /usr/sbin/policy-rc.d && made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; rc=$$?; \
+	  test -z "$$made" || rm -f /usr/sbin/policy-rc.d; exit $$rc)
 
 # Everything: every tier, on two xdist workers; a file stays on one worker
 # (its tests share a booted board or a running pile, and run in order).

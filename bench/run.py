@@ -7,9 +7,15 @@ bench/README-figures.md. No pass/fail: timing on a shared machine is noisy.
     python -m bench.run --full          # 50 trials per hazard and baud, finer bisection
     python -m bench.run --trials 20 --only reaction,bus --bauds 115200
 
+Section `gateway` runs `h2pile gateway` with 1,000 emulated piles against mosquitto
+and an in-process OCPP 2.0.1 CSMS (bench/gateway.py, under a minute): memory per
+pile, CPU per message, MQTT -> OCPP latency.
+
 Section `picow` runs the firmware on an emulated Raspberry Pi Pico W (bench/picow.py:
 32-bit heap, poll cycle, CPU busy) when a MicroPython Pico W image is available
 ($H2P_UF2 or ../shared/mcu/), and prints one line saying why not otherwise.
+Section `core` times the control step and its parts on that board and on the
+unix port (bench/core_steps.py), beside issue 16's goal.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 
 from host_tools import ROOT
 
-SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "energy", "reaction", "picow")
+SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "energy", "reaction", "picow", "core", "gateway")
 HERE = os.path.join(ROOT, "bench")
 
 
@@ -155,6 +161,14 @@ def rows_from(res: dict) -> list[tuple]:
         if "cycle_ms" in b:
             unix["cycle_ms"] = b["cycle_ms"]
         rows += picow.rows(res["picow"], unix)
+    if "core" in res:
+        from bench import core_steps
+
+        rows += core_steps.rows(res["core"])
+    if "gateway" in res:
+        from bench import gateway
+
+        rows += gateway.rows(res["gateway"])
     sp = res.get("simspeed", {})
     if sp:
         rows.append(("sim speed", "simulator alone (scripted controller)", f"{sp['sim_per_wall']:.0f}x",
@@ -343,6 +357,25 @@ async def amain(a) -> dict:
         except NoImage as e:
             res["picow"] = {"skipped": str(e)}
             say(f"picow: skipped: {e}")
+    if "core" in a.only:
+        from bench import core_steps
+        from host_tools.emu.uf2 import NoImage
+
+        say("core: the control step and its parts, unix port and emulated Pico W ...")
+        res["core"] = {"unix": await asyncio.to_thread(core_steps.unix)}
+        try:
+            res["core"]["picow"] = await asyncio.to_thread(core_steps.picow, None, say)
+        except NoImage as e:
+            res["core"]["picow"] = {"skipped": str(e)}
+    if "gateway" in a.only:
+        from bench import gateway
+
+        say("gateway: h2pile gateway, 1,000 emulated piles, mosquitto, an in-process OCPP 2.0.1 CSMS ...")
+        try:
+            res["gateway"] = await gateway.measure(1000, 30.0 if a.full else 20.0, log=say)
+        except Exception as e:  # the other sections' figures still count
+            res["gateway"] = {"error": f"{type(e).__name__}: {e}"}
+        say("  ", res["gateway"])
     return res
 
 

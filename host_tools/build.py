@@ -19,8 +19,11 @@ import sys
 from h2p import layers
 from host_tools import FIRMWARE, ROOT
 
-# mpy-cross -march only matters for native code; bytecode is portable, but
-# we pass it so a future @native function is compiled right for the board.
+# mpy-cross -march only matters for native code; bytecode is portable. A
+# board's description lists the modules to compile to machine code
+# ("native"): on an RP2040 the control core's step was 10 ms of bytecode
+# (bench/core_steps.py), 3.6 ms as machine code, which costs ~3.5x its
+# bytecode's RAM (v1.23 loads .mpy code into the heap).
 MARCH = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
 
 
@@ -63,7 +66,20 @@ def shipped(platform: str) -> list[str]:
     return out
 
 
-def build(board: str, out_root: str | None = None) -> str:
+def native_modules(desc: dict, names: list[str]) -> set[str]:
+    """The shipped modules the board description asks to compile to machine code."""
+    want = desc.get("native") or []
+    for m in want:
+        if not isinstance(m, str) or m + ".py" not in names:
+            raise SystemExit(f"boards/{desc['name']}.json: key 'native' names {m!r}, which is not a shipped "
+                             f"firmware module (one of: {', '.join(n[:-3] for n in names)})")
+    return set(want)
+
+
+def build(board: str, out_root: str | None = None, march: str | None = None) -> str:
+    """Compile the firmware for `board` into <out_root>/<board>. `march`: the
+    machine code's architecture instead of the board's (a board double run on
+    the unix port needs x64)."""
     from h2p import boardcfg
 
     desc = boardcfg.load(os.path.join(ROOT, "boards", board + ".json"))
@@ -74,9 +90,11 @@ def build(board: str, out_root: str | None = None) -> str:
     os.makedirs(lib)
     src = os.path.join(FIRMWARE, "h2p")
     names = shipped(desc["platform"])
+    native = native_modules(desc, names)
     for name in names:
+        emit = ["-X", "emit=native"] if name[:-3] in native else []
         r = subprocess.run(
-            [mpy_cross(), "-march=" + MARCH[desc["platform"]], "-o",
+            [mpy_cross(), "-march=" + (march or MARCH[desc["platform"]]), *emit, "-o",
              os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, os.path.join(src, name)],
             capture_output=True, text=True)
         if r.returncode:

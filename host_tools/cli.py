@@ -2,8 +2,9 @@
 charging pile.
 
   field technicians   build, flash, provision, verify a board; bus: check its RS-485 line
-  operators           monitor the fleet, cmd: send a pile a signed command, keys and
-                      broker-config: credentials from the fleet secret, ledger: bills
+  operators           monitor the fleet, cmd: send a pile a signed command, hass: the fleet
+                      in Home Assistant and evcc, gateway: the fleet on a CSMS over OCPP,
+                      keys and broker-config: credentials from the fleet secret, ledger: bills
   developers          live (make sim): the whole pile against the simulator; sim: scenarios
                       and fault injection; docs: regenerate the generated docs
 """
@@ -28,9 +29,11 @@ MODULES = (
     "bus",         # bus scan / read / write on an RS-485 adapter
     "monitor",     # live table of a fleet on a broker
     "cmd",         # signed commands to a pile
+    "hass",        # the fleet in Home Assistant and evcc
     "keys",        # per-pile keys from a fleet secret
     "broker_config",  # mosquitto password file and ACL
     "ledger",      # billing ingest and settlement reports
+    "gateway.cli",  # OCPP gateway of a fleet to a CSMS
     "live",        # the whole pile against the simulator, live
     "sim_cmd",     # sim run / sim inject / sim serve
     "docs",        # regenerate docs from the firmware's tables

@@ -48,6 +48,7 @@ WIFI = Secret("wifi", "H2PILE_WIFI", "the WiFi network and password", "SSID:PASS
 OPERATORS = Secret("operator", "H2PILE_OPERATORS", "the operator accounts", "NAME:PASS")
 LEDGERS = Secret("ledger", "H2PILE_LEDGERS", "the ledger accounts", "NAME:PASS")
 GATEWAYS = Secret("gateway", "H2PILE_GATEWAYS", "the gateway accounts", "NAME:PASS")
+HOMES = Secret("home", "H2PILE_HOMES", "the home accounts (Home Assistant, evcc)", "NAME:PASS")
 
 
 def add_secret(p: argparse.ArgumentParser, s: Secret, help: str, repeat: bool = False) -> None:

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from tests.helpers import postgres
 from tests.helpers.fwbuild import build_shared
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,3 +38,35 @@ def fw_build():
 def fw_lib(fw_build):
     return os.path.join(fw_build, "lib")
 
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """This worker's private PostgreSQL (tests/helpers/postgres.py), started
+    by the first test that needs it; skipped where PostgreSQL is not
+    installed, a failure instead with H2PILE_REQUIRE_PG=1 (CI)."""
+    try:
+        cluster = postgres.Cluster()
+    except postgres.Unavailable as e:
+        if postgres.required():
+            pytest.fail("%s, and %s=1 requires it" % (e, postgres.REQUIRE_ENV), pytrace=False)
+        pytest.skip(str(e))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A fresh database in the worker's cluster, dropped after the test."""
+    url = pg_cluster.create_db()
+    yield url
+    pg_cluster.drop_db(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """The ledger's --db, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return "sqlite:///" + str(tmp_path / "ledger.db")
+    return request.getfixturevalue("pg_url")

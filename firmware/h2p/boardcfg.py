@@ -29,6 +29,8 @@ SCHEMA = {
     "led_name": (str, "", None, "status LED by pin name instead (Pico W: 'LED', on the WiFi chip)"),
     "heap_kb": (int, 96, rng(32, 512), "Python heap the firmware is budgeted for"),
     "has_wifi": (bool, False, None, "board has WiFi (network.WLAN)"),
+    "native": (list, [], None, "firmware modules the build compiles to machine code for this board "
+               "(mpy-cross -X emit=native): CPU for RAM, checked by the build"),
 }
 
 

@@ -12,6 +12,10 @@
 from h2p.compat import ticks_diff
 from h2p.codes import CHG_AUX_CLOSED
 from h2p.readings import UNKNOWN
+from h2p.interlocks import NAMES as _IL_NAMES
+
+_WELDED = _IL_NAMES.index("contactor_welded")  # interlock rows, found once
+_STUCK = _IL_NAMES.index("contactor_stuck")
 
 
 class Contactor:
@@ -93,5 +97,5 @@ class Contactor:
             self.welded = True
         elif not welded and self.closed_cmd == 0 and self.aux == 0:
             self.welded = False
-        self.il.raise_ext("contactor_welded", welded)
-        self.il.raise_ext("contactor_stuck", stuck)
+        self.il.set_ext(_WELDED, welded)
+        self.il.set_ext(_STUCK, stuck)

@@ -126,6 +126,15 @@ del _compile  # run once: not kept in RAM
 
 
 class Interlocks:
+    # Evaluated incrementally (issue 16: on an RP2040 the whole table every
+    # step was half the control step). A row's condition depends only on its
+    # reading (value, time read, age), the phase that makes it live, its
+    # external flag and, for STACK rows, when the stack started. So a step
+    # re-judges only the rows whose reading was read again since; the rest
+    # keep their result until a deadline that time alone can change (a
+    # reading growing stale, a debounce running out) or a change of phase or
+    # flag, at which the whole table is judged again. `step_full` judges it
+    # whole every step: the property test holds the two equal.
     def __init__(self, meter_gap_ms=30000):
         self.meter_gap_ms = meter_gap_ms
         self.stack_ms = -1  # the step that began the stack phase (STACK rows judge readings since); -1: none
@@ -139,9 +148,21 @@ class Interlocks:
         self.severity = 0  # highest severity in force
         self.derate_pct = 100
         self.first = -1  # row index of the highest-severity rule in force
+        # the incremental evaluation's memory
+        self.at_ts = array("i", [0] * N)  # its reading's time and value then
+        self.at_raw = array("i", [0] * N)
+        self.due_ms = 0  # the whole table is judged again at this time ...
+        self.whole = True  # ... or at the next step
+        self.phase = -1  # live phases at the last step (bits: fuel, stack, EV)
 
     def raise_ext(self, name, on=True):
-        self.ext[NAMES.index(name)] = 1 if on else 0
+        self.set_ext(NAMES.index(name), on)
+
+    def set_ext(self, k, on):
+        v = 1 if on else 0
+        if self.ext[k] != v:
+            self.ext[k] = v
+            self.whole = True
 
     def in_force(self, i):
         return self.active[i] or self.latched[i]
@@ -180,11 +201,12 @@ class Interlocks:
             dv = 500
         return v * 10000 < t * dv
 
+    def step_full(self, now, rd, state, ev_connected):
+        self.whole = True
+        self.step(now, rd, state, ev_connected)
+
     def step(self, now, rd, state, ev_connected):
         self.changed = False
-        sev = 0
-        first = -1
-        derate = 100
         rules = _RULES
         # When rows apply. The states are numbered in the order the pile runs
         # through them: fuel is present preheat .. cooldown, the stack loaded
@@ -196,12 +218,41 @@ class Interlocks:
         elif self.stack_ms < 0:  # ticks are never negative
             self.stack_ms = self.last_ms  # the step that started the stack
         self.last_ms = now
+        phase = (1 if fuel else 0) | (2 if stack else 0) | (4 if ev_connected else 0)
+        whole = self.whole or phase != self.phase or ticks_diff(now, self.due_ms) >= 0
+        self.phase = phase
+        self.whole = False
+        ts = rd.ts
+        raw = rd.raw
+        age = rd.max_age_ms
+        # the earliest deadline found; judged whole at least once a data age
+        due = now + age if whole else self.due_ms
+        flips = False
         for k in range(N):
             b = k * _NC
+            i = rules[b + _READING]
+            op = rules[b + _OP]
+            if not whole:
+                # Only a row whose reading was read again can have changed
+                # (OHM_V reads two more readings: judged every step).
+                if i < 0 or (op != OHM_V and ts[i] == self.at_ts[k] and raw[i] == self.at_raw[k]):
+                    continue
             when = rules[b + _WHEN]
             live = (when == ALWAYS or (when == FUEL and fuel) or (when == STACK and stack)
                     or (when == EV and ev_connected))
             on = live and self._cond(k, b, rd, now)
+            if i >= 0:
+                self.at_ts[k] = ts[i]
+                self.at_raw[k] = raw[i]
+                if live and rd.seen[i]:
+                    # when this reading grows stale (OHM_V: any of its three)
+                    d = ts[i] + age + 1
+                    if op == OHM_V:
+                        for j in (_I_OUT_V, _I_REQ_V):
+                            if rd.seen[j] and ticks_diff(ts[j] + age + 1, d) < 0:
+                                d = ts[j] + age + 1
+                    if ticks_diff(d, now) > 0 and ticks_diff(d, due) < 0:
+                        due = d
             # Unknown data blocks like the hazard itself, but only a measured
             # hazard latches: a device that was silent at boot is not a leak.
             was = self.active[k]
@@ -215,16 +266,34 @@ class Interlocks:
                         deb = self.meter_gap_ms - rd.max_age_ms
                     if ticks_diff(now, self.since[k]) >= deb:
                         self.active[k] = 1
-                        self.changed = True
+                        flips = True
+                    else:
+                        d = self.since[k] + deb
+                        if ticks_diff(d, due) < 0:
+                            due = d
                 if self.active[k] and on is True and rules[b + _CLEAR] == RESET and not self.latched[k]:
                     self.latched[k] = 1
-                    self.changed = True
+                    flips = True
             else:
                 self.pending[k] = 0
                 if was:
                     self.active[k] = 0
-                    self.changed = True
+                    flips = True
+        self.due_ms = due
+        if flips or whole:
+            self.changed = flips
+            self._sum()
+
+    def _sum(self):
+        # The highest severity in force (the first row of it named) and the
+        # lowest derating: only when a flag changed.
+        rules = _RULES
+        sev = 0
+        first = -1
+        derate = 100
+        for k in range(N):
             if self.active[k] or self.latched[k]:
+                b = k * _NC
                 s = rules[b + _SEVERITY]
                 if s > sev:
                     sev = s
@@ -245,6 +314,8 @@ class Interlocks:
                 self.latched[k] = 0
                 self.changed = True
                 n += 1
+        if n:
+            self.whole = True  # severity and first are summed again at the next step
         return n
 
     # Questions every other module asks. No other code decides these.

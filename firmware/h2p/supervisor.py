@@ -28,6 +28,7 @@ def _indices(*names):
 
 _H2_WARN = IL.NAMES.index("h2_warn")  # its interlock row, found once
 _BMS_ALARM = IL.NAMES.index("bms_alarm")
+_ESTOP = IL.NAMES.index("estop")
 
 # _RD[_CHG_STATUS] is the reading index of chg_status, and so on.
 _RD = _indices("bat_dis_lim_a", "bat_soc", "bat_v", "chg_ev_req_a", "chg_ev_req_v", "chg_out_a", "chg_out_v", "chg_pilot", "chg_status", "fc_dcdc_a", "fc_dcdc_v", "fc_stack_c", "ref_bed_c", "ref_pump_mlmin", "sio_airflow", "sio_status", "bat_a", "bat_chg_lim_a", "fc_stack_a", "fc_stack_v")
@@ -314,7 +315,7 @@ class Supervisor:
             elif p == K.PILOT_A:
                 self.fresh_plug = False
             self.pilot = p
-        il.raise_ext("estop", self.estop_in)
+        il.set_ext(_ESTOP, self.estop_in)
         # Contactor supervision first, so a weld seen in this read is acted
         # on in this step, not the next.
         k = _RD[_CHG_STATUS]

@@ -308,11 +308,6 @@ def _polls(run, requests=50, timeout=60):
     return st
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known regression (issue 15 closing note): since the device watchdog and false-stop changes "
-    "(each alone, on their branches) the uplink's first load of h2p.topics gets 'memory allocation "
-    "failed, allocating 1280 bytes' on the ESP32 double, even at a 128K heap with 44 KB free; the "
-    "unix board and the emulated Pico W boot fine. Not understood yet: first thing for the next session"))
 def test_firmware_boots_through_board_esp32_and_publishes(tmp_path, esp32_build):
     from tests.helpers.mqtt_broker import Broker, paho_client
 

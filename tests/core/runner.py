@@ -6,7 +6,7 @@ import os
 import sys
 
 # CPython only: the runner's own pytest wrapper and the hypothesis property test.
-CPYTHON_ONLY = ("test_on_micropython", "test_safety_property")
+CPYTHON_ONLY = ("test_on_micropython", "test_safety_property", "test_interlocks_incremental")
 
 
 def modules():

@@ -156,3 +156,47 @@ def test_unreadable_meter_values_are_tolerated_for_the_gap_too():
     for now in range(4000, 4200, 100):
         _step(il, rd, now, state=S.CHARGING, ev=True)
     assert il.in_force(IL.ROW["comm_meter"]) and il.severity == IL.STOP
+
+
+# ---- the incremental evaluation on its own (the property test holding it
+# equal to the whole table is CPython only: test_interlocks_incremental.py)
+def _all_read_healthy(rd):
+    for name in sorted({r[1] for r in IL.TABLE if r[1]} | {"chg_out_v", "chg_ev_req_v"}):
+        rd.put(INDEX[name], 0, 0)
+    rd.put(INDEX["sio_airflow"], 60, 0)
+    rd.put(INDEX["ref_tank_l"], 1500, 0)
+    rd.put(INDEX["fc_min_cell_v"], 700, 0)
+    rd.put(INDEX["chg_iso_kohm"], 5000, 0)
+
+
+def test_a_reading_left_alone_still_goes_stale_on_time():
+    # no reading is read again, and no whole judgement is asked for: the
+    # hydrogen reading's age alone must raise the blind-sensor condition
+    il = IL.Interlocks()
+    rd = Readings(1000)
+    h2 = INDEX["sio_h2_lel"]
+    _all_read_healthy(rd)
+    il.step(0, rd, S.OFF, False)
+    assert il.severity < IL.EMERGENCY, il.names_in_force()
+    row = IL.NAMES.index("h2_trip")
+    il.step(1000, rd, S.OFF, False)  # 1000 ms old: still fresh
+    assert not il.pending[row]
+    il.step(1001, rd, S.OFF, False)  # stale: unknown is unsafe, the debounce starts
+    assert il.pending[row] and rd.get(h2, 1001) == UNKNOWN
+    il.step(1101, rd, S.OFF, False)
+    assert il.in_force(row) and il.severity == IL.EMERGENCY
+
+
+def test_a_debounce_runs_out_on_time_with_no_new_reading():
+    il = IL.Interlocks()
+    rd = Readings(1000)
+    _all_read_healthy(rd)
+    il.step(0, rd, S.OFF, False)
+    row = IL.NAMES.index("h2_trip")  # 25 % LEL for 100 ms
+    rd.put(INDEX["sio_h2_lel"], 260, 10)
+    il.step(10, rd, S.OFF, False)
+    assert il.pending[row] and not il.in_force(row)
+    il.step(109, rd, S.OFF, False)
+    assert not il.in_force(row)
+    il.step(110, rd, S.OFF, False)  # 100 ms after it was first seen, no reading since
+    assert il.in_force(row) and il.changed and il.severity == IL.EMERGENCY

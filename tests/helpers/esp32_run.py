@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DOUBLE = os.path.join(ROOT, "tests", "board", "esp32_double")
 UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
 BIN = os.path.dirname(sys.executable)
-DOUBLE_MODULES = ("machine", "network", "time", "_surface", "_esp32_sys")
+DOUBLE_MODULES = ("machine", "network", "time", "_surface", "_esp32_sys", "_qstr_room")
 
 _build_lock = threading.Lock()
 _builds: dict[str, str] = {}

@@ -1,10 +1,13 @@
 """Test helper for the ledger tests: a private mosquitto on a free
-127.0.0.1 port, an `h2pile ledger ingest` subprocess, and a paho "pile".
+127.0.0.1 port, an `h2pile ledger ingest` subprocess, a paho "pile", and the
+firmware's billing on the MicroPython unix port (mp_pile_billing.py).
 
     with Mosquitto(tmp_path) as b: ... b.port
-    ing = start_ingest(b.port, db_url, share=None)  # waits for SUBACK
+    ing = Ingest(b.port, db_url, share=None)  # waits for SUBACK
+    pile = PileProc(dir, b.port, nsess, seed)  # journal, sessions, Billing, h2p.mqtt
 """
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 from tests.helpers.mqtt_broker import Broker
 
 ROOT = Path(__file__).resolve().parents[2]
+MP = ROOT / ".venv" / "bin" / "micropython"
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -63,6 +67,44 @@ class Ingest:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
+
+
+class PileProc:
+    """mp_pile_billing.py: NSESS sessions journaled and billed by the
+    firmware's own code (h2p.journal, h2p.session, h2p.billing, h2p.mqtt),
+    re-sending each bill until its bill/ack; prints BOOT, CLOSED n, DONE."""
+
+    def __init__(self, d, port, nsess, seed, pile_id=None, session_s=None, journal_bytes=None):
+        extra = [pile_id or "PM1", 0.4 if session_s is None else session_s, journal_bytes or 16384]
+        self.p = subprocess.Popen(
+            [str(MP), "-X", "heapsize=256K", "tests/helpers/mp_pile_billing.py", str(d), str(port), str(nsess),
+             str(seed)] + [str(a) for a in extra],
+            cwd=ROOT, env=dict(os.environ, MICROPYPATH=".frozen:firmware"), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, prefix, timeout=30):
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            for ln in list(self.lines):
+                if ln.startswith(prefix):
+                    return ln
+            if self.p.poll() is not None and not any(ln.startswith(prefix) for ln in self.lines):
+                time.sleep(0.1)
+                if not any(ln.startswith(prefix) for ln in self.lines):
+                    raise AssertionError("pile exited: " + "\n".join(self.lines[-20:]))
+            time.sleep(0.02)
+        raise AssertionError("no %r in time: %s" % (prefix, "\n".join(self.lines[-20:])))
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait(5)
 
 
 class Pile:

@@ -3,7 +3,8 @@
 # A fake billing meter (DIR/meter, survives kills) advances 10 Wh/s while a
 # session runs. Runs NSESS sessions, then waits until every bill is
 # acknowledged by the ledger and prints DONE.
-# Usage: micropython mp_pile_billing.py DIR PORT NSESS SEED [PILE_ID]
+# Usage: micropython mp_pile_billing.py DIR PORT NSESS SEED [PILE_ID [SESSION_S [JOURNAL_BYTES]]]
+#   SESSION_S: longest session in seconds (default 0.4; each lasts 1/4 to all of it)
 import json
 import random
 import sys
@@ -21,6 +22,8 @@ port = int(sys.argv[2])
 nsess = int(sys.argv[3])
 random.seed(int(sys.argv[4]))
 pile = sys.argv[5] if len(sys.argv) > 5 else "PM1"
+session_s = float(sys.argv[6]) if len(sys.argv) > 6 else 0.4
+journal_bytes = int(sys.argv[7]) if len(sys.argv) > 7 else 16384
 RATE = 10.0
 
 
@@ -30,7 +33,7 @@ async def main():
     def now():
         return ticks_diff(ticks_ms(), t0) / 1000.0
 
-    j = Journal(d + "/j.bin", max_bytes=16384, checkpoint_interval_s=0.5)
+    j = Journal(d + "/j.bin", max_bytes=journal_bytes, checkpoint_interval_s=0.5)
     rep = j.open()
     c = MQTTClient(pile, "127.0.0.1", port, keepalive=5, backoff_min_ms=200, backoff_max_ms=1000)
     bill = Billing(j, pile, lambda t, p, qos=1: c.publish(t, p, qos=qos), retry_s=(2, 5),
@@ -51,7 +54,7 @@ async def main():
         if rec.active is None:
             if done < nsess:
                 rec.start(t, "sponsor:acme:%d" % (done % 3), meter_wh=meter, premix_l=0.0, ev_soc=30)
-                t_end = t + random.uniform(0.1, 0.4)
+                t_end = t + random.uniform(session_s / 4, session_s)
             elif not j.unacked_ids():
                 break
         else:

@@ -1,63 +1,26 @@
 """Integration: journal + session + billing on MicroPython with the real
 MQTT client (h2p.mqtt), mosquitto and `h2pile ledger ingest`: broker down
 at start, ingest killed and restarted, the pile SIGKILLed mid-session;
-every session must end up in the ledger exactly once, energy within 1 Wh."""
+every session must end up in the ledger exactly once, energy within 1 Wh.
+On SQLite and on PostgreSQL (the `ledger_url` fixture: tests/conftest.py)."""
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.ledger_broker import Ingest, Mosquitto
+from tests.helpers.ledger_broker import Ingest, Mosquitto, PileProc
+from tests.helpers.ledger_rows import LedgerRows
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MP = ROOT / ".venv" / "bin" / "micropython"
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
 
 
-class PileProc:
-    def __init__(self, d, port, nsess, seed):
-        self.p = subprocess.Popen(
-            [str(MP), "-X", "heapsize=256K", "tests/helpers/mp_pile_billing.py", str(d), str(port), str(nsess), str(seed)],
-            cwd=ROOT, env=dict(os.environ, MICROPYPATH=".frozen:firmware"), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, prefix, timeout=30):
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            for ln in list(self.lines):
-                if ln.startswith(prefix):
-                    return ln
-            if self.p.poll() is not None and not any(ln.startswith(prefix) for ln in self.lines):
-                time.sleep(0.1)
-                if not any(ln.startswith(prefix) for ln in self.lines):
-                    raise AssertionError("pile exited: " + "\n".join(self.lines[-20:]))
-            time.sleep(0.02)
-        raise AssertionError("no %r in time: %s" % (prefix, "\n".join(self.lines[-20:])))
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-            self.p.wait(5)
-
-
-def test_sessions_reach_ledger_exactly_once(tmp_path):
+def test_sessions_reach_ledger_exactly_once(tmp_path, ledger_url):
     d = tmp_path / "pile"
     d.mkdir()
-    db = tmp_path / "ledger.db"
-    url = "sqlite:///" + str(db)
+    url = ledger_url
     broker = Mosquitto(tmp_path)  # port chosen, broker not running yet
     procs = []
     try:
@@ -88,10 +51,9 @@ def test_sessions_reach_ledger_exactly_once(tmp_path):
         boot3 = p3.wait_for("BOOT")
         done = json.loads(p3.wait_for("DONE", timeout=60)[5:])
         time.sleep(0.5)
-        con = sqlite3.connect(str(db))
-        rows = con.execute("SELECT id, energy_wh, reason FROM sessions ORDER BY id").fetchall()
-        conflicts = con.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
-        con.close()
+        with LedgerRows(url) as db:
+            rows = db.all("SELECT id, energy_wh, reason FROM sessions ORDER BY id")
+            conflicts = db.count("conflicts")
         meter = float((d / "meter").read_text())
         ids = [r[0] for r in rows]
         n_closed = 5 + sum(ln.startswith("CLOSED") for ln in p2.lines) + done["sessions"]

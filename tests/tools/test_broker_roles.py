@@ -1,6 +1,7 @@
 """The generated ACL by role, against a real mosquitto: piles, operators, the
-ledger and the gateway each reach only the topics they need; `bill/ack`
-comes only from the ledger.
+ledger, the gateway and the home account (Home Assistant, evcc) each reach
+only the topics they need; `bill/ack` comes only from the ledger, a request
+on h2pile/ctl/ only from the home account, and it reaches only the gateway.
 
 mosquitto (MQTT 3.1.1) PUBACKs a denied publish and drops it, and grants
 every subscription but delivers only what the subscriber may read. So a
@@ -36,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.broker]
 
 SECRET = "roles-fleet-secret"
-PW = {"ops": "ops-pw", "led": "led-pw", "gw": "gw-pw", "watch": "watch-pw", "feed": "feed-pw"}
-USER = {"pile": "A", "operator": "ops", "ledger": "led", "gateway": "gw"}
+PW = {"ops": "ops-pw", "led": "led-pw", "gw": "gw-pw", "ha": "ha-pw", "watch": "watch-pw", "feed": "feed-pw"}
+USER = {"pile": "A", "operator": "ops", "ledger": "led", "gateway": "gw", "home": "ha"}
+CTL = "h2pile/ctl/A/stop"  # a relay request (docs/operators.md)
 _n = itertools.count(1)
 
 
@@ -109,7 +111,8 @@ class Account:
 def broker(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roles")
     paths = broker_config.generate(SECRET, ["A", "B"], [("ops", PW["ops"])], str(tmp / "broker"),
-                                   ledgers=[("led", PW["led"])], gateways=[("gw", PW["gw"])])
+                                   ledgers=[("led", PW["led"])], gateways=[("gw", PW["gw"])],
+                                   homes=[("ha", PW["ha"])])
     with open(paths["acl"], "a") as f:
         f.write("\nuser watch\ntopic read #\n\nuser feed\ntopic write #\n")
     with open(paths["passwd"], "a") as f:
@@ -140,31 +143,38 @@ PILE_PUB = [t[topics.T_NAME] for t in topics.TOPICS if t[topics.T_DIR] == "pub"]
 WRITES = {
     "pile": ([T("A", n) for n in PILE_PUB],
              [T("A", "cmd"), T("A", "bill/ack"), T("B", "status"), T("B", "bill"), T("B", "cmd/ack"),
-              "homeassistant/status"]),
+              "homeassistant/status", CTL]),
     "operator": ([T("A", "cmd"), T("B", "cmd")],
                  [T("A", "bill/ack"), T("B", "bill/ack"), T("A", "status"), T("A", "bill"), T("A", "cmd/ack"),
-                  "homeassistant/sensor/A/config"]),
+                  "homeassistant/sensor/A/config", CTL]),
     "ledger": ([T("A", "bill/ack"), T("B", "bill/ack")],
-               [T("A", "cmd"), T("A", "status"), T("A", "bill"), "homeassistant/status"]),
+               [T("A", "cmd"), T("A", "status"), T("A", "bill"), "homeassistant/status", CTL]),
     "gateway": ([T("A", "cmd"), "homeassistant/sensor/A/config"],
-                [T("A", "bill/ack"), T("A", "status"), T("A", "bill"), T("A", "cmd/ack")]),
+                [T("A", "bill/ack"), T("A", "status"), T("A", "bill"), T("A", "cmd/ack"), CTL]),
+    # unsigned requests only; never the pile's cmd, whose signature it can not make
+    "home": ([CTL, "h2pile/ctl/B/set_limit", "homeassistant/status"],
+             [T("A", "cmd"), T("A", "bill/ack"), T("A", "status"), "homeassistant/device/A/config"]),
 }
 WRITE_PROBE = {"pile": T("A", "evt"), "operator": T("A", "cmd"), "ledger": T("A", "bill/ack"),
-               "gateway": T("A", "cmd")}
+               "gateway": T("A", "cmd"), "home": CTL}
 # What each role may and may not receive.
 READS = {
     "pile": ([T("A", "cmd"), T("A", "bill/ack")],
              [T("B", "cmd"), T("B", "bill/ack"), T("A", "status"), T("A", "tele"), T("A", "bill"),
-              "homeassistant/status"]),
+              "homeassistant/status", CTL]),
     "operator": ([T("A", n) for n, _, _, _ in topics.TOPICS],
-                 ["homeassistant/status", "homeassistant/sensor/A/config"]),
+                 ["homeassistant/status", "homeassistant/sensor/A/config", CTL]),
     "ledger": ([T("A", "bill"), T("B", "bill")],
-               [T("A", "status"), T("A", "tele"), T("A", "cmd"), T("A", "bill/ack"), T("A", "cmd/ack")]),
-    "gateway": ([T("A", n) for n, _, _, _ in topics.TOPICS] + ["homeassistant/status"],
+               [T("A", "status"), T("A", "tele"), T("A", "cmd"), T("A", "bill/ack"), T("A", "cmd/ack"), CTL]),
+    "gateway": ([T("A", n) for n, _, _, _ in topics.TOPICS] + ["homeassistant/status", CTL],
                 ["homeassistant/sensor/A/config"]),
+    # what Home Assistant shows, not the bills, nor the commands and their secrets
+    "home": ([T("A", n) for n in ("status", "meta", "state", "tele", "evt", "cmd/ack")]
+             + ["homeassistant/device/A/config", "homeassistant/status"],
+             [T("A", "cmd"), T("A", "bill"), T("A", "bill/ack"), CTL]),
 }
 READ_PROBE = {"pile": T("A", "cmd"), "operator": T("A", "evt"), "ledger": T("A", "bill"),
-              "gateway": "homeassistant/status"}
+              "gateway": "homeassistant/status", "home": T("A", "tele")}
 
 
 def payload(what):

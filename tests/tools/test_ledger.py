@@ -1,6 +1,6 @@
-"""`h2pile ledger ingest` against a private mosquitto."""
+"""`h2pile ledger ingest` against a private mosquitto, on SQLite and on
+PostgreSQL (the `ledger_url` fixture: tests/conftest.py)."""
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -8,33 +8,17 @@ import pytest
 
 from host_tools import ledger
 from tests.helpers.ledger_broker import Ingest, Mosquitto, Pile, record
+from tests.helpers.ledger_rows import LedgerRows
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.broker]
 
 
-
 @pytest.fixture
 def broker(tmp_path):
     with Mosquitto(tmp_path) as b:
         yield b
-
-
-def rows(path):
-    con = sqlite3.connect(str(path))
-    try:
-        return con.execute("SELECT id, energy_wh FROM sessions ORDER BY id").fetchall()
-    finally:
-        con.close()
-
-
-def table(path, name):
-    con = sqlite3.connect(str(path))
-    try:
-        return con.execute("SELECT * FROM %s" % name).fetchall()
-    finally:
-        con.close()
 
 
 def wait_until(fn, timeout=15):
@@ -78,16 +62,14 @@ def test_validate_reasons():
     assert ledger.sponsor_of("rfid:1234") == ledger.sponsor_of(None) == ledger.sponsor_of("sponsor::x") == "-"
 
 
-def test_ingest_once_ack_after_commit_dups_and_malformed(broker, tmp_path):
-    db = tmp_path / "l.db"
-    ing = Ingest(broker.port, "sqlite:///" + str(db))
+def test_ingest_once_ack_after_commit_dups_and_malformed(broker, ledger_url):
+    ing = Ingest(broker.port, ledger_url)
+    db = LedgerRows(ledger_url)
     pile = Pile(broker.port)
     seen_at_ack = []
 
     def on_ack(sid):  # the record must already be committed when its ack arrives
-        con = sqlite3.connect(str(db))
-        seen_at_ack.append(con.execute("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)).fetchone()[0])
-        con.close()
+        seen_at_ack.append(db.one("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)))
 
     pile.on_ack = on_ack
     good = [record("PA", 1, i, 1000.0 + i) for i in range(1, 31)] + [record("PB", 7, i, 500.0) for i in range(1, 11)]
@@ -103,27 +85,33 @@ def test_ingest_once_ack_after_commit_dups_and_malformed(broker, tmp_path):
         ("PA", json.dumps(record("PB", 2, 2, 5.0))),  # pile does not match topic
         ("PA", json.dumps({k: v for k, v in record("PA", 2, 3, 5.0).items() if k != "reason"})),
         ("PA", b"\xff\xfe"),
+        ("PA", b"[" * 100000 + b"]" * 100000),  # deeper than json goes
     ]
     for p, payload in bad:
         pile.publish(p, payload)
-    assert pile.wait_acks(len(good) + 5 + 1), (len(pile.acks), ing.lines[-5:])
-    time.sleep(0.5)  # any (wrong) ack for the malformed ones would arrive now
+    # one ingest stores in arrival order: once this one is acked, an ack for
+    # any of the malformed ones would have come already
+    last = record("PB", 7, 99, 1.0)
+    pile.publish("PB", last)
+    assert pile.wait_acks(len(good) + 5 + 1 + 1), (len(pile.acks), ing.lines[-5:])
+    good.append(last)
     acked = sorted(pile.acks)
     assert acked == sorted([r["id"] for r in good] + [r["id"] for r in good[:5]] + [good[0]["id"]])
     assert all(n == 1 for n in seen_at_ack)
-    got = rows(db)
+    got = db.sessions()
     assert got == sorted((r["id"], r["energy_wh"]) for r in good)  # the conflict did not overwrite
-    assert len(table(db, "conflicts")) == 1 and len(table(db, "rejects")) == 5
-    assert ing.count("stored") == 40 and ing.count("duplicate") == 5
-    assert ing.count("CONFLICT") == 1 and ing.count("REJECTED") == 5
+    assert db.count("conflicts") == 1 and db.count("rejects") == 6
+    assert ing.count("stored") == 41 and ing.count("duplicate") == 5
+    assert ing.count("CONFLICT") == 1 and ing.count("REJECTED") == 6
     pile.close()
     ing.kill()
+    db.close()
 
 
-def test_ingest_killed_and_restarted_loses_nothing(broker, tmp_path):
-    db = tmp_path / "l.db"
-    url = "sqlite:///" + str(db)
+def test_ingest_killed_and_restarted_loses_nothing(broker, ledger_url):
+    url = ledger_url
     ing = Ingest(broker.port, url)
+    db = LedgerRows(url)
     pile = Pile(broker.port)
     recs = [record("PK", 1, i, float(i)) for i in range(1, 401)]
     for r in recs[:300]:
@@ -131,7 +119,7 @@ def test_ingest_killed_and_restarted_loses_nothing(broker, tmp_path):
     # kill it in the middle of the stream
     assert wait_until(lambda: len(pile.acks) >= 20, timeout=10)
     ing.kill()
-    n_before = len(rows(db))
+    n_before = len(db.sessions())
     # published while the ledger is down: the broker queues them for the
     # persistent session (clean_session=False, fixed client id)
     assert n_before < 300, "the kill was meant to land mid-stream"
@@ -140,10 +128,10 @@ def test_ingest_killed_and_restarted_loses_nothing(broker, tmp_path):
         i.wait_for_publish(5)
     time.sleep(0.3)
     ing2 = Ingest(broker.port, url)
-    assert wait_until(lambda: len(rows(db)) == 400, 20), len(rows(db))
+    assert wait_until(lambda: len(db.sessions()) == 400, 20), len(db.sessions())
     assert pile.wait_acks(400), sorted({r["id"] for r in recs} - set(pile.acks))[:10]
     time.sleep(0.3)
-    got = rows(db)
+    got = db.sessions()
     assert got == sorted((r["id"], r["energy_wh"]) for r in recs)
     assert sum(e for _, e in got) == sum(range(1, 401))
     assert set(pile.acks) == {r["id"] for r in recs}
@@ -152,11 +140,11 @@ def test_ingest_killed_and_restarted_loses_nothing(broker, tmp_path):
           % (n_before, len(pile.acks), dup_acks))
     pile.close()
     ing2.kill()
+    db.close()
 
 
-def test_two_shared_ingests_split_the_stream(broker, tmp_path):
-    db = tmp_path / "l.db"
-    url = "sqlite:///" + str(db)
+def test_two_shared_ingests_split_the_stream(broker, ledger_url):
+    url = ledger_url
     a = Ingest(broker.port, url, share="ledger")
     b = Ingest(broker.port, url, share="ledger")
     pile = Pile(broker.port)
@@ -165,7 +153,8 @@ def test_two_shared_ingests_split_the_stream(broker, tmp_path):
         pile.publish(r["pile"], r)
     assert pile.wait_acks(300)
     time.sleep(0.3)
-    got = rows(db)
+    with LedgerRows(url) as db:
+        got = db.sessions()
     assert len(got) == 300 and sorted(got) == sorted((r["id"], r["energy_wh"]) for r in recs)
     assert sorted(pile.acks) == sorted(r["id"] for r in recs)
     na, nb = a.count("stored"), b.count("stored")
@@ -190,3 +179,46 @@ def test_postgres_without_psycopg_is_a_clear_error(capsys, monkeypatch):
                       "--to", "2026-01-31"])
     err = capsys.readouterr().err
     assert rc == 2 and "needs the 'psycopg' package" in err and "secret" not in err
+
+
+def test_database_outage_acks_nothing_then_everything(broker, pg_cluster, pg_url):
+    # The ledger's connections are cut and refused for a while (a server
+    # restart, a failover): ingest keeps the bills unacknowledged, reconnects,
+    # stores them, and every ack still finds its row committed.
+    name = pg_url.rsplit("/", 1)[1]
+    ing = Ingest(broker.port, pg_url)
+    db = LedgerRows(pg_url)
+    pile = Pile(broker.port)
+    missing_at_ack = []
+
+    def on_ack(sid):  # the record must already be committed when its ack arrives
+        if db.one("SELECT COUNT(*) FROM sessions WHERE id=?", (sid,)) != 1:
+            missing_at_ack.append(sid)
+
+    pile.on_ack = on_ack
+    recs = [record("PO", 2, i, 10.0 + i) for i in range(1, 201)]
+    for r in recs[:100]:
+        pile.publish("PO", r)
+    assert pile.wait_acks(20)
+    pg_cluster.admin().execute('ALTER DATABASE "%s" ALLOW_CONNECTIONS false' % name)
+    assert pg_cluster.terminate(pg_url) == 1
+    for r in recs[100:]:
+        pile.publish("PO", r)
+    assert wait_until(lambda: ing.count("database") >= 1 and "trying again" in "".join(ing.lines), 15), ing.lines[-5:]
+    n_down = len(pile.acks)
+    stored_down = len(db.sessions())
+    assert stored_down < 200
+    n_tries = "".join(ing.lines).count("trying again")
+    assert wait_until(lambda: "".join(ing.lines).count("trying again") > n_tries, 15)
+    assert len(pile.acks) == n_down and len(db.sessions()) == stored_down  # nothing stored, nothing acked
+    pg_cluster.admin().execute('ALTER DATABASE "%s" ALLOW_CONNECTIONS true' % name)
+    assert pile.wait_acks(200, 30), len(pile.acks)
+    assert db.sessions() == sorted((r["id"], r["energy_wh"]) for r in recs)
+    assert set(pile.acks) == {r["id"] for r in recs} and not missing_at_ack
+    log = "".join(ing.lines)
+    assert "back after" in log and pg_cluster.url(name, password=False) in log and pg_cluster.password not in log
+    print("\noutage: %d acked before the cut, %d stored when it was noticed, %d reconnect attempts failed"
+          % (n_down, stored_down, log.count("trying again")))
+    pile.close()
+    ing.kill()
+    db.close()

@@ -1,4 +1,5 @@
-"""`h2pile ledger report`: settlement per sponsor and pile."""
+"""`h2pile ledger report`: settlement per sponsor and pile, on SQLite and on
+PostgreSQL (the `ledger_url` fixture: tests/conftest.py)."""
 import csv
 import datetime
 from pathlib import Path
@@ -37,8 +38,8 @@ def fill(url):
     db.close()
 
 
-def test_report_csv_and_totals(tmp_path, capsys):
-    url = "sqlite:///" + str(tmp_path / "l.db")
+def test_report_csv_and_totals(ledger_url, tmp_path, capsys):
+    url = ledger_url
     fill(url)
     out_csv = tmp_path / "s.csv"
     rc = ledger.main(["ledger", "report", "--db", url, "--from", "2026-01-01", "--to", "2026-01-31",
@@ -75,8 +76,8 @@ def test_report_date_errors(tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
-def test_empty_period(tmp_path, capsys):
-    url = "sqlite:///" + str(tmp_path / "l.db")
+def test_empty_period(ledger_url, tmp_path, capsys):
+    url = ledger_url
     fill(url)
     f = tmp_path / "e.csv"
     assert ledger.main(["ledger", "report", "--db", url, "--from", "2024-01-01", "--to", "2024-01-31",

@@ -22,8 +22,8 @@ from host_tools.secret_args import MQTT_PASSWORD, WIFI, secret_from
 
 SECRET = "fleet-Zq8x-secret"
 ENVS = ("H2PILE_FLEET_SECRET", "H2PILE_CMD_KEY", "H2PILE_MQTT_PASSWORD", "H2PILE_WIFI", "H2PILE_OPERATORS",
-        "H2PILE_LEDGERS", "H2PILE_GATEWAYS")
-SECRET_WORDS = re.compile(r"secret|password|(^|-)key$|wifi|operator|^ledger$|^gateway$")
+        "H2PILE_LEDGERS", "H2PILE_GATEWAYS", "H2PILE_HOMES")
+SECRET_WORDS = re.compile(r"secret|password|(^|-)key$|wifi|operator|^ledger$|^gateway$|^home$")
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,8 @@ def test_the_secret_options_are_found():
     found = {(" ".join(p), o) for p, o, _ in SECRET_OPTIONS}
     assert {("provision", "--fleet-secret"), ("provision", "--wifi"), ("keys", "--fleet-secret"),
             ("broker-config", "--fleet-secret"), ("broker-config", "--operator"),
-            ("broker-config", "--ledger"), ("broker-config", "--gateway"), ("cmd", "--key"),
+            ("broker-config", "--ledger"), ("broker-config", "--gateway"), ("broker-config", "--home"),
+            ("hass", "--fleet-secret"), ("hass", "--password"), ("cmd", "--key"),
             ("cmd", "--password"), ("cmd", "--fleet-secret"), ("monitor", "--password"),
             ("ledger ingest", "--password")} <= found, found
 

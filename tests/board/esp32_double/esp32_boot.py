@@ -5,10 +5,16 @@
 # reads "esp32" so main.py selects board_esp32; then main.py runs unchanged,
 # as __main__, as the board runs it after boot.py.
 import sys
+import time  # noqa: F401
 
 import _esp32_sys
+import _qstr_room
+import machine  # noqa: F401 - the double first, then the room for names (_qstr_room.py)
+import network  # noqa: F401
 
 sys.modules["sys"] = _esp32_sys
+_qstr_room.fill()
+del _qstr_room
 del sys
 with open("main.py") as _f:
     _src = _f.read()

@@ -1,0 +1,50 @@
+"""host_tools.build: a board's `native` list (issue 16) compiles those modules
+to machine code for that board's architecture, and nothing else."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from host_tools import ROOT, build
+
+# .mpy header: b"M", version 6, then arch << 2 | sub-version; arch 0 = bytecode only
+_ARCH_ARMV6M = 4
+
+
+def _arch(path):
+    with open(path, "rb") as f:
+        head = f.read(3)
+    assert head[:2] == b"M\x06", head
+    return head[2] >> 2
+
+
+def test_the_pico_w_gets_its_core_as_armv6m_machine_code(tmp_path):
+    out = build.build("rp2_pico_w", str(tmp_path))
+    with open(os.path.join(ROOT, "boards", "rp2_pico_w.json")) as f:
+        native = set(json.load(f)["native"])
+    assert {"interlocks", "supervisor", "readings"} <= native
+    lib = os.path.join(out, "lib", "h2p")
+    for name in os.listdir(lib):
+        want = _ARCH_ARMV6M if name[:-4] in native else 0
+        assert _arch(os.path.join(lib, name)) == want, name
+    # the unix board keeps bytecode everywhere (its heap is the tight budget)
+    out = build.build("unix_sim", str(tmp_path))
+    for name in os.listdir(os.path.join(out, "lib", "h2p")):
+        assert _arch(os.path.join(out, "lib", "h2p", name)) == 0, name
+
+
+def test_a_native_name_that_is_no_shipped_module_is_refused_with_the_file_and_key(tmp_path, monkeypatch):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    with open(os.path.join(ROOT, "boards", "rp2_pico_w.json")) as f:
+        desc = json.load(f)
+    desc["native"] = ["interlocks", "signer"]  # signer is host-only: never shipped
+    (boards / "rp2_pico_w.json").write_text(json.dumps(desc))
+    shutil.copy(os.path.join(ROOT, "boards", "unix_sim.json"), boards / "unix_sim.json")
+    monkeypatch.setattr(build, "ROOT", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        build.build("rp2_pico_w", str(tmp_path / "out"))
+    msg = str(e.value)
+    assert "boards/rp2_pico_w.json" in msg and "'native'" in msg and "'signer'" in msg, msg
