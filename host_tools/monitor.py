@@ -29,10 +29,10 @@ from host_tools.secret_args import MQTT_PASSWORD, add_secret, secret_from
 COLUMNS = (
     # header, width
     ("PILE", 12), ("ONLINE", 6), ("STATE", 12), ("P_KW", 6), ("PREMIX_L", 8),
-    ("BAT%", 5), ("EV%", 5), ("DLV_KWH", 7), ("ENERGY", 7), ("FAULTS", 16), ("LIMIT", 14), ("SEEN_S", 6),
+    ("BAT%", 5), ("EV%", 5), ("DLV_KWH", 7), ("FAULTS", 16), ("LIMIT", 14), ("SEEN_S", 6),
 )
 # What --json lists per pile (the row's keys, as the pile sent them).
-JSON_KEYS = ("online", "state", "deliver_kwh", "energy", "premix_l", "bat_soc", "ev_soc", "p_kw", "faults",
+JSON_KEYS = ("online", "state", "deliver_kwh", "premix_l", "bat_soc", "ev_soc", "p_kw", "faults",
              "limit_by", "limit_a", "stack_limit_by")
 
 
@@ -65,7 +65,7 @@ class Fleet:
             if name == "status":
                 row["online"] = d.get("online") if isinstance(d.get("online"), bool) else None
             elif name == "state":
-                for k in ("state", "faults", "limit_by", "limit_a", "stack_limit_by", "energy", "deliver_kwh"):
+                for k in ("state", "faults", "limit_by", "limit_a", "stack_limit_by", "deliver_kwh"):
                     if k in d:
                         row[k] = d[k]
             elif name == "tele":
@@ -91,8 +91,7 @@ class Fleet:
                 online = r.get("online")
                 out.append((pile, "yes" if online is True else ("NO" if online is False else "?"),
                             _txt(r.get("state")), _num(r.get("p_kw")), _num(r.get("premix_l")),
-                            _num(r.get("bat_soc")), _num(r.get("ev_soc")), _num(r.get("deliver_kwh")),
-                            _txt(r.get("energy")), _txt(faults),
+                            _num(r.get("bat_soc")), _num(r.get("ev_soc")), _num(r.get("deliver_kwh")), _txt(faults),
                             _txt(lim), "%.0f" % (now - r["seen"])))
         return out
 

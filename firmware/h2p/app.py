@@ -227,7 +227,7 @@ class Pile:
             a[_EM_LPK], a[_EM_WARM_L] = lpk, warm
         except (TypeError, ValueError, IndexError):
             if v is not None:  # (None: nothing measured yet)
-                log("journal", "energy figures ignored:", v)
+                log("journal", "ignored", v)
         log("journal", "boot", self.boot_no, "records", rep["records"])
 
     def _save_cycles(self):
@@ -271,7 +271,7 @@ class Pile:
             try:
                 rec.j.set_meta("energy", [a[_EM_LPK], a[_EM_WARM_L]])
             except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
-                log("journal", "cannot store energy figures", type(e).__name__)
+                log("journal", "not stored", "energy", type(e).__name__)
         if self.closing is not None:
             wh = self._fresh(_I_WH, self.session_ms)
             # Close on the first meter reading after the stop; a meter that

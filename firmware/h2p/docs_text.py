@@ -27,6 +27,9 @@ BMS_ALARM_OVERTEMP = 1
 BMS_ALARM_CELL = 2
 BMS_ALARM_COMM = 4
 
+# The energy manager's modes (h2p.energy), indexed by mode (docs/energy.md).
+ENERGY_MODES = ("off", "warm_up", "charge", "boost", "hold", "full", "low")
+
 # Names of the interlock codes (h2p.interlocks), indexed by code.
 SEVERITY_NAMES = ("none", "warning", "derate", "stop", "emergency")
 OP_NAMES = (">=", "<=", "bit", "==", "ohm/V <", "code")

@@ -33,8 +33,7 @@ from h2p import states as S
 from h2p.readings import UNKNOWN
 
 
-# What the manager is doing, for `state` (energy) and the docs.
-MODES = ("off", "warm_up", "charge", "boost", "hold", "full", "low")
+# What the manager is doing (its names, for people: docs_text.ENERGY_MODES).
 _OFF = const(0)
 _WARM_UP = const(1)
 _CHARGE = const(2)
@@ -48,7 +47,7 @@ _LOW = const(6)
 _LPK = const(0)  # premix per kWh delivered, mL/kWh (measured, rolling; stored across reboots)
 _WARM_L = const(1)  # premix a warm-up from cold took, 0.1 L (stored across reboots)
 _WANT = const(2)  # the stack current wanted: the claim "energy", 0.1 A
-_MODE = const(3)  # index into MODES
+_MODE = const(3)  # one of the modes above
 _DELIVER = const(4)  # Wh the pile can still deliver, -1: unknown
 _SAVES = const(5)  # new figures the shell should store (it clears the count when it has)
 _COOL = const(6)  # 1: an idle pile may cool down now (the supervisor's idle shutdown asks)

@@ -87,8 +87,7 @@ STATE_FIELDS = (
     ('limit_by', 'str', 'what limits the output current now (bms, fc, ev, cmd, thermal...)'),
     ('limit_a', 'num', 'the current limit in force, A'),
     ('stack_limit_by', 'str', 'what limits the fuel-cell stack current now: interlock, fuel, bms (the battery\'s charge limit), ramp, stack_temp, energy (the energy manager), demand'),
-    ('energy', 'str', 'what the energy manager does: off, warm_up, charge (battery below target: best-efficiency band), boost (EV waiting on the stack: rated), hold (battery at target, stack warm at minimum load), full, low (premix low) (docs/energy.md)'),
-    ('deliver_kwh', 'num', 'energy the pile can still deliver to EVs, kWh: premix above the reserve at this pile\'s measured premix per kWh, less a warm-up when the stack is cold, plus the battery above its floor; null while unknown. Sent again when it moves by 0.5 kWh (docs/energy.md)'),
+    ('deliver_kwh', 'num', 'energy the pile can still deliver to EVs, kWh: premix above the reserve at this pile\'s measured premix per kWh, less a warm-up when the stack is cold, plus the battery above its floor; null while unknown. Sent again when it moves by 5 kWh (tele has it to 0.5 kWh) (docs/energy.md)'),
 )
 EVT_FIELDS = (
     ('kind', 'str', 'faults, selftest, session_start, session_stop or idle_shutdown'),

@@ -29,7 +29,6 @@ from h2p.log import log
 from h2p.mqtt import MQTTClient
 from h2p import VERSION
 from h2p import states as S
-from h2p.energy import MODES
 
 cmdgate = None  # h2p.cmdgate, imported in _setup: after the journal is open (heap layout at boot)
 
@@ -78,14 +77,11 @@ _N_TELE = const(14)
 # self.tele: [0, _N_TELE) deadbands, [_N_TELE, 2 * _N_TELE) the values last
 # sent (NaN: was null).
 _SENT = const(14)
-_DELIVER = const(13)  # deliver_kwh's deadband (also for the state message)
+_DELIVER = const(13)  # deliver_kwh's deadband (x10 for the retained state message: each is held until acked)
 _STATE_WH = const(28)  # the estimate the last state message carried, Wh
 _TELE_SIZE = const(29)
-# The state message (retained): fields as topics_doc.STATE_FIELDS.
-_STATE_JSON = ('{"state": "%s", "faults": [%s], "limit_by": "%s", "limit_a": %s, "stack_limit_by": "%s", '
-               '"energy": "%s", "deliver_kwh": %s, "seq": %d, "boot": %d}')
-_EM_MODE = const(3)  # the energy manager's slots (h2p.energy's contract)
-_EM_DELIVER = const(4)
+
+_EM_DELIVER = const(4)  # the energy manager's slot (h2p.energy's contract)
 
 
 class Uplink:
@@ -250,14 +246,17 @@ class Uplink:
         a = s.em.a
         wh = a[_EM_DELIVER]
         names = s.il.names_in_force()
-        st = (s.state, tuple(names), s.ev_arb.owner, s.st_arb.owner, a[_EM_MODE])
-        if st != self.last_state or abs(wh - t[_STATE_WH]) > t[_DELIVER] * 1000:
+        st = (s.state, tuple(names), s.ev_arb.owner, s.st_arb.owner)
+        if st != self.last_state or abs(wh - t[_STATE_WH]) > t[_DELIVER] * 10000:
             self.last_state = st
             t[_STATE_WH] = wh
             self.seq += 1
-            self._pub("state", _STATE_JSON % (
+            # (fields as topics_doc.STATE_FIELDS; the format is a constant
+            # of this method, not a module global: the uplink stays at 17)
+            self._pub("state", ('{"state": "%s", "faults": [%s], "limit_by": "%s", "limit_a": %s, '
+                                '"stack_limit_by": "%s", "deliver_kwh": %s, "seq": %d, "boot": %d}') % (
                 S.NAMES[s.state], '"' + '", "'.join(names) + '"' if names else "", s.ev_arb.in_charge(),
-                s.ev_limit / 10, s.st_arb.in_charge(), MODES[a[_EM_MODE]],
+                s.ev_limit / 10, s.st_arb.in_charge(),
                 "null" if wh < 0 else round(wh / 1000, 1), self.seq, self.pile.boot_no))
 
     def _reading(self, k, now, div, nd):
