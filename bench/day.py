@@ -156,7 +156,7 @@ def day(seed: int = 1, trace_every_s: float = 0, log=None, config: dict | None =
         "sessions": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "wh0"}
                      for s in cs.sessions],
         # the energy manager's stored figures (h2p.energy slots 0, 1: mL/kWh, 0.1 L)
-        "measured_l_per_kwh": cs.sup.em.a[0] / 1000, "measured_warm_up_l": cs.sup.em.a[1] / 10,
+        "measured_l_per_kwh": cs.sup.em[0] / 1000, "measured_warm_up_l": cs.sup.em[1] / 10,
         "tank_left_l": round(cs.plant.reformer.tank, 2),
     })
     return res, cs
@@ -166,7 +166,7 @@ def until_empty(cs: CoSim, log=None) -> dict:
     """From the cold pile the day left: its estimate, then EVs back to back
     (each a fresh 80 kWh pack) until a whole hour passes without energy."""
     cs.sup.step(cs.now, cs.rd)  # the estimate for the readings now
-    est = cs.sup.em.a[4] / 1000  # h2p.energy slot 4: Wh
+    est = cs.sup.em[4] / 1000  # h2p.energy slot 4: Wh
     k0 = cs.delivered_kwh()
     wall0 = time.perf_counter()
     cs.sup.wake()

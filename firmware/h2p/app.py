@@ -223,7 +223,7 @@ class Pile:
             lpk, warm = int(v[0]), int(v[1])
             if not (500 <= lpk <= 3000 and 0 <= warm <= 500):
                 raise ValueError
-            a = self.sup.em.a
+            a = self.sup.em
             a[_EM_LPK], a[_EM_WARM_L] = lpk, warm
         except (TypeError, ValueError, IndexError):
             if v is not None:  # (None: nothing measured yet)
@@ -262,7 +262,7 @@ class Pile:
         rec = self.rec
         if rec is None:
             return
-        a = self.sup.em.a
+        a = self.sup.em
         if a[_EM_SAVES]:
             # A new premix-per-kWh or warm-up figure from the energy manager:
             # stored (one flash write per window_kwh of stack energy, one per

@@ -14,7 +14,7 @@ from h2p import codes as K
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
-from h2p.energy import Energy
+from h2p import energy as E
 from h2p.readings import UNKNOWN
 
 def _indices(*names):
@@ -124,7 +124,7 @@ class Supervisor:
         self.ev_arb = Arbiter(EV_CLAIMS)
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
-        self.em = Energy(config["energy"], config["limits"])
+        self.em = E.new(config["energy"], config["limits"])  # the energy manager (h2p.energy)
         self._limits(**config["limits"])
         self._bus(**config["bus"])
         self.auto_charge = config["auto_charge"]
@@ -366,7 +366,7 @@ class Supervisor:
                 self._go(S.FAULT, now)
         st = self.state
         # The energy manager: its claim for this step, the dispatch estimate.
-        self.em.step(now, readings, st, self.session_active)
+        E.step(self.em, now, readings, st, self.session_active)
 
         if st == S.OFF:
             self._off(now)
@@ -504,7 +504,7 @@ class Supervisor:
         else:
             bms = sa + (lim + ba) * bv // sv
         arb.claim(_S_BMS, bms)
-        arb.claim(_S_ENERGY, bms if alarm else self.em.a[_EM_WANT])
+        arb.claim(_S_ENERGY, bms if alarm else self.em[_EM_WANT])
         arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
         if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
@@ -633,7 +633,7 @@ class Supervisor:
                     return
         if not self.want_run:
             self._go(S.COOLDOWN, now)
-        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms and self.em.a[_EM_COOL]:
+        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms and self.em[_EM_COOL]:
             # (the energy manager holds it until the battery is back at
             # target, unless the premix is low: h2p.energy)
             self.events.append(("idle_shutdown", "", ""))

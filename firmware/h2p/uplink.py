@@ -243,8 +243,7 @@ class Uplink:
         # text is formatted here, as tele's: no dict built (RAM).
         s = self.pile.sup
         t = self.tele
-        a = s.em.a
-        wh = a[_EM_DELIVER]
+        wh = s.em[_EM_DELIVER]
         names = s.il.names_in_force()
         st = (s.state, tuple(names), s.ev_arb.owner, s.st_arb.owner)
         if st != self.last_state or abs(wh - t[_STATE_WH]) > t[_DELIVER] * 10000:
@@ -277,7 +276,7 @@ class Uplink:
         fv, fa = v(_RD[_FC_V], now), v(_RD[_FC_A], now)
         # kWh the pile can still give an EV: the energy manager's estimate
         # (h2p.energy: measured premix per kWh, warm-up, battery).
-        wh = p.sup.em.a[_EM_DELIVER]
+        wh = p.sup.em[_EM_DELIVER]
         # The message's values, in the order of _TELE_JSON (seq as it will
         # be if this is sent).
         vals = (r(_MET_W, now, 1000, 2), r(_MET_V, now, 1, 1), r(_MET_A, now, 1, 1),

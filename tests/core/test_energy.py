@@ -4,8 +4,8 @@
 # where time matters. Runs on CPython and MicroPython (tests/core/runner.py).
 from h2p import codes as K
 from h2p import config as C
+from h2p import energy as E
 from h2p import states as S
-from h2p.energy import Energy
 from h2p.readings import INDEX, SCALES, Readings
 from h2p.schema import ConfigError
 from tests.helpers.pilebench import Bench, follow_plant
@@ -71,7 +71,7 @@ def test_battery_below_target_stack_runs_at_the_low_end_of_its_band():
     _ready(b)
     _run(b, 100, 30000)
     assert abs(_sp(b) - 0.6 * RATED) <= 0.1, _sp(b)
-    assert b.sup.st_arb.in_charge() == "energy" and MODES[b.sup.em.a[3]] == "charge"
+    assert b.sup.st_arb.in_charge() == "energy" and MODES[b.sup.em[3]] == "charge"
     assert b.sup.status(b.now)["stack_limit_by"] == "energy"
 
 
@@ -81,10 +81,10 @@ def test_with_an_ev_the_top_of_the_band_and_rated_below_boost_soc():
     _ready(b)
     _plug(b)
     _run(b, 100, 30000)
-    assert abs(_sp(b) - 0.67 * RATED) <= 0.1 and MODES[b.sup.em.a[3]] == "charge", (_sp(b), MODES[b.sup.em.a[3]])
+    assert abs(_sp(b) - 0.67 * RATED) <= 0.1 and MODES[b.sup.em[3]] == "charge", (_sp(b), MODES[b.sup.em[3]])
     b.set(bat_soc=15)  # below boost_soc: the EV waits on the stack alone
     _run(b, 100, 60000)
-    assert _sp(b) == RATED and MODES[b.sup.em.a[3]] == "boost", (_sp(b), MODES[b.sup.em.a[3]])
+    assert _sp(b) == RATED and MODES[b.sup.em[3]] == "boost", (_sp(b), MODES[b.sup.em[3]])
 
 
 def test_battery_at_target_holds_the_stack_warm_in_its_band_and_full_at_minimum_load():
@@ -92,10 +92,10 @@ def test_battery_at_target_holds_the_stack_warm_in_its_band_and_full_at_minimum_
     b.set(bat_soc=91)
     _ready(b)
     _run(b, 100, 30000)
-    assert abs(_sp(b) - 0.6 * RATED) <= 0.1 and MODES[b.sup.em.a[3]] == "hold", (_sp(b), MODES[b.sup.em.a[3]])
+    assert abs(_sp(b) - 0.6 * RATED) <= 0.1 and MODES[b.sup.em[3]] == "hold", (_sp(b), MODES[b.sup.em[3]])
     b.set(bat_soc=95.5)  # above bat_soc_max: nowhere for the energy to go
     _run(b, 100, 20000)
-    assert b.sup.fc_sp == b.sup.min_load and MODES[b.sup.em.a[3]] == "full", (_sp(b), MODES[b.sup.em.a[3]])
+    assert b.sup.fc_sp == b.sup.min_load and MODES[b.sup.em[3]] == "full", (_sp(b), MODES[b.sup.em[3]])
 
 
 # ---- idle shutdown waits for the battery ----------------------------------------
@@ -133,7 +133,7 @@ def test_battery_brought_back_to_target_then_the_pile_cools():
     b.set(bat_soc=85)
     _ready(b)
     _run(b, 100, 10000)
-    assert b.state() == "ready" and MODES[b.sup.em.a[3]] == "charge"
+    assert b.state() == "ready" and MODES[b.sup.em[3]] == "charge"
     b.set(bat_soc=90.5)  # the stack has refilled it
     t0 = b.now
     t = _until(b, 100, lambda x: x.state() == "cooldown", 20000)
@@ -195,7 +195,7 @@ def _rd(now, **vals):
 
 
 def _figures(em):
-    return [em.a[0], em.a[1]]  # what the shell stores (h2p.app)
+    return [em[0], em[1]]  # what the shell stores (h2p.app)
 
 
 def test_others_read_the_energy_managers_slots_where_it_keeps_them():
@@ -218,35 +218,35 @@ def test_others_read_the_energy_managers_slots_where_it_keeps_them():
 
 def _energy(**e):
     cfg = C.from_dict({"pile_id": "e", "energy": e})
-    return Energy(cfg["energy"], cfg["limits"])
+    return E.new(cfg["energy"], cfg["limits"])
 
 
 def test_estimate_premix_at_its_figure_less_warm_up_when_cold_plus_battery():
     em = _energy(warmup_l=3.0)
     rd = _rd(0, bat_soc=50, ref_tank_l=97.0, met_wh=1000.0)
-    em.step(0, rd, S.READY, False)
+    E.step(em, 0, rd, S.READY, False)
     # (97 - 2 reserve) L / 0.95 L/kWh + (50 - 10) % of 60 kWh * 0.955
     want = 95 / 0.95 * 1000 + 0.4 * 60000 * 0.955
-    assert abs(em.a[4] - want) <= 2, (em.a[4], want)
-    em.step(100, rd, S.OFF, False)
-    assert abs(em.a[4] - (want - 3 / 0.95 * 1000)) <= 2, em.a[4]
-    em.step(200, _rd(200, bat_soc=5, ref_tank_l=1.0, met_wh=0), S.READY, False)
-    assert em.a[4] == 0
-    em.step(300, Readings(1000), S.READY, False)
-    assert em.a[4] == -1  # unknown, not a guess
+    assert abs(em[4] - want) <= 2, (em[4], want)
+    E.step(em, 100, rd, S.OFF, False)
+    assert abs(em[4] - (want - 3 / 0.95 * 1000)) <= 2, em[4]
+    E.step(em, 200, _rd(200, bat_soc=5, ref_tank_l=1.0, met_wh=0), S.READY, False)
+    assert em[4] == 0
+    E.step(em, 300, Readings(1000), S.READY, False)
+    assert em[4] == -1  # unknown, not a guess
 
 
 def test_premix_per_kwh_and_warm_up_are_measured():
     em = _energy(window_kwh=5.0)
-    em.step(0, _rd(0, bat_soc=50, ref_tank_l=100.0, met_wh=0), S.PREHEAT, False)
-    em.step(1000, _rd(1000, bat_soc=50, ref_tank_l=99.2, met_wh=0), S.READY, False)  # warm-up took 0.8 L
-    assert _figures(em)[1] == 8 and em.a[5] == 1, _figures(em)
-    em.step(2000, _rd(2000, bat_soc=50, ref_tank_l=99.2, met_wh=0), S.READY, False)  # a window opens
+    E.step(em, 0, _rd(0, bat_soc=50, ref_tank_l=100.0, met_wh=0), S.PREHEAT, False)
+    E.step(em, 1000, _rd(1000, bat_soc=50, ref_tank_l=99.2, met_wh=0), S.READY, False)  # warm-up took 0.8 L
+    assert _figures(em)[1] == 8 and em[5] == 1, _figures(em)
+    E.step(em, 2000, _rd(2000, bat_soc=50, ref_tank_l=99.2, met_wh=0), S.READY, False)  # a window opens
     # 4 kWh metered and 2 % of 60 kWh into the battery (1.146 kWh through
     # the charger): 5.146 kWh for 4.4 L -> 0.855 L/kWh, blended 1/4 into 0.95
-    em.step(3000, _rd(3000, bat_soc=52, ref_tank_l=94.8, met_wh=4000), S.CHARGING, True)
+    E.step(em, 3000, _rd(3000, bat_soc=52, ref_tank_l=94.8, met_wh=4000), S.CHARGING, True)
     lpk = _figures(em)[0]
-    assert abs(lpk - (3 * 950 + 4.4 / 5.146 * 1000) / 4) <= 2 and em.a[5] == 2, lpk
+    assert abs(lpk - (3 * 950 + 4.4 / 5.146 * 1000) / 4) <= 2 and em[5] == 2, lpk
     # (kept across reboots by the shell: tests/firmware/test_app_sessions.py)
 
 
