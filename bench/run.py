@@ -31,7 +31,7 @@ import time
 
 from host_tools import ROOT
 
-SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "reaction", "picow", "core", "gateway")
+SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "energy", "reaction", "picow", "core", "gateway")
 HERE = os.path.join(ROOT, "bench")
 
 
@@ -191,10 +191,38 @@ def rows_from(res: dict) -> list[tuple]:
                          f"{fu['l_per_kwh_fuel_share']:.3f} L/kWh", f"best point {bp:.3f} L/kWh",
                          f"{fu['l_per_kwh_fuel_share'] / bp:.2f}x",
                          f"{fu['from_fuel_kwh']:.2f} kWh from premix, warm-up included"))
+    rows += energy_rows(res.get("energy", {}))
     for board, f in res.get("footprint", {}).items():
         rows.append(("footprint", f"compiled firmware, {board}", f"{f['mpy_bytes'] / 1024:.1f} KB",
                      "-", "-", f"{f['modules']} .mpy + main.py {f['main_py_bytes']} B; largest "
                      f"{f['largest'][0][0]} {f['largest'][0][1]} B"))
+    return rows
+
+
+def energy_rows(en: dict) -> list[tuple]:
+    """Issue 17's goals: the day, the dispatch estimate, the ramp at speed 1."""
+    rows = []
+    d = en.get("day")
+    if d and d.get("l_per_kwh"):
+        rows.append(("energy", f"premix per kWh delivered, simulated day ({len(d['sessions'])} sessions, "
+                     "cold start, warm-up included)", f"{d['l_per_kwh']:.3f} L/kWh", f"<= {d['goal_l_per_kwh']} L/kWh",
+                     f"{d['l_per_kwh'] / d['goal_l_per_kwh']:.2f}x",
+                     f"{d['delivered_kwh']:.0f} kWh, {d['premix_l']:.0f} L in {d['sim_h']:.0f} h simulated "
+                     f"({d['wall_s']:.0f} s wall); warm-up {d['warm_up_l']:.2f} L"))
+        rows.append(("energy", "battery SOC when the day ends", f"{d['bat_soc_end']:.1f} %",
+                     f">= target {d['bat_soc_target']:.0f} %", f"{d['bat_soc_end'] / d['bat_soc_target']:.2f}x",
+                     "the pile cooled down on its own: " + ("yes" if d.get("cooled") else "NO")))
+        ue = d.get("until_empty") or {}
+        if ue.get("error") is not None:
+            rows.append(("energy", "deliver_kwh against a run until empty", f"{ue['error'] * 100:+.1f} %",
+                         f"within {ue['goal_error'] * 100:.0f} %", f"{abs(ue['error']) / ue['goal_error']:.2f}x",
+                         f"estimated {ue['estimate_kwh']:.1f} kWh, delivered {ue['delivered_kwh']:.1f} kWh"))
+    r = en.get("ramp_speed1")
+    if r and r.get("up") is not None:
+        err = max(abs(r["up"] / r["want_up"] - 1), abs(r["down"] / r["want_down"] - 1))
+        rows.append(("energy", "stack ramp-rate error at speed 1 (up, down)", f"{err * 100:.1f} %", "<= 10 %",
+                     f"{err / 0.10:.2f}x", f"up {r['up']:.3f} A/s of {r['want_up']:.3f}, down {r['down']:.3f} of "
+                     f"{r['want_down']:.3f} (firmware on the unix port, real time)"))
     return rows
 
 
@@ -279,6 +307,23 @@ async def amain(a) -> dict:
         fu["delivered_kwh"] = first.get("delivered_kwh")
         fu["premix_l"] = first.get("premix_l")
         res["fuel"] = fu
+    if "energy" in a.only:
+        from bench import day
+
+        say("energy: a simulated day (8 sessions, cold start; the core against the plant), then run until empty ...")
+        d, _cs = await asyncio.to_thread(day.day, a.seed, 0, say)
+        d["until_empty"] = await asyncio.to_thread(day.until_empty, _cs, say)
+        _cs = None
+        say("  ", {k: v for k, v in d.items() if k not in ("sessions", "plan_kwh_gap_min")})
+        say("energy: the stack's ramp at speed 1 (firmware on the unix port against the simulator, ~40 s) ...")
+        import tempfile
+
+        from tests.system import test_rates_realtime as rr
+
+        up, _upp, down, _dp, _st = await asyncio.to_thread(rr.measure, 1.0, tempfile.mkdtemp(prefix="h2pile-rate-"))
+        res["energy"] = {"day": d, "ramp_speed1": {"up": up, "down": down, "want_up": rr.RATED_A * rr.UP,
+                                                    "want_down": -rr.RATED_A * rr.DOWN}}
+        say("   ramp at speed 1:", res["energy"]["ramp_speed1"])
     if "reaction" in a.only:
         res["reaction"], res["bus"] = {}, {}
         from bench.wire import Layout

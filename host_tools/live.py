@@ -3,7 +3,8 @@
 Starts a private mosquitto, the simulator and the firmware on the MicroPython
 unix port (compiled, heap-limited), then watches the pile the way an
 operator does: subscribed to its MQTT topics. An EV plugs in once the pile
-is ready; when it is full (or stops asking) it unplugs, the pile idles, cools
+is ready; when it is full (or stops asking) it unplugs, the pile refills its
+buffer battery to target (the energy manager, docs/energy.md), then cools
 down and switches off. Ctrl-C stops everything and leaves no process behind.
 Inject faults from another terminal: `h2pile sim inject h2_leak lel=30`.
 """

@@ -7,7 +7,9 @@ has does not make it appear.
 
 Redraws in place with ANSI escapes; --plain prints a plain table every
 --interval seconds; --once --wait S prints one table after S seconds and exits
-(for scripts and tests).
+(for scripts and tests). --json prints the piles as JSON instead (with --once:
+once), each with `deliver_kwh`, the energy it can still deliver: a dispatcher
+picks the online pile with the most (docs/energy.md).
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ from host_tools.secret_args import MQTT_PASSWORD, add_secret, secret_from
 COLUMNS = (
     # header, width
     ("PILE", 12), ("ONLINE", 6), ("STATE", 12), ("P_KW", 6), ("PREMIX_L", 8),
-    ("BAT%", 5), ("EV%", 5), ("FAULTS", 16), ("LIMIT", 14), ("SEEN_S", 6),
+    ("BAT%", 5), ("EV%", 5), ("DLV_KWH", 7), ("FAULTS", 16), ("LIMIT", 14), ("SEEN_S", 6),
 )
+# What --json lists per pile (the row's keys, as the pile sent them).
+JSON_KEYS = ("online", "state", "deliver_kwh", "premix_l", "bat_soc", "ev_soc", "p_kw", "faults",
+             "limit_by", "limit_a", "stack_limit_by")
 
 
 class Fleet:
@@ -60,11 +65,11 @@ class Fleet:
             if name == "status":
                 row["online"] = d.get("online") if isinstance(d.get("online"), bool) else None
             elif name == "state":
-                for k in ("state", "faults", "limit_by", "limit_a"):
+                for k in ("state", "faults", "limit_by", "limit_a", "stack_limit_by", "deliver_kwh"):
                     if k in d:
                         row[k] = d[k]
             elif name == "tele":
-                for k in ("p_kw", "premix_l", "bat_soc", "ev_soc"):
+                for k in ("p_kw", "premix_l", "bat_soc", "ev_soc", "deliver_kwh"):
                     if k in d:
                         row[k] = d[k]
         return True
@@ -86,8 +91,31 @@ class Fleet:
                 online = r.get("online")
                 out.append((pile, "yes" if online is True else ("NO" if online is False else "?"),
                             _txt(r.get("state")), _num(r.get("p_kw")), _num(r.get("premix_l")),
-                            _num(r.get("bat_soc")), _num(r.get("ev_soc")), _txt(faults),
+                            _num(r.get("bat_soc")), _num(r.get("ev_soc")), _num(r.get("deliver_kwh")), _txt(faults),
                             _txt(lim), "%.0f" % (now - r["seen"])))
+        return out
+
+    def listing(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every pile that published its status, most deliverable energy
+        first (online before offline; unknown estimates last)."""
+        now = time.monotonic() if now is None else now
+        out: list[dict[str, Any]] = []
+        with self.lock:
+            for pile, r in self.piles.items():
+                if "online" not in r:
+                    continue
+                d: dict[str, Any] = {"pile": pile}
+                for k in JSON_KEYS:
+                    d[k] = r.get(k)
+                d["seen_s"] = round(now - r["seen"], 1)
+                out.append(d)
+
+        def key(d: dict[str, Any]) -> tuple[bool, float, str]:
+            e = d["deliver_kwh"]
+            known = isinstance(e, (int, float)) and not isinstance(e, bool)
+            return (d["online"] is not True, -e if known else float("inf"), d["pile"])
+
+        out.sort(key=key)
         return out
 
     def table(self, now: float | None = None) -> str:
@@ -147,14 +175,14 @@ def handler(args: argparse.Namespace) -> int:
             time.sleep(args.wait)
             if "e" in err:
                 raise CliError(err["e"], UNREACHABLE)
-            print(fleet.table())
+            print(json.dumps(fleet.listing(), indent=1) if args.json else fleet.table())
             return OK
         ansi = not args.plain and sys.stdout.isatty()
         while True:
             if "e" in err:
                 raise CliError(err["e"], UNREACHABLE)
-            t = fleet.table()
-            if ansi:
+            t = json.dumps(fleet.listing()) if args.json else fleet.table()
+            if ansi and not args.json:
                 sys.stdout.write("\x1b[H\x1b[2J" + t + "\n")
             else:
                 sys.stdout.write(t + "\n\n")
@@ -177,6 +205,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--wait", type=float, default=2.0,
                    help="with --once: seconds to collect first (default 2)")
     p.add_argument("--plain", action="store_true", help="no ANSI: print a table every --interval")
+    p.add_argument("--json", action="store_true",
+                   help="print the piles as JSON (a list, most deliverable energy first; one line per "
+                        "--interval, or once with --once) instead of a table")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between tables (default 1)")
     p.set_defaults(func=handler)
     return p

@@ -38,6 +38,8 @@ EVENTS: dict[str, tuple[str, dict[str, tuple[float, float, float]], bool]] = {
     "bad_crc": ("a device answers with bad CRCs", {}, True),
     "garbage": ("a device answers with garbage bytes", {}, True),
     "bms_alarm": ("battery BMS raises an alarm", {"bits": (1.0, 1.0, 7.0)}, False),
+    "battery_temp": ("buffer battery cells at `c` degC (the BMS limits follow; over-temperature alarm from bat_alarm_c)",
+                     {"c": (55.0, -40.0, 90.0)}, False),
     "clear": ("clear an injected fault by name (`fault`), or all with fault=all", {}, False),
 }
 
@@ -150,6 +152,8 @@ def apply(sim, name: str, args: dict) -> None:
         sim.garbage.add(a["device"])
     elif name == "bms_alarm":
         p.battery.alarm = int(a["bits"])
+    elif name == "battery_temp":
+        p.battery.temp = a["c"]
     elif name == "clear":
         _clear(sim, a["fault"], a.get("device"))
 
@@ -189,6 +193,8 @@ def _clear(sim, fault: str, device=None) -> None:
                 s.clear()
     if every or fault == "bms_alarm":
         p.battery.alarm = 0
+    if every or fault == "battery_temp":
+        p.battery.temp = p.p["ambient_c"]
     if every or fault == "ev_greedy":
         p.ev.greedy = False
     if every or fault == "pilot_short":

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "bat_c": (25.0, "battery temperature at start, degC"),
     "bat_heat_kj_per_k": (400.0, "battery heat capacity, kJ/K"),
     "bat_ua_w_per_k": (40.0, "battery heat loss to ambient, W/K"),
+    "bat_chg_min_c": (0.0, "the BMS allows no charge below this battery temperature, degC (LFP, V)"),
+    "bat_derate_c": (45.0, "the BMS derates charge and discharge linearly from here to bat_alarm_c, degC (E)"),
+    "bat_alarm_c": (60.0, "the BMS raises its over-temperature alarm (bit 1) and allows nothing at this temperature, degC (E)"),
     # DC charger
     "chg_eff": (0.955, "charger module efficiency (V)"),
     "chg_ramp_a_per_s": (50.0, "charger current ramp, A/s (V/E)"),

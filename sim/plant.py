@@ -172,14 +172,27 @@ class Battery:
     def voltage(self):
         return self.ocv() - self.current * self.p["bat_r_ohm"]
 
+    def _temp_factor(self):
+        # What a BMS allows by cell temperature: all up to bat_derate_c,
+        # nothing from bat_alarm_c on (its alarm is raised there too).
+        p = self.p
+        lo, hi = p["bat_derate_c"], p["bat_alarm_c"]
+        return 1.0 if self.temp <= lo else max(0.0, (hi - self.temp) / max(1e-6, hi - lo))
+
+    def alarms(self):
+        """The alarm word: injected bits, and over-temperature (bit 1)."""
+        return self.alarm | (1 if self.temp >= self.p["bat_alarm_c"] else 0)
+
     def chg_limit(self):
-        lim = self.p["bat_chg_c"] * self.ah
+        lim = self.p["bat_chg_c"] * self.ah * self._temp_factor()
         if self.soc > 95:
             lim *= max(0.0, (100 - self.soc) / 5)
+        if self.temp < self.p["bat_chg_min_c"]:
+            lim = 0.0  # LFP: no charge below freezing
         return lim
 
     def dis_limit(self):
-        lim = self.p["bat_dis_c"] * self.ah
+        lim = self.p["bat_dis_c"] * self.ah * self._temp_factor()
         if self.soc < 10:
             lim *= max(0.0, self.soc / 10)
         return lim
@@ -492,7 +505,7 @@ class Plant:
             "bat_c": bt.temp,
             "bat_chg_lim_a": bt.chg_limit(),
             "bat_dis_lim_a": bt.dis_limit(),
-            "bat_alarms": bt.alarm,
+            "bat_alarms": bt.alarms(),
             "chg_status": ch.status(),
             "chg_pilot": self.ev.pilot(),
             "chg_ev_req_v": self.ev.ocv() if self.ev.present else 0,

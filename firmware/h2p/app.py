@@ -29,6 +29,10 @@ _I_WH = _IX["met_wh"]
 _I_W = _IX["met_w"]
 _I_TANK = _IX["ref_tank_l"]
 _I_EVSOC = _IX["chg_ev_soc"]
+# The energy manager's slots the shell reads and stores (h2p.energy's contract).
+_EM_LPK = const(0)
+_EM_WARM_L = const(1)
+_EM_SAVES = const(5)
 del _IX  # the index by name is dropped after boot (readings.release)
 
 
@@ -211,6 +215,19 @@ class Pile:
         self.boot_no = self.rec.boot()
         # Contactor operations survive reboots (its wear is a lifetime count).
         self.sup.contactor.cycles_base = j.get_meta("contactor_cycles", 0)
+        # The energy manager's measured figures (premix per kWh, warm-up)
+        # are this pile's, kept across reboots.
+        # (the figures [mL/kWh, 0.1 L]; anything implausible is ignored)
+        v = j.get_meta("energy", None)
+        try:
+            lpk, warm = int(v[0]), int(v[1])
+            if not (500 <= lpk <= 3000 and 0 <= warm <= 500):
+                raise ValueError
+            a = self.sup.em
+            a[_EM_LPK], a[_EM_WARM_L] = lpk, warm
+        except (TypeError, ValueError, IndexError):
+            if v is not None:  # (None: nothing measured yet)
+                log("journal", "ignored", v)
         log("journal", "boot", self.boot_no, "records", rep["records"])
 
     def _save_cycles(self):
@@ -245,6 +262,16 @@ class Pile:
         rec = self.rec
         if rec is None:
             return
+        a = self.sup.em
+        if a[_EM_SAVES]:
+            # A new premix-per-kWh or warm-up figure from the energy manager:
+            # stored (one flash write per window_kwh of stack energy, one per
+            # warm-up; here, with the energy readings); the count is ours to clear.
+            a[_EM_SAVES] = 0
+            try:
+                rec.j.set_meta("energy", [a[_EM_LPK], a[_EM_WARM_L]])
+            except Exception as e:  # noqa: BLE001 - a full journal must not stop the pile
+                log("journal", "not stored", "energy", type(e).__name__)
         if self.closing is not None:
             wh = self._fresh(_I_WH, self.session_ms)
             # Close on the first meter reading after the stop; a meter that

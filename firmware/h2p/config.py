@@ -73,7 +73,7 @@ LIMITS = {
     "stack_ready_c": (float, 150.0, rng(120, 180), "stack temperature for `ready`"),
     "bat_soc_min": (float, 10.0, rng(0, 50), "buffer battery SOC floor for EV charging"),
     "bat_kwh": (float, 60.0, rng(1, 500), "buffer battery capacity (deliverable-energy estimate)"),
-    "premix_l_per_kwh": (float, 0.95, rng(0.6, 3.0), "premix per kWh net (deliverable-energy estimate)"),
+    "premix_l_per_kwh": (float, 0.95, rng(0.6, 3.0), "premix per kWh delivered to EVs (dispatch estimate) until the pile has measured its own"),
     "bat_soc_target": (float, 90.0, rng(50, 100), "stack charges the battery up to this SOC"),
     "bat_soc_max": (float, 95.0, rng(50, 100), "stack drops to minimum load above this SOC"),
     "stop_current_a": (float, 5.0, rng(0.5, 20), "contactor opens only below this current"),
@@ -81,6 +81,18 @@ LIMITS = {
     "purge_s": (float, 30.0, rng(0, 600), "purge time in cooldown"),
     "cool_reformer_c": (float, 80.0, rng(20, 200), "cooldown ends below this bed temperature"),
     "cool_stack_c": (float, 90.0, rng(20, 200), "cooldown ends below this stack temperature"),
+}
+
+# The energy manager (h2p.energy; the policy: docs/energy.md).
+ENERGY = {
+    "band_lo": (float, 0.6, rng(0.1, 1.0), "stack current while it recharges the battery without an EV, fraction of rated (its best-efficiency band)"),
+    "band_hi": (float, 0.67, rng(0.1, 1.0), "stack current while an EV charges and the battery is below target, fraction of rated (top of the band; not below band_lo)"),
+    "boost_soc": (float, 0.0, rng(0, 100), "below this battery SOC with an EV charging the stack runs at rated, off its best band (~2.5 % more premix per kWh): the EV waits on the stack alone (0: never)"),
+    "hold_s": (int, 1800, rng(0, 86400), "once the battery is back at target with no EV, the stack is held warm at minimum load this long before an idle shutdown may cool the pile"),
+    "premix_low_l": (float, 10.0, rng(2, 200), "premix at or below which an idle pile may cool down without refilling its battery"),
+    "reserve_l": (float, 2.0, rng(0, 50), "premix the pile never delivers (the tank_empty interlock stops it at 2 L): left out of the dispatch estimate"),
+    "warmup_l": (float, 1.0, rng(0, 50), "premix a warm-up from cold takes (dispatch estimate), until the pile has measured one"),
+    "window_kwh": (float, 10.0, rng(1, 200), "energy the stack produces between two measurements of premix per kWh"),
 }
 
 MQTT = {
@@ -121,6 +133,7 @@ SCHEMA = {
     "units": (UNITS, None, None, ""),
     "meter_profile": (str, "sdm630", _meter, "energy meter profile (registers.METER_PROFILES)"),
     "limits": (LIMITS, None, None, ""),
+    "energy": (ENERGY, None, None, ""),
     "mqtt": (MQTT, None, None, ""),
     "wifi": (WIFI, None, None, ""),
     "ntp": (NTP, None, None, ""),
@@ -135,8 +148,20 @@ SCHEMA = {
 }
 
 
+def _cross(c, where):
+    # Settings that must agree with each other (each is in range already).
+    e, lim = c["energy"], c["limits"]
+    if e["band_lo"] > e["band_hi"]:
+        raise ConfigError("%s: key 'energy.band_lo' is %r: must not exceed energy.band_hi (%r)"
+                          % (where, e["band_lo"], e["band_hi"]))
+    if lim["bat_soc_target"] > lim["bat_soc_max"]:
+        raise ConfigError("%s: key 'limits.bat_soc_target' is %r: must not exceed limits.bat_soc_max (%r)"
+                          % (where, lim["bat_soc_target"], lim["bat_soc_max"]))
+    return c
+
+
 def load(path):
-    return load_json(path, SCHEMA)
+    return _cross(load_json(path, SCHEMA), path)
 
 
 def named_files(c):
@@ -175,4 +200,4 @@ def check_file(key, name, data, where="config.json"):
 
 
 def from_dict(d, where="config"):
-    return validate(SCHEMA, d, where)
+    return _cross(validate(SCHEMA, d, where), where)

@@ -27,6 +27,9 @@ BMS_ALARM_OVERTEMP = 1
 BMS_ALARM_CELL = 2
 BMS_ALARM_COMM = 4
 
+# The energy manager's modes (h2p.energy), indexed by mode (docs/energy.md).
+ENERGY_MODES = ("off", "warm_up", "charge", "boost", "hold", "full", "low")
+
 # Names of the interlock codes (h2p.interlocks), indexed by code.
 SEVERITY_NAMES = ("none", "warning", "derate", "stop", "emergency")
 OP_NAMES = (">=", "<=", "bit", "==", "ohm/V <", "code")
@@ -52,7 +55,9 @@ INTERLOCK_WHY = {
     "iso_warn": "insulation 100-500 ohm/V",
     "iso_fault": "insulation below 100 ohm/V",
     "pilot_short": "pilot state E (short)",
-    "bms_alarm": "buffer battery BMS alarm",
+    "bms_alarm": "buffer battery BMS alarm: the battery neither charges nor discharges (the stack carries the load)",
+    "bat_hot": "buffer battery above 50 degC: lower power (the BMS lowers its own limits too; in the cold it allows no charge below 0 degC, which bounds the stack through the claim `bms`)",
+    "bat_overtemp": "buffer battery at 60 degC",
     "charger_hot": "charger modules above 85 degC",
     "contactor_welded": "contactor welded: commanded open, aux reads closed",
     "contactor_stuck": "contactor stuck open: commanded closed, aux reads open",

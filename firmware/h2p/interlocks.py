@@ -63,6 +63,8 @@ TABLE = (
     ["iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0],
     ["pilot_short", "chg_pilot", EQ, K.PILOT_E, 100, STOP, AUTO, EV, 0],
     ["bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0],
+    ["bat_hot", "bat_c", GE, 50.0, 5000, DERATE, AUTO, ALWAYS, 50],
+    ["bat_overtemp", "bat_c", GE, 60.0, 2000, STOP, AUTO, ALWAYS, 0],
     ["charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50],
     ["contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],
     ["contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0],

@@ -14,6 +14,7 @@ from h2p import codes as K
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
+from h2p import energy as E
 from h2p.readings import UNKNOWN
 
 def _indices(*names):
@@ -26,10 +27,11 @@ def _indices(*names):
 
 
 _H2_WARN = IL.NAMES.index("h2_warn")  # its interlock row, found once
+_BMS_ALARM = IL.NAMES.index("bms_alarm")
 _ESTOP = IL.NAMES.index("estop")
 
 # _RD[_CHG_STATUS] is the reading index of chg_status, and so on.
-_RD = _indices("bat_dis_lim_a", "bat_soc", "bat_v", "chg_ev_req_a", "chg_ev_req_v", "chg_out_a", "chg_out_v", "chg_pilot", "chg_status", "fc_dcdc_a", "fc_dcdc_v", "fc_stack_c", "ref_bed_c", "ref_pump_mlmin", "sio_airflow", "sio_status")
+_RD = _indices("bat_dis_lim_a", "bat_soc", "bat_v", "chg_ev_req_a", "chg_ev_req_v", "chg_out_a", "chg_out_v", "chg_pilot", "chg_status", "fc_dcdc_a", "fc_dcdc_v", "fc_stack_c", "ref_bed_c", "ref_pump_mlmin", "sio_airflow", "sio_status", "bat_a", "bat_chg_lim_a", "fc_stack_a", "fc_stack_v")
 del _indices
 _BAT_DIS_LIM_A = const(0)
 _BAT_SOC = const(1)
@@ -47,6 +49,10 @@ _REF_BED_C = const(12)
 _REF_PUMP_MLMIN = const(13)
 _SIO_AIRFLOW = const(14)
 _SIO_STATUS = const(15)
+_BAT_A = const(16)
+_BAT_CHG_LIM_A = const(17)
+_FC_STACK_A = const(18)
+_FC_STACK_V = const(19)
 
 _SELFTEST_MS = const(15000)
 _LOCK_MS = const(3000)
@@ -76,14 +82,21 @@ _OPERATOR = const(4)
 _SESSION = const(5)
 EV_CLAIMS = ("interlock", "contactor", "battery", "charger", "operator", "session")
 
-# Claims on the stack current setpoint.
+# Claims on the stack current setpoint. "bms": the stack current that puts
+# the BMS's charge limit into the battery (after the EV and the balance of
+# plant); "energy": what the energy manager (h2p.energy) wants.
 _S_INTERLOCK = const(0)
 _S_FUEL = const(1)
-_S_RAMP = const(2)
-_S_TEMP = const(3)
-_S_BATTERY = const(4)
-_S_DEMAND = const(5)
-STACK_CLAIMS = ("interlock", "fuel", "ramp", "stack_temp", "battery", "demand")
+_S_BMS = const(2)
+_S_RAMP = const(3)
+_S_TEMP = const(4)
+_S_ENERGY = const(5)
+_S_DEMAND = const(6)
+STACK_CLAIMS = ("interlock", "fuel", "bms", "ramp", "stack_temp", "energy", "demand")
+
+# The energy manager's slots the supervisor reads (h2p.energy's contract).
+_EM_WANT = const(2)
+_EM_COOL = const(6)
 
 # Command words: their index in the device's driver is the register's offset
 # from the device's command base in the register maps (0x100 + index). The
@@ -111,6 +124,7 @@ class Supervisor:
         self.ev_arb = Arbiter(EV_CLAIMS)
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
+        self.em = E.new(config["energy"], config["limits"])  # the energy manager (h2p.energy)
         self._limits(**config["limits"])
         self._bus(**config["bus"])
         self.auto_charge = config["auto_charge"]
@@ -168,8 +182,7 @@ class Supervisor:
         self.stack_start_t = int(stack_start_c * 10)
         self.stack_ready_t = int(stack_ready_c * 10)
         self.soc_min = int(bat_soc_min * 10)
-        self.soc_target = int(bat_soc_target * 10)
-        self.soc_max = int(bat_soc_max * 10)
+        # (bat_soc_target, bat_soc_max: the energy manager's, h2p.energy)
         self.stop_a = int(stop_current_a * 10)
         self.purge_ms = int(purge_s * 1000)
         self.cool_bed = int(cool_reformer_c * 10)
@@ -352,6 +365,8 @@ class Supervisor:
                 self._end_session(IL.NAMES[il.first])  # nothing flowed: no ramp
                 self._go(S.FAULT, now)
         st = self.state
+        # The energy manager: its claim for this step, the dispatch estimate.
+        E.step(self.em, now, readings, st, self.session_active)
 
         if st == S.OFF:
             self._off(now)
@@ -469,13 +484,27 @@ class Supervisor:
         arb.claim(_S_RAMP, self.fc_sp + inc + 1)
         t = self._r(_FC_STACK_C, now)
         arb.claim(_S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
-        soc = self._r(_BAT_SOC, now)
-        if soc == UNKNOWN or (soc >= self.soc_max and not ev_load):
-            arb.claim(_S_BATTERY, self.min_load)
-        elif soc >= self.soc_target and not ev_load:
-            arb.claim(_S_BATTERY, (self.min_load + rated) // 2)
+        # A stop-severity BMS alarm: the battery neither charges nor
+        # discharges; the stack carries the load itself (bms and energy
+        # both claim the current that sets the battery current to zero).
+        alarm = il.in_force(_BMS_ALARM)
+        # The BMS's charge limit (0 under an alarm): the measured stack
+        # current plus the battery current still allowed, carried over from
+        # the bus voltage to the stack's (the DC/DC's loss makes it a little
+        # less: the safe side). Inline, not a method: RAM.
+        lim = 0 if alarm else self._r(_BAT_CHG_LIM_A, now)
+        ba = self._r(_BAT_A, now)  # + discharge
+        bv = self._r(_BAT_V, now)
+        sa = self._r(_FC_STACK_A, now)
+        sv = self._r(_FC_STACK_V, now)
+        if lim == UNKNOWN or ba == UNKNOWN or bv == UNKNOWN:
+            bms = self.min_load  # battery unknown: push nothing into it
+        elif sa == UNKNOWN or sv == UNKNOWN or sv < 100:
+            bms = NONE  # the stack is not loaded yet: nothing to bound
         else:
-            arb.claim(_S_BATTERY, NONE)
+            bms = sa + (lim + ba) * bv // sv
+        arb.claim(_S_BMS, bms)
+        arb.claim(_S_ENERGY, bms if alarm else self.em[_EM_WANT])
         arb.claim(_S_DEMAND, rated)  # the stack's own rating
         want = arb.decide()
         if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
@@ -486,14 +515,17 @@ class Supervisor:
         down = self.down_ua + self.ramp_down * dt
         dec = down // _UA_PER_STEP
         floor = self.fc_sp - dec
-        if want < floor and arb.owner != _S_INTERLOCK and arb.owner != _S_FUEL:
+        if want < floor and arb.owner != _S_INTERLOCK and arb.owner != _S_FUEL and not alarm:
             want = floor
             self.down_ua = down - dec * _UA_PER_STEP
         else:
             self.down_ua = 0
         self.fc_sp = want
-        # The pump leads: feed what the unramped demand will need.
-        target = arb.claims[_S_BATTERY]
+        # The pump leads: feed what the unramped demand will need (the
+        # energy manager's wish, as far as the BMS takes it).
+        target = arb.claims[_S_ENERGY]
+        if arb.claims[_S_BMS] < target:
+            target = arb.claims[_S_BMS]
         if target > rated:
             target = rated
         if target < self.min_load:
@@ -601,7 +633,9 @@ class Supervisor:
                     return
         if not self.want_run:
             self._go(S.COOLDOWN, now)
-        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms:
+        elif self.idle_ms and ticks_diff(now, self.idle_since) > self.idle_ms and self.em[_EM_COOL]:
+            # (the energy manager holds it until the battery is back at
+            # target, unless the premix is low: h2p.energy)
             self.events.append(("idle_shutdown", "", ""))
             self.want_run = False
             self._go(S.COOLDOWN, now)
@@ -623,8 +657,17 @@ class Supervisor:
         soc = self._r(_BAT_SOC, now)
         bv = self._r(_BAT_V, now)
         bl = self._r(_BAT_DIS_LIM_A, now)
-        if soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min:
+        ba = self._r(_BAT_A, now)
+        ov = self._r(_CHG_OUT_V, now)
+        oa = self._r(_CHG_OUT_A, now)
+        if (soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min
+                and not il.in_force(_BMS_ALARM)):
             w += bl * bv // 100
+        elif bv != UNKNOWN and ba != UNKNOWN and ov != UNKNOWN and oa != UNKNOWN:
+            # Battery at its floor (or in alarm): the EV gets what the stack
+            # gives beyond the balance of plant, i.e. the charger's input now
+            # less what the battery is giving: no more energy out of it.
+            w = ov * oa // 100 * 1000 // self.eff_pm - ba * bv // 100
         ev_v = self._r(_CHG_OUT_V, now)
         rv = self._r(_CHG_EV_REQ_V, now)
         if ev_v == UNKNOWN or ev_v < 500:

@@ -60,7 +60,7 @@ _TELE = (
     ('premix_l', 'L', 'premix in the tank'),
     ('h2_lel', '%LEL', 'hydrogen concentration in the enclosure'),
     ('limit_a', 'A', 'output current limit in force'),
-    ('deliver_kwh', 'kWh', 'energy the pile can still deliver from premix and battery (for dispatch)'),
+    ('deliver_kwh', 'kWh', 'energy the pile can still deliver to EVs (for dispatch; as on `state`), null while unknown'),
 )
 TELE_FIELDS = tuple((f, u, TELE_DEADBAND[f], d) for f, u, d in _TELE) + (
     ('state', '', '—', 'state machine state, as on `state` (a change of state goes out on `state`)'),
@@ -86,7 +86,8 @@ STATE_FIELDS = (
     ('faults', 'list', 'active fault codes'),
     ('limit_by', 'str', 'what limits the output current now (bms, fc, ev, cmd, thermal...)'),
     ('limit_a', 'num', 'the current limit in force, A'),
-    ('stack_limit_by', 'str', 'what limits the fuel-cell stack current now'),
+    ('stack_limit_by', 'str', 'what limits the fuel-cell stack current now: interlock, fuel, bms (the battery\'s charge limit), ramp, stack_temp, energy (the energy manager), demand'),
+    ('deliver_kwh', 'num', 'energy the pile can still deliver to EVs, kWh: premix above the reserve at this pile\'s measured premix per kWh, less a warm-up when the stack is cold, plus the battery above its floor; null while unknown. Sent again when it moves by 5 kWh (tele has it to 0.5 kWh) (docs/energy.md)'),
 )
 EVT_FIELDS = (
     ('kind', 'str', 'faults, selftest, session_start, session_stop or idle_shutdown'),

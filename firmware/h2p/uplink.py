@@ -75,13 +75,13 @@ _TELE_JSON = ('{"p_kw": %s, "v_out": %s, "i_out": %s, "e_kwh": %s, "ev_soc": %s,
               '"limit_a": %s, "deliver_kwh": %s, "state": "%s", "seq": %d, "boot": %d}')
 _N_TELE = const(14)
 # self.tele: [0, _N_TELE) deadbands, [_N_TELE, 2 * _N_TELE) the values last
-# sent (NaN: was null), then the limits for the deliverable energy.
+# sent (NaN: was null).
 _SENT = const(14)
-_L_PER_KWH = const(28)
-_BAT_KWH = const(29)
-_SOC_MIN = const(30)
-_EFF = const(31)
-_TELE_SIZE = const(32)
+_DELIVER = const(13)  # deliver_kwh's deadband (x10 for the retained state message: each is held until acked)
+_STATE_WH = const(28)  # the estimate the last state message carried, Wh
+_TELE_SIZE = const(29)
+
+_EM_DELIVER = const(4)  # the energy manager's slot (h2p.energy's contract)
 
 
 class Uplink:
@@ -113,13 +113,8 @@ class Uplink:
         self.evt_lost = 0
         self.last_state = None
 
-        self.tele = t = array("d", bytes(8 * _TELE_SIZE))
+        self.tele = array("d", bytes(8 * _TELE_SIZE))
         self.tele_ms = 0
-        lim = cfg["limits"]
-        t[_L_PER_KWH] = lim["premix_l_per_kwh"]
-        t[_BAT_KWH] = lim["bat_kwh"]
-        t[_SOC_MIN] = lim["bat_soc_min"]
-        t[_EFF] = lim["charger_eff"]
 
     # ---- MQTT callbacks ------------------------------------------------------
     def _connected(self):
@@ -243,13 +238,25 @@ class Uplink:
         return self.c.publish((self.prefix + name).encode(), msg, f & 2, f & 1)
 
     def _state(self):
+        # Retained: what a dispatcher reads first, the estimate included
+        # (sent again when it moves by its deadband, as in tele). Its JSON
+        # text is formatted here, as tele's: no dict built (RAM).
         s = self.pile.sup
-        st = (s.state, tuple(s.il.names_in_force()), s.ev_arb.owner)
-        if st != self.last_state:
+        t = self.tele
+        wh = s.em[_EM_DELIVER]
+        names = s.il.names_in_force()
+        st = (s.state, tuple(names), s.ev_arb.owner, s.st_arb.owner)
+        if st != self.last_state or abs(wh - t[_STATE_WH]) > t[_DELIVER] * 10000:
             self.last_state = st
-            d = s.status(self.pile.clock.ms())
-            self._pub("state", {"state": d["state"], "faults": d["faults"], "limit_by": d["ev_limit_by"],
-                                "limit_a": d["ev_limit_a"], "stack_limit_by": d["stack_limit_by"]})
+            t[_STATE_WH] = wh
+            self.seq += 1
+            # (fields as topics_doc.STATE_FIELDS; the format is a constant
+            # of this method, not a module global: the uplink stays at 17)
+            self._pub("state", ('{"state": "%s", "faults": [%s], "limit_by": "%s", "limit_a": %s, '
+                                '"stack_limit_by": "%s", "deliver_kwh": %s, "seq": %d, "boot": %d}') % (
+                S.NAMES[s.state], '"' + '", "'.join(names) + '"' if names else "", s.ev_arb.in_charge(),
+                s.ev_limit / 10, s.st_arb.in_charge(),
+                "null" if wh < 0 else round(wh / 1000, 1), self.seq, self.pile.boot_no))
 
     def _reading(self, k, now, div, nd):
         # Reading _RD[k] as tele carries it: scaled down by div, rounded to
@@ -267,13 +274,9 @@ class Uplink:
         bat_soc = r(_BAT_SOC, now, 1, 1)
         bv, ba = v(_RD[_BAT_V], now), v(_RD[_BAT_A], now)
         fv, fa = v(_RD[_FC_V], now), v(_RD[_FC_A], now)
-        # kWh the pile can still give an EV: premix through the stack plus
-        # the battery above its floor, both through the charger.
-        kwh = 0
-        if premix != "null":
-            kwh += premix / t[_L_PER_KWH]
-        if bat_soc != "null" and bat_soc > t[_SOC_MIN]:
-            kwh += (bat_soc - t[_SOC_MIN]) / 100 * t[_BAT_KWH]
+        # kWh the pile can still give an EV: the energy manager's estimate
+        # (h2p.energy: measured premix per kWh, warm-up, battery).
+        wh = p.sup.em[_EM_DELIVER]
         # The message's values, in the order of _TELE_JSON (seq as it will
         # be if this is sent).
         vals = (r(_MET_W, now, 1000, 2), r(_MET_V, now, 1, 1), r(_MET_A, now, 1, 1),
@@ -281,7 +284,7 @@ class Uplink:
                 r(_FC_T, now, 1, 1), r(_REF_T, now, 1, 1), premix, r(_H2_LEL, now, 1, 1),
                 "null" if bv is None or ba is None else round(bv * ba / 1000, 2),
                 "null" if fv is None or fa is None else round(fv * fa / 1000, 2),
-                p.sup.ev_limit / 10, round(kwh * t[_EFF], 1),
+                p.sup.ev_limit / 10, "null" if wh < 0 else round(wh / 1000, 1),
                 S.NAMES[p.sup.state], self.seq + 1, p.boot_no)
         wall = ticks_ms()
         # Sent at the heartbeat, or when a field moved by more than its

@@ -72,3 +72,22 @@ def test_a_session_waits_for_its_start_value(tmp_path, monkeypatch):
     assert p.sup.hold_close
     _meter(p, clock, 42.0)
     assert not p.sup.hold_close and p.rec.s["m0"] == 42.0
+
+
+def test_energy_figures_are_kept_across_reboots_and_junk_is_ignored(tmp_path, monkeypatch):
+    # The energy manager's measured premix per kWh and warm-up (h2p.energy
+    # slots 0, 1) are stored in the journal when it says so (slot 5) and
+    # put back by the next boot; a stored value that makes no sense is not.
+    p, clock, _ = _pile(tmp_path, monkeypatch)
+    a = p.sup.em
+    assert (a[0], a[1]) == (950, 10)  # the config's figures until measured
+    a[0], a[1], a[5] = 884, 7, 1
+    _meter(p, clock, 1000.0)
+    assert a[5] == 0  # stored: the count is cleared
+    p2, _, _ = _pile(tmp_path, monkeypatch)
+    assert (p2.sup.em[0], p2.sup.em[1]) == (884, 7)
+    for junk in ([10, 1], [900, 9999], "x", [1]):
+        p2.rec.j.set_meta("energy", junk)
+        p3, _, _ = _pile(tmp_path, monkeypatch)
+        assert (p3.sup.em[0], p3.sup.em[1]) == (950, 10), junk
+        p2 = p3

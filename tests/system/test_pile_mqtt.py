@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from h2p import keys, signer
+from h2p.supervisor import STACK_CLAIMS
 from host_tools import cmd as cmdtool
 from host_tools.pilerun import PileRun
 from tests.helpers.pilewait import until
@@ -134,6 +135,11 @@ def test_pile_over_a_real_broker(tmp_path, fw_build):
     assert o["online_again_s"] is not None and o["online_again_s"] <= 5.0
     assert o["ev_a_after"] > 5
     assert o["late_state"] and o["late_state"][-1][1]["state"] == "charging"
+    # ... (retained: a late subscriber got it) with who limits the stack and the
+    # dispatch estimate (docs/energy.md): a dispatcher reads them retained.
+    st = o["late_state"][-1][1]
+    assert st["stack_limit_by"] in STACK_CLAIMS, st
+    assert isinstance(st["deliver_kwh"], float) and 50 < st["deliver_kwh"] < 400, st
     # Commands.
     code, ack = o["good"]
     assert code == cmdtool.EXIT_OK and ack["ok"], ack

@@ -27,7 +27,10 @@ DOWN = 0.03  # stack_ramp_down (default 0.07): 2.25 A/s, so the ramp down lasts 
 # A short warm start: a 10 % minimum load (the stack reaches `ready` 5 s after
 # its start), a 3 s feed lead over a 2 s evaporator delay, and an idle shutdown
 # after 14 s in `ready`, so the ramp up runs ~19 s and the ramp down ~6 s.
-CONFIG = {"pile_id": "rate-1", "auto_charge": False, "idle_shutdown_s": 14,
+# The battery above its target (92 %, PLANT): the energy manager holds the stack
+# warm in its band (so the ramp limits on the way up) and lets the idle pile
+# cool once it has held it energy.hold_s (14 s from the stack's start).
+CONFIG = {"pile_id": "rate-1", "auto_charge": False, "idle_shutdown_s": 14, "energy": {"hold_s": 14},
           "limits": {"stack_min_load": 0.1, "feed_lead_s": 3, "stack_ramp_up": UP, "stack_ramp_down": DOWN}}
 
 
@@ -37,7 +40,7 @@ def _data_age_ms(speed):
     return max(2500, int(330 * speed))
 
 
-PLANT = {"bed_c0": 265.0, "stack_c0": 165.0, "evap_delay_s": 2.0}
+PLANT = {"bed_c0": 265.0, "stack_c0": 165.0, "evap_delay_s": 2.0, "bat_soc": 92.0}
 
 
 def slope(points):

@@ -155,3 +155,36 @@ def test_monitor_lists_only_piles_that_published_status():
     # a command to a listed pile does not refresh when it was last heard from
     assert not f.feed(topics.topic("P2", "cmd"), b'{"op": "wake"}', now=20.0)
     assert f.rows(now=20.0)[0][-1] == "8"
+
+
+def test_monitor_json_lists_piles_by_their_dispatch_estimate(tmp_path, capsys):
+    """`h2pile monitor --json --once`: every pile that published its status,
+    with the retained state's `deliver_kwh`, the online pile
+    that can deliver most first; the table shows the estimate too."""
+    with Broker(tmp_path) as b:
+        c = paho_client(b.port)
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        for pile, online, kwh, mode in (("A1", True, 80.5, "charge"), ("A2", True, 210.0, "hold"),
+                                        ("A3", False, 300.0, "off"), ("A4", True, None, "off")):
+            c.publish(topics.topic(pile, "status"), json.dumps({"online": online}), qos=1,
+                      retain=True).wait_for_publish(5)
+            c.publish(topics.topic(pile, "state"), json.dumps(
+                {"state": "ready", "faults": [], "limit_by": "session", "limit_a": 0,
+                 "stack_limit_by": "energy", "energy": mode, "deliver_kwh": kwh}), qos=1,
+                retain=True).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
+        rc = run_cli(monitor, ["monitor", "--broker", "127.0.0.1:%d" % b.port, "--once", "--wait", "1", "--json"])
+        out = capsys.readouterr().out
+        assert rc == 0
+        piles = json.loads(out)
+        # online first, most energy first, an unknown estimate after known ones
+        assert [p["pile"] for p in piles] == ["A2", "A1", "A4", "A3"], out
+        assert piles[0]["deliver_kwh"] == 210.0 and piles[0]["online"] is True
+        assert piles[2]["deliver_kwh"] is None and piles[3]["online"] is False
+        rc = run_cli(monitor, ["monitor", "--broker", "127.0.0.1:%d" % b.port, "--once", "--wait", "1"])
+        table = capsys.readouterr().out
+        assert rc == 0 and "DLV_KWH" in table.splitlines()[0]
+        row = [ln for ln in table.splitlines() if ln.startswith("A1")][0].split()
+        assert "80.5" in row, row

@@ -67,6 +67,8 @@ def test_every_doc_that_says_generated_is_in_the_one_pipeline():
     # nothing else; every generator's doc says so.
     said = set()
     for name in os.listdir(os.path.join(ROOT, "docs")):
+        if not name.endswith(".md"):
+            continue  # a plot (docs/energy-day.png) says nothing
         with open(os.path.join(ROOT, "docs", name), encoding="utf-8") as f:
             text = f.read()
         if re.search(r"generated|do not edit", text, re.I):
