@@ -55,7 +55,8 @@ class Pile:
         forget("h2p.registers")
         from h2p.supervisor import Supervisor
 
-        self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"])
+        self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"],
+                             D.frame_max(self.devices))
         self.sup = Supervisor(config, self.devices, clock.ms())
         self.cycles = 0
         self.steps = 0

@@ -244,6 +244,17 @@ class Device:
         self.silent = False
 
 
+def frame_max(devices):
+    # The longest Modbus frame the pile exchanges with these devices: a read
+    # reply (5 + 2 a register) or a write of a command block (9 + 2 a register).
+    n = 8
+    for d in devices:
+        for b in d.blocks:
+            n = max(n, 5 + 2 * b.count)
+        n = max(n, 9 + 2 * len(d.want))
+    return n
+
+
 def build(config):
     # All drivers for this pile, in poll order (safety-relevant first). The
     # register maps are read here once; the board may unload them after.

@@ -46,14 +46,17 @@ def gap_us(baud):
 
 
 class Master:
-    def __init__(self, transport, clock, baud=115200, timeout_ms=60, retries=0):
+    # frame_max: the longest frame this master sends or receives (the pile's
+    # longest read reply or write, h2p.devices.frame_max): its two buffers
+    # are that long, not the 256 B the protocol allows (~450 B of heap).
+    def __init__(self, transport, clock, baud=115200, timeout_ms=60, retries=0, frame_max=_BUF):
         self.t = transport
         self.clock = clock
         self.baud = baud
         self.timeout_ms = timeout_ms
         self.retries = retries
-        self._tx = bytearray(_BUF)
-        self._rx = bytearray(_BUF)
+        self._tx = bytearray(frame_max)
+        self._rx = bytearray(frame_max)
         self._rxmv = memoryview(self._rx)
         self.stats = [0] * len(STAT_NAMES)
         self._gap_ms = max(1, gap_us(baud) // 1000)

@@ -184,7 +184,8 @@ def parse(raw):
 
 def check(cmd, key, now_s, pile_id=None, allow_unset_clock=False, skew_s=SKEW_S):
     # -> None if the parsed cmd is well formed, signed with key, addressed
-    # to pile_id and valid at now_s; else the reason. Never raises.
+    # to pile_id and valid at now_s; else the reason ("no memory" when the
+    # pile had none to check it with). Never raises.
     r = check_args(cmd["op"], cmd["args"])
     if r:
         return r
@@ -193,6 +194,8 @@ def check(cmd, key, now_s, pile_id=None, allow_unset_clock=False, skew_s=SKEW_S)
     try:
         good = hmac_sha256(key_bytes(key), lambda out: canonical(cmd, out))
         sig = unhexlify(cmd["sig"])  # hex, either case
+    except MemoryError:
+        return "no memory"  # not the sender's fault: said as such (send it again)
     except Exception:
         return "bad signature"
     if len(sig) != 32:

@@ -159,28 +159,30 @@ class Uplink:
             except MemoryError:
                 p.report_errors += 1
             return
-        ack = self._handle(payload, op, n)
-        if (ack is None or ack["reason"] == "no memory") and cmdgate.safety(op):
-            # A stop must not fail for want of a block to load or run the
-            # handler in: let go of the acks already written (only their
-            # PUBACK is awaited) and of what a half-done load left; again.
-            forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
-            self.c.shed()
-            ack = self._handle(payload, op, n)
-        if ack is None:
-            p.report_errors += 1
-            ack = {"id": cmdgate.peek(payload, b'"id"'), "op": op if op is None or len(op) <= 16 else None,
-                   "ok": False, "reason": "no memory"}
-        # The ack goes out first: what it allocates does not land in the
-        # blocks the modules free, which the next command's load reuses.
         try:
+            ack = self._handle(payload, op, n)
+            if (ack is None or ack["reason"] == "no memory") and cmdgate.safety(op):
+                # A stop must not fail for want of a block to load or run the
+                # handler in: let go of the acks already written (only their
+                # PUBACK is awaited) and of what a half-done load left; again.
+                forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+                self.c.shed()
+                ack = self._handle(payload, op, n)
+            if ack is None:
+                p.report_errors += 1
+                ack = {"id": cmdgate.peek(payload, b'"id"'), "op": op if op is None or len(op) <= 16 else None,
+                       "ok": False, "reason": "no memory"}
+            # The ack goes out first: what it allocates does not land in the
+            # blocks the modules free, which the next command's load reuses.
             self._cmd_ack(ack)
         except MemoryError:  # said (counted); the modules are dropped all the same
             p.report_errors += 1
-        ack = None
-        # RAM: loaded for one command, dropped after it (over the rate,
-        # nothing is loaded: a flood costs no loading at all)
-        forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
+        finally:
+            ack = None
+            # RAM: loaded for one command, dropped after it (over the rate,
+            # nothing is loaded: a flood costs no loading at all), also when
+            # the ack itself found no memory (they stayed loaded: 3.4 KB)
+            forget("h2p.cmdhandler", "h2p.sign", "h2p.cmdspec")
 
     def _handle(self, payload, op, n):
         # -> the handler's ack, or None if it could not be loaded or run

@@ -99,3 +99,20 @@ def test_write_echo_for_other_address_rejected():
         assert m.stats[0] == 0 and m.stats[5] == 1, m.stats
         return
     raise AssertionError("accepted a write echo for another register")
+
+
+def test_buffers_are_as_long_as_the_piles_longest_frame():
+    # the pile's master holds frames as long as its longest read reply or
+    # write (devices.frame_max), and every block it reads fits
+    from h2p import config as C
+    from h2p import devices as D
+
+    devs = D.build(C.from_dict({"pile_id": "t"}))
+    n = D.frame_max(devs)
+    assert 8 <= n < 256
+    for d in devs:
+        assert 9 + 2 * len(d.want) <= n
+        for b in d.blocks:
+            assert 5 + 2 * b.count <= n
+    m, _line = _master([], frame_max=n)
+    assert len(m._tx) == len(m._rx) == n

@@ -184,3 +184,16 @@ def test_same_results_on_micropython(tmp_path):
     assert mp["key"] == KEY and mp["mqtt"] == keys.mqtt_password("fleet-secret", "P1")
     assert mp["sign"] == [c["sig"] for c in cases[:3]]
     assert mp["replay"] == ["ok", "replayed"]
+
+
+def test_no_memory_to_check_a_signature_is_said_as_such_not_as_a_bad_signature(monkeypatch):
+    # A pile short of RAM must not blame the sender: "no memory" (send it
+    # again), which the uplink retries for a safety op; never "bad signature".
+    cmd, why = sign.parse(raw(fresh()))
+    assert why is None or why == "ok", why
+
+    def no_ram(*_a):
+        raise MemoryError("memory allocation failed, allocating 272 bytes")
+
+    monkeypatch.setattr(sign, "hmac_sha256", no_ram)
+    assert sign.check(cmd, KEY, NOW, "P1") == "no memory"
