@@ -38,6 +38,7 @@ import time
 from typing import Any
 
 from h2p import topics
+from h2p.cmdspec import CMD_ARGS
 from h2p.session import REASONS
 from host_tools.secret_args import LEDGER_PASSWORD, add_secret, secret_from
 from host_tools.topic_filter import topic_filter
@@ -49,6 +50,7 @@ DEFAULT_CLIENT_ID = "h2pile-ledger"
 NO_SPONSOR = "-"
 ENVELOPE_KEYS = ("seq", "boot")  # per-message stamps, not part of the record
 
+_CAP_RANGE = {a[1]: (a[4], a[5]) for a in CMD_ARGS if a[0] == "start" and a[1] in ("cap_kwh", "cap_min")}
 _STAMP_RE = re.compile(r"^boot:\d{1,10}\+\d{1,12}$")
 _EPOCH_MIN = 1_600_000_000
 _EPOCH_MAX = 4_102_444_800  # 2100-01-01
@@ -162,6 +164,10 @@ def validate(topic_pile: str, rec: object) -> str | None:
         ("meter1", -1e12, 1e12, False),
     ):
         err = _check_num(rec, key, lo, hi, req)
+        if err:
+            return err
+    for key in ("cap_kwh", "cap_min"):  # the start command's caps: its ranges (h2p.cmdspec)
+        err = _check_num(rec, key, *_CAP_RANGE[key], required=False)
         if err:
             return err
     if rec.get("reason") not in REASONS:

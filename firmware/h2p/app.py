@@ -27,9 +27,19 @@ _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
 _I_WH = _IX["met_wh"]
 _I_W = _IX["met_w"]
+_I_V = _IX["met_v"]
 _I_TANK = _IX["ref_tank_l"]
 _I_EVSOC = _IX["chg_ev_soc"]
 del _IX  # the index by name is dropped after boot (readings.release)
+# Pile.cap, the running session's caps: a list, for RAM (no class).
+_C_MS = const(0)  # time cap, ms of the clock (0: none, or reached)
+_C_T0 = const(1)  # when the session started (ms)
+_C_LAST = const(2)  # when the energy was last read (ms)
+_C_BASE = const(3)  # the session's current limit before the energy cap tapered it (0.1 A)
+_C_SET = const(4)  # the limit the taper set (-1: none)
+_C_CAPS = const(5)  # (cap_kwh, cap_min) as the start command gave them: the record shows them
+_C_ON = const(6)  # the energy cap is armed (not reached)
+_C_NEAR = const(7)  # the energy cap is within reach: its energy is read every cycle
 
 
 class Pile:
@@ -68,6 +78,7 @@ class Pile:
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
         self.starting = None  # type: str | None  # auth of a session that waits for the last one to close
+        self.cap = None  # type: list | None  # the running session's caps (_C_*), None without
         self.listeners = []  # type: list  # fn(kind, a, b) for events (MQTT)
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
@@ -159,6 +170,9 @@ class Pile:
             self.step_gap = gap  # worst interval between control steps, per report
         sup.step(now, self.rd)
         self.steps += 1
+        c = self.cap
+        if c is not None and c[_C_MS] and ticks_diff(now, c[_C_T0]) >= c[_C_MS]:
+            self._cap(c, "time_cap")
         if sup.events:
             self._drain()
 
@@ -275,6 +289,44 @@ class Pile:
             if wh is not None:
                 self.sup.hold_close = False
                 self.force_slow = False
+                if self.cap is not None:
+                    self._cap(self.cap, None)
+
+    # ---- caps: the start command's energy and time caps ----------------------------
+    # Pile.cap is set when the supervisor starts a session and dropped when it
+    # stops it (_drain); the time cap is checked in every control step (_step).
+    def _cap(self, c, reached):
+        # reached None: a new energy reading; else the cap that was reached.
+        # (One method, not two: RAM, each function costs ~100 B on the board.)
+        # The energy cap is measured on the billing meter's energy register
+        # (the bill's energy). Within reach of it the energy is read every
+        # cycle, and the session's current is tapered (h2p.session.taper) so
+        # the last Wh come slowly and the ramp down adds next to nothing.
+        sup = self.sup
+        if reached is None:
+            now = self.clock.ms()
+            gap = ticks_diff(now, c[_C_LAST])
+            c[_C_LAST] = now
+            if not c[_C_ON]:
+                return
+            from h2p.session import taper
+
+            lim = taper(c[_C_CAPS][0] * 1000 - self.rec.s["e"], self._fresh(_I_V, 0), self._fresh(_I_W, 0),
+                        sup.ev_limit, gap)
+            if lim is None and not c[_C_NEAR]:
+                return  # the next reading on the slow schedule comes in time
+            c[_C_NEAR] = True  # every cycle from here (the gap is one cycle now, not the slow schedule's)
+            self.force_slow = True
+            if lim is None or lim >= sup.stop_a:
+                if lim is not None and lim < sup.session_limit:
+                    sup.session_limit = c[_C_SET] = lim
+                return
+            reached = "energy_cap"
+        c[_C_MS] = 0
+        c[_C_ON] = False
+        if sup.session_active and not sup.stop_req:
+            log("session", reached, "reached")
+            sup.stop_req = reached  # the session's stop reason (h2p.session.REASONS)
 
     def _open_record(self, wh):
         # The session the supervisor started (auth in self.starting): its
@@ -284,7 +336,9 @@ class Pile:
         self.sup.hold_close = False
         if rec is None or rec.active:
             return
-        sid = rec.start(self.uptime_s(), auth or None, wh, self._premix(0), self._fresh(_I_EVSOC, 0))
+        c = self.cap
+        sid = rec.start(self.uptime_s(), auth or None, wh, self._premix(0), self._fresh(_I_EVSOC, 0),
+                        c[_C_CAPS] if c is not None else None)
         if sid is None:
             # The journal is full of bills the ledger has not
             # acknowledged: charging now could not be billed.
@@ -304,6 +358,11 @@ class Pile:
                 # Energy is read on the slow schedule: ask for it now.
                 self.force_slow = True
                 self.starting = b or ""
+                # Its caps, copied: a new start command changes the
+                # supervisor's for the next session only.
+                c = self.sup.session_caps
+                self.cap = None if c is None else [int((c[1] or 0) * 60000), now, now, self.sup.session_limit, -1,
+                                                   c, bool(c[0]), False]
                 if self.closing is None or self.rec is None:
                     self.session_ms = now
                     self._open_record(None)
@@ -316,6 +375,10 @@ class Pile:
                     # on the slow schedule: meter_timeout with the EV asking.
                     self.sup.hold_close = True
             elif kind == "session_stop":
+                c = self.cap
+                if c is not None and self.sup.session_limit == c[_C_SET]:
+                    self.sup.session_limit = c[_C_BASE]  # the taper's limit is not the next session's
+                self.cap = None
                 self.force_slow = True
                 self.session_ms = now
                 self.closing = b

@@ -11,5 +11,9 @@ CMD_NAMES = ('start', 'stop', 'set_limit', 'reset', 'shutdown', 'wake', 'resend_
 CMD_ARGS = (
     ('start', 'auth', 'str', False, 1, 256),
     ('start', 'limit_a', 'num', False, 0, 500),
+    # Caps a sponsor can budget: the pile stops the session at either (the
+    # energy on the billing meter, the time from the session's start).
+    ('start', 'cap_kwh', 'num', False, 0.1, 500),
+    ('start', 'cap_min', 'num', False, 1, 1440),
     ('set_limit', 'amps', 'num', True, 0, 500),
 )

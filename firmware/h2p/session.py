@@ -28,6 +28,8 @@ REASONS = (
     "power_loss",  # closed at boot from the last checkpoint
     "reboot",  # closed at boot after a software / watchdog reset
     "shutdown",
+    "energy_cap",  # the session's energy cap (start's cap_kwh) reached on the billing meter
+    "time_cap",  # the session's time cap (start's cap_min) reached
 )
 
 
@@ -48,6 +50,32 @@ def reason_for(cause):
     return "fault"
 
 
+_TAPER_S = const(5)  # the energy left under a cap takes this long at the tapered current
+
+
+def taper(left_wh, v, w, limit, gap_ms):
+    # A session's energy cap (h2p.app): -> None while the cap is out of reach,
+    # else the session's current limit, 0.1 A, at which the energy left takes
+    # _TAPER_S (below the contactor's stop current: stop now). Out of reach:
+    # more energy left than the power now could deliver before the energy
+    # register is read twice more and the taper has run (the power: the
+    # meter's w, or what the charger's limit allows at v, 0.1 A, whichever is
+    # more: an EV still ramping up). The taper takes the current down at
+    # 1/_TAPER_S of itself per second, slower than a charger ramps, so the
+    # charger follows and what flows after the stop is next to nothing.
+    # left_wh: cap minus the session's energy so far; v: meter voltage.
+    if left_wh <= 0:
+        return 0
+    if v is None or v < 1:
+        return None  # no estimate: the cap still stops at the register
+    p = v * limit / 10
+    if w is not None and w > p:
+        p = w
+    if left_wh * 3600 > p * (_TAPER_S + 2 * gap_ms / 1000):
+        return None
+    return int(left_wh * 36000 / (v * _TAPER_S))
+
+
 class SessionRecorder:
     """
     journal: an opened h2p.journal.Journal.
@@ -62,7 +90,8 @@ class SessionRecorder:
       reading, Wh; m0 None = no reading yet), "pm" (last premix counter),
       "e" (Wh counted), "ep" (Wh from power), "p" (premix L), "pk" (peak W),
       "t" (time of the last step), "tm" (of the last counted meter
-      reading), "dur" (s), "flags".
+      reading), "dur" (s), "flags", "cap" (the start command's
+      (cap_kwh, cap_min), or None: the record shows them).
     active: the running session's id, or None.
     """
 
@@ -141,6 +170,7 @@ class SessionRecorder:
     def _record(self, st, stop_stamp, reason):
         e = st["e"]
         flags = st["flags"]
+        cap = st["cap"]
         if st["m0"] is None and st["ep"] > 0:
             e = st["ep"]  # no meter reading at all: integrated power
             if "energy_from_power" not in flags:
@@ -162,14 +192,17 @@ class SessionRecorder:
             "soc1": st["soc1"],
             "meter0": st["m0"],
             "meter1": st["m"],
+            "cap_kwh": cap[0] if cap else None,
+            "cap_min": cap[1] if cap else None,
             "flags": flags,
         }
 
     # --------------------------------------------------------- session
-    def start(self, now, token, meter_wh=None, premix_l=None, ev_soc=None):
+    def start(self, now, token, meter_wh=None, premix_l=None, ev_soc=None, cap=None):
         """Open a session; returns its id, or None if the journal cannot
         take it (full of unacknowledged data: last_error says so; do not
-        charge then, or charge unbilled by policy)."""
+        charge then, or charge unbilled by policy). cap: (cap_kwh, cap_min)
+        of the start command (either may be None), or None."""
         if self.s is not None or self.boot_no is None:
             raise ValueError("a session is running or boot() was not called")
         seq = self.seq + 1
@@ -177,7 +210,8 @@ class SessionRecorder:
         ts = self.stamp(now)
         try:
             self.j.open_session({"id": sid, "boot": self.boot_no, "seq": seq, "start": ts, "t0": now,
-                                 "token": token, "soc0": ev_soc, "meter0": meter_wh, "premix0": premix_l}, now)
+                                 "token": token, "soc0": ev_soc, "meter0": meter_wh, "premix0": premix_l,
+                                 "cap": cap}, now)
         except JournalFull as e:
             self.last_error = str(e)
             return None
@@ -186,7 +220,7 @@ class SessionRecorder:
         # session uses is here, so none is added (which would grow it).
         self.s = {"id": sid, "start": ts, "token": token, "soc0": ev_soc, "soc1": ev_soc, "m0": meter_wh,
                   "m": meter_wh, "pm": premix_l, "e": 0.0, "ep": 0.0, "p": 0.0, "pk": 0, "t": now, "tm": now,
-                  "dur": 0, "flags": []}
+                  "dur": 0, "flags": [], "cap": cap}
         self.active = sid
         return sid
 

@@ -184,3 +184,23 @@ def test_same_results_on_micropython(tmp_path):
     assert mp["key"] == KEY and mp["mqtt"] == keys.mqtt_password("fleet-secret", "P1")
     assert mp["sign"] == [c["sig"] for c in cases[:3]]
     assert mp["replay"] == ["ok", "replayed"]
+
+
+@pytest.mark.parametrize("args,reason", [
+    ({"cap_kwh": -1}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": 0}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": float("nan")}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": float("inf")}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": 501}, "bad args: cap_kwh out of range"),  # no EV takes more from a pile
+    ({"cap_kwh": "5"}, "bad args: cap_kwh not a number"),
+    ({"cap_kwh": True}, "bad args: cap_kwh not a number"),
+    ({"cap_min": -5}, "bad args: cap_min out of range"),
+    ({"cap_min": 0.5}, "bad args: cap_min out of range"),
+    ({"cap_min": float("nan")}, "bad args: cap_min out of range"),
+    ({"cap_min": 1441}, "bad args: cap_min out of range"),  # more than a day
+    ({"cap_kwh": 0.1, "cap_min": 1}, None),
+    ({"cap_kwh": 500, "cap_min": 1440, "auth": "sponsor:acme:1", "limit_a": 32}, None),
+])
+def test_session_caps_are_checked_with_the_argument_named(args, reason):
+    # A sponsor's cap that is negative, NaN, zero or absurd never reaches the pile's session.
+    assert sign.check_args("start", args) == reason

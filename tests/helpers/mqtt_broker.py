@@ -161,8 +161,8 @@ def out(d):
     print(json.dumps(d))
 
 class Target:
-    def start(self, auth, limit_a):
-        out({"ev": "do", "op": "start", "auth": auth, "limit_a": limit_a})
+    def start(self, auth, limit_a, cap_kwh, cap_min):
+        out({"ev": "do", "op": "start", "auth": auth, "limit_a": limit_a, "cap_kwh": cap_kwh, "cap_min": cap_min})
         return True, "ok"
     def stop(self):
         return False, "not charging"
