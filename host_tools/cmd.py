@@ -180,11 +180,15 @@ def handler(args: argparse.Namespace) -> int:
     for attempt in range(3):
         cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
         code, res = send(host, port, args.pile, cmd, args.user, password, args.timeout, args.tls_ca)
-        # The pile refuses what was signed before (or in the second of) its
-        # last boot (docs/mqtt.md): it just rebooted; sign it again, later.
-        if not (isinstance(res, dict) and res.get("reason") == "issued before boot") or attempt == 2:
+        # Two refusals say "again" (docs/mqtt.md): what was signed before (or
+        # in the second of) the pile's last boot, and a command the pile had
+        # no RAM for at that moment. Signed again (a new command: the
+        # refused one may sit in the pile's replay table), a moment later.
+        why = res.get("reason") if isinstance(res, dict) else None
+        if why not in ("issued before boot", "no memory") or attempt == 2:
             break
-        print("h2pile cmd: %s rebooted after this command was signed; signing it again" % args.pile,
+        print("h2pile cmd: %s %s; signing it again" % (args.pile, "rebooted after this command was signed"
+                                                        if why == "issued before boot" else "had no memory for it"),
               file=sys.stderr)
         time.sleep(1.0)
     if isinstance(res, dict):

@@ -109,6 +109,21 @@ def test_cmd_start_with_a_sponsor_and_caps(tmp_path, capsys):
         assert (do["auth"], do["cap_kwh"], do["cap_min"], do["limit_a"]) == ("sponsor:acme:INV-7", 2.5, 90, None)
 
 
+def test_cmd_signs_again_when_the_pile_had_no_memory(tmp_path, capsys):
+    # docs/mqtt.md: "no memory" means send it again; h2pile cmd does, signed anew.
+    with Broker(tmp_path) as b, Pile(tmp_path, b.port, id="P1", cmd_key=keys.cmd_key(SECRET, "P1"),
+                                     duration=15, tele=False) as pile:
+        assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
+        rc = run_cli(cmdtool, ["cmd", "P1", "start", "--auth", "no-memory-once", "--broker",
+                               "127.0.0.1:%d" % b.port, "--fleet-secret", SECRET, "--timeout", "5"])
+        cap = capsys.readouterr()
+        assert rc == 0 and json.loads(cap.out)["ok"], cap
+        assert "P1 had no memory for it; signing it again" in cap.err
+        acks = [(e["reason"], e["id"]) for e in pile.events if e["ev"] == "ack"]
+        assert [a[0] for a in acks] == ["no memory", "ok"] and acks[0][1] != acks[1][1]
+        assert len([e for e in pile.events if e["ev"] == "do"]) == 1
+
+
 @pytest.mark.parametrize("argv,err", [
     (["start", "--cap-kwh", "-1"], "argument cap_kwh=-1 out of range 0.1..500"),
     (["start", "--cap-kwh", "nan"], "argument cap_kwh=nan out of range 0.1..500"),
