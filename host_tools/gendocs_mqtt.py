@@ -129,10 +129,13 @@ def render() -> str:
 _CAPS = ("A start command may carry a sponsor's terms for the session it starts: `auth` (bills as "
          "`sponsor:<name>:<reference>`, the ledger settles per name), `cap_kwh` and `cap_min`. The pile "
          "holds the session to them itself: the energy is measured on the billing meter's energy register, "
-         "the one the bill is made from, and the current is tapered over the last seconds, so the bill "
-         "ends a few Wh under the cap and never more than one poll cycle's energy over it; the time is "
+         "the one the bill is made from, and the current is tapered over the last seconds (from the meter's "
+         "voltage and power), so the bill ends a few Wh under the cap and never more than one poll cycle's "
+         "energy over it (a meter that gives no voltage: the first energy reading past the cap stops it); "
+         "the time is "
          "measured on the pile's clock from the session's start. The session then stops with reason "
-         "`energy_cap` or `time_cap`, and its bill shows `cap_kwh` and `cap_min` (null when not set). The "
+         "`energy_cap` or `time_cap`; the bill of a session with caps carries `cap_kwh` and `cap_min` (null "
+         "for one not given). The "
          "caps apply to the sessions this command starts (with `auto_charge`, the next ones too, like "
          "`auth`); a later start command sets new terms.")
 

@@ -45,7 +45,6 @@ import time
 from typing import Any
 
 from h2p import topics
-from h2p.cmdspec import CMD_ARGS
 from h2p.session import REASONS
 from host_tools.secret_args import LEDGER_PASSWORD, add_secret, secret_from
 from host_tools.topic_filter import topic_filter
@@ -57,7 +56,7 @@ DEFAULT_CLIENT_ID = "h2pile-ledger"
 NO_SPONSOR = "-"
 ENVELOPE_KEYS = ("seq", "boot")  # per-message stamps, not part of the record
 
-_CAP_RANGE = {a[1]: (a[4], a[5]) for a in CMD_ARGS if a[0] == "start" and a[1] in ("cap_kwh", "cap_min")}
+_CAP_RANGE = {a[1]: (a[4], a[5]) for a in topics.CMD_ARGS if a[0] == "start" and a[1] in ("cap_kwh", "cap_min")}
 _STAMP_RE = re.compile(r"^boot:\d{1,10}\+\d{1,12}$")
 _EPOCH_MIN = 1_600_000_000
 _EPOCH_MAX = 4_102_444_800  # 2100-01-01

@@ -40,6 +40,7 @@ _C_SET = const(4)  # the limit the taper set (-1: none)
 _C_CAPS = const(5)  # (cap_kwh, cap_min) as the start command gave them: the record shows them
 _C_ON = const(6)  # the energy cap is armed (not reached)
 _C_NEAR = const(7)  # the energy cap is within reach: its energy is read every cycle
+_TAPER_S = const(5)  # the energy left under a cap takes this long at the tapered current
 
 
 class Pile:
@@ -172,7 +173,12 @@ class Pile:
         self.steps += 1
         c = self.cap
         if c is not None and c[_C_MS] and ticks_diff(now, c[_C_T0]) >= c[_C_MS]:
-            self._cap(c, "time_cap")
+            # The session's time cap, on the clock. (Inline, as the energy
+            # cap's in _session_tick: RAM, a method costs ~160 B on the board.)
+            c[_C_MS] = 0
+            if sup.session_active and not sup.stop_req:
+                log("session", "time_cap")
+                sup.stop_req = "time_cap"  # the session's stop reason (h2p.session.REASONS)
         if sup.events:
             self._drain()
 
@@ -289,44 +295,48 @@ class Pile:
             if wh is not None:
                 self.sup.hold_close = False
                 self.force_slow = False
-                if self.cap is not None:
-                    self._cap(self.cap, None)
-
-    # ---- caps: the start command's energy and time caps ----------------------------
-    # Pile.cap is set when the supervisor starts a session and dropped when it
-    # stops it (_drain); the time cap is checked in every control step (_step).
-    def _cap(self, c, reached):
-        # reached None: a new energy reading; else the cap that was reached.
-        # (One method, not two: RAM, each function costs ~100 B on the board.)
-        # The energy cap is measured on the billing meter's energy register
-        # (the bill's energy). Within reach of it the energy is read every
-        # cycle, and the session's current is tapered (h2p.session.taper) so
-        # the last Wh come slowly and the ramp down adds next to nothing.
-        sup = self.sup
-        if reached is None:
-            now = self.clock.ms()
-            gap = ticks_diff(now, c[_C_LAST])
-            c[_C_LAST] = now
-            if not c[_C_ON]:
-                return
-            from h2p.session import taper
-
-            lim = taper(c[_C_CAPS][0] * 1000 - self.rec.s["e"], self._fresh(_I_V, 0), self._fresh(_I_W, 0),
-                        sup.ev_limit, gap)
-            if lim is None and not c[_C_NEAR]:
-                return  # the next reading on the slow schedule comes in time
-            c[_C_NEAR] = True  # every cycle from here (the gap is one cycle now, not the slow schedule's)
-            self.force_slow = True
-            if lim is None or lim >= sup.stop_a:
-                if lim is not None and lim < sup.session_limit:
-                    sup.session_limit = c[_C_SET] = lim
-                return
-            reached = "energy_cap"
-        c[_C_MS] = 0
-        c[_C_ON] = False
-        if sup.session_active and not sup.stop_req:
-            log("session", reached, "reached")
-            sup.stop_req = reached  # the session's stop reason (h2p.session.REASONS)
+                c = self.cap
+                if c is not None and c[_C_ON]:
+                    # The session's energy cap, on the billing meter's energy
+                    # register (the bill's energy). Within reach of it (more
+                    # energy left than the power now could deliver before the
+                    # register is read twice more and the taper has run; the
+                    # power: the meter's, or what the charger's limit allows,
+                    # whichever is more: an EV still ramping up) the register
+                    # is read every cycle and the current is tapered: the
+                    # limit at which the energy left takes _TAPER_S. It falls
+                    # by 1/_TAPER_S of itself per second, slower than a
+                    # charger ramps down (the stop path expects its full
+                    # current in 5 s), so the charger follows it; below the
+                    # stop current the session stops and what flows after is
+                    # next to nothing: the bill ends a few Wh under the cap.
+                    # (Inline: RAM, a method costs ~160 B on the board.)
+                    sup = self.sup
+                    now = self.clock.ms()
+                    gap = ticks_diff(now, c[_C_LAST])
+                    c[_C_LAST] = now
+                    left = c[_C_CAPS][0] * 1000 - rec.s["e"]
+                    v = self._fresh(_I_V, 0)
+                    lim = 0  # 0.1 A; None: out of reach
+                    if left > 0:
+                        lim = None
+                        if v is not None and v >= 1:  # no voltage, no estimate: the register still stops it
+                            p = self._fresh(_I_W, 0) or 0
+                            if v * sup.ev_limit / 10 > p:
+                                p = v * sup.ev_limit / 10
+                            if c[_C_NEAR] or left * 3600 <= p * (_TAPER_S + 2 * gap / 1000):
+                                c[_C_NEAR] = True  # every cycle from here (gap: one cycle now)
+                                lim = int(left * 36000 / (v * _TAPER_S))
+                    if c[_C_NEAR]:
+                        self.force_slow = True
+                    if lim is not None and lim < sup.stop_a:
+                        c[_C_MS] = 0
+                        c[_C_ON] = False
+                        if sup.session_active and not sup.stop_req:
+                            log("session", "energy_cap")
+                            sup.stop_req = "energy_cap"
+                    elif lim is not None and lim < sup.session_limit:
+                        sup.session_limit = c[_C_SET] = lim
 
     def _open_record(self, wh):
         # The session the supervisor started (auth in self.starting): its

@@ -50,32 +50,6 @@ def reason_for(cause):
     return "fault"
 
 
-_TAPER_S = const(5)  # the energy left under a cap takes this long at the tapered current
-
-
-def taper(left_wh, v, w, limit, gap_ms):
-    # A session's energy cap (h2p.app): -> None while the cap is out of reach,
-    # else the session's current limit, 0.1 A, at which the energy left takes
-    # _TAPER_S (below the contactor's stop current: stop now). Out of reach:
-    # more energy left than the power now could deliver before the energy
-    # register is read twice more and the taper has run (the power: the
-    # meter's w, or what the charger's limit allows at v, 0.1 A, whichever is
-    # more: an EV still ramping up). The taper takes the current down at
-    # 1/_TAPER_S of itself per second, slower than a charger ramps, so the
-    # charger follows and what flows after the stop is next to nothing.
-    # left_wh: cap minus the session's energy so far; v: meter voltage.
-    if left_wh <= 0:
-        return 0
-    if v is None or v < 1:
-        return None  # no estimate: the cap still stops at the register
-    p = v * limit / 10
-    if w is not None and w > p:
-        p = w
-    if left_wh * 3600 > p * (_TAPER_S + 2 * gap_ms / 1000):
-        return None
-    return int(left_wh * 36000 / (v * _TAPER_S))
-
-
 class SessionRecorder:
     """
     journal: an opened h2p.journal.Journal.
@@ -170,12 +144,11 @@ class SessionRecorder:
     def _record(self, st, stop_stamp, reason):
         e = st["e"]
         flags = st["flags"]
-        cap = st["cap"]
         if st["m0"] is None and st["ep"] > 0:
             e = st["ep"]  # no meter reading at all: integrated power
             if "energy_from_power" not in flags:
                 flags.append("energy_from_power")
-        return {
+        r = {
             "v": SCHEMA,
             "id": st["id"],
             "idem": st["id"],
@@ -192,10 +165,13 @@ class SessionRecorder:
             "soc1": st["soc1"],
             "meter0": st["m0"],
             "meter1": st["m"],
-            "cap_kwh": cap[0] if cap else None,
-            "cap_min": cap[1] if cap else None,
             "flags": flags,
         }
+        cap = st["cap"]
+        if cap:  # only then: RAM and flash, every bill would carry two nulls
+            r["cap_kwh"] = cap[0]
+            r["cap_min"] = cap[1]
+        return r
 
     # --------------------------------------------------------- session
     def start(self, now, token, meter_wh=None, premix_l=None, ev_soc=None, cap=None):

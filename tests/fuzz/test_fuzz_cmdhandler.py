@@ -20,7 +20,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from h2p import cmdgate, cmdhandler, keys, sign, signer, topics_doc
-from h2p.cmdspec import CMD_ARGS, CMD_NAMES
+from h2p.cmdspec import CMD_NAMES
+from h2p.topics import CMD_ARGS
 from tests.fuzz import kit
 
 TARGET = "cmdhandler"
