@@ -1,5 +1,9 @@
 """`h2pile cmd PILE OP [k=v ...]`: sign a command, publish it, wait for the ack.
 
+Arguments as KEY=VALUE or as options: `h2pile cmd P1 start --auth
+sponsor:acme:INV-7 --cap-kwh 30 --cap-min 90` starts a session the pile
+stops at 30 kWh on its billing meter or after 90 minutes, whichever first.
+
 The command is signed with the pile's command key: --key-file, or derived
 from the fleet secret (--fleet-secret-file), or from $H2PILE_CMD_KEY /
 $H2PILE_FLEET_SECRET. Exit status: 0 accepted, 1 rejected by the pile,
@@ -44,19 +48,26 @@ def parse_args_kv(op: str, kvs: list[str]) -> dict[str, int | float | str]:
     spec = topics.CMD_BY_OP.get(op)
     if spec is None:
         raise ValueError("unknown op %r (one of: %s)" % (op, ", ".join(c[0] for c in topics.CMD_OPS)))
-    types = {a[0]: a[1] for a in spec[1]}
+    args = {a[topics.A_NAME]: a for a in spec[1]}
     out: dict[str, int | float | str] = {}
     for kv in kvs:
         if "=" not in kv:
             raise ValueError("argument %r is not KEY=VALUE" % kv)
         k, v = kv.split("=", 1)
-        if k not in types:
-            raise ValueError("op %s has no argument %r (has: %s)" % (op, k, ", ".join(types) or "none"))
-        if types[k] == "num":
+        if k not in args:
+            raise ValueError("op %s has no argument %r (has: %s)" % (op, k, ", ".join(args) or "none"))
+        if k in out:
+            raise ValueError("argument %s given twice" % k)
+        a = args[k]
+        if a[topics.A_TYPE] == "num":
             try:
-                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+                n = int(v) if v.lstrip("-").isdigit() else float(v)
             except ValueError:
                 raise ValueError("argument %s=%r is not a number" % (k, v))
+            # NaN fails both comparisons: named here, before the pile would refuse it
+            if not a[topics.A_LO] <= n <= a[topics.A_HI]:
+                raise ValueError("argument %s=%s out of range %s..%s" % (k, v, a[topics.A_LO], a[topics.A_HI]))
+            out[k] = n
         else:
             out[k] = v
     r = sign.check_args(op, out)
@@ -160,7 +171,7 @@ def handler(args: argparse.Namespace) -> int:
     try:
         if not topics.valid_pile_id(args.pile):
             raise ValueError("bad pile id %r" % args.pile)
-        cargs = parse_args_kv(args.op, args.kv)
+        cargs = parse_args_kv(args.op, list(args.kv) + _option_kvs(args))
         host, port = parse_broker(args.broker)
         key = command_key(args, args.pile)
     except ValueError as e:
@@ -169,11 +180,15 @@ def handler(args: argparse.Namespace) -> int:
     for attempt in range(3):
         cmd = signer.sign_command(args.op, cargs, key, time.time(), ttl_s=args.ttl, pile=args.pile)
         code, res = send(host, port, args.pile, cmd, args.user, password, args.timeout, args.tls_ca)
-        # The pile refuses what was signed before (or in the second of) its
-        # last boot (docs/mqtt.md): it just rebooted; sign it again, later.
-        if not (isinstance(res, dict) and res.get("reason") == "issued before boot") or attempt == 2:
+        # Two refusals say "again" (docs/mqtt.md): what was signed before (or
+        # in the second of) the pile's last boot, and a command the pile had
+        # no RAM for at that moment. Signed again (a new command: the
+        # refused one may sit in the pile's replay table), a moment later.
+        why = res.get("reason") if isinstance(res, dict) else None
+        if why not in ("issued before boot", "no memory") or attempt == 2:
             break
-        print("h2pile cmd: %s rebooted after this command was signed; signing it again" % args.pile,
+        print("h2pile cmd: %s %s; signing it again" % (args.pile, "rebooted after this command was signed"
+                                                        if why == "issued before boot" else "had no memory for it"),
               file=sys.stderr)
         time.sleep(1.0)
     if isinstance(res, dict):
@@ -182,12 +197,36 @@ def handler(args: argparse.Namespace) -> int:
     raise CliError(res, code)
 
 
+def _arg_names() -> list[str]:
+    # every command argument, once, in h2p.cmdspec's order
+    names: list[str] = []
+    for a in topics.CMD_ARGS:
+        if a[1] not in names:
+            names.append(a[1])
+    return names
+
+
+def _option_kvs(args: argparse.Namespace) -> list[str]:
+    # The --<argument> options, as KEY=VALUE (parse_args_kv checks them).
+    return ["%s=%s" % (n, getattr(args, "arg_" + n)) for n in _arg_names()
+            if getattr(args, "arg_" + n, None) is not None]
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("cmd", help="send a signed command to a pile and wait for the ack",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pile", help="pile id")
     p.add_argument("op", help="one of: " + ", ".join(c[0] for c in topics.CMD_OPS))
     p.add_argument("kv", nargs="*", metavar="KEY=VALUE", help="command arguments, e.g. amps=16")
+    from h2p.topics_doc import ARG_DOC
+
+    g = p.add_argument_group("command arguments as options (h2p.cmdspec; the same as KEY=VALUE)")
+    for name in _arg_names():
+        rows = [(a[0], a) for a in topics.CMD_ARGS if a[1] == name]
+        ops, a = ", ".join(op for op, _ in rows), rows[0][1]
+        rng = "%s..%s" % (a[4], a[5]) if a[2] == "num" else "%s..%s bytes" % (a[4], a[5])
+        g.add_argument("--" + name.replace("_", "-"), dest="arg_" + name, metavar="X",
+                       help="%s: %s (%s)" % (ops, ARG_DOC[(rows[0][0], name)], rng))
     p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default 127.0.0.1:1883)")
     p.add_argument("--user", help="MQTT user (an operator account)")
     add_secret(p, MQTT_PASSWORD, "MQTT password of --user")

@@ -108,6 +108,8 @@ def render() -> str:
           ""]
     for c in topics.CMD_OPS:
         L += ["### `%s`" % c[0], "", topics_doc.CMD_DOC[c[0]], ""]
+        if c[0] == "start":
+            L += [_CAPS, ""]
         if c[1]:
             rows = []
             for a in c[1]:
@@ -119,7 +121,31 @@ def render() -> str:
         else:
             L.append("No arguments.")
         L.append("")
+    L += _reasons()
     return "\n".join(L)
+
+
+# What a start command's caps do (h2p.app, h2p.session).
+_CAPS = ("A start command may carry a sponsor's terms for the session it starts: `auth` (bills as "
+         "`sponsor:<name>:<reference>`, the ledger settles per name), `cap_kwh` and `cap_min`. The pile "
+         "holds the session to them itself: the energy is measured on the billing meter's energy register, "
+         "the one the bill is made from, and the current is tapered over the last seconds (from the meter's "
+         "voltage and power), so the bill ends a few Wh under the cap and never more than one poll cycle's "
+         "energy over it (a meter that gives no voltage: the first energy reading past the cap stops it); "
+         "the time is "
+         "measured on the pile's clock from the session's start. The session then stops with reason "
+         "`energy_cap` or `time_cap`; the bill of a session with caps carries `cap_kwh` and `cap_min` (null "
+         "for one not given). The "
+         "caps apply to the sessions this command starts (with `auto_charge`, the next ones too, like "
+         "`auth`); a later start command sets new terms.")
+
+
+def _reasons() -> list[str]:
+    return (["## Why a session ended", "",
+             "The bill's `reason` (`h2p.session.REASONS`; `h2pile ledger ingest` refuses a bill with "
+             "any other). The `session_stop` event's `b` is the supervisor's own cause, which the bill's "
+             "flags keep as `cause:<what>` where the reason is less precise (`fault`):", ""]
+            + md_table(("reason", "meaning"), [("`%s`" % r, d) for r, d in topics_doc.STOP_REASONS]) + [""])
 
 
 def _ops(ops: tuple[str, ...]) -> str:

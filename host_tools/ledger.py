@@ -3,6 +3,7 @@
   h2pile ledger ingest --broker HOST:PORT [--user U --password P]
                        [--db sqlite:///ledger.db | postgresql://...] [--share GROUP]
   h2pile ledger report --db ... --from DATE --to DATE [--csv FILE]
+                       [--tariff FILE [--sessions-csv FILE]]
 
 ingest subscribes to h2pile/v1/+/bill (QoS 1; $share/GROUP/... with --share),
 validates every session record, stores it idempotently keyed by its session
@@ -15,6 +16,12 @@ reports).
 
 Authorisation tokens: "sponsor:<name>:<ref>" bills sponsor <name>; any
 other token (or none) is reported under sponsor "-".
+
+With --tariff, report prices every session from a TOML tariff file (per
+sponsor: per kWh, per session, currency, a budget per period; a default;
+host_tools/tariff.py describes it), adds each group's cost to the table and
+shows each sponsor's spend against its budget. A tariff file with any
+mistake is refused, each mistake named with its line and key.
 
 DB URLs: sqlite:///relative.db, sqlite:////absolute/path.db or a plain file
 path; postgresql://user@host:5432/db (the `psycopg` package) with the
@@ -105,28 +112,60 @@ def _row(sponsor: str, pile: str, n: float, wh: float, litres: float) -> tuple:
 HEADER = ("sponsor", "pile", "sessions", "kwh", "premix_l", "l_per_kwh")
 
 
+def priced_rows(db: DB, t_from: int, t_to: int) -> list[tuple]:
+    """(id, sponsor, pile, epoch, energy_wh, reason) of the sessions settlement() counts."""
+    return db.q(
+        "SELECT id, sponsor, pile, COALESCE(stop_epoch, received_at), energy_wh, reason FROM sessions"
+        " WHERE COALESCE(stop_epoch, received_at) >= ? AND COALESCE(stop_epoch, received_at) < ?"
+        " ORDER BY 4, 1", (t_from, t_to)).fetchall()
+
+
 def report(args: argparse.Namespace) -> int:
+    from host_tools import tariff
+
     t_from = parse_date(args.date_from)
     t_to = parse_date(args.date_to, end=True)
     if t_to <= t_from:
         raise LedgerError("--to %s is before --from %s" % (args.date_to, args.date_from))
+    if args.sessions_csv and not args.tariff:
+        raise LedgerError("--sessions-csv needs --tariff (it lists each session's price)")
+    tariffs = tariff.load(args.tariff) if args.tariff else None  # refused before the database is opened
     db = DB(args.db)
     rows = settlement(db, t_from, t_to)
+    priced = tariff.price_sessions(tariffs, priced_rows(db, t_from, t_to)) if tariffs else []
     n_conf = db.q("SELECT COUNT(*) FROM conflicts").fetchone()[0]
     db.close()
+    header: tuple[str, ...] = HEADER
+    if tariffs:  # each row's cost, from the priced sessions it adds up
+        costs = tariff.cost_by(priced)
+        rows = [r + costs.get((r[0], r[1]), (0, "")) for r in rows]
+        header = HEADER + ("cost", "currency")
     if args.csv:
         try:
             with open(args.csv, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(HEADER)
+                w.writerow(header)
                 for r in rows:
                     w.writerow(["" if v is None else v for v in r])
         except OSError as e:
             raise LedgerError("--csv %s: %s" % (args.csv, e))
-    fmt = "%-16s %-14s %8s %10s %10s %9s"
-    print(fmt % tuple(h.upper() for h in HEADER))
+    if args.sessions_csv:
+        try:
+            tariff.write_sessions_csv(args.sessions_csv, priced)
+        except OSError as e:
+            raise LedgerError("--sessions-csv %s: %s" % (args.sessions_csv, e))
+    fmt = "%-16s %-14s %8s %10s %10s %9s" + (" %12s %-8s" if tariffs else "")
+    print(fmt % tuple(h.upper() for h in header))
     for r in rows:
-        print(fmt % (r[0], r[1], r[2], "%.3f" % r[3], "%.3f" % r[4], "-" if r[5] is None else "%.3f" % r[5]))
+        print((fmt % ((r[0], r[1], r[2], "%.3f" % r[3], "%.3f" % r[4], "-" if r[5] is None else "%.3f" % r[5])
+                      + ((r[6] if r[7] != "mixed" else "-", r[7]) if tariffs else ()))).rstrip())
+    if tariffs:
+        spends = tariff.spend(priced, t_from, t_to)
+        tariff.print_spend(spends, sys.stdout)
+        for s in spends:
+            if s.over:
+                print("warning: sponsor %s spent %s %s of its %s budget for %s" % (
+                    s.sponsor, s.spent, s.currency, s.budget, s.period), file=sys.stderr)
     if n_conf:
         print("warning: %d conflicting duplicate record(s) in table conflicts are not counted" % n_conf,
               file=sys.stderr)
@@ -142,7 +181,8 @@ def handler(args: argparse.Namespace) -> int:
             return ingest(args)
         return report(args)
     except LedgerError as e:
-        print("h2pile ledger: error: %s" % e, file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # a tariff file: one line per mistake
+            print("h2pile ledger: error: %s" % line, file=sys.stderr)
         return e.code
     except ValueError as e:  # a bad --broker
         print("h2pile ledger: error: %s" % e, file=sys.stderr)
@@ -176,6 +216,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pr.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD (UTC, inclusive)")
     pr.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD (UTC, inclusive)")
     pr.add_argument("--csv", help="also write the table to this CSV file")
+    pr.add_argument("--tariff", metavar="FILE", help="price each session from this TOML tariff file (per sponsor: "
+                    "per kWh, per session, currency, budget per period; see host_tools/tariff.py) and show each "
+                    "sponsor's spend against its budget")
+    pr.add_argument("--sessions-csv", metavar="FILE", help="with --tariff: write every session with its price "
+                    "to this CSV file")
     p.set_defaults(func=handler)
     return p
 

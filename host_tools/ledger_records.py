@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import re
 
+from h2p import topics
 from h2p.session import REASONS
 
 NO_SPONSOR = "-"
 ENVELOPE_KEYS = ("seq", "boot")  # per-message stamps, not part of the record
 
+# the start command's caps, as a bill carries them: their ranges are the command's (h2p.cmdspec)
+_CAP_RANGE = {a[1]: (a[4], a[5]) for a in topics.CMD_ARGS if a[0] == "start" and a[1] in ("cap_kwh", "cap_min")}
 _STAMP_RE = re.compile(r"^boot:\d{1,10}\+\d{1,12}$")
 _EPOCH_MIN = 1_600_000_000
 _EPOCH_MAX = 4_102_444_800  # 2100-01-01
@@ -94,6 +97,10 @@ def validate(topic_pile: str, rec: object) -> str | None:
         ("meter1", -1e12, 1e12, False),
     ):
         err = _check_num(rec, key, lo, hi, req)
+        if err:
+            return err
+    for key in ("cap_kwh", "cap_min"):
+        err = _check_num(rec, key, *_CAP_RANGE[key], required=False)
         if err:
             return err
     if rec.get("reason") not in REASONS:

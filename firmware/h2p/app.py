@@ -27,6 +27,7 @@ _REFRESH_MS = 10000  # re-assert setpoints so a rebooted device gets them
 _THROTTLE_MS = 250  # stack/pump setpoints ramp slowly: one write per 250 ms
 _I_WH = _IX["met_wh"]
 _I_W = _IX["met_w"]
+_I_V = _IX["met_v"]
 _I_TANK = _IX["ref_tank_l"]
 _I_EVSOC = _IX["chg_ev_soc"]
 # The energy manager's slots the shell reads and stores (h2p.energy's contract).
@@ -34,6 +35,16 @@ _EM_LPK = const(0)
 _EM_WARM_L = const(1)
 _EM_SAVES = const(5)
 del _IX  # the index by name is dropped after boot (readings.release)
+# Pile.cap, the running session's caps: a list, for RAM (no class).
+_C_MS = const(0)  # time cap, ms of the clock (0: none, or reached)
+_C_T0 = const(1)  # when the session started (ms)
+_C_LAST = const(2)  # when the energy was last read (ms)
+_C_BASE = const(3)  # the session's current limit before the energy cap tapered it (0.1 A)
+_C_SET = const(4)  # the limit the taper set (-1: none)
+_C_CAPS = const(5)  # (cap_kwh, cap_min) as the start command gave them: the record shows them
+_C_ON = const(6)  # the energy cap is armed (not reached)
+_C_NEAR = const(7)  # the energy cap is within reach: its energy is read every cycle
+_TAPER_S = const(5)  # the energy left under a cap takes this long at the tapered current
 
 
 class Pile:
@@ -73,6 +84,7 @@ class Pile:
         self.session_ms = 0  # when the running session started or stopped
         self.closing = None  # stop reason, until a meter reading after the stop
         self.starting = None  # type: str | None  # auth of a session that waits for the last one to close
+        self.cap = None  # type: list | None  # the running session's caps (_C_*), None without
         self.listeners = []  # type: list  # fn(kind, a, b) for events (MQTT)
         self._up_ms = clock.ms()
         self._up = 0  # uptime in simulated ms, never wraps
@@ -164,6 +176,14 @@ class Pile:
             self.step_gap = gap  # worst interval between control steps, per report
         sup.step(now, self.rd)
         self.steps += 1
+        c = self.cap
+        if c is not None and c[_C_MS] and ticks_diff(now, c[_C_T0]) >= c[_C_MS]:
+            # The session's time cap, on the clock. (Inline, as the energy
+            # cap's in _session_tick: RAM, a method costs ~160 B on the board.)
+            c[_C_MS] = 0
+            if sup.session_active and not sup.stop_req:
+                log("session", "time_cap")
+                sup.stop_req = "time_cap"  # the session's stop reason (h2p.session.REASONS)
         if sup.events:
             self._drain()
 
@@ -303,6 +323,48 @@ class Pile:
             if wh is not None:
                 self.sup.hold_close = False
                 self.force_slow = False
+                c = self.cap
+                if c is not None and c[_C_ON]:
+                    # The session's energy cap, on the billing meter's energy
+                    # register (the bill's energy). Within reach of it (more
+                    # energy left than the power now could deliver before the
+                    # register is read twice more and the taper has run; the
+                    # power: the meter's, or what the charger's limit allows,
+                    # whichever is more: an EV still ramping up) the register
+                    # is read every cycle and the current is tapered: the
+                    # limit at which the energy left takes _TAPER_S. It falls
+                    # by 1/_TAPER_S of itself per second, slower than a
+                    # charger ramps down (the stop path expects its full
+                    # current in 5 s), so the charger follows it; below the
+                    # stop current the session stops and what flows after is
+                    # next to nothing: the bill ends a few Wh under the cap.
+                    # (Inline: RAM, a method costs ~160 B on the board.)
+                    sup = self.sup
+                    now = self.clock.ms()
+                    gap = ticks_diff(now, c[_C_LAST])
+                    c[_C_LAST] = now
+                    left = c[_C_CAPS][0] * 1000 - rec.s["e"]
+                    v = self._fresh(_I_V, 0)
+                    lim = 0  # 0.1 A; None: out of reach
+                    if left > 0:
+                        lim = None
+                        if v is not None and v >= 1:  # no voltage, no estimate: the register still stops it
+                            p = self._fresh(_I_W, 0) or 0
+                            if v * sup.ev_limit / 10 > p:
+                                p = v * sup.ev_limit / 10
+                            if c[_C_NEAR] or left * 3600 <= p * (_TAPER_S + 2 * gap / 1000):
+                                c[_C_NEAR] = True  # every cycle from here (gap: one cycle now)
+                                lim = int(left * 36000 / (v * _TAPER_S))
+                    if c[_C_NEAR]:
+                        self.force_slow = True
+                    if lim is not None and lim < sup.stop_a:
+                        c[_C_MS] = 0
+                        c[_C_ON] = False
+                        if sup.session_active and not sup.stop_req:
+                            log("session", "energy_cap")
+                            sup.stop_req = "energy_cap"
+                    elif lim is not None and lim < sup.session_limit:
+                        sup.session_limit = c[_C_SET] = lim
 
     def _open_record(self, wh):
         # The session the supervisor started (auth in self.starting): its
@@ -312,7 +374,9 @@ class Pile:
         self.sup.hold_close = False
         if rec is None or rec.active:
             return
-        sid = rec.start(self.uptime_s(), auth or None, wh, self._premix(0), self._fresh(_I_EVSOC, 0))
+        c = self.cap
+        sid = rec.start(self.uptime_s(), auth or None, wh, self._premix(0), self._fresh(_I_EVSOC, 0),
+                        c[_C_CAPS] if c is not None else None)
         if sid is None:
             # The journal is full of bills the ledger has not
             # acknowledged: charging now could not be billed.
@@ -332,6 +396,11 @@ class Pile:
                 # Energy is read on the slow schedule: ask for it now.
                 self.force_slow = True
                 self.starting = b or ""
+                # Its caps, copied: a new start command changes the
+                # supervisor's for the next session only.
+                c = self.sup.session_caps
+                self.cap = None if c is None else [int((c[1] or 0) * 60000), now, now, self.sup.session_limit, -1,
+                                                   c, bool(c[0]), False]
                 if self.closing is None or self.rec is None:
                     self.session_ms = now
                     self._open_record(None)
@@ -344,6 +413,10 @@ class Pile:
                     # on the slow schedule: meter_timeout with the EV asking.
                     self.sup.hold_close = True
             elif kind == "session_stop":
+                c = self.cap
+                if c is not None and self.sup.session_limit == c[_C_SET]:
+                    self.sup.session_limit = c[_C_BASE]  # the taper's limit is not the next session's
+                self.cap = None
                 self.force_slow = True
                 self.session_ms = now
                 self.closing = b

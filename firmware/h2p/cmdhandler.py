@@ -1,7 +1,7 @@
 # Turns a raw command message into its ack dict: never raises, never stays
 # silent. Verification is h2p.sign's; the effect is delegated to target
 # objects, which between them have methods
-#   start(auth, limit_a), stop(), set_limit(amps), reset(), shutdown(),
+#   start(auth, limit_a, cap_kwh, cap_min), stop(), set_limit(amps), reset(), shutdown(),
 #   wake(), resend_meta()
 # each returning (ok, text); the first target that has the op's method
 # runs it (on the pile: the supervisor, then the uplink for resend_meta).
@@ -162,7 +162,7 @@ def _run(targets, op, a):
         else:
             raise AttributeError(op)
         if op == "start":
-            r = f(a.get("auth"), a.get("limit_a"))
+            r = f(a.get("auth"), a.get("limit_a"), a.get("cap_kwh"), a.get("cap_min"))
         elif op == "set_limit":
             r = f(a["amps"])
         else:

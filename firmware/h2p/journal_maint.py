@@ -177,6 +177,7 @@ def _state_from(op, ck):
         "pk": 0,
         "dur": 0,
         "flags": [],
+        "cap": op.get("cap"),
     }
     ts = op.get("start")
     if ck is not None:

@@ -38,5 +38,5 @@ class Maintenance:
     def wake(self):
         return False, "pile is in maintenance (reset first)"
 
-    def start(self, auth, limit_a):
+    def start(self, auth, limit_a, cap_kwh=None, cap_min=None):
         return self.wake()

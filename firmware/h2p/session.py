@@ -28,6 +28,8 @@ REASONS = (
     "power_loss",  # closed at boot from the last checkpoint
     "reboot",  # closed at boot after a software / watchdog reset
     "shutdown",
+    "energy_cap",  # the session's energy cap (start's cap_kwh) reached on the billing meter
+    "time_cap",  # the session's time cap (start's cap_min) reached
 )
 
 
@@ -62,7 +64,8 @@ class SessionRecorder:
       reading, Wh; m0 None = no reading yet), "pm" (last premix counter),
       "e" (Wh counted), "ep" (Wh from power), "p" (premix L), "pk" (peak W),
       "t" (time of the last step), "tm" (of the last counted meter
-      reading), "dur" (s), "flags".
+      reading), "dur" (s), "flags", "cap" (the start command's
+      (cap_kwh, cap_min), or None: the record shows them).
     active: the running session's id, or None.
     """
 
@@ -145,7 +148,7 @@ class SessionRecorder:
             e = st["ep"]  # no meter reading at all: integrated power
             if "energy_from_power" not in flags:
                 flags.append("energy_from_power")
-        return {
+        r = {
             "v": SCHEMA,
             "id": st["id"],
             "idem": st["id"],
@@ -164,12 +167,18 @@ class SessionRecorder:
             "meter1": st["m"],
             "flags": flags,
         }
+        cap = st["cap"]
+        if cap:  # only then: RAM and flash, every bill would carry two nulls
+            r["cap_kwh"] = cap[0]
+            r["cap_min"] = cap[1]
+        return r
 
     # --------------------------------------------------------- session
-    def start(self, now, token, meter_wh=None, premix_l=None, ev_soc=None):
+    def start(self, now, token, meter_wh=None, premix_l=None, ev_soc=None, cap=None):
         """Open a session; returns its id, or None if the journal cannot
         take it (full of unacknowledged data: last_error says so; do not
-        charge then, or charge unbilled by policy)."""
+        charge then, or charge unbilled by policy). cap: (cap_kwh, cap_min)
+        of the start command (either may be None), or None."""
         if self.s is not None or self.boot_no is None:
             raise ValueError("a session is running or boot() was not called")
         seq = self.seq + 1
@@ -177,7 +186,8 @@ class SessionRecorder:
         ts = self.stamp(now)
         try:
             self.j.open_session({"id": sid, "boot": self.boot_no, "seq": seq, "start": ts, "t0": now,
-                                 "token": token, "soc0": ev_soc, "meter0": meter_wh, "premix0": premix_l}, now)
+                                 "token": token, "soc0": ev_soc, "meter0": meter_wh, "premix0": premix_l,
+                                 "cap": cap}, now)
         except JournalFull as e:
             self.last_error = str(e)
             return None
@@ -186,7 +196,7 @@ class SessionRecorder:
         # session uses is here, so none is added (which would grow it).
         self.s = {"id": sid, "start": ts, "token": token, "soc0": ev_soc, "soc1": ev_soc, "m0": meter_wh,
                   "m": meter_wh, "pm": premix_l, "e": 0.0, "ep": 0.0, "p": 0.0, "pk": 0, "t": now, "tm": now,
-                  "dur": 0, "flags": []}
+                  "dur": 0, "flags": [], "cap": cap}
         self.active = sid
         return sid
 

@@ -96,20 +96,21 @@ def check_args(op, args):
         return "unknown op"
     if not isinstance(args, dict):
         return "wrong types: args"
-    for a in cmdspec.CMD_ARGS:
-        if a[0] == op and a[3] and a[1] not in args:
-            return "bad args: missing " + a[1]
+    a = cmdspec.CMD_ARGS_FLAT  # op, name, type, required, lo, hi; one argument after the other
+    for i in range(0, len(a), 6):
+        if a[i] == op and a[i + 3] and a[i + 1] not in args:
+            return "bad args: missing " + a[i + 1]
     for k in args:
-        for a in cmdspec.CMD_ARGS:
-            if a[0] == op and a[1] == k:
+        for i in range(0, len(a), 6):
+            if a[i] == op and a[i + 1] == k:
                 break
         else:
             return "bad args: unknown " + str(k)[:32]
         v = args[k]
-        if a[2] == "num":
+        if a[i + 2] == "num":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 return "bad args: " + k + " not a number"
-            if not a[4] <= v <= a[5]:
+            if not a[i + 4] <= v <= a[i + 5]:
                 return "bad args: " + k + " out of range"
         else:
             if not isinstance(v, str):
@@ -118,7 +119,7 @@ def check_args(op, args):
                 n = len(v.encode())
             except UnicodeError:  # CPython: a lone surrogate from "\ud800"
                 return "bad args: " + k + " not a string"
-            if not a[4] <= n <= a[5]:
+            if not a[i + 4] <= n <= a[i + 5]:
                 return "bad args: " + k + " bad length"
     return None
 

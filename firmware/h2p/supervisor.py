@@ -149,6 +149,7 @@ class Supervisor:
         self.want_charge = False
         self.session_limit = self.chg_max
         self.session_auth = ""
+        self.session_caps = None  # (cap_kwh, cap_min) of start: h2p.app holds the session to them
         self.stop_req = ""
         self.saw_c = False
         self.fresh_plug = False  # an EV plugged in since the last session
@@ -212,12 +213,13 @@ class Supervisor:
             self.stop_req = "shutdown"
         return True, ""
 
-    def start(self, auth="", limit_a=None):
+    def start(self, auth="", limit_a=None, cap_kwh=None, cap_min=None):
         if self.state in (S.FAULT, S.ESTOP, S.COOLDOWN):
             return False, "pile is in " + S.NAMES[self.state]
         self.want_run = True
         self.want_charge = True
         self.session_auth = auth or ""
+        self.session_caps = (cap_kwh, cap_min) if cap_kwh or cap_min else None
         self.session_limit = self.chg_max if limit_a is None else int(limit_a * 10)
         return True, ""
 

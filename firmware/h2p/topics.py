@@ -87,7 +87,8 @@ def parse(full_topic):
 # The ops and their arguments are defined in h2p.cmdspec (the pile verifies
 # commands without loading this module). Here as rows (op, args), an
 # argument being (name, type, required, lo, hi): CMD_OPS, and CMD_BY_OP
-# (op -> row); CMD_ARGS and CMD_NAMES are h2p.cmdspec's.
+# (op -> row); CMD_ARGS: the rows (op, name, type, required, lo, hi) of
+# h2p.cmdspec's flat CMD_ARGS_FLAT; CMD_NAMES is h2p.cmdspec's.
 #
 # These are made when first read (host tools, docs), by the module's
 # __getattr__ (PEP 562; MicroPython has it too): RAM: the pile reads this
@@ -103,8 +104,9 @@ A_HI = 4
 def __getattr__(name):
     if name not in ("CMD_OPS", "CMD_BY_OP", "CMD_ARGS", "CMD_NAMES"):
         raise AttributeError(name)
-    from h2p.cmdspec import CMD_ARGS, CMD_NAMES
+    from h2p.cmdspec import CMD_ARGS_FLAT, CMD_NAMES
 
+    CMD_ARGS = tuple(CMD_ARGS_FLAT[i:i + 6] for i in range(0, len(CMD_ARGS_FLAT), 6))  # six fields a row
     ops = tuple((op, tuple(a[1:] for a in CMD_ARGS if a[0] == op)) for op in CMD_NAMES)
     by_op = {}
     for c in ops:

@@ -29,6 +29,9 @@ CMD_DOC = {
 ARG_DOC = {
     ('start', 'auth'): 'sponsor/entitlement token from the app back end',
     ('start', 'limit_a'): 'output current limit for this session, A',
+    ('start', 'cap_kwh'): 'energy cap, kWh on the billing meter: the session stops with reason energy_cap '
+                          '(a sponsor\'s budget per session)',
+    ('start', 'cap_min'): 'time cap, minutes from the session\'s start: the session stops with reason time_cap',
     ('set_limit', 'amps'): 'output current limit, A',
 }
 
@@ -136,6 +139,24 @@ CMD_REASONS = (
     ('no key', 'the pile has no command key provisioned'),
     ('no memory', 'the pile could not handle it for lack of RAM; send it again'),
 )
+# Why a session ended: the bill's "reason" (h2p.session.REASONS;
+# tests/firmware/test_mqtt_fields.py compares).
+STOP_REASONS = (
+    ('ev_stop', 'the EV ended the charge (pilot C -> B)'),
+    ('unplug', 'the EV was unplugged'),
+    ('user', 'a stop command, or the button'),
+    ('auth', 'the authorisation ended or its limit was reached'),
+    ('fault', 'an interlock, or a step of the charging sequence that failed, stopped it (flag cause:<what> names it)'),
+    ('estop', 'the E-stop chain opened'),
+    ('power_loss', 'closed at the next boot from its last checkpoint (the pile lost power)'),
+    ('reboot', 'closed at the next boot after a software or watchdog reset'),
+    ('shutdown', 'a shutdown command'),
+    ('energy_cap', 'the start command\'s cap_kwh reached on the billing meter: the current is tapered '
+                   'over the last seconds so the bill ends a few Wh under the cap, never more than one '
+                   'poll cycle\'s energy over it'),
+    ('time_cap', 'the start command\'s cap_min reached, on the pile\'s clock from the session\'s start'),
+)
+
 STAMP_FIELDS = (
     ('seq', 'int', 'per-boot sequence number of the message (the will uses 0)'),
     ('boot', 'int', 'boot counter'),

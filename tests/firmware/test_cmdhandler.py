@@ -33,8 +33,8 @@ class Target:
     def __init__(self):
         self.calls = []
 
-    def start(self, auth, limit_a):
-        self.calls.append(("start", auth, limit_a))
+    def start(self, auth, limit_a, cap_kwh, cap_min):
+        self.calls.append(("start", auth, limit_a, cap_kwh, cap_min))
         return True, ""
 
     def stop(self):
@@ -95,9 +95,9 @@ def test_uplink_allocates_what_the_handler_uses():
 
 def test_accepted_and_carried_out():
     h = Pile()
-    c = fresh("start", {"auth": "tok", "limit_a": 50})
+    c = fresh("start", {"auth": "tok", "limit_a": 50, "cap_kwh": 2.5, "cap_min": 30})
     assert h(raw(c)) == {"id": c["id"], "op": "start", "ok": True, "reason": "ok"}
-    assert h.t.calls == [("start", "tok", 50)]
+    assert h.t.calls == [("start", "tok", 50, 2.5, 30)]
     a = h(raw(fresh("set_limit", {"amps": 10})), now_ms=CMD_INTERVAL_MS)
     assert a["ok"] and a["reason"] == "ok" and h.t.calls[-1] == ("set_limit", 10)
 

@@ -180,3 +180,11 @@ def test_every_tele_deadband_is_a_field_the_pile_sends():
     sent = set(re.findall(r'"(\w+)": ', uplink._TELE_JSON))
     assert {"p_kw", "state", "seq"} <= sent
     assert set(topics.TELE_DEADBAND) == sent - {"state", "seq", "boot"}
+
+
+def test_the_docs_name_every_stop_reason_the_pile_bills():
+    # A session's stop reason is on evt (session_stop) and in the bill; the
+    # ledger accepts exactly h2p.session.REASONS.
+    from h2p.session import REASONS
+
+    assert tuple(r for r, _ in topics_doc.STOP_REASONS) == REASONS

@@ -147,6 +147,20 @@ def test_recover_before_first_checkpoint(tmp_path):
     assert rec["id"] == sid and rec["energy_wh"] == 60.0 and rec["reason"] == "reboot"
 
 
+def test_a_capped_session_s_bill_shows_its_caps_also_when_recovered(tmp_path):
+    j, r, _ = boot(tmp_path / "j")
+    r.start(0, "sponsor:acme:1", meter_wh=0.0, cap=(2.5, None))
+    rec = r.stop(10, "energy_cap", meter_wh=2498.0)
+    assert (rec["reason"], rec["cap_kwh"], rec["cap_min"]) == ("energy_cap", 2.5, None)
+    r.start(20, "sponsor:acme:2", meter_wh=2498.0, cap=(None, 45))
+    r.step(25, meter_wh=2600.0)
+    _, r2, _ = boot(tmp_path / "j")  # a reset mid-session: closed at boot, from the journal
+    rec = r2.recover(0, meter_wh=2600.0, reason="reboot")[0]
+    assert (rec["reason"], rec["cap_kwh"], rec["cap_min"], rec["energy_wh"]) == ("reboot", None, 45, 102.0)
+    r2.start(0, "t")
+    assert "cap_kwh" not in r2.stop(1, "user")  # no caps: none in the bill
+
+
 def test_start_refused_when_journal_full(tmp_path):
     j, r, _ = boot(tmp_path / "j", max_bytes=3000)
     n = 0

@@ -197,3 +197,23 @@ def test_no_memory_to_check_a_signature_is_said_as_such_not_as_a_bad_signature(m
 
     monkeypatch.setattr(sign, "hmac_sha256", no_ram)
     assert sign.check(cmd, KEY, NOW, "P1") == "no memory"
+
+
+@pytest.mark.parametrize("args,reason", [
+    ({"cap_kwh": -1}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": 0}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": float("nan")}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": float("inf")}, "bad args: cap_kwh out of range"),
+    ({"cap_kwh": 501}, "bad args: cap_kwh out of range"),  # no EV takes more from a pile
+    ({"cap_kwh": "5"}, "bad args: cap_kwh not a number"),
+    ({"cap_kwh": True}, "bad args: cap_kwh not a number"),
+    ({"cap_min": -5}, "bad args: cap_min out of range"),
+    ({"cap_min": 0.5}, "bad args: cap_min out of range"),
+    ({"cap_min": float("nan")}, "bad args: cap_min out of range"),
+    ({"cap_min": 1441}, "bad args: cap_min out of range"),  # more than a day
+    ({"cap_kwh": 0.1, "cap_min": 1}, None),
+    ({"cap_kwh": 500, "cap_min": 1440, "auth": "sponsor:acme:1", "limit_a": 32}, None),
+])
+def test_session_caps_are_checked_with_the_argument_named(args, reason):
+    # A sponsor's cap that is negative, NaN, zero or absurd never reaches the pile's session.
+    assert sign.check_args("start", args) == reason

@@ -20,7 +20,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from h2p import cmdgate, cmdhandler, keys, sign, signer, topics_doc
-from h2p.cmdspec import CMD_ARGS, CMD_NAMES
+from h2p.cmdspec import CMD_NAMES
+from h2p.topics import CMD_ARGS
 from tests.fuzz import kit
 
 TARGET = "cmdhandler"
@@ -64,7 +65,7 @@ def call(raw, now_s, replay, key=KEY):
 class Target:
     # the supervisor's side: each op returns (ok, reason); "refuse" in the
     # auth makes start refuse, a limit of 499.5 makes set_limit raise
-    def start(self, auth, limit_a):
+    def start(self, auth, limit_a, cap_kwh, cap_min):
         return (False, "refused here") if auth == "refuse" else (True, "done")
 
     def stop(self):
@@ -184,6 +185,10 @@ def commands(draw):
             args["auth"] = draw(st.sampled_from(("refuse", "rfid:04a1", "x" * 256)))
         if draw(st.booleans()):
             args["limit_a"] = draw(st.sampled_from((0, 16, 32.5, 500)))
+        if draw(st.booleans()):
+            args["cap_kwh"] = draw(st.sampled_from((0.1, 12.5, 500)))
+        if draw(st.booleans()):
+            args["cap_min"] = draw(st.sampled_from((1, 45, 1440)))
     if op == "set_limit":
         args["amps"] = draw(st.sampled_from((0, 32, 499.5, 500)))
     issued = NOW + draw(st.integers(-400, 60))

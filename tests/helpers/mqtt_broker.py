@@ -156,13 +156,14 @@ tls = None
 if cfg.get("ca"):
     tls = make_tls_context(cadata=open(cfg["ca"], "rb").read())
 late = [0, 0, 0]  # max lateness (ms), ticks, ticks later than 50 ms
+oom = []  # a command with auth "no-memory-once" was refused for memory
 
 def out(d):
     print(json.dumps(d))
 
 class Target:
-    def start(self, auth, limit_a):
-        out({"ev": "do", "op": "start", "auth": auth, "limit_a": limit_a})
+    def start(self, auth, limit_a, cap_kwh, cap_min):
+        out({"ev": "do", "op": "start", "auth": auth, "limit_a": limit_a, "cap_kwh": cap_kwh, "cap_min": cap_min})
         return True, "ok"
     def stop(self):
         return False, "not charging"
@@ -211,7 +212,12 @@ async def main():
         out({"ev": "msg", "topic": t, "len": None if p is None else len(p)})
         if h is not None and t == pub.topic("cmd").decode():
             import time
-            ack = h(p, int(time.time()))
+            if b"no-memory-once" in p and not oom:
+                # what h2p.uplink answers when it has no RAM to load the handler
+                oom.append(1)
+                ack = {"id": json.loads(p)["id"], "op": "start", "ok": False, "reason": "no memory"}
+            else:
+                ack = h(p, int(time.time()))
             pub.pub("cmd/ack", ack)
             out(dict(ack, ev="ack"))
     c.on_connect = on_connect

@@ -96,6 +96,52 @@ def test_cmd_end_to_end(tmp_path, capsys):
         assert [a["ok"] for a in acks] == [True, False, False]
 
 
+def test_cmd_start_with_a_sponsor_and_caps(tmp_path, capsys):
+    with Broker(tmp_path) as b, Pile(tmp_path, b.port, id="P1", cmd_key=keys.cmd_key(SECRET, "P1"),
+                                     duration=15, tele=False) as pile:
+        assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
+        rc = run_cli(cmdtool, ["cmd", "P1", "start", "--auth", "sponsor:acme:INV-7", "--cap-kwh", "2.5",
+                               "--cap-min", "90", "--broker", "127.0.0.1:%d" % b.port, "--fleet-secret", SECRET,
+                               "--timeout", "5"])
+        assert rc == 0, capsys.readouterr()
+        assert pile.wait(lambda e: e["ev"] == "do" and e["op"] == "start", 2)
+        do = [e for e in pile.events if e["ev"] == "do"][-1]
+        assert (do["auth"], do["cap_kwh"], do["cap_min"], do["limit_a"]) == ("sponsor:acme:INV-7", 2.5, 90, None)
+
+
+def test_cmd_signs_again_when_the_pile_had_no_memory(tmp_path, capsys):
+    # docs/mqtt.md: "no memory" means send it again; h2pile cmd does, signed anew.
+    with Broker(tmp_path) as b, Pile(tmp_path, b.port, id="P1", cmd_key=keys.cmd_key(SECRET, "P1"),
+                                     duration=15, tele=False) as pile:
+        assert pile.wait(lambda e: e["ev"] == "up", 5), pile.stderr
+        rc = run_cli(cmdtool, ["cmd", "P1", "start", "--auth", "no-memory-once", "--broker",
+                               "127.0.0.1:%d" % b.port, "--fleet-secret", SECRET, "--timeout", "5"])
+        cap = capsys.readouterr()
+        assert rc == 0 and json.loads(cap.out)["ok"], cap
+        assert "P1 had no memory for it; signing it again" in cap.err
+        acks = [(e["reason"], e["id"]) for e in pile.events if e["ev"] == "ack"]
+        assert [a[0] for a in acks] == ["no memory", "ok"] and acks[0][1] != acks[1][1]
+        assert len([e for e in pile.events if e["ev"] == "do"]) == 1
+
+
+@pytest.mark.parametrize("argv,err", [
+    (["start", "--cap-kwh", "-1"], "argument cap_kwh=-1 out of range 0.1..500"),
+    (["start", "--cap-kwh", "nan"], "argument cap_kwh=nan out of range 0.1..500"),
+    (["start", "--cap-kwh", "inf"], "argument cap_kwh=inf out of range 0.1..500"),
+    (["start", "--cap-kwh", "0"], "argument cap_kwh=0 out of range 0.1..500"),
+    (["start", "--cap-kwh", "1e6"], "argument cap_kwh=1e6 out of range 0.1..500"),
+    (["start", "--cap-kwh", "lots"], "argument cap_kwh='lots' is not a number"),
+    (["start", "--cap-min", "-30"], "argument cap_min=-30 out of range 1..1440"),
+    (["start", "--cap-min", "2000"], "argument cap_min=2000 out of range 1..1440"),
+    (["start", "cap_kwh=5", "--cap-kwh", "6"], "argument cap_kwh given twice"),
+    (["stop", "--cap-kwh", "5"], "op stop has no argument 'cap_kwh'"),
+])
+def test_cmd_refuses_a_bad_cap_naming_it(argv, err, capsys):
+    # Refused before anything is sent (the broker here does not exist).
+    rc = run_cli(cmdtool, ["cmd", "P1"] + argv + ["--broker", "127.0.0.1:1", "--fleet-secret", SECRET])
+    assert rc == 2 and err in capsys.readouterr().err
+
+
 def test_cmd_broker_unreachable(capsys):
     rc = run_cli(cmdtool, ["cmd", "P1", "wake", "--broker", "127.0.0.1:1", "--fleet-secret", SECRET])
     assert rc == 3 and "cannot connect" in capsys.readouterr().err

@@ -15,6 +15,24 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.broker]
 
 
+
+def test_validate_caps():
+    # A bill carries the caps of the command that started its session; the
+    # ledger holds them to the command's own ranges (h2p.cmdspec).
+    good = record("P1", 1, 1, 1000.0, reason="energy_cap", cap_kwh=1.0, cap_min=None)
+    assert ledger.validate("P1", good) is None
+    assert ledger.validate("P1", dict(good, reason="time_cap", cap_kwh=None, cap_min=90)) is None
+    assert ledger.validate("P1", {k: v for k, v in good.items() if k not in ("cap_kwh", "cap_min")}) is None
+    for change, why in (
+        ({"cap_kwh": -1}, "cap_kwh=-1 out of range 0.1..500"),
+        ({"cap_kwh": float("nan")}, "cap_kwh must be a number"),
+        ({"cap_kwh": 1e9}, "cap_kwh=1000000000.0 out of range"),
+        ({"cap_min": "90"}, "cap_min must be a number"),
+        ({"cap_min": 0}, "cap_min=0 out of range 1..1440"),
+    ):
+        assert why in (ledger.validate("P1", dict(good, **change)) or ""), change
+
+
 @pytest.fixture
 def broker(tmp_path):
     with Mosquitto(tmp_path) as b:
