@@ -3,7 +3,7 @@
 PY      := .venv/bin/python
 BOARD   ?= esp32_generic
 SPEED   ?= 60
-HEAP    ?= 96K
+HEAP    ?=
 
 .PHONY: all test test-fast fuzz lint sim firmware bench bench-stops hil docs deps venv clean
 
@@ -54,7 +54,7 @@ lint: venv
 	$(PY) -m pytest -q tests/firmware/test_layers.py
 
 sim: venv deps
-	$(PY) -m host_tools.cli live --speed $(SPEED) --heap $(HEAP)
+	$(PY) -m host_tools.cli live --speed $(SPEED) $(if $(HEAP),--heap $(HEAP))
 
 firmware: venv
 	$(PY) -m host_tools.build $(BOARD)

@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 
 # Bench plant: a warm start, and the slow start-up steps that do not touch
 # what is measured made short so one pile serves many trials.
@@ -36,7 +36,7 @@ def firmware_build(board="unix_sim") -> str:
 
 
 class BenchPile(PileRun):
-    def __init__(self, speed=1.0, baud=115200, params=None, config=None, heap="96K", mqtt=False,
+    def __init__(self, speed=1.0, baud=115200, params=None, config=None, heap=HEAP, mqtt=False,
                  sample_s=0.0, rom=True):
         self.tmp = tempfile.mkdtemp(prefix="h2pile-bench-")
         self.sim_log = os.path.join(self.tmp, "sim.jsonl")

@@ -30,6 +30,7 @@ import sys
 import time
 
 from host_tools import ROOT
+from host_tools.pilerun import HEAP
 
 SECTIONS = ("footprint", "alloc", "simspeed", "memory", "session", "energy", "reaction", "picow", "core", "gateway")
 HERE = os.path.join(ROOT, "bench")
@@ -127,7 +128,9 @@ def rows_from(res: dict) -> list[tuple]:
         if pk.get("peak_alloc"):
             rows.append(("memory", f"peak heap in use, full session at {pk['heap']}",
                          f"{pk['peak_alloc'] / 1024:.1f} KB", "<= 48 KB", f"{pk['peak_alloc'] / 1024 / 48:.2f}x",
-                         "96K: " + ("completes" if s.get("completed") else f"fails ({s.get('reason')})")))
+                         "96K: " + ("completes" if s.get("completed") else f"fails ({s.get('reason')})")
+                         + f"; the budget ({HEAP}): " + ("completes" if m.get("session_budget", {}).get("completed")
+                                                         else "fails")))
         for key, what in (("no_mqtt", "without MQTT"), ("code_in_heap", "bytecode loaded into the heap")):
             v = m.get(key, {})
             if v.get("peak_alloc"):
@@ -269,8 +272,8 @@ async def amain(a) -> dict:
         res["simspeed"] = session.scripted_session()
         say("  ", res["simspeed"])
     if "memory" in a.only:
-        say("memory: a full short session (speed 20, MQTT on) at 96K, then the smallest heap ...")
-        m = {"session_96k": await memory.session("96K")}
+        say(f"memory: a full short session (speed 20, MQTT on) at the budget ({HEAP}) and at 96K, then the smallest heap ...")
+        m = {"session_budget": await memory.session(HEAP), "session_96k": await memory.session("96K")}
         say("   96K:", "completes" if m["session_96k"]["completed"] else m["session_96k"]["reason"],
             "peak", m["session_96k"]["peak_alloc"])
         if m["session_96k"]["completed"]:
@@ -287,7 +290,7 @@ async def amain(a) -> dict:
         m["code_in_heap"] = await memory.session("512K", rom=False)
         say("   without MQTT: peak", m["no_mqtt"]["peak_alloc"], "; code in the heap: peak",
             m["code_in_heap"]["peak_alloc"])
-        for v in (m["session_96k"], m["peak_session"], m["no_mqtt"], m["code_in_heap"]):
+        for v in (m["session_budget"], m["session_96k"], m["peak_session"], m["no_mqtt"], m["code_in_heap"]):
             v.pop("tail", None) if v.get("completed") else None
         res["memory"] = m
     if "session" in a.only:

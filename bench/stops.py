@@ -28,6 +28,7 @@ import sys
 import time
 
 from bench.pile import QUICK_CONFIG, QUICK_PLANT, WARM, BenchPile
+from host_tools.pilerun import HEAP  # the unix board's heap budget (boards/unix_sim.json)
 
 # The EV's own end: ~0.25 kWh into a 10 kWh pack, ~20 s simulated.
 EV = {"soc": 50.0, "kwh": 10.0, "target": 52.5}
@@ -55,7 +56,7 @@ def stop_burner(p: subprocess.Popen) -> None:
 
 
 class StopsCampaign:
-    def __init__(self, sessions=50, speed=20.0, burn=True, heap="96K", log=print):
+    def __init__(self, sessions=50, speed=20.0, burn=True, heap=HEAP, log=print):
         self.n = sessions
         self.speed = speed
         self.burn = burn

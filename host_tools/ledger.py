@@ -184,8 +184,9 @@ def handler(args: argparse.Namespace) -> int:
         for line in str(e).splitlines() or [""]:  # a tariff file: one line per mistake
             print("h2pile ledger: error: %s" % line, file=sys.stderr)
         return e.code
-    except ValueError as e:  # a bad --broker
-        print("h2pile ledger: error: %s" % e, file=sys.stderr)
+    except ValueError as e:  # a bad --broker, a tariff file (one line per mistake)
+        for line in str(e).splitlines() or [""]:
+            print("h2pile ledger: error: %s" % line, file=sys.stderr)
         return 2
 
 

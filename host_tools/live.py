@@ -18,7 +18,7 @@ import sys
 import time
 
 from h2p import topics
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from host_tools.topic_filter import topic_filter
 
 
@@ -95,7 +95,7 @@ class View:
 async def live(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
-    run = PileRun(speed=args.speed, heap=args.heap, mqtt=True, port=args.port, ctl_port=args.control_port,
+    run = PileRun(speed=args.speed, heap=args.heap or HEAP, mqtt=True, port=args.port, ctl_port=args.control_port,
                   config={"pile_id": args.pile_id, "idle_shutdown_s": args.idle_s,
                           "bus": {"data_age_ms": max(1000, int(args.speed * 150))}})
     view = View(args.pile_id)
@@ -165,8 +165,9 @@ async def live(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="the whole pile live against the simulator (make sim)")
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
-    p.add_argument("--heap", default="96K",
-                   help="MicroPython heap (-X heapsize, as on the pile; see docs/memory.md)")
+    p.add_argument("--heap", default=None,
+                   help="MicroPython heap (-X heapsize); default: the unix board's budget, boards/unix_sim.json "
+                        "heap_kb (docs/memory.md)")
     p.add_argument("--pile-id", default="sim-1", help="the simulated pile's id (default %(default)s)")
     p.add_argument("--port", type=int, default=5020, help="simulator RTU-over-TCP port")
     p.add_argument("--control-port", type=int, default=5021,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from host_tools.exitcodes import USAGE, CliError
+from host_tools.pilerun import HEAP
 from host_tools.scenario.condition import Condition
 
 DEFAULT_SPEED = 10.0
@@ -50,7 +51,7 @@ class Scenario:
     duration: float = 600.0
     until: Condition | None = None
     settle: float = 0.0
-    heap: str = "96K"
+    heap: str = HEAP  # the unix board's budget (boards/unix_sim.json)
     xfail: str = ""
     sample: float = 0.0
     warm: bool = False

@@ -11,6 +11,7 @@ import pytest
 
 from h2p import journal as J
 from h2p.journal import ACK, CKPT, CLOSE, MAGIC, META, OPEN, Journal, JournalFull
+from host_tools.pilerun import HEAP  # the unix board's heap budget (boards/unix_sim.json)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ MP = ROOT / ".venv" / "bin" / "micropython"
 MPENV = dict(os.environ, MICROPYPATH=".frozen:firmware")
 
 
-def run_mp(*args, heap="96K", timeout=60):
+def run_mp(*args, heap=HEAP, timeout=60):
     r = subprocess.run([str(MP), "-X", "heapsize=" + heap, *map(str, args)], cwd=ROOT, env=MPENV,
                        capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr

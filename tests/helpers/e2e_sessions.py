@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -147,7 +147,7 @@ class Campaign:
             from host_tools.build import build
 
             firmware_build = build("unix_sim", os.path.join(self.tmp, "fw"))  # private: no race with others
-        self.pr = PileRun(speed=speed, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
+        self.pr = PileRun(speed=speed, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                           board_dir=os.path.join(self.tmp, "board"), log_path=os.path.join(self.tmp, "sim.jsonl"),
                           firmware_build=firmware_build)
         self.ingest = None

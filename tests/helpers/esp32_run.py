@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 
+from host_tools.pilerun import HEAP  # the unix board's heap budget (boards/unix_sim.json)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOUBLE = os.path.join(ROOT, "tests", "board", "esp32_double")
 UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
@@ -116,7 +118,7 @@ def firmware_has(key: str) -> bool:
 
 class Esp32Run:
     def __init__(self, tmp, *, wifi=("pilenet", "pile-pass"), ap=("pilenet", "pile-pass"),
-                 mqtt_port=None, fleet_secret="sim-fleet-secret", pile_id="esp-1", heap="96K",
+                 mqtt_port=None, fleet_secret="sim-fleet-secret", pile_id="esp-1", heap=HEAP,
                  speed=1.0, baud=115200, config=None, build_root=None, attempt_ms=300,
                  extra_heap=True, wrong_password_reason=None):
         self.tmp = str(tmp)

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from host_tools.pilerun import HEAP  # the unix board's heap budget (boards/unix_sim.json)
+
 ROOT = Path(__file__).resolve().parents[2]
 MPY = ROOT / ".venv" / "bin" / "micropython"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -248,7 +250,7 @@ asyncio.run(main())
 class Pile:
     """Runs PILE_SCRIPT under MicroPython; collects its JSON lines with host timestamps."""
 
-    def __init__(self, tmp, port, heap="96K", **cfg):
+    def __init__(self, tmp, port, heap=HEAP, **cfg):
         import json
         import threading
         self.script = Path(tmp) / "pile_script.py"

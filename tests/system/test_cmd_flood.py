@@ -1,4 +1,4 @@
-"""A flood of valid commands against the pile at its default heap (96K, unix
+"""A flood of valid commands against the pile at its heap budget (boards/unix_sim.json, unix
 port, real mosquitto): 1,000 signed set_limit commands as fast as the broker
 takes them, then a stop. Every command gets exactly one ack; beyond the
 documented rate the ack says "busy"; the heap is what it was; the stop gets
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from h2p import cmdgate, keys, signer
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.cmd_operator import Operator
 from tests.helpers.pilewait import until
 
@@ -32,7 +32,7 @@ def _heap_free(lines):
 
 
 async def _flood(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
+    run = PileRun(speed=5, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
     acks = Operator(run.mqtt_port, PILE)

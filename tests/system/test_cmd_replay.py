@@ -9,7 +9,7 @@ import time
 import pytest
 
 from h2p import keys, signer
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.cmd_operator import Operator
 from tests.helpers.pilewait import until
 
@@ -21,7 +21,7 @@ WARM = ["--param", "bed_c0=265", "--param", "stack_c0=165", "--param", "evap_del
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
+    run = PileRun(speed=5, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
     op = Operator(run.mqtt_port, PILE)

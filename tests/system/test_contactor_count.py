@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 
 pytestmark = [pytest.mark.micropython]
 
@@ -16,7 +16,7 @@ CONFIG = {"pile_id": "cc-1", "idle_shutdown_s": 0,
 
 
 async def _run(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="96K", config=CONFIG, sim_args=WARM, firmware_build=fw_build,
+    run = PileRun(speed=5, heap=HEAP, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     await run.start()
     try:

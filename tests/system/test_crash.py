@@ -1,5 +1,5 @@
 """A task of the firmware that raises (h2p.crash, h2p.app.Pile.guard), with the
-real firmware on the MicroPython unix port (PileRun, heap 96K) against the
+real firmware on the MicroPython unix port (PileRun, its heap budget) against the
 simulator and a real mosquitto:
 
 - mid-charge, the bus task or another task raises: the traceback and the
@@ -27,7 +27,7 @@ import pytest
 
 from h2p import keys, signer
 from host_tools import cmd as cmdtool
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.pilewait import reboot, until, wrap_main
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
@@ -105,7 +105,7 @@ def _retained(topic, port, timeout=15.0):
 
 
 def _pile(tmp_path, fw_build, mode, mqtt=False):
-    run = PileRun(speed=5, heap="96K", mqtt=mqtt, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
+    run = PileRun(speed=5, heap=HEAP, mqtt=mqtt, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     return wrap_main(run, WRAPPER % mode)
 

@@ -1,5 +1,5 @@
 """The devices' comm watchdog with the real firmware (MicroPython unix port,
-heap 96K) against the simulator: the firmware dies (SIGKILL) mid-charge and
+its heap budget) against the simulator: the firmware dies (SIGKILL) mid-charge and
 nothing restarts it; the charger, the fuel cell and the reformer hear no
 more requests and go safe on their own within the timeout the firmware
 wrote at boot (bus.comm_timeout_ms; 0, the default here, is twice
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from sim import params as P
 
 pytestmark = [pytest.mark.micropython]
@@ -41,7 +41,7 @@ async def _plant_until(run, pred, timeout_wall):
 
 
 async def _run(tmp_path, fw_build):
-    run = PileRun(speed=SPEED, heap="96K", config=CONFIG, sim_args=WARM, firmware_build=fw_build,
+    run = PileRun(speed=SPEED, heap=HEAP, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     await run.start()
     try:

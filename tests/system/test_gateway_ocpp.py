@@ -32,7 +32,7 @@ from ocpp.v16 import call as c16
 from ocpp.v201 import call as c201
 
 from bench.gateway import GatewayProc, write_config
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.csms import Csms
 from tests.helpers.ledger_broker import Ingest
 from tests.helpers.pilewait import until
@@ -64,7 +64,7 @@ class Rig:
 
     async def start(self, tmp_path, fw_build, version):
         self.tmp = tmp_path
-        self.run = PileRun(speed=SPEED, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
+        self.run = PileRun(speed=SPEED, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                            firmware_build=fw_build, board_dir=str(tmp_path / "board"))
         await self.run.start()
         self.csms = Csms(version, {PILE: PASSWORD})

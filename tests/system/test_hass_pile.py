@@ -31,7 +31,7 @@ import yaml
 from h2p import keys, topics
 from host_tools import broker_config
 from host_tools import hass_discovery as hd
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers import hass_check as ha
 from tests.helpers.mqtt_broker import Broker, free_port
 from tests.helpers.pilewait import until
@@ -154,7 +154,7 @@ async def _scenario(tmp_path, fw_build):
     # the pile logs in as itself, with the password derived from the fleet secret
     cfg = dict(CONFIG, mqtt=dict(CONFIG["mqtt"], host="127.0.0.1", port=port, cmd_key=keys.cmd_key(SECRET, PILE),
                                  password=keys.mqtt_password(SECRET, PILE)))
-    run = PileRun(speed=5, heap="96K", config=cfg, sim_args=WARM, firmware_build=fw_build,
+    run = PileRun(speed=5, heap=HEAP, config=cfg, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     await run.start()
     home = Home(port, "ha")

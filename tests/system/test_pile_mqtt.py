@@ -15,7 +15,7 @@ import pytest
 from h2p import keys, signer
 from h2p.supervisor import STACK_CLAIMS
 from host_tools import cmd as cmdtool
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.pilewait import until
 
 pytestmark = [pytest.mark.micropython, pytest.mark.broker]
@@ -61,7 +61,7 @@ def _send(run, cmd):
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=5, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM,
+    run = PileRun(speed=5, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                   firmware_build=fw_build, board_dir=str(tmp_path / "board"))
     await run.start()
     w = Watcher(run.mqtt_port)

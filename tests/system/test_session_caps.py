@@ -1,5 +1,5 @@
 """Sessions a sponsor can budget, on the whole pile: the firmware (MicroPython
-unix port, 96K heap) with the simulator, its private mosquitto and `h2pile
+unix port, its heap budget) with the simulator, its private mosquitto and `h2pile
 ledger ingest`. A signed start with a small energy cap: the pile stops the
 session at the cap on its billing meter, with reason energy_cap, and the
 bill the ledger stores says so, its energy the simulator meter's advance and
@@ -17,7 +17,7 @@ import time
 import pytest
 
 from host_tools import ROOT, ledger
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.ledger_broker import Ingest
 from tests.helpers.pilewait import until
 
@@ -58,7 +58,7 @@ def _closed(run, reason):
 
 
 async def _scenario(tmp_path, fw_build):
-    run = PileRun(speed=SPEED, heap="96K", mqtt=True, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
+    run = PileRun(speed=SPEED, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     db = str(tmp_path / "ledger.db")
     await run.start()

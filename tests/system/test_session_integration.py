@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from host_tools.pilerun import HEAP as BUDGET  # the unix board's heap budget (boards/unix_sim.json)
 from host_tools.pilerun import PileRun
 
 pytestmark = [pytest.mark.micropython]
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.micropython]
 SPEED = float(os.environ.get("H2P_IT_SPEED", "80"))
 # The board's RAM budget on the 64-bit unix port (bench/ measures how much
 # of it a session uses); the code runs from the board's flash (ROM image).
-HEAP = os.environ.get("H2P_IT_HEAP", "96K")
+HEAP = os.environ.get("H2P_IT_HEAP", BUDGET)
 
 EXPECTED = ["selftest", "preheat", "reforming", "stack_start", "ready", "charging",
             "stopping", "ready", "cooldown", "off"]

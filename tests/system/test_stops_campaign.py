@@ -1,5 +1,5 @@
 """Issue 15: no false stops. 50 charging sessions of the real firmware (unix
-port, 96K) against the simulator at speed 20 while a CPU burner keeps one
+port, its heap budget) against the simulator at speed 20 while a CPU burner keeps one
 core busy (bench/stops.py; `python -m bench.stops` runs it by hand). None may
 be ended while the EV still asks: a meter that misses polls, a contactor
 aux reading that is late or stale, a cell read before the stack started.

@@ -1,5 +1,5 @@
 """The watchdog on the unix board, with the real firmware on the MicroPython
-unix port (host_tools.pilerun.PileRun, heap 96K) against the simulator.
+unix port (host_tools.pilerun.PileRun, its heap budget) against the simulator.
 
 board_unix.Watchdog exits the process with code 3 and writes
 data/reset_cause "watchdog" when it is not fed for watchdog_ms (5000 ms wall
@@ -34,7 +34,7 @@ import pytest
 
 # The unix board's watchdog thread ends the process like a hardware reset:
 # SIGKILL (rc -9 as asyncio reports it); older builds exited with 3.
-from host_tools.pilerun import PileRun
+from host_tools.pilerun import HEAP, PileRun
 from tests.helpers.pilewait import boots, reboot, until, wrap_main
 
 RESET_RC = (3, -9)
@@ -110,7 +110,7 @@ async def _cycles_move(run, timeout=20):
 
 
 async def _start(tmp_path, fw_build, inject=None):
-    run = PileRun(speed=5, heap="96K", config=CONFIG, firmware_build=fw_build,
+    run = PileRun(speed=5, heap=HEAP, config=CONFIG, firmware_build=fw_build,
                   board_dir=str(tmp_path / "board"))
     if inject:
         wrap_main(run, WRAPPER % inject)
