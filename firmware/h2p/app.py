@@ -347,7 +347,7 @@ class Pile:
                     v = self._fresh(_I_V, 0)
                     lim = 0  # 0.1 A; None: out of reach
                     if left > 0:
-                        lim = None
+                        lim = None  # type: ignore[assignment]
                         if v is not None and v >= 1:  # no voltage, no estimate: the register still stops it
                             p = self._fresh(_I_W, 0) or 0
                             if v * sup.ev_limit / 10 > p:

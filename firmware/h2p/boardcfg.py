@@ -17,7 +17,7 @@ UART = {
     "device": (str, "", None, "serial: device path on unix"),
 }
 
-SCHEMA = {
+SCHEMA: dict = {
     "name": (str, REQUIRED, ident, "board name, same as the file name"),
     "platform": (str, REQUIRED, one_of("esp32", "rp2", "unix"), "MicroPython port"),
     "description": (str, "", None, "what this board is"),
