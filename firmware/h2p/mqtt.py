@@ -345,6 +345,12 @@ class MQTTClient:
                 await sleep_ms(min(500, ka >> 2))
                 if self._fail is not None:
                     raise self._fail
+                if self.link_ok is not None and not self.link_ok():
+                    # WiFi went down: this TCP connection is dead even if no
+                    # write has failed yet (a half-open socket would hold the
+                    # session until the keepalive ran out: 1.5 x keepalive_s).
+                    # Ended now, run() reconnects the moment the link is back.
+                    raise OSError("link down")
                 now = ticks_ms()
                 f = n[_LINK]
                 if f & _L_WRITING and ticks_diff(now, n[_TX_T]) > ka:

@@ -365,3 +365,55 @@ def test_cpython_client_roundtrip_and_reconnect(tmp_path):
         dt, st = asyncio.run(scenario(b))
     print("\nCPython client reconnected %.2f s after broker return; %s" % (dt, st))
     assert dt < 5 and st["connects"] == 2 and st["acked"] >= 2
+
+
+def test_a_link_that_goes_down_ends_the_session_at_once_and_it_comes_back_with_the_link():
+    # WiFi down leaves the TCP connection half-open: no write fails and the
+    # broker is silent, so only the keepalive (here 60 s, 90 s to time out)
+    # would end the session. The client asks link_ok() every supervision
+    # tick and ends it at once; with the link back it connects at once.
+    import asyncio
+    import threading
+
+    from h2p.mqtt import MQTTClient
+
+    silent = threading.Event()
+
+    def hold(c, n):  # after CONNACK: say nothing, keep the socket open
+        silent.wait(30)
+
+    fb = FakeBroker(hold)
+    link = {"up": True}
+
+    async def scenario():
+        c = MQTTClient("cpy-link", "127.0.0.1", fb.port, keepalive=60, backoff_min_ms=200)
+        c.link_ok = lambda: link["up"]
+        task = asyncio.create_task(c.run())
+
+        async def until(pred, timeout):
+            t_end = time.monotonic() + timeout
+            while not pred() and time.monotonic() < t_end:
+                await asyncio.sleep(0.02)
+            return pred()
+
+        assert await until(lambda: c.connected, 5)
+        t_down = time.monotonic()
+        link["up"] = False
+        assert await until(lambda: not c.connected, 3), "the session outlived the link"
+        ended = time.monotonic() - t_down
+        await asyncio.sleep(0.6)
+        assert len(fb.conns) == 1  # no attempt while the link is down
+        link["up"] = True
+        t_up = time.monotonic()
+        assert await until(lambda: c.connected, 3)
+        back = time.monotonic() - t_up
+        task.cancel()
+        return ended, back, c.last_error
+
+    try:
+        ended, back, why = asyncio.run(scenario())
+    finally:
+        silent.set()
+        fb.close()
+    print("\nlink down -> session ended in %.2f s (%s); link up -> connected in %.2f s" % (ended, why, back))
+    assert ended < 1.0 and "link down" in why and back < 1.0
