@@ -29,9 +29,11 @@ MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 
 def _heap_budget() -> str:
     # The unix board's heap budget, from its description (boards/unix_sim.json
-    # heap_kb): the one place it is set; docs/memory.md says why it is what it is.
-    with open(os.path.join(ROOT, "boards", "unix_sim.json")) as f:
-        return "%dK" % json.load(f)["heap_kb"]
+    # heap_kb, read with the board loader): the one place it is set;
+    # docs/memory.md says why it is what it is.
+    from h2p import boardcfg
+
+    return "%dK" % boardcfg.load(os.path.join(ROOT, "boards", "unix_sim.json"))["heap_kb"]
 
 
 HEAP = _heap_budget()

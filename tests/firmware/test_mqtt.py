@@ -325,6 +325,16 @@ def test_queue_policy_online_prefers_dropping_qos0():
 
 # ---- the same client on CPython (simulator / host use) --------------------------
 
+async def until(pred, timeout):
+    # pred() true within timeout s (checked every 20 ms): -> its last value
+    import asyncio
+
+    t_end = time.monotonic() + timeout
+    while not pred() and time.monotonic() < t_end:
+        await asyncio.sleep(0.02)
+    return pred()
+
+
 def test_cpython_client_roundtrip_and_reconnect(tmp_path):
     import asyncio
 
@@ -338,12 +348,6 @@ def test_cpython_client_roundtrip_and_reconnect(tmp_path):
         c.on_connect = lambda: ups.append(time.monotonic())
         c.subscribe("loop/#", 1)
         task = asyncio.create_task(c.run())
-
-        async def until(pred, timeout):
-            t_end = time.monotonic() + timeout
-            while not pred() and time.monotonic() < t_end:
-                await asyncio.sleep(0.02)
-            return pred()
 
         assert await until(lambda: c.connected, 5)
         await asyncio.sleep(0.2)  # SUBACK
@@ -389,12 +393,6 @@ def test_a_link_that_goes_down_ends_the_session_at_once_and_it_comes_back_with_t
         c = MQTTClient("cpy-link", "127.0.0.1", fb.port, keepalive=60, backoff_min_ms=200)
         c.link_ok = lambda: link["up"]
         task = asyncio.create_task(c.run())
-
-        async def until(pred, timeout):
-            t_end = time.monotonic() + timeout
-            while not pred() and time.monotonic() < t_end:
-                await asyncio.sleep(0.02)
-            return pred()
 
         assert await until(lambda: c.connected, 5)
         t_down = time.monotonic()
