@@ -47,6 +47,7 @@ CONFIG = {"pile_id": "day", "auto_start": False, "auto_charge": True, "idle_shut
 PARAMS = {"tank_l": 250.0, "bat_soc": 90.0}  # a full tank and the battery at target from the day before
 GOAL_L_PER_KWH = 0.95
 GOAL_ESTIMATE = 0.05
+GOAL_BED_K = 10.0  # the bed within this of its setpoint whenever premix is fed (the loop holds it)
 
 
 class CoSim:
@@ -69,6 +70,9 @@ class CoSim:
         self.trace: list[tuple] = []
         self.trace_every = int(trace_every_s * 1000)
         self.sessions: list[dict] = []
+        # The reformer bed while premix is fed (the loop's figure): lowest,
+        # highest, and the premix the burner fired.
+        self.bed_fed = [1e9, -1e9]
 
     def state(self) -> str:
         return STATES[self.sup.state]
@@ -97,9 +101,13 @@ class CoSim:
                     s = self.sessions[-1]
                     s.update(t1_s=self.now / 1000, kwh=round((pl.meter_kwh * 1000 - s["wh0"]) / 1000, 3), reason=e[2])
             self.sup.events.clear()
+        rf = pl.reformer
+        if rf.mode == R.REF_MODE_RUN and rf.pump > 0 and pl.stack.current > 0:
+            self.bed_fed[0] = min(self.bed_fed[0], rf.bed)
+            self.bed_fed[1] = max(self.bed_fed[1], rf.bed)
         if self.trace_every and self.now % self.trace_every == 0:
             self.trace.append((self.now / 3.6e6, pl.stack.current, pl.battery.soc, pl.ev_a * pl.ev_v / 1000,
-                               pl.ev.present, self.state()))
+                               pl.ev.present, self.state(), rf.bed, rf.burner_sp if rf.mode == R.REF_MODE_RUN else 0.0))
 
     def run_until(self, cond, limit_s: float) -> bool:
         end = self.now + int(limit_s * 1000)
@@ -158,6 +166,9 @@ def day(seed: int = 1, trace_every_s: float = 0, log=None, config: dict | None =
         # the energy manager's stored figures (h2p.energy slots 0, 1: mL/kWh, 0.1 L)
         "measured_l_per_kwh": cs.sup.em[0] / 1000, "measured_warm_up_l": cs.sup.em[1] / 10,
         "tank_left_l": round(cs.plant.reformer.tank, 2),
+        "bed_c_fed": [round(cs.bed_fed[0], 1), round(cs.bed_fed[1], 1)],
+        "bed_setpoint_c": cs.cfg["limits"]["bed_setpoint_c"], "goal_bed_k": GOAL_BED_K,
+        "burner_l": round(cs.plant.reformer.burnt_l, 2),
     })
     return res, cs
 
@@ -202,7 +213,7 @@ def plot(cs: CoSim, path: str, res: dict) -> None:
     import matplotlib.pyplot as plt
 
     t = [x[0] for x in cs.trace]
-    fig, ax = plt.subplots(3, 1, figsize=(11, 7.5), sharex=True)
+    fig, ax = plt.subplots(4, 1, figsize=(11, 9.5), sharex=True)
     ax[0].plot(t, [x[1] for x in cs.trace], lw=0.8, color="tab:red")
     ax[0].set_ylabel("stack current, A")
     ax[1].plot(t, [x[2] for x in cs.trace], lw=0.8, color="tab:green")
@@ -210,7 +221,13 @@ def plot(cs: CoSim, path: str, res: dict) -> None:
     ax[1].set_ylabel("battery SOC, %")
     ax[2].plot(t, [x[3] for x in cs.trace], lw=0.8, color="tab:blue")
     ax[2].set_ylabel("EV power, kW")
-    ax[2].set_xlabel("hours from the cold start")
+    ax[3].plot(t, [x[6] for x in cs.trace], lw=0.8, color="tab:orange", label="bed, °C")
+    ax[3].axhline(res["bed_setpoint_c"], ls="--", lw=0.6, color="gray")
+    ax[3].set_ylabel("reformer bed, °C")
+    burner = ax[3].twinx()
+    burner.plot(t, [x[7] for x in cs.trace], lw=0.6, color="tab:purple", alpha=0.6)
+    burner.set_ylabel("burner command, %")
+    ax[3].set_xlabel("hours from the cold start")
     for s in res["sessions"]:
         for a in ax:
             a.axvspan(s["t0_s"] / 3600, s.get("t1_s", s["t0_s"]) / 3600, color="tab:blue", alpha=0.08)
@@ -224,7 +241,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.day", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--plot", metavar="PNG", help="write the plot of the day (stack current, battery SOC, sessions)")
+    ap.add_argument("--plot", metavar="PNG", help="write the plot of the day (stack current, battery SOC, EV power, "
+                    "reformer bed and burner, sessions)")
     ap.add_argument("--no-empty", action="store_true", help="skip the run until empty")
     a = ap.parse_args(argv)
 

@@ -215,6 +215,13 @@ def energy_rows(en: dict) -> list[tuple]:
         rows.append(("energy", "battery SOC when the day ends", f"{d['bat_soc_end']:.1f} %",
                      f">= target {d['bat_soc_target']:.0f} %", f"{d['bat_soc_end'] / d['bat_soc_target']:.2f}x",
                      "the pile cooled down on its own: " + ("yes" if d.get("cooled") else "NO")))
+        if d.get("bed_c_fed"):
+            lo, hi = d["bed_c_fed"]
+            dev = max(abs(lo - d["bed_setpoint_c"]), abs(hi - d["bed_setpoint_c"]))
+            rows.append(("energy", "reformer bed while fed, furthest from its setpoint", f"{dev:.1f} K",
+                         f"<= {d['goal_bed_k']:.0f} K", f"{dev / d['goal_bed_k']:.2f}x",
+                         f"{lo:.1f}-{hi:.1f} degC (setpoint {d['bed_setpoint_c']:.0f}); burner fired "
+                         f"{d['burner_l']:.2f} L of the day's premix"))
         ue = d.get("until_empty") or {}
         if ue.get("error") is not None:
             rows.append(("energy", "deliver_kwh against a run until empty", f"{ue['error'] * 100:+.1f} %",

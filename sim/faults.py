@@ -23,6 +23,11 @@ EVENTS: dict[str, tuple[str, dict[str, tuple[float, float, float]], bool]] = {
     "h2_leak": ("hydrogen leak: % LEL ramps to `lel` at `rate` %LEL/s", {"lel": (30.0, 0.0, 100.0), "rate": (5.0, 0.01, 1000.0)}, False),
     "meoh_leak": ("methanol in the tank bund", {}, False),
     "reformer_overtemp": ("reformer bed heats by `rate` K/s beyond control", {"rate": (1.0, 0.01, 50.0)}, False),
+    "reformer_alarm": ("the reformer controller raises alarm bits `bits` (1 flame-out: the burner goes out; 2 pump: no flow; 4 sensor; 8 over-pressure)",
+                       {"bits": (1.0, 1.0, 15.0)}, False),
+    "bed_heat_loss": ("the reformer bed loses `watts` more heat (wind, failed insulation): the bed loop must fire harder",
+                      {"watts": (1500.0, 10.0, 20000.0)}, False),
+    "co_high": ("CO in the reformate rises to `pct` % (aged catalyst), whatever the bed temperature", {"pct": (2.5, 0.0, 6.0)}, False),
     "stack_overtemp": ("oil cooler fails and the stack gains `watts` of extra heat", {"watts": (20000.0, 100.0, 1e6)}, False),
     "starvation": ("hydrogen reaching the stack falls to `fraction` of the feed (low cell voltage)", {"fraction": (0.3, 0.0, 1.0)}, False),
     "tank_empty": ("premix tank empty", {}, False),
@@ -152,6 +157,12 @@ def apply(sim, name: str, args: dict) -> None:
         sim.garbage.add(a["device"])
     elif name == "bms_alarm":
         p.battery.alarm = int(a["bits"])
+    elif name == "reformer_alarm":
+        p.reformer.alarm = int(a["bits"])
+    elif name == "bed_heat_loss":
+        p.reformer.extra_loss_w = a["watts"]
+    elif name == "co_high":
+        p.reformer.co_force = a["pct"]
     elif name == "battery_temp":
         p.battery.temp = a["c"]
     elif name == "clear":
@@ -193,6 +204,12 @@ def _clear(sim, fault: str, device=None) -> None:
                 s.clear()
     if every or fault == "bms_alarm":
         p.battery.alarm = 0
+    if every or fault == "reformer_alarm":
+        p.reformer.alarm = 0
+    if every or fault == "bed_heat_loss":
+        p.reformer.extra_loss_w = 0.0
+    if every or fault == "co_high":
+        p.reformer.co_force = None
     if every or fault == "battery_temp":
         p.battery.temp = p.p["ambient_c"]
     if every or fault == "ev_greedy":

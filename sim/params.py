@@ -19,12 +19,21 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "tank_capacity_l": (250.0, "tank capacity, L"),
     "premix_h2_mol_per_l": (50.3, "mol H2 per L premix: 60 wt % MeOH, 0.895 kg/L, 3 H2 per MeOH (E)"),
     "premix_lhv_mj_per_l": (10.7, "premix heating value burnt in the burner, MJ/L (V/E)"),
-    "bed_tau_s": (600.0, "reformer bed heating time constant, s (~10 min, E)"),
-    "bed_full_burner_c": (330.0, "bed temperature the burner at full fire tends to, degC"),
-    "bed_cool_tau_s": (900.0, "bed cooling time constant with the burner off, s"),
+    # The bed and evaporator as one heat balance (E): burner heat (premix
+    # fired plus the stack's anode off-gas, times burner_eff) in; premix
+    # evaporation (at the pump's flow now), the reforming reaction (at the
+    # flow reaching the bed, one transport delay later) and the insulation's
+    # loss out. A feed step thus cools the bed for a transport delay before
+    # its off-gas comes back as heat; a loop that ignores the bed drifts.
+    "bed_heat_kj_per_k": (11.0, "reformer bed + evaporator heat capacity, kJ/K (E: 20 -> 240 degC in ~12 min at full fire)"),
+    "bed_loss_w_per_k": (1.2, "bed heat loss through the insulation, W/K (~0.3 kW at 265 degC, E)"),
+    "bed_cool_tau_s": (900.0, "bed cooling time constant with the burner off and the fan purging, s"),
     "burner_c": (480.0, "burner temperature when lit, degC (V)"),
-    "burner_preheat_kw": (4.5, "burner heat during warm-up (bed + stack heating), kW"),
-    "burner_trim_kw": (0.3, "burner premix trim while reforming (anode off-gas does the rest), kW"),
+    "burner_full_kw": (4.5, "burner at full fire, premix kW: the warm-up, and 100 % of ref_burner_sp"),
+    "burner_eff": (0.85, "share of the burner's heat (premix and anode off-gas) that reaches the bed and evaporator"),
+    "evap_mj_per_l": (1.9, "heat to evaporate and superheat premix, MJ/L (E)"),
+    "reform_mj_per_l": (0.83, "heat of methanol steam reforming, MJ/L premix (49.5 kJ/mol MeOH, E)"),
+    "h2_lhv_kj_per_mol": (242.0, "hydrogen lower heating value (anode off-gas burnt in the burner), kJ/mol (V)"),
     "evap_delay_s": (40.0, "evaporator + reformer transport delay, s (30-60, E)"),
     "starvation_fraction": (1.0, "fraction of the reformate hydrogen that reaches the stack (fault injection)"),
     "conv_full_c": (240.0, "conversion is complete above this bed temperature, degC"),

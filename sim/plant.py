@@ -22,6 +22,7 @@ class Reformer:
         self.mode = R.REF_MODE_OFF
         self.pump_sp = 0.0  # ml/min
         self.bed_sp = 265.0
+        self.burner_sp = 0.0  # % of full fire, in run mode
         self.bed = p["bed_c0"]
         self.evap = min(max(p["bed_c0"], p["ambient_c"]), 180.0)
         self.burner = p["bed_c0"]  # warm start: the burner was just lit
@@ -29,10 +30,15 @@ class Reformer:
         self.pump = 0.0
         self.burnt_l = 0.0
         self.fed_l = 0.0
+        self.fire_kw = 0.0  # premix the burner fires now
+        self.offgas_w = 0.0  # the stack's unused hydrogen, burnt in the burner (set by the plant)
         self.delay = deque()  # (t_arrive, ml/min)
         self.flow_at_stack = 0.0
         self.leak = False
         self.overheat = 0.0  # injected extra degC/s
+        self.alarm = 0  # injected alarm word (R.REF_ALM_*)
+        self.extra_loss_w = 0.0  # injected extra heat loss of the bed (wind, failed insulation)
+        self.co_force = None  # injected CO in the reformate, %
 
     def h2_mol_s(self):
         # Hydrogen reaching the stack now: feed one transport delay ago,
@@ -53,35 +59,56 @@ class Reformer:
 
     def co_pct(self):
         p = self.p
+        if self.co_force is not None:
+            return self.co_force
         if self.bed < p["conv_zero_c"]:
             return 0.0
         return max(0.0, p["co_pct_at_265"] + p["co_pct_per_k"] * (self.bed - 265.0))
+
+    def heat_w(self):
+        """The bed's heat balance now, W (positive: it warms)."""
+        p = self.p
+        if not (self.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and self.tank > 0):
+            return 0.0
+        lit = not self.alarm & R.REF_ALM_FLAME
+        q = p["burner_eff"] * (self.fire_kw * 1000.0 + self.offgas_w) if lit else 0.0
+        q -= self.pump / 60000.0 * p["evap_mj_per_l"] * 1e6
+        q -= self.flow_at_stack / 60000.0 * self.conversion() * p["reform_mj_per_l"] * 1e6
+        q -= p["bed_loss_w_per_k"] * (self.bed - p["ambient_c"]) + self.extra_loss_w
+        return q
 
     def step(self, t, dt):
         p = self.p
         amb = p["ambient_c"]
         running = self.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and self.tank > 0
         # Pump: premix drawn from the tank, arriving after the evaporator.
-        self.pump = self.pump_sp if (self.mode == R.REF_MODE_RUN and self.tank > 0) else 0.0
+        ok = self.mode == R.REF_MODE_RUN and self.tank > 0 and not self.alarm & R.REF_ALM_PUMP
+        self.pump = self.pump_sp if ok else 0.0
         self.delay.append((t + p["evap_delay_s"], self.pump))
         while self.delay and self.delay[0][0] <= t:
             self.flow_at_stack = self.delay.popleft()[1]
-        burner_kw = 0.0
+        # Burner: its own warm-up in preheat (full fire up to 10 K below
+        # the bed setpoint, proportional above), the pile's command in run.
+        # A flame-out stops its premix (the controller's fuel valve).
+        full = p["burner_full_kw"]
+        if not running or self.alarm & R.REF_ALM_FLAME:
+            self.fire_kw = 0.0
+        elif self.mode == R.REF_MODE_PREHEAT:
+            self.fire_kw = full * min(1.0, max(0.0, (self.bed_sp - self.bed) / 10.0))
+        else:
+            self.fire_kw = full * min(100.0, max(0.0, self.burner_sp)) / 100.0
         if running:
-            hot = self.bed >= self.bed_sp - 5
-            target = self.bed_sp if hot else p["bed_full_burner_c"]
-            self.bed += (target - self.bed) / p["bed_tau_s"] * dt
-            burner_kw = p["burner_trim_kw"] if self.mode == R.REF_MODE_RUN else p["burner_preheat_kw"]
-            self.burner += (p["burner_c"] - self.burner) * min(1.0, dt / 30.0)
+            self.bed += self.heat_w() / (p["bed_heat_kj_per_k"] * 1000.0) * dt
         else:
             self.bed += (amb - self.bed) / p["bed_cool_tau_s"] * dt
-            self.burner += (amb - self.burner) * min(1.0, dt / 120.0)
+        lit = running and not self.alarm & R.REF_ALM_FLAME and (self.fire_kw * 1000.0 + self.offgas_w) > 50.0
+        self.burner += ((p["burner_c"] if lit else amb) - self.burner) * min(1.0, dt / (30.0 if lit else 120.0))
         self.bed += self.overheat * dt
         self.evap += (min(self.bed, 180.0) - self.evap) * min(1.0, dt / 60.0)
-        used = self.pump / 60000.0 * dt + burner_kw / (p["premix_lhv_mj_per_l"] * 1000.0) * dt
+        fired = self.fire_kw / (p["premix_lhv_mj_per_l"] * 1000.0) * dt
         self.fed_l += self.pump / 60000.0 * dt
-        self.burnt_l += burner_kw / (p["premix_lhv_mj_per_l"] * 1000.0) * dt
-        self.tank = max(0.0, self.tank - used)
+        self.burnt_l += fired
+        self.tank = max(0.0, self.tank - self.pump / 60000.0 * dt - fired)
 
 
 class Stack:
@@ -490,7 +517,7 @@ class Plant:
             "ref_pump_mlmin": rf.pump,
             "ref_tank_l": rf.tank,
             "ref_meoh_leak": 1 if rf.leak else 0,
-            "ref_alarms": 0,
+            "ref_alarms": rf.alarm,
             "fc_status": (1 if st.enable else 0),
             "fc_stack_c": st.temp,
             "fc_stack_v": st.v_cell * n,
@@ -544,6 +571,7 @@ class Plant:
                 else:  # the reformer: no premix, burner to cooldown (its fan purges)
                     rf = self.reformer
                     rf.pump_sp = 0.0
+                    rf.burner_sp = 0.0
                     if rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN):
                         rf.mode = R.REF_MODE_COOLDOWN
 
@@ -555,6 +583,7 @@ class Plant:
             return self.comm_timeout_s[self._timeout_cmd[name]]
         return {
             "ref_mode_cmd": rf.mode, "ref_pump_sp": rf.pump_sp, "ref_bed_sp": rf.bed_sp,
+            "ref_burner_sp": rf.burner_sp,
             "fc_enable": st.enable, "fc_current_sp": st.sp, "fc_purge": st.purge,
             "chg_contactor": ch.contactor_cmd, "chg_limit_a": ch.limit, "chg_enable": ch.enable,
             "chg_lock": ch.lock_cmd, "sio_fan": self.fan,
@@ -576,6 +605,8 @@ class Plant:
             rf.pump_sp = value
         elif name == "ref_bed_sp":
             rf.bed_sp = value
+        elif name == "ref_burner_sp":
+            rf.burner_sp = value
         elif name == "fc_enable":
             st.enable = int(value)
         elif name == "fc_current_sp":
@@ -615,7 +646,11 @@ class Plant:
         self._comm_check(self.t + dt)
         rf.step(self.t, dt)
         heating = rf.mode in (R.REF_MODE_PREHEAT, R.REF_MODE_RUN) and rf.tank > 0
-        st.step(dt, rf.h2_mol_s(), rf.co_pct(), heating)
+        h2 = rf.h2_mol_s()
+        st.step(dt, h2, rf.co_pct(), heating)
+        # What the stack leaves of the hydrogen burns in the burner (the
+        # starvation fault's lost share never reaches it).
+        rf.offgas_w = max(0.0, h2 - st.current * p["cells"] / (2 * F)) * p["h2_lhv_kj_per_mol"] * 1000.0
         stack_w = st.power_w()
         self.dcdc_w = stack_w * p["dcdc_eff"]
         bop = (p["bop_w"] + p["bop_frac"] * stack_w) if (st.enable or rf.mode != R.REF_MODE_OFF) else 0.0
@@ -666,6 +701,8 @@ class Plant:
             "ref_mode": rf.mode,
             "bed_c": round(rf.bed, 1),
             "burner_c": round(rf.burner, 1),
+            "burner_pct": round(rf.burner_sp, 1),
+            "bed_heat_w": round(rf.heat_w(), 1),
             "evap_c": round(rf.evap, 1),
             "pump_mlmin": round(rf.pump, 2),
             "conversion": round(rf.conversion(), 3),

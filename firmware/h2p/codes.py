@@ -17,6 +17,11 @@ REF_MODE_OFF = const(0)
 REF_MODE_PREHEAT = const(1)
 REF_MODE_RUN = const(2)
 REF_MODE_COOLDOWN = const(3)
+# Reformer alarm word (ref_alarms): the controller's own diagnosis.
+REF_ALM_FLAME = const(1)  # burner flame lost (flame sensor)
+REF_ALM_PUMP = const(2)  # premix pump runs but no flow
+REF_ALM_SENSOR = const(4)  # a thermocouple open or shorted
+REF_ALM_PRESSURE = const(8)  # reformate over-pressure (relief valve)
 
 # Pilot states of IEC 61851-1 as the charger controller reports them.
 PILOT_A = const(0)  # +12 V, no EV

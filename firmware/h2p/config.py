@@ -95,6 +95,17 @@ ENERGY = {
     "window_kwh": (float, 10.0, rng(1, 200), "energy the stack produces between two measurements of premix per kWh"),
 }
 
+# Reformer control (h2p.reformer; the loop and its tuning: docs/energy.md).
+# The bed setpoint and the feed minimum are in limits (the warm-up uses them).
+REFORMER = {
+    "burner_base_pct": (float, 8.0, rng(0, 50), "burner firing with the stack at no load, % of full fire: what the bed's insulation loses at its setpoint"),
+    "burner_pct_per_a": (float, 0.03, rng(0, 2), "burner firing added per ampere of stack current fed (feed-forward: the premix's heat need beyond what its anode off-gas brings back)"),
+    "burner_lead_pct_per_a": (float, 0.8, rng(0, 5), "burner firing added per ampere of feed not yet at the stack (the new premix evaporates for a transport delay before its off-gas burns)"),
+    "bed_kp_pct_per_k": (float, 5.0, rng(0, 50), "bed loop: burner % per K below the bed setpoint"),
+    "bed_ki_pct_per_k_min": (float, 1.5, rng(0, 10), "bed loop: burner % added per minute per K below the setpoint (integral)"),
+    "feed_resume_k": (float, 10.0, rng(1, 50), "a bed below limits.bed_feed_min_c is not fed until it is this much above it again"),
+}
+
 MQTT = {
     "host": (str, "", None, "broker host; empty disables MQTT"),
     "port": (int, 1883, rng(1, 65535), "broker port"),
@@ -134,6 +145,7 @@ SCHEMA = {
     "meter_profile": (str, "sdm630", _meter, "energy meter profile (registers.METER_PROFILES)"),
     "limits": (LIMITS, None, None, ""),
     "energy": (ENERGY, None, None, ""),
+    "reformer": (REFORMER, None, None, ""),
     "mqtt": (MQTT, None, None, ""),
     "wifi": (WIFI, None, None, ""),
     "ntp": (NTP, None, None, ""),
@@ -154,6 +166,9 @@ def _cross(c, where):
     if e["band_lo"] > e["band_hi"]:
         raise ConfigError("%s: key 'energy.band_lo' is %r: must not exceed energy.band_hi (%r)"
                           % (where, e["band_lo"], e["band_hi"]))
+    if lim["bed_feed_min_c"] >= lim["bed_setpoint_c"]:
+        raise ConfigError("%s: key 'limits.bed_feed_min_c' is %r: must be below limits.bed_setpoint_c (%r)"
+                          % (where, lim["bed_feed_min_c"], lim["bed_setpoint_c"]))
     if lim["bat_soc_target"] > lim["bat_soc_max"]:
         raise ConfigError("%s: key 'limits.bat_soc_target' is %r: must not exceed limits.bat_soc_max (%r)"
                           % (where, lim["bat_soc_target"], lim["bat_soc_max"]))

@@ -95,6 +95,7 @@ MODULES = {
     "h2p.arbiter": (CORE, ""),
     "h2p.contactor": (CORE, ""),
     "h2p.energy": (CORE, "the energy manager: the stack's claim \"energy\", idle shutdown, dispatch estimate"),
+    "h2p.reformer": (CORE, "the reformer loop: burner feed-forward and bed temperature feedback, the feed gate (claim \"reformer\")"),
     "h2p.supervisor": (CORE, ""),
     "h2p.billing": (CORE, "store-and-forward logic; the journal and the client's publish are passed in"),
     "h2p.cmdhandler": (CORE, "loaded per command by the uplink (not for one over the rate) and dropped after it"),

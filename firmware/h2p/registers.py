@@ -30,6 +30,10 @@ DEVICES = {
             ("ref_pump_sp", 0x101, U16, 0.1),
             ("ref_bed_sp", 0x102, I16, 0.1),
             ("ref_comm_timeout", 0x103, U16, 0.1),  # see COMM_TIMEOUT below
+            # Burner firing in run mode, % of full fire: the pile holds the
+            # bed temperature with it (h2p.reformer). In preheat the
+            # controller runs its own warm-up towards ref_bed_sp.
+            ("ref_burner_sp", 0x104, U16, 0.1),
         ),
     },
     "fuelcell": {

@@ -19,7 +19,7 @@ UNITS = {
     "chg_ev_soc": "%", "chg_out_v": "V", "chg_out_a": "A", "chg_iso_kohm": "kΩ", "chg_c": "°C",
     "sio_status": "bits", "sio_h2_lel": "% LEL", "sio_airflow": "m³/min",
     "met_v": "V", "met_a": "A", "met_w": "W", "met_wh": "Wh",
-    "ref_mode_cmd": "", "ref_pump_sp": "ml/min", "ref_bed_sp": "°C",
+    "ref_mode_cmd": "", "ref_pump_sp": "ml/min", "ref_bed_sp": "°C", "ref_burner_sp": "% of full fire",
     "fc_enable": "0/1", "fc_current_sp": "A", "fc_purge": "0/1",
     "chg_contactor": "0/1", "chg_limit_a": "A", "chg_enable": "0/1", "chg_lock": "0/1",
     "ref_comm_timeout": "s", "fc_comm_timeout": "s", "chg_comm_timeout": "s",
@@ -37,6 +37,8 @@ BITS = {
                    K.CHG_LOCKED: "locked", K.CHG_IMD_DONE: "insulation measured"},
     "sio_status": {K.SIO_TILT: "tilt", K.SIO_DOOR_OPEN: "door open", K.SIO_ESTOP: "E-stop chain open",
                    K.SIO_WATER: "water"},
+    "ref_alarms": {K.REF_ALM_FLAME: "flame lost", K.REF_ALM_PUMP: "pump: no flow", K.REF_ALM_SENSOR: "thermocouple",
+                   K.REF_ALM_PRESSURE: "over-pressure"},
     "bat_alarms": {T.BMS_ALARM_OVERTEMP: "overtemperature", T.BMS_ALARM_CELL: "cell",
                    T.BMS_ALARM_COMM: "internal comm"},
 }

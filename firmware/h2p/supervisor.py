@@ -15,6 +15,7 @@ from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
 from h2p import energy as E
+from h2p import reformer as RF
 from h2p.readings import UNKNOWN
 
 def _indices(*names):
@@ -86,17 +87,21 @@ EV_CLAIMS = ("interlock", "contactor", "battery", "charger", "operator", "sessio
 # the BMS's charge limit into the battery (after the EV and the balance of
 # plant); "energy": what the energy manager (h2p.energy) wants.
 _S_INTERLOCK = const(0)
-_S_FUEL = const(1)
-_S_BMS = const(2)
-_S_RAMP = const(3)
-_S_TEMP = const(4)
-_S_ENERGY = const(5)
-_S_DEMAND = const(6)
-STACK_CLAIMS = ("interlock", "fuel", "bms", "ramp", "stack_temp", "energy", "demand")
+_S_REFORMER = const(1)  # 0 while the bed is too cold to be fed (h2p.reformer)
+_S_FUEL = const(2)
+_S_BMS = const(3)
+_S_RAMP = const(4)
+_S_TEMP = const(5)
+_S_ENERGY = const(6)
+_S_DEMAND = const(7)
+STACK_CLAIMS = ("interlock", "reformer", "fuel", "bms", "ramp", "stack_temp", "energy", "demand")
 
 # The energy manager's slots the supervisor reads (h2p.energy's contract).
 _EM_WANT = const(2)
 _EM_COOL = const(6)
+# ... and the reformer loop's (h2p.reformer's contract).
+_RF_BURNER = const(0)
+_RF_FEED_OK = const(1)
 
 # Command words: their index in the device's driver is the register's offset
 # from the device's command base in the register maps (0x100 + index). The
@@ -112,6 +117,7 @@ _F_PURGE = const(2)
 _R_MODE = const(0)  # reformer
 _R_PUMP = const(1)
 _R_BED = const(2)
+_R_BURNER = const(4)  # (3: the comm timeout)
 _FAN = const(0)  # safety I/O: fan duty %
 
 
@@ -125,6 +131,8 @@ class Supervisor:
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
         self.em = E.new(config["energy"], config["limits"])  # the energy manager (h2p.energy)
+        self.rf = RF.new(config["reformer"], config["limits"])  # the bed loop (h2p.reformer)
+        self.feed_da = 0  # the stack current the pump feeds for (0.1 A)
         self._limits(**config["limits"])
         self._bus(**config["bus"])
         self.auto_charge = config["auto_charge"]
@@ -143,6 +151,7 @@ class Supervisor:
         self.flow_ms = now
         self.flow_k = 0
         self.flow_in = 0  # the last pump flow read (in force until the next reading)
+        self.flow_min = 0  # the lowest of the last lead_s whole seconds
         self.estop_in = False  # board GPIO
         # Requests (from commands, auto-start, the EV).
         self.want_run = config["auto_start"]
@@ -272,16 +281,26 @@ class Supervisor:
         p = self._r(_CHG_PILOT, now)
         return p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E
 
-    def _fuel_current(self, now):
-        # The current the hydrogen now reaching the stack can carry: the
-        # smaller of the feed now and the feed one transport delay ago.
-        lag = self.flow[(self.flow_k - self.lead_s) % _FLOW_SLOTS]
-        if self.lead_s:
-            # ... and of the second after it: a reading late in one second
-            # may show a flow that began after the lead's start.
-            n = self.flow[(self.flow_k - self.lead_s + 1) % _FLOW_SLOTS]
-            if n < lag:
-                lag = n
+    def _fuel_current(self, now, arriving=False):
+        # The current the hydrogen reaching the stack can carry from now
+        # until a transport delay on: the lowest feed of the last lead_s
+        # seconds (and of now). Not just the feed one delay ago: a feed that
+        # dipped and rose again within the delay (a bed too cold to feed,
+        # then hot again) would let the stack ramp up into the dip as it
+        # arrives. `arriving`: only what arrives now (the feed one delay
+        # ago), for the bed loop's feed-forward.
+        if arriving:
+            lag = self.flow[(self.flow_k - self.lead_s) % _FLOW_SLOTS]
+            if self.lead_s:
+                # ... and of the second after it: a reading late in one
+                # second may show a flow that began after the lead's start.
+                n = self.flow[(self.flow_k - self.lead_s + 1) % _FLOW_SLOTS]
+                if n < lag:
+                    lag = n
+        else:
+            lag = self.flow_min
+            if self.flow[self.flow_k] < lag:
+                lag = self.flow[self.flow_k]
         f = self._r(_REF_PUMP_MLMIN, now)
         if f == UNKNOWN:
             return 0
@@ -326,7 +345,15 @@ class Supervisor:
         if c.changed_ms is None and aux != UNKNOWN and aux & K.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
             c.adopt()
         c.supervise(now, aux, readings.ts[k])
-        il.step(now, readings, self.state, evc or self.contactor.closed_cmd)
+        # The rows' phase is what runs, not the state's name: a stop-severity
+        # fault keeps a healthy stack loaded (_fault), so its fuel and stack
+        # rows still apply. (Judged as out of phase there, a row such as
+        # co_trip cleared itself in `fault`, the pile went back to `ready`,
+        # the row applied again: fault, ready, fault ... every 2 s.)
+        ph = self.state
+        if ph == S.FAULT and self.fc_sp > 0:
+            ph = S.READY
+        il.step(now, readings, ph, evc or self.contactor.closed_cmd)
         if il.changed:
             self.events.append(("faults", ",".join(il.names_in_force()) or "none", S.NAMES[self.state]))
         # The feed-forward delay line: one slot a second, holding the lowest
@@ -341,6 +368,14 @@ class Supervisor:
             self.flow_ms += 1000
             self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
             self.flow[self.flow_k] = self.flow_in
+            # Once a second: the lowest feed of the window (_fuel_current).
+            k = self.flow_k
+            m = self.flow[k]
+            for j in range(self.lead_s):
+                k = k - 1 if k else _FLOW_SLOTS - 1
+                if self.flow[k] < m:
+                    m = self.flow[k]
+            self.flow_min = m
         f = self._r(_REF_PUMP_MLMIN, now)
         if f != UNKNOWN:
             if f < self.flow[self.flow_k]:
@@ -369,6 +404,13 @@ class Supervisor:
         st = self.state
         # The energy manager: its claim for this step, the dispatch estimate.
         E.step(self.em, now, readings, st, self.session_active)
+        # The bed loop, while premix is fed (run mode as last commanded).
+        rf = self.rf
+        fed = rf[_RF_FEED_OK]
+        RF.step(rf, now, readings, self.dev["reformer"].want[_R_MODE] == K.REF_MODE_RUN,
+                self.feed_da, self._fuel_current(now, True))
+        if rf[_RF_FEED_OK] != fed:
+            self.events.append(("feed", "resumed" if fed == 0 else "stopped", readings.get(_RD[_REF_BED_C], now)))
 
         if st == S.OFF:
             self._off(now)
@@ -400,6 +442,7 @@ class Supervisor:
         rf.set(_R_MODE, mode)
         rf.set(_R_PUMP, pump)
         rf.set(_R_BED, self.bed_sp)
+        rf.set(_R_BURNER, self.rf[_RF_BURNER] if mode == K.REF_MODE_RUN else 0)
         fc.set(_F_ENABLE, fc_en)
         fc.set(_F_SP, self.fc_sp if fc_en else 0)
         fc.set(_F_PURGE, purge)
@@ -456,6 +499,7 @@ class Supervisor:
             rf, fc = self.dev["reformer"], self.dev["fuelcell"]
             rf.set(_R_MODE, K.REF_MODE_OFF)
             rf.set(_R_PUMP, 0)
+            rf.set(_R_BURNER, 0)
             fc.set(_F_SP, 0)
             fc.set(_F_ENABLE, 0)
             self.fc_sp = 0
@@ -477,7 +521,9 @@ class Supervisor:
             arb.claim(_S_INTERLOCK, 0)
         else:
             arb.claim(_S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
+        fed = self.rf[_RF_FEED_OK]
         arb.claim(_S_FUEL, self._fuel_current(now))
+        arb.claim(_S_REFORMER, NONE if fed else 0)
         # The ramp allows what its rate gives over dt (with the remainder
         # of earlier steps); it claims one step more, so that a target
         # already within reach is named as the limit, not the ramp.
@@ -523,17 +569,31 @@ class Supervisor:
         else:
             self.down_ua = 0
         self.fc_sp = want
-        # The pump leads: feed what the unramped demand will need (the
-        # energy manager's wish, as far as the BMS takes it).
-        target = arb.claims[_S_ENERGY]
-        if arb.claims[_S_BMS] < target:
-            target = arb.claims[_S_BMS]
-        if target > rated:
-            target = rated
-        if target < self.min_load:
+        # The pump leads: feed what the stack will be allowed to draw when
+        # the feed arrives: every claim but the fuel's own and the ramp's
+        # (the energy manager's wish as far as the BMS, the stack's
+        # temperature, the interlocks' derating and the bed allow).
+        claims = arb.claims
+        target = claims[_S_ENERGY]
+        for k in (_S_INTERLOCK, _S_REFORMER, _S_BMS, _S_TEMP, _S_DEMAND):
+            if claims[k] < target:
+                target = claims[k]
+        if target < self.min_load and fed:
             target = self.min_load
         if target < self.fc_sp:
             target = self.fc_sp
+        # The feed leads the current by what the ramp adds over a transport
+        # delay and 5 s more (slow readings: one every 3 s simulated at 60x):
+        # the hydrogen arriving is what the ramp draws, a little more. (A
+        # feed stepped to the target at once arrived a delay later while the
+        # current still ramped: premix burnt in the burner, the bed
+        # overheated on it.)
+        lead = self.fc_sp + self.ramp_up * (self.lead_s + 5) // 100
+        if target > lead:
+            target = lead if lead > self.min_load else self.min_load
+        # (A bed too cold to feed: claim "reformer" is 0, the feed follows
+        # the stack's ramp down to nothing.)
+        self.feed_da = target
         self._fuel(K.REF_MODE_RUN, self._flow_for(target), 1)
 
     # ---- states ----------------------------------------------------------
@@ -578,8 +638,14 @@ class Supervisor:
             self._fuel(K.REF_MODE_PREHEAT, 0, 0)
         else:
             self._fuel(K.REF_MODE_OFF, 0, 0)
+        # Premix only once the stack can take current a transport delay
+        # later: hydrogen the stack does not take burns in the burner, and
+        # a bed fed for a stack still warming up overheats on it (and the
+        # premix is wasted).
         bed = self._r(_REF_BED_C, now)
-        if bed != UNKNOWN and bed >= self.bed_feed:
+        t = self._r(_FC_STACK_C, now)
+        if bed != UNKNOWN and bed >= self.bed_feed and t != UNKNOWN and t >= self.stack_start_t:
+            self.feed_da = self.min_load
             self._go(S.REFORMING, now)
         if not self.want_run:
             self._go(S.COOLDOWN, now)
@@ -588,7 +654,7 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         self._fan(60)
         self.fc_sp = 0
-        self._fuel(K.REF_MODE_RUN, self._flow_for(self.min_load), 0)
+        self._fuel(K.REF_MODE_RUN, self._flow_for(self.min_load if self.rf[_RF_FEED_OK] else 0), 0)
         t = self._r(_FC_STACK_C, now)
         if (
             ticks_diff(now, self.since) >= self.lead_s * 1000
@@ -800,6 +866,7 @@ class Supervisor:
             if self.fc_sp <= self.min_load // 2:
                 self.fc_sp = self.min_load // 2
                 self.phase, self.phase_ms = 1, now
+            self.feed_da = self.fc_sp
             self._fuel(K.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
         elif p == 1:
             self._fuel(K.REF_MODE_COOLDOWN, 0, 1)

@@ -7,7 +7,7 @@ from h2p.readings import INDEX, SCALES, Readings
 from h2p.supervisor import Supervisor
 
 HEALTHY = {
-    "ref_mode": 0, "ref_burner_c": 20, "ref_evap_c": 20, "ref_bed_c": 20, "ref_pump_mlmin": 0,
+    "ref_mode": 0, "ref_burner_c": 20, "ref_evap_c": 160, "ref_bed_c": 20, "ref_pump_mlmin": 0,
     "ref_tank_l": 150, "ref_meoh_leak": 0, "ref_alarms": 0,
     "fc_status": 0, "fc_stack_c": 20, "fc_stack_v": 0, "fc_stack_a": 0, "fc_min_cell_v": 0.7,
     "fc_co_ppm": 0, "fc_dcdc_v": 400, "fc_dcdc_a": 0,
