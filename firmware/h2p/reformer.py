@@ -35,7 +35,8 @@ _ACC = const(10)  # the integral, 1e-6 % (fine enough for 5 ms steps)
 _LAST = const(11)  # ms of the last step
 _ON = const(12)  # the loop ran in the last step
 _I_BED = const(13)  # reading index of ref_bed_c
-_N = const(14)
+_TS = const(14)  # the timestamp of the bed reading last judged
+_N = const(15)
 
 _FULL = const(1000)  # 100 %, in 0.1 %
 _STEP = const(5)  # 0.5 %: the smallest change of the command
@@ -65,22 +66,30 @@ def step(a, now, rd, run, feed_da, lag_da):
     # run: premix is being fed (run mode); feed_da: the stack current the
     # pump is feeding for now, lag_da: the current the hydrogen reaching
     # the stack now carries (both 0.1 A).
-    dt = ticks_diff(now, a[_LAST])
-    a[_LAST] = now
     if not run:
         a[_BURNER] = 0
         a[_ON] = 0
         a[_FEED_OK] = 1
+        a[_LAST] = now
         return
+    i = a[_I_BED]
+    bed = rd.get(i, now)
+    # Judged once per new bed reading (the bed's time constant is minutes;
+    # the step runs every few ms): nothing to do until the reformer is read
+    # again, unless its reading has gone stale.
+    if a[_ON] and rd.ts[i] == a[_TS] and bed != UNKNOWN:
+        return
+    a[_TS] = rd.ts[i]
+    dt = ticks_diff(now, a[_LAST])
+    a[_LAST] = now
     if not a[_ON]:
         a[_ON] = 1
         a[_ACC] = 0
         dt = 0
     elif dt < 0:
         dt = 0
-    elif dt > 1000:
-        dt = 1000  # a stalled loop integrates at most 1 s at once
-    bed = rd.get(a[_I_BED], now)
+    elif dt > 10000:
+        dt = 10000  # a stalled loop integrates at most 10 s at once
     if bed == UNKNOWN:
         # Blind: not fed (the comm_reformer interlock stops the fuel); the
         # burner keeps its last command.
@@ -107,8 +116,10 @@ def step(a, now, rd, run, feed_da, lag_da):
         elif e < -_E_MAX:
             e = -_E_MAX
         # 0.001 %/K/min * 0.1 K * ms / 60000 (min) / 10 (K) * 1000 (1e-6 %):
-        # / 600, in two steps below 2**30 (ki <= 10, |e| <= 50 K, dt <= 1 s).
-        acc = a[_ACC] + a[_KI] * e // 6 * dt // 100
+        # / 600, each product below 2**30 (ki <= 10, |e| <= 50 K): whole
+        # seconds and the rest of dt apart.
+        r = a[_KI] * e // 6
+        acc = a[_ACC] + r * (dt % 1000) // 100 + r * 10 * (dt // 1000)
         if acc > 100000 * _FULL:
             acc = 100000 * _FULL
         elif acc < -100000 * _FULL:

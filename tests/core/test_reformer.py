@@ -18,8 +18,8 @@ def _loop(**r):
     return RF.new(cfg["reformer"], cfg["limits"])
 
 
-def _rd(now, bed):
-    rd = Readings(1000)
+def _rd(now, bed, age_ms=1000):
+    rd = Readings(age_ms)
     if bed is not None:
         rd.put(_BED, int(round(bed / SCALES[_BED])), now)
     return rd
@@ -51,22 +51,28 @@ def test_feedback_proportional_and_clamped():
     assert _burner(a) == 0.0
 
 
-def _integrate(dt, ms, bed=263.0, kp=0.0):
+def _integrate(dt, ms, bed=263.0, kp=0.0, read_ms=None):
+    # steps every dt ms; the bed read every read_ms (default: every step)
     a = _loop(burner_base_pct=8.0, burner_pct_per_a=0, bed_kp_pct_per_k=kp, bed_ki_pct_per_k_min=1.5)
+    rd = _rd(0, bed, 5000)  # a data age longer than the gap between reads
     t = 0
-    RF.step(a, t, _rd(t, bed), True, 0, 0)
+    RF.step(a, t, rd, True, 0, 0)
     while t < ms:
         t += dt
-        RF.step(a, t, _rd(t, bed), True, 0, 0)
+        if t % (read_ms or dt) == 0:
+            rd.put(_BED, int(round(bed / SCALES[_BED])), t)
+        RF.step(a, t, rd, True, 0, 0)
     return a
 
 
 def test_the_integral_is_in_time_not_in_steps():
-    # 2 K low for 60 s at ki 1.5 %/K/min: +3 %, at 5 ms and at 1 s steps.
-    for dt in (5, 1000):
-        a = _integrate(dt, 60000)
-        assert abs(a[10] / 1000000 - 3.0) <= 0.05, (dt, a[10])  # slot 10: the integral, 1e-6 %
-        assert 10.5 <= _burner(a) <= 11.0, (dt, _burner(a))  # the command moves in 0.5 % steps
+    # 2 K low for 60 s at ki 1.5 %/K/min: +3 %, at 5 ms and at 1 s steps,
+    # and at 5 ms steps with the bed read every 250 ms or every 3 s (it is
+    # judged once per reading: 60x runs read it seconds apart).
+    for dt, read_ms in ((5, None), (1000, None), (5, 250), (5, 3000)):
+        a = _integrate(dt, 60000, read_ms=read_ms)
+        assert abs(a[10] / 1000000 - 3.0) <= 0.05, (dt, read_ms, a[10])  # slot 10: the integral, 1e-6 %
+        assert abs(_burner(a) - 11.0) < 0.65, (dt, _burner(a))  # the command moves in steps of 0.5 % or more
 
 
 def test_the_integral_does_not_wind_up_at_full_fire():
@@ -76,6 +82,23 @@ def test_the_integral_does_not_wind_up_at_full_fire():
     assert _burner(a) == 100.0
     RF.step(a, 601000, _rd(601000, 265.0), True, 0, 0)
     assert _burner(a) <= 20.0, _burner(a)
+
+
+def test_judged_once_per_bed_reading_but_a_stale_one_closes_the_feed():
+    a = _loop(burner_base_pct=8.0, burner_pct_per_a=0.0, burner_lead_pct_per_a=0.0, bed_kp_pct_per_k=5.0,
+              bed_ki_pct_per_k_min=0)
+    rd = _rd(0, 263.0)
+    RF.step(a, 0, rd, True, 0, 0)
+    assert _burner(a) == 18.0
+    rd.raw[_BED] = int(round(255.0 / SCALES[_BED]))  # changed behind its timestamp: not a new reading
+    RF.step(a, 100, rd, True, 0, 0)
+    assert _burner(a) == 18.0
+    rd.put(_BED, int(round(255.0 / SCALES[_BED])), 200)
+    RF.step(a, 200, rd, True, 0, 0)
+    assert _burner(a) == 58.0
+    # no new reading for longer than the data age (1 s here): unknown, not fed
+    RF.step(a, 1500, rd, True, 0, 0)
+    assert a[1] == 0
 
 
 def test_small_changes_do_not_rewrite_the_command():
