@@ -38,6 +38,9 @@ del _names_scales  # run once: not kept in RAM
 INDEX = {n: i for i, n in enumerate(NAMES)}
 
 
+_DIRTY = const(16)  # readings put between two interlock steps (a block has at most 9)
+
+
 class Readings:
     def __init__(self, max_age_ms=1000):
         n = len(SCALES)
@@ -45,11 +48,22 @@ class Readings:
         self.ts = array("i", [0] * n)
         self.seen = bytearray(n)  # 1 once the value was ever read
         self.max_age_ms = max_age_ms
+        # The readings put since the interlocks last looked (they judge only
+        # those rows, h2p.interlocks, and empty it): nd of them in `dirty`;
+        # nd past its size: more than fit, everything is judged.
+        self.dirty = bytearray(_DIRTY)
+        self.nd = 0
 
     def put(self, i, raw, now):
         self.raw[i] = raw
         self.ts[i] = now
         self.seen[i] = 1
+        n = self.nd
+        if n < _DIRTY:
+            self.dirty[n] = i
+            self.nd = n + 1
+        else:
+            self.nd = _DIRTY + 1
 
     def get(self, i, now):
         # The raw integer, or UNKNOWN if never read or older than max age.

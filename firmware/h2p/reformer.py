@@ -76,7 +76,8 @@ def step(a, now, rd, run, feed_da, lag_da):
     bed = rd.get(i, now)
     # Judged once per new bed reading (the bed's time constant is minutes;
     # the step runs every few ms): nothing to do until the reformer is read
-    # again, unless its reading has gone stale.
+    # again, unless its reading has gone stale. (The supervisor skips the
+    # call itself in that case: slots _ON and _TS.)
     if a[_ON] and rd.ts[i] == a[_TS] and bed != UNKNOWN:
         return
     a[_TS] = rd.ts[i]

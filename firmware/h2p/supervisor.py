@@ -102,6 +102,8 @@ _EM_COOL = const(6)
 # ... and the reformer loop's (h2p.reformer's contract).
 _RF_BURNER = const(0)
 _RF_FEED_OK = const(1)
+_RF_ON = const(12)
+_RF_TS = const(14)
 
 # Command words: their index in the device's driver is the register's offset
 # from the device's command base in the register maps (0x100 + index). The
@@ -132,6 +134,7 @@ class Supervisor:
         self.contactor = Contactor(self.il)
         self.em = E.new(config["energy"], config["limits"])  # the energy manager (h2p.energy)
         self.rf = RF.new(config["reformer"], config["limits"])  # the bed loop (h2p.reformer)
+        self.rf_dev = self.dev["reformer"]
         self.feed_da = 0  # the stack current the pump feeds for (0.1 A)
         self._limits(**config["limits"])
         self._bus(**config["bus"])
@@ -152,6 +155,7 @@ class Supervisor:
         self.flow_k = 0
         self.flow_in = 0  # the last pump flow read (in force until the next reading)
         self.flow_min = 0  # the lowest of the last lead_s whole seconds
+        self.flow_at = 0  # ... and its slot
         self.estop_in = False  # board GPIO
         # Requests (from commands, auto-start, the EV).
         self.want_run = config["auto_start"]
@@ -366,16 +370,25 @@ class Supervisor:
         # flow now is unknown, and a silent reformer stops the fuel.)
         while ticks_diff(now, self.flow_ms) >= 1000:
             self.flow_ms += 1000
+            k = self.flow_k  # the second that ends: its lowest reading joins the window's minimum
+            if self.flow[k] <= self.flow_min:
+                self.flow_min, self.flow_at = self.flow[k], k
             self.flow_k = (self.flow_k + 1) % _FLOW_SLOTS
             self.flow[self.flow_k] = self.flow_in
             # Once a second: the lowest feed of the window (_fuel_current).
+            # Scanned only when the slot that held it has left the window
+            # (a feed ramping up); otherwise the new slot is compared.
             k = self.flow_k
             m = self.flow[k]
-            for j in range(self.lead_s):
-                k = k - 1 if k else _FLOW_SLOTS - 1
-                if self.flow[k] < m:
-                    m = self.flow[k]
-            self.flow_min = m
+            if m <= self.flow_min:
+                self.flow_min, self.flow_at = m, k
+            elif (k - self.flow_at) % _FLOW_SLOTS > self.lead_s:
+                at = k
+                for j in range(self.lead_s):
+                    k = k - 1 if k else _FLOW_SLOTS - 1
+                    if self.flow[k] < m:
+                        m, at = self.flow[k], k
+                self.flow_min, self.flow_at = m, at
         f = self._r(_REF_PUMP_MLMIN, now)
         if f != UNKNOWN:
             if f < self.flow[self.flow_k]:
@@ -405,12 +418,18 @@ class Supervisor:
         # The energy manager: its claim for this step, the dispatch estimate.
         E.step(self.em, now, readings, st, self.session_active)
         # The bed loop, while premix is fed (run mode as last commanded).
+        # Judged once per new bed reading (or when it starts, stops or the
+        # reading goes stale), not every step: the bed's time constant is
+        # minutes, and the step runs after every read (issue 16: CPU).
         rf = self.rf
-        fed = rf[_RF_FEED_OK]
-        RF.step(rf, now, readings, self.dev["reformer"].want[_R_MODE] == K.REF_MODE_RUN,
-                self.feed_da, self._fuel_current(now, True))
-        if rf[_RF_FEED_OK] != fed:
-            self.events.append(("feed", "resumed" if fed == 0 else "stopped", readings.get(_RD[_REF_BED_C], now)))
+        run = 1 if self.rf_dev.want[_R_MODE] == K.REF_MODE_RUN else 0
+        k = _RD[_REF_BED_C]
+        if run != rf[_RF_ON] or (run and (readings.ts[k] != rf[_RF_TS]
+                                          or ticks_diff(now, readings.ts[k]) > readings.max_age_ms)):
+            fed = rf[_RF_FEED_OK]
+            RF.step(rf, now, readings, run, self.feed_da, self._fuel_current(now, True))
+            if rf[_RF_FEED_OK] != fed:
+                self.events.append(("feed", "resumed" if fed == 0 else "stopped", readings.get(k, now)))
 
         if st == S.OFF:
             self._off(now)
@@ -575,9 +594,16 @@ class Supervisor:
         # temperature, the interlocks' derating and the bed allow).
         claims = arb.claims
         target = claims[_S_ENERGY]
-        for k in (_S_INTERLOCK, _S_REFORMER, _S_BMS, _S_TEMP, _S_DEMAND):
-            if claims[k] < target:
-                target = claims[k]
+        if claims[_S_INTERLOCK] < target:  # (unrolled: a loop over a tuple costs ~100 us on an RP2040)
+            target = claims[_S_INTERLOCK]
+        if claims[_S_REFORMER] < target:
+            target = claims[_S_REFORMER]
+        if claims[_S_BMS] < target:
+            target = claims[_S_BMS]
+        if claims[_S_TEMP] < target:
+            target = claims[_S_TEMP]
+        if claims[_S_DEMAND] < target:
+            target = claims[_S_DEMAND]
         if target < self.min_load and fed:
             target = self.min_load
         if target < self.fc_sp:

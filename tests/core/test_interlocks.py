@@ -200,3 +200,33 @@ def test_a_debounce_runs_out_on_time_with_no_new_reading():
     assert not il.in_force(row)
     il.step(110, rd, S.OFF, False)  # 100 ms after it was first seen, no reading since
     assert il.in_force(row) and il.changed and il.severity == IL.EMERGENCY
+
+
+def test_only_the_rows_of_readings_put_are_judged_and_the_insulation_ones_every_step():
+    # The incremental step judges the rows of the readings put since the
+    # last (Readings.dirty), and the insulation rows every step: they also
+    # divide by the output voltage, a reading of their own.
+    il = IL.Interlocks()
+    rd = Readings(5000)  # a long data age: no whole judgement for 5 s
+    for k, x in HEALTHY.items():
+        rd.put(INDEX[k], int(round(x / SCALES[INDEX[k]])), 0)
+    rd.put(INDEX["chg_iso_kohm"], 300, 0)  # 300 kohm at 400 V: 750 ohm/V, fine
+    rd.put(INDEX["chg_out_v"], 4000, 0)
+    il.step(0, rd, S.CHARGING, True)
+    warn = IL.NAMES.index("iso_warn")
+    assert not il.pending[warn] and rd.nd == 0  # the step took the readings it was given
+    rd.put(INDEX["chg_out_v"], 7000, 10)  # 700 V: 429 ohm/V, below 500
+    il.step(10, rd, S.CHARGING, True)
+    assert il.pending[warn], il.names_in_force()
+    il.step(1010, rd, S.CHARGING, True)
+    assert il.in_force(warn)
+    # a hydrogen reading put: its rows judged at once
+    rd.put(INDEX["sio_h2_lel"], 260, 1020)
+    il.step(1020, rd, S.CHARGING, True)
+    assert il.pending[IL.NAMES.index("h2_trip")]
+    # more readings put than the step can note: the whole table is judged
+    for j in range(20):
+        rd.put(INDEX["bat_c"], 250, 1030)
+    rd.put(INDEX["fc_stack_c"], 1960, 1030)  # 196 degC
+    il.step(1030, rd, S.CHARGING, True)
+    assert il.pending[IL.NAMES.index("stack_overtemp")] and rd.nd == 0

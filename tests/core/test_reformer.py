@@ -132,6 +132,7 @@ def test_others_read_the_loops_slots_where_it_keeps_them():
     from h2p import supervisor
 
     assert (supervisor._RF_BURNER, supervisor._RF_FEED_OK) == (RF._BURNER, RF._FEED_OK)
+    assert (supervisor._RF_ON, supervisor._RF_TS) == (RF._ON, RF._TS)
 
 
 def test_reformer_settings_out_of_range_or_disagreeing_fail_naming_the_key():

@@ -230,3 +230,26 @@ def test_weld_confirm_time_comes_from_the_config():
         follow_plant(b)
         b.step(100)
     assert "contactor_welded" in b.sup.il.names_in_force()
+
+
+def test_fuel_window_minimum_is_the_lowest_feed_of_the_lead_window():
+    # The fuel claim's minimum is kept incrementally (a scan only when the
+    # slot that held it leaves the window): against a scan of the whole
+    # window, for random pump readings at random step intervals.
+    b = Bench(limits={"feed_lead_s": 7})
+    sup = b.sup
+    seed = 12345
+    for n in range(3000):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        dt = 50 + seed % 1400  # 50 ms .. 1.45 s between steps
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        b.values["ref_pump_mlmin"] = (seed >> 8) % 400 / 10 if n % 97 > 3 else 0.0
+        b.step(dt)
+        k = sup.flow_k
+        want = sup.flow[k]
+        for j in range(1, sup.lead_s + 1):
+            v = sup.flow[(k - j) % 64]
+            if v < want:
+                want = v
+        got = sup.flow_min if sup.flow_min < sup.flow[k] else sup.flow[k]
+        assert got == want, (n, got, want)
