@@ -188,7 +188,8 @@ def test_stuck_firmware_is_reset_by_the_watchdog(pile):
     # started keeps running, and nothing feeds it while the CPU spins.
     board.send_console(b"\x03\x03")
     board.console.wait(r'Type "help\(\)"', CAP, start=cmark, board_s=15)
-    board.send_console(b"while True: pass\r\n")
+    # (The blank line ends the block: the REPL runs it instead of waiting at "...".)
+    board.send_console(b"while True: pass\r\n\r\n")
     m = board.console.wait(r"^BOOT (\{.*\})$", CAP, start=cmark, alive=board.alive, board_s=60)
     TIMES["watchdog_reset_and_boot"] = time.monotonic() - t0
     assert json.loads(m.group(1))["reset"] == "watchdog"
