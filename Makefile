@@ -32,9 +32,11 @@ deps:
 	  test -z "$$made" || rm -f /usr/sbin/policy-rc.d; exit $$rc)
 
 # Everything: every tier, on two xdist workers; a file stays on one worker
-# (its tests share a booted board or a running pile, and run in order).
+# (its tests share a booted board or a running pile, and run in order), and
+# files start in collection order, the longest first (tests/conftest.py,
+# LONG_FILES), not xdist's most-tests-first.
 test: venv deps lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Core and unit tiers (no whole pile, no board, nothing in real time): < 60 s.
 test-fast: venv deps

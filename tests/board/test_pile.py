@@ -35,13 +35,12 @@ CAP = 3600.0  # wall seconds: a stopped emulator, not a slow one
 
 
 @pytest.fixture(scope="module")
-def pile(uf2_image, tmp_path_factory):
-    from host_tools.build import build
+def pile(uf2_image, fw_rp2, tmp_path_factory):
     from host_tools.emu.rig import PicoRig
     from tests.helpers.mqtt_broker import Broker
 
     d = tmp_path_factory.mktemp("pile-board")
-    bdir = build("rp2_pico_w", str(d / "build"))
+    bdir = fw_rp2
     (d / "site.json").write_text(json.dumps(SITE))
     broker = Broker(d).start()
     tap = rig = None
