@@ -11,53 +11,26 @@ import os
 
 import pytest
 
-from tests.helpers import postgres
+from tests.helpers import postgres, schedule
 from tests.helpers.fwbuild import build_shared
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _TIER = {"system": "system", "scenarios": "system", "board": "board", "fuzz": "fuzz"}
 
 
-# The files that take longest, longest first (wall seconds of one file on a
-# worker of `make test`, 2026-12-07, 2 cores with other work on them; see
-# tests/README.md, "Wall time"). `make test` hands files to its workers in
-# collection order (--dist loadfile --no-loadscope-reorder): started first,
-# the long ones run beside each other while the short ones fill the gaps,
-# instead of one long file starting last and running alone at the end.
-# A file missing here runs after these, in the usual order; the figures need
-# only be right in their order of magnitude.
-LONG_FILES = {
-    "board/test_pile.py": 385,
-    "scenarios/test_scenarios.py": 170,
-    "system/test_sessions_e2e.py": 145,
-    "board/test_crash.py": 105,
-    "board/test_net.py": 100,
-    "system/test_session_integration.py": 80,
-    "tools/test_flash_romfs.py": 55,
-    "system/test_rates_realtime.py": 35,
-    "tools/test_flash.py": 30,
-    "system/test_watchdog.py": 30,
-    "system/test_gateway_ocpp.py": 30,
-    "system/test_cmd_replay.py": 25,
-    "firmware/test_journal.py": 25,
-    "firmware/test_mqtt.py": 25,
-}
-
-
-def _cost(item):
-    rel = os.path.relpath(str(item.fspath), _HERE).replace(os.sep, "/")
-    return LONG_FILES.get(rel, 0)
-
-
 def pytest_collection_modifyitems(items):
-    # Stable: a file's tests keep their order, and files of equal cost theirs.
-    items.sort(key=lambda it: -_cost(it))
+    # Longest units first (tests/helpers/schedule.py); stable: a file's tests
+    # keep their order, and units of equal cost theirs.
+    items.sort(key=lambda it: -schedule.cost(it.nodeid))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    # `make test`'s --dist loadfile, with the board tier as one unit.
+    return schedule.make_scheduler(config, log)
 
 
 def pytest_itemcollected(item):
-    # The tier from the directory. (`make test` spreads files over two xdist
-    # workers with --dist loadfile: a file's tests share its fixtures, a
-    # booted board or a running pile, and run in file order.)
+    # The tier from the directory.
     rel = os.path.relpath(str(item.fspath), _HERE)
     tier = rel.split(os.sep)[0]
     if tier in _TIER:
