@@ -31,10 +31,13 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; rc=$$?; \
 	  test -z "$$made" || rm -f /usr/sbin/policy-rc.d; exit $$rc)
 
-# Everything: every tier, on two xdist workers; a file stays on one worker
-# (its tests share a booted board or a running pile, and run in order).
+# Everything: every tier, on three xdist workers (the suite waits on real time
+# more than it computes). A file stays on one worker (its tests share a booted
+# board or a running pile, and run in order); the board tier is one unit, so
+# one emulated Pico W runs at a time; the longest start first
+# (tests/helpers/schedule.py; tests/README.md, "Wall time").
 test: venv deps lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 # Core and unit tiers (no whole pile, no board, nothing in real time): < 60 s.
 test-fast: venv deps

@@ -11,17 +11,26 @@ import os
 
 import pytest
 
-from tests.helpers import postgres
+from tests.helpers import postgres, schedule
 from tests.helpers.fwbuild import build_shared
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _TIER = {"system": "system", "scenarios": "system", "board": "board", "fuzz": "fuzz"}
 
 
+def pytest_collection_modifyitems(items):
+    # Longest units first (tests/helpers/schedule.py); stable: a file's tests
+    # keep their order, and units of equal cost theirs.
+    items.sort(key=lambda it: -schedule.cost(it.nodeid))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    # `make test`'s --dist loadfile, with the board tier as one unit.
+    return schedule.make_scheduler(config, log)
+
+
 def pytest_itemcollected(item):
-    # The tier from the directory. (`make test` spreads files over two xdist
-    # workers with --dist loadfile: a file's tests share its fixtures, a
-    # booted board or a running pile, and run in file order.)
+    # The tier from the directory.
     rel = os.path.relpath(str(item.fspath), _HERE)
     tier = rel.split(os.sep)[0]
     if tier in _TIER:

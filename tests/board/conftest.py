@@ -182,8 +182,9 @@ def h2pile(*args: str, timeout: float = 600.0):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def fw_rp2(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The firmware built for rp2_pico_w (`h2pile build rp2_pico_w`), once per session."""
-    from host_tools.build import build
+def fw_rp2() -> str:
+    """The firmware built for rp2_pico_w (`h2pile build rp2_pico_w`), once per run
+    and shared by the workers (tests/helpers/fwbuild.py); read, never written."""
+    from tests.helpers.fwbuild import build_shared
 
-    return build("rp2_pico_w", str(tmp_path_factory.mktemp("fw-rp2")))
+    return build_shared("rp2_pico_w")

@@ -35,13 +35,12 @@ CAP = 3600.0  # wall seconds: a stopped emulator, not a slow one
 
 
 @pytest.fixture(scope="module")
-def pile(uf2_image, tmp_path_factory):
-    from host_tools.build import build
+def pile(uf2_image, fw_rp2, tmp_path_factory):
     from host_tools.emu.rig import PicoRig
     from tests.helpers.mqtt_broker import Broker
 
     d = tmp_path_factory.mktemp("pile-board")
-    bdir = build("rp2_pico_w", str(d / "build"))
+    bdir = fw_rp2
     (d / "site.json").write_text(json.dumps(SITE))
     broker = Broker(d).start()
     tap = rig = None
@@ -188,7 +187,8 @@ def test_stuck_firmware_is_reset_by_the_watchdog(pile):
     # started keeps running, and nothing feeds it while the CPU spins.
     board.send_console(b"\x03\x03")
     board.console.wait(r'Type "help\(\)"', CAP, start=cmark, board_s=15)
-    board.send_console(b"while True: pass\r\n")
+    # (The blank line ends the block: the REPL runs it instead of waiting at "...".)
+    board.send_console(b"while True: pass\r\n\r\n")
     m = board.console.wait(r"^BOOT (\{.*\})$", CAP, start=cmark, alive=board.alive, board_s=60)
     TIMES["watchdog_reset_and_boot"] = time.monotonic() - t0
     assert json.loads(m.group(1))["reset"] == "watchdog"

@@ -146,7 +146,7 @@ class Campaign:
         if firmware_build is None:
             from host_tools.build import build
 
-            firmware_build = build("unix_sim", os.path.join(self.tmp, "fw"))  # private: no race with others
+            firmware_build = build("unix_sim", os.path.join(self.tmp, "fw"))  # run alone: a build of its own
         self.pr = PileRun(speed=speed, heap=HEAP, mqtt=True, config=CONFIG, sim_args=WARM,
                           board_dir=os.path.join(self.tmp, "board"), log_path=os.path.join(self.tmp, "sim.jsonl"),
                           firmware_build=firmware_build)

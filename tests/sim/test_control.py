@@ -75,11 +75,20 @@ def test_scheduled_inject(running_sim):
     now = status(ctl)["status"]["t"]
     r = h2pile("sim", "inject", "tilt", "--at", str(now + 20), "--control", ctl)  # 2 s wall at speed 10
     assert r.returncode == 0 and "scheduled" in r.stdout, r.stdout + r.stderr
-    time.sleep(3)
+
+    def tilts():
+        lines = _log.read_text().split("\n")[:-1]  # whole lines: the simulator is writing
+        recs = [json.loads(x) for x in lines]
+        return [r for r in recs if r["kind"] == "inject" and r["event"] == "tilt"]
+
+    # The injection in the simulator's log (an event, not a sleep: a loaded
+    # machine delays it), with a deadline far past its 2 s.
+    end = time.monotonic() + 60
+    while not tilts() and time.monotonic() < end:
+        time.sleep(0.1)
     r = h2pile("sim", "inject", "clear", "fault=tilt", "--control", ctl)
     assert r.returncode == 0
-    recs = [json.loads(x) for x in _log.read_text().splitlines()]
-    tilt = [r for r in recs if r["kind"] == "inject" and r["event"] == "tilt"]
+    tilt = tilts()
     assert tilt and tilt[0]["t"] >= now + 20 - 0.05
 
 

@@ -41,6 +41,8 @@ def _data_age_ms(speed):
 
 
 PLANT = {"bed_c0": 265.0, "stack_c0": 165.0, "evap_delay_s": 2.0, "bat_soc": 92.0}
+# Where cooldown's ramp ends: half the minimum load (3.75 A), then a hold.
+FLOOR_A = RATED_A * CONFIG["limits"]["stack_min_load"] / 2 + 0.05
 
 
 def slope(points):
@@ -55,8 +57,43 @@ def slope(points):
     return sxy / sxx if sxx else None
 
 
+class _RampTail:
+    """Reads the simulator's log as it grows: done once, after cooldown
+    began, the firmware wrote a stack setpoint at the floor and the plant's
+    current followed it there (the two ramps `measure` fits end there)."""
+
+    def __init__(self, path, t_cool):
+        self.path, self.t_cool = path, t_cool
+        self.pos, self.buf = 0, ""
+        self.sp_at_floor = self.plant_at_floor = False
+        self.last_sp = self.last_a = None
+
+    def done(self):
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                f.seek(self.pos)
+                self.buf += f.read()
+                self.pos = f.tell()
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            r = json.loads(line)
+            if r.get("t", -1) < self.t_cool:
+                continue
+            if r.get("kind") == "write" and r.get("cmd") == "fc_current_sp":
+                self.last_sp = r["value"]
+                self.sp_at_floor |= r["value"] <= FLOOR_A
+            elif r.get("kind") == "sample":
+                self.last_a = r["stack_a"]
+                self.plant_at_floor |= r["stack_a"] <= FLOOR_A + 1.0
+        return self.sp_at_floor and self.plant_at_floor
+
+    def says(self):
+        return "last setpoint %s A, last plant current %s A" % (self.last_sp, self.last_a)
+
+
 async def _run(speed, tmp, fw_build=None):
     from host_tools.pilerun import PileRun
+    from tests.helpers.pilewait import until
 
     log = os.path.join(tmp, "sim-%g.jsonl" % speed)
     args = ["--sample-s", "0.25"]
@@ -68,10 +105,15 @@ async def _run(speed, tmp, fw_build=None):
     await pr.start()
     try:
         ok = await pr.wait_state("cooldown", 90)
-        # The ramp down to half the minimum load takes ~6 s simulated.
-        await asyncio.sleep(8.0 / speed + 0.5)
         assert ok, "no cooldown: state %s\n%s" % (pr.state, "\n".join(
             ln for ln in pr.lines[-30:] if not ln.startswith("STATUS")))
+        # The ramp down to half the minimum load takes ~6 s simulated: waited
+        # for in the simulator's log (the setpoint and the plant's current at
+        # the floor), with a deadline far past it.
+        t_cool = next(t for t, st in pr.states if st == "cooldown")
+        tail = _RampTail(log, t_cool)
+        assert await until(tail.done, 30.0 + 20.0 / speed), (
+            "the ramp down never reached %.2f A: %s" % (FLOOR_A, tail.says()))
     finally:
         await pr.stop()
     states = {}
@@ -98,7 +140,7 @@ def measure(speed, tmp, fw_build=None):
     up = [p for p in writes if t_start + 1.0 <= p[0] <= t_cool]
     up_plant = [p for p in samples if t_start + 1.5 <= p[0] <= t_cool]
     # Down: cooldown's ramp to half the minimum load (3.75 A), then a hold.
-    floor = RATED_A * CONFIG["limits"]["stack_min_load"] / 2 + 0.05
+    floor = FLOOR_A
     down = [p for p in writes if p[0] >= t_cool and p[1] > floor]
     down = [p for p in writes if p[0] >= t_cool and p[0] <= (down[-1][0] if down else t_cool)]
     down_plant = [p for p in samples if t_cool + 0.5 <= p[0] and p[1] > floor + 1.0]

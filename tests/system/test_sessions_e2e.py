@@ -31,10 +31,10 @@ SESSIONS = int(os.environ.get("H2P_E2E_SESSIONS", "20"))
 
 
 @pytest.fixture(scope="module")
-def camp(tmp_path_factory):
+def camp(tmp_path_factory, fw_build):
     tmp = tmp_path_factory.mktemp("e2e")
     print("\nH2P_E2E_SEED=%d sessions=%d dir=%s" % (SEED, SESSIONS, tmp))
-    c = asyncio.run(Campaign(tmp, SEED, SESSIONS).run())
+    c = asyncio.run(Campaign(tmp, SEED, SESSIONS, firmware_build=fw_build).run())
     print("figures: " + json.dumps(c.figures(), default=str))
     for p in c.problems():
         print("PROBLEM: " + p)
