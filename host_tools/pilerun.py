@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -69,8 +70,10 @@ class PileRun:
         self.log_path = log_path
         self.wall_floor_ms = wall_floor_ms
         self.firmware_build = firmware_build
-        self.port = port or free_port()
-        self.ctl_port = ctl_port or free_port()
+        # 0: the simulator binds ports the system picks and says which (no
+        # race with another process for a port found free a moment before).
+        self.port = port or 0
+        self.ctl_port = ctl_port or 0
         self.sim: asyncio.subprocess.Process | None = None
         self.fw: asyncio.subprocess.Process | None = None
         self.broker: subprocess.Popen[bytes] | None = None
@@ -126,6 +129,10 @@ class PileRun:
             rest = await self.sim.stdout.read()
             raise RuntimeError("simulator did not start: " + (line + rest).decode(errors="replace"))
         self.epoch_ns = int(line.split(b"epoch_ns ")[1].split()[0])
+        # "sim: serving on 127.0.0.1:PORT (control CTL), ...": the ports bound
+        m = re.search(rb":(\d+) \(control (\d+)\)", line)
+        if m:
+            self.port, self.ctl_port = int(m.group(1)), int(m.group(2))
         self._tasks.append(asyncio.create_task(self._drain_sim()))
         await self.start_firmware()
 

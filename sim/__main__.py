@@ -18,7 +18,7 @@ from sim import params as P
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The simulator's options (also `h2pile sim serve`'s)."""
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    ap.add_argument("--port", type=int, default=5020, help="RTU-over-TCP port")
+    ap.add_argument("--port", type=int, default=5020, help="RTU-over-TCP port (0: any free one, said on the first line)")
     ap.add_argument("--serial", default="", help="serve a serial device instead of TCP")
     ap.add_argument("--control-port", type=int, default=5021, help="live control port (h2pile sim inject)")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
@@ -62,9 +62,10 @@ async def amain(args: argparse.Namespace) -> int:
     if args.serial:
         await sim.serve_serial(args.serial)
     else:
-        await sim.serve_tcp(args.host, args.port)
+        args.port = await sim.serve_tcp(args.host, args.port)
     ctl = await control.serve(sim, args.host, args.control_port)
-    print(f"sim: serving on {args.serial or f'{args.host}:{args.port}'} (control {args.control_port}), "
+    ctl_port = ctl.sockets[0].getsockname()[1]  # (port 0: the system's pick, said here)
+    print(f"sim: serving on {args.serial or f'{args.host}:{args.port}'} (control {ctl_port}), "
           f"speed {args.speed}, epoch_ns {sim.epoch_ns}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -228,7 +228,9 @@ class PileSim:
                 next_sample = self.plant.t + sample_s
             await asyncio.sleep(every_s)
 
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 5020):
+    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 5020) -> int:
+        """Serve RTU over TCP; returns the port bound (port 0: one the system
+        picks, so a test rig never races another process for a free one)."""
         self.server = ModbusTcpServer(
             self.devices(),
             framer=FramerType.RTU,
@@ -236,6 +238,7 @@ class PileSim:
             trace_packet=self.trace_packet,
         )
         await self.server.serve_forever(background=True)
+        return self.server.transport.sockets[0].getsockname()[1]
 
     async def serve_serial(self, device: str):
         self.server = ModbusSerialServer(

@@ -23,6 +23,7 @@ from typing import cast
 from host_tools.exitcodes import BOARD_ERROR, NO_SPACE, UNREACHABLE, CliError
 
 CONNECT_TIMEOUT = 5.0  # seconds for the board to show its raw REPL
+SLOW_BOARD_S = 15.0  # longest silence of a connected board inside one exchange (raw-paste flow control)
 CHUNK = 1536  # bytes of file per exec (2 KB of base64)
 AGENT_CHUNK = 1000  # characters of agent code per exec (the raw REPL buffers and compiles each in the heap)
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "board_agent.py")
@@ -119,6 +120,12 @@ class Board:
             raise FlashError(f"{self.port}: the board does not answer (no MicroPython REPL within "
                              f"{self.timeout:g} s: wrong port, wrong baud, or not running MicroPython) "
                              f"[{e}]", UNREACHABLE)
+        # Connected: a longer read timeout from here on. mpremote's raw-paste
+        # flow control reads the board's "send more" byte with the port's
+        # timeout, and a board (an emulated one on a busy host) that took more
+        # than 1 s to ask failed the session ("unexpected read during raw
+        # paste: b''"). The connect above keeps 1 s: a dead port fails fast.
+        self.t.serial.timeout = SLOW_BOARD_S
         # A firmware stopped with Ctrl-C still holds its heap until collected.
         self.exec("import gc\ngc.collect()")
         self.load_agent("core")
