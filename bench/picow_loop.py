@@ -132,14 +132,17 @@ def turn_delays(events: list[tuple[float, Any, bool]], is_charger: Callable[[Any
             by.setdefault((blk, None), []).append(ms)
     med = {k: sorted(v)[len(v) // 2] for k, v in by.items()}
     late = []
+    seq = []  # each turn: [block or None, writes, ms, late ms]
     for k, (blk, w, ms) in enumerate(turns):
+        own = blk
         if blk is None:
             blk = next((t[0] for t in turns[k + 1:] if t[0] is not None), None)
         base = med.get((blk, w), med.get((blk, None)))
         if base is not None:
             late.append(ms - base)
+        seq.append([own, w, round(ms, 2), None if base is None else round(ms - base, 2)])
     return {"late_ms": summary(late), "turn_ms": summary([t[2] for t in turns]),
-            "turns_without_block": sum(1 for t in turns if t[0] is None)}
+            "turns_without_block": sum(1 for t in turns if t[0] is None), "turns": seq}
 
 
 def charger_read_delays(rows: list[list[Any]], charger: tuple[int, int, int, int],

@@ -47,6 +47,7 @@ _C_ON = const(6)  # the energy cap is armed (not reached)
 _C_NEAR = const(7)  # the energy cap is within reach: its energy is read every cycle
 _TAPER_S = const(5)  # the energy left under a cap takes this long at the tapered current
 _HOT = ("charger", "safety")  # read before every other block (Pile._schedule)
+_CHORE_YIELDS = const(20)  # a chore's task gone (cancelled) does not hold the bus
 
 
 class Pile:
@@ -224,8 +225,12 @@ class Pile:
                 if i % (nh + 1) == nh and chores.want and chores.give():
                     # The hot reads are answered, stepped and written: a
                     # chore takes this block's turn (h2p.chores), then the
-                    # hot reads come again before the block.
-                    await asyncio.sleep_ms(0)
+                    # hot reads come again before the block. (Tasks due at
+                    # the same tick may run first: yield until it has run.)
+                    for _ in range(_CHORE_YIELDS):
+                        await asyncio.sleep_ms(0)
+                        if not chores.busy:
+                            break
                     if blk.fast or slow:
                         for j in range(i - nh, i):
                             d, b = sched[j]

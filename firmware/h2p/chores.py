@@ -26,6 +26,7 @@ class Chores:
         self.next = 0  # the chore served first at the next turn (round robin)
         self.bus = False  # a bus task gives the turns
         self.given = 0  # turns given (tests, the bench)
+        self.busy = False  # a chore was woken and has not run yet
 
     async def turn(self, k):
         # A chore's task: wait for the bus task's turn; the chore then runs
@@ -34,11 +35,12 @@ class Chores:
             return
         self.want |= 1 << k
         await self.ev[k].wait()
+        self.busy = False  # it runs now, to its end: it does not wait
 
     def give(self):
         # The bus task, at a turn it may give (the hot reads are done): wake
         # the next chore waiting, if any. -> True if one was woken: the
-        # caller then yields once so that it runs. Allocates nothing.
+        # caller then yields until it has run (busy). Allocates nothing.
         w = self.want
         if not w:
             return False
@@ -51,4 +53,5 @@ class Chores:
         e.set()  # the chore's task is queued to run ...
         e.clear()  # ... once: its next turn() waits for the next turn
         self.given += 1
+        self.busy = True
         return True

@@ -161,10 +161,12 @@ def test_a_turn_wakes_one_chore_in_turn_and_nothing_without_a_bus():
         assert ch.want == 0b111 and not ran
         while len(ran) < 6:
             assert ch.give()
+            assert ch.busy  # the bus task yields until the chore has run
             n = len(ran)
             for _ in range(3):
                 await asyncio.sleep(0)
             assert len(ran) == n + 1, ran  # one chore per turn, even one that asks again at once
+            assert not ch.busy
         assert ran == [0, 1, 2, 0, 1, 2]  # in turn
         assert not ch.give()  # nobody waits
         await asyncio.gather(*tasks)
