@@ -76,6 +76,8 @@ class Pile:
         self.steps = 0
         self.slow_every = bus["slow_every"]
         self.refresh_ms = [0] * len(self.devices)
+        # The devices that take commands (_flush), the charger (0) first.
+        self.writers = [k for k in range(len(self.devices)) if len(self.devices[k].want)]
         self.wrote_ms = [0] * len(self.devices)
         self.schedule = self._schedule()
         # Housekeeping runs in the turns of the blocks after the hot reads
@@ -151,15 +153,16 @@ class Pile:
         return True
 
     async def _flush(self):
+        # After every read: on the RP2040 this was 2.1 ms a read (a third of
+        # the control step), mostly the clock read for each device and the
+        # devices without commands; the clock is read again after a write.
         urgent = not self.sup.il.fuel_allowed()
-        for k in range(len(self.devices)):
-            dev = self.devices[k]
-            n = len(dev.want)
-            if not n:
-                continue
-            now = self.clock.ms()
+        now = self.clock.ms()
+        for k in self.writers:
             if k and not urgent and ticks_diff(now, self.wrote_ms[k]) < _THROTTLE_MS:
                 continue  # the charger (k == 0) and fuel-off are never held back
+            dev = self.devices[k]
+            n = len(dev.want)
             if ticks_diff(now, self.refresh_ms[k]) > _REFRESH_MS:
                 self.refresh_ms[k] = now
                 for i in range(n):
@@ -170,12 +173,14 @@ class Pile:
                 await self.master.write(dev.unit, dev.cmd_base, dev.want, n)
             except ModbusError:
                 dev.errors += 1
+                now = self.clock.ms()
                 continue
             self.wrote_ms[k] = now
             for i in range(n):
                 dev.sent[i] = dev.want[i]
             if not k:  # the charger has the contactor word (its first)
                 self.sup.contactor.delivered(dev.want[0], now)
+            now = self.clock.ms()
 
     def _step(self):
         sup = self.sup
