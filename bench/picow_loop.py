@@ -307,6 +307,8 @@ def rows(res: dict[str, Any], unix: dict[str, Any] | None = None) -> list[tuple]
                     + (f"; unix port p50 {u['p50']} / p99 {u['p99']} / max {u['max']} ms" if u else "")))
         ev = r["ev_stop"]
         m = ev["ms"]
+        if not m["n"]:
+            continue  # no EV stops asked for (--trials 0)
         goal = min(2 * ev["bound_ms"], REACTION_CAP_MS)
         out.append(("loop", f"ev_stop -> chg_contactor=0 @{baud} (RP2040, n={m['n']})",
                     f"{m['p50']} / {m['max']} ms (p50 / max)",
