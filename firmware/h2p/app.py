@@ -153,7 +153,7 @@ class Pile:
         return True
 
     async def _flush(self):
-        # After every read: on the RP2040 this was 2.1 ms a read (a third of
+        # After every read: on the RP2040 this was 2.1 ms a read (half of
         # the control step), mostly the clock read for each device and the
         # devices without commands; the clock is read again after a write.
         urgent = not self.sup.il.fuel_allowed()
