@@ -77,4 +77,18 @@ def analyse(rows, lay: Layout, baud: int, speed: float = 1.0) -> dict:
         step_late.append((rows[j][1] - rows[i][1] - waits) * 1000.0 * speed)
     out["gap_after_reply_ms"] = stats.summary(late)
     out["step_lateness_ms"] = stats.summary(step_late)
+    out.update(charger_read_delays(rows, lay, speed))
     return out
+
+
+def charger_read_delays(rows, lay: Layout, speed: float = 1.0) -> dict:
+    """Issue 16's charger read delay, as bench.picow_loop measures it on the emulated
+    board (turn_delays), from the simulator's request log."""
+    from bench.picow_loop import turn_delays
+
+    ch = lay.dev["charger"]
+    key = (ch.unit, ch.blocks[0].count)
+    hot = (ch.unit, lay.dev["safety"].unit)
+    ev = [(row[1] * 1000.0 * speed, (row[3], row[5]), bool(row[6])) for row in rows]
+    d = turn_delays(ev, lambda k: k == key, lambda k: k[0] in hot)
+    return {"charger_read_late_ms": d["late_ms"], "charger_turn_ms": d["turn_ms"]}

@@ -65,3 +65,38 @@ def test_percentiles_and_best_point():
     assert stats.summary([])["max"] is None
     bp = best_point()
     assert 0.6 < bp["l_per_kwh"] < 1.3  # domain: 0.85-1.0 target, < 0.6 not physical
+
+
+def test_turn_delays_measure_a_chore_against_the_turn_it_took():
+    from bench.picow_loop import contactor_writes, turn_delays
+
+    ch, sf = ("ch",), ("sf",)
+    ev, t = [], 0.0
+
+    def turn(block, ms, writes=0):
+        nonlocal t
+        ev.append((t, ch, False))
+        ev.append((t + 5, sf, False))
+        if block is not None:
+            ev.append((t + 10, (block,), False))
+        for k in range(writes):
+            ev.append((t + 12 + k, None, True))
+        t += ms
+
+    for _ in range(5):
+        turn("a", 40)
+        turn("b", 45)
+    turn(None, 52)  # a chore took b's turn: 7 ms longer than b's
+    turn("b", 45)
+    turn("a", 60)  # something else held a turn that read a: 20 ms late
+    turn("a", 40, writes=1)
+    turn("a", 40)
+    d = turn_delays(ev, lambda k: k == ch, lambda k: k in (ch, sf))
+    assert d["turns_without_block"] == 1
+    assert d["late_ms"]["max"] == 20.0
+    late = [x[3] for x in d["turns"]]
+    assert late[10] == 7.0 and late[12] == 20.0 and late[13] == 0.0  # the write's turn has its own median
+    # The contactor's word in the charger's command block, FC16 and FC06.
+    rows = [[0, 1.0, None, bytes([4, 16, 1, 0, 0, 5, 10, 0, 0, 0, 3])],
+            [0, 2.0, None, bytes([4, 6, 1, 0, 0, 1, 0, 0])], [0, 3.0, None, bytes([4, 4, 0, 0, 0, 9, 0, 0])]]
+    assert contactor_writes(rows, 4, 256) == [(1.0, 0), (2.0, 1)]

@@ -103,6 +103,7 @@ MODULES = {
     "h2p.link": (CORE, "mixes Keeper (core) with run(), a small task around it: core"),
     "h2p.led": (CORE, "mixes pattern()/lit() (core) with run(), a small task around them: core"),
     "h2p.app": (SHELL, ""),
+    "h2p.chores": (SHELL, ""),
     "h2p.modbus": (SHELL, "asyncio master; the transport is passed in (crc16 etc. shared with the sim)"),
     "h2p.mqtt": (SHELL, ""),
     "h2p.uplink": (SHELL, ""),

@@ -25,6 +25,7 @@ import json
 from math import nan
 
 from h2p.compat import asyncio, const, forget, ticks_ms, ticks_diff
+from h2p.chores import UPLINK
 from h2p.log import log
 from h2p.mqtt import MQTTClient
 from h2p import VERSION
@@ -394,6 +395,9 @@ class Uplink:
                 n[_U_BUSY] = 0
             if not c.connected:
                 continue
+            # Formatting and queueing in a turn of the bus task (h2p.chores):
+            # never while a charger read is due.
+            await p.chores.turn(UPLINK)
             try:
                 self._state()
                 self._tele()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from h2p import codes as K
 from h2p import signer, topics, topics_doc, uplink
+from h2p.chores import Chores
 from h2p.uplink import Uplink
 from tests.helpers.pilebench import Bench, follow_plant
 
@@ -60,6 +61,7 @@ class Pile:
         # the journal: no bills pending, no command floor kept
         self.rec = SimpleNamespace(j=SimpleNamespace(unacked={}, get_meta=lambda k, d: d))
         self.listeners = []
+        self.chores = Chores()  # no bus task here: every turn is free
 
     def link_state(self):
         return "none"
