@@ -74,6 +74,7 @@ class Pile:
         self.sup = Supervisor(config, self.devices, clock.ms())
         self.cycles = 0
         self.steps = 0
+        self.polls = 0  # bus transactions done, answered or timed out (the watchdog's sign of progress)
         self.slow_every = bus["slow_every"]
         self.refresh_ms = [0] * len(self.devices)
         # The devices that take commands (_flush), the charger (0) first.
@@ -207,6 +208,7 @@ class Pile:
     async def _poll(self, dev, blk):
         # One read, the control step after it, what changed written.
         ok = await self._read(dev, blk)
+        self.polls += 1
         self._step()
         await self._flush()
         if blk is self.energy_blk and (ok or self.closing is not None):
@@ -520,14 +522,18 @@ class Pile:
                 st = None
 
     async def watchdog_task(self, stable_s):
-        # Feed only when both the bus and the control step moved on.
+        # Feed only when both the bus and the control step moved on. The
+        # bus's sign is a transaction done, not a whole poll cycle: with
+        # every device silent each read waits out its timeout, and a cycle
+        # (with the hot reads again at each housekeeping turn, h2p.chores)
+        # took longer than the watchdog: a silent bus is not a hang.
         wdt = self.board.wdt
         last_c, last_s = -1, -1
         while True:
             await asyncio.sleep_ms(200)
-            if self.cycles != last_c and self.steps != last_s:
+            if self.polls != last_c and self.steps != last_s:
                 wdt.feed()
-                last_c, last_s = self.cycles, self.steps
+                last_c, last_s = self.polls, self.steps
             if self.last_crash is not None and self.uptime_s() > stable_s:
                 # This boot ran long enough: the crashes before it no longer
                 # count towards maintenance (meta keeps the last one).
