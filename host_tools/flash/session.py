@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import contextlib
-import io
 import os
 import re
 import time
@@ -24,6 +22,7 @@ from host_tools.exitcodes import BOARD_ERROR, NO_SPACE, UNREACHABLE, CliError
 
 CONNECT_TIMEOUT = 5.0  # seconds for the board to show its raw REPL
 SLOW_BOARD_S = 15.0  # longest silence of a connected board inside one exchange (raw-paste flow control)
+_BANNER = b"raw REPL; CTRL-B to exit\r\n"  # what the board prints on entering the raw REPL
 CHUNK = 1536  # bytes of file per exec (2 KB of base64)
 AGENT_CHUNK = 1000  # characters of agent code per exec (the raw REPL buffers and compiles each in the heap)
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "board_agent.py")
@@ -109,17 +108,17 @@ class Board:
         self._raw()
 
     def _raw(self) -> None:
-        from mpremote.transport import TransportError
-
-        out = io.StringIO()
         try:
-            with contextlib.redirect_stdout(out):
-                self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
-        except (TransportError, OSError) as e:
+            said = self._enter_raw_repl()
+        except OSError as e:
             self.close()
+            raise FlashError(f"{self.port}: the serial port failed while connecting ({e})", UNREACHABLE)
+        if said is not None:
+            self.close()
+            tail = said[-60:].decode("utf-8", "replace").strip()
             raise FlashError(f"{self.port}: the board does not answer (no MicroPython REPL within "
-                             f"{self.timeout:g} s: wrong port, wrong baud, or not running MicroPython) "
-                             f"[{e}]", UNREACHABLE)
+                             f"{self.timeout:g} s: wrong port, wrong baud, or not running MicroPython)"
+                             + (f"; it said: {tail!r}" if tail else "; it said nothing"), UNREACHABLE)
         # Connected: a longer read timeout from here on. mpremote's raw-paste
         # flow control reads the board's "send more" byte with the port's
         # timeout, and a board (an emulated one on a busy host) that took more
@@ -129,6 +128,61 @@ class Board:
         # A firmware stopped with Ctrl-C still holds its heap until collected.
         self.exec("import gc\ngc.collect()")
         self.load_agent("core")
+
+    def _enter_raw_repl(self) -> bytes | None:
+        """Stop a running program (Ctrl-C) and enter the raw REPL (Ctrl-A),
+        without a soft reset. None once in, with the prompt's ">" left for
+        the first exchange (as mpremote leaves it); else what the board sent.
+
+        A silent port fails after self.timeout. A board that is sending
+        bytes is alive, only busy (a firmware shutting down, a VM starved of
+        CPU): the deadline moves with each byte it sends, up to SLOW_BOARD_S
+        in all. Ctrl-C/Ctrl-A go again only after a second of silence (a
+        Ctrl-C that came before the program could take it is lost); a board
+        that is talking is left to finish what the first Ctrl-C started."""
+        ser = self.t.serial
+        got = bytearray()
+        start = last_byte = time.monotonic()
+        ser.write(b"\r\x03\r\x01")
+        kick, kicks = start, 1
+        while not got.endswith(_BANNER):
+            now = time.monotonic()
+            if now - max(kick, last_byte) >= 1.0:
+                ser.write(b"\r\x03\r\x01")
+                kick, kicks = now, kicks + 1
+            # One byte at a time: stop right after the banner. (On a QEMU-style
+            # pty in_waiting is not to be trusted: read, with the port's 1 s timeout.)
+            b = ser.read(1) if (self.t.is_pty or ser.in_waiting) else b""
+            if b:
+                got += b
+                last_byte = now
+                del got[:-200]  # only the tail is needed
+            elif now - last_byte > self.timeout or now - start > max(self.timeout, SLOW_BOARD_S):
+                return bytes(got)
+            else:
+                time.sleep(0.01)
+        if kicks > 1:
+            # Each Ctrl-A the board had not yet read prints one more banner:
+            # let them all come, then ask for one banner, the one we keep.
+            self._drain_quiet(0.3)
+            ser.write(b"\x01")
+            got.clear()
+            while not got.endswith(_BANNER):
+                if time.monotonic() - start > self.timeout + SLOW_BOARD_S:
+                    return bytes(got)
+                got += ser.read(1) or b""
+        self.t.in_raw_repl = True
+        return None
+
+    def _drain_quiet(self, quiet_s: float) -> None:
+        ser = self.t.serial
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            if ser.in_waiting:
+                ser.read(ser.in_waiting)
+                last = time.monotonic()
+            else:
+                time.sleep(0.01)
 
     def load_agent(self, part: str) -> None:
         """Define the agent's part "core" or "rom" on the board (once a session)."""
