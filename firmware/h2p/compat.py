@@ -12,6 +12,43 @@ except ImportError:  # CPython
         return x
 
 
+if MICROPYTHON:
+    import micropython  # noqa: F401 - `@micropython.viper` is the compiler's, named here for CPython
+else:
+    # CPython runs a viper function as plain Python. The pointers behave as
+    # viper's: unsigned loads (a signed value needs its sign restored, as
+    # on the unix port's 64-bit words), stores of what was loaded.
+    class micropython:  # noqa: N801 - the module's name
+        @staticmethod
+        def viper(f):
+            return f
+
+        native = viper
+
+    class _Ptr:
+        # A viper pointer on CPython: loads unsigned, stores the low bits.
+        __slots__ = ("m", "mask")
+
+        def __init__(self, b, fmt, mask):
+            self.m = memoryview(b).cast("B").cast(fmt)
+            self.mask = mask
+
+        def __getitem__(self, i):
+            return self.m[i]
+
+        def __setitem__(self, i, v):
+            self.m[i] = v & self.mask
+
+    def ptr8(b):
+        return _Ptr(b, "B", 0xFF)
+
+    def ptr16(b):
+        return _Ptr(b, "H", 0xFFFF)
+
+    def ptr32(b):
+        return _Ptr(b, "I", 0xFFFFFFFF)
+
+
 try:
     import asyncio
 except ImportError:  # pragma: no cover - very old MicroPython

@@ -6,10 +6,15 @@
 # implausible) makes every rule that reads it true: unknown is unsafe.
 from array import array
 
-from h2p.compat import const, ticks_diff
+from h2p.compat import MICROPYTHON, const, ticks_diff
+
+if MICROPYTHON:
+    import micropython  # noqa: F401 - @micropython.viper below (ptr8/16/32 are the compiler's)
+else:
+    from h2p.compat import micropython, ptr8, ptr16, ptr32
 from h2p import codes as K
 from h2p import states as S
-from h2p.readings import INDEX, SCALES, UNKNOWN
+from h2p.readings import INDEX, SCALES
 
 # Severities (EVerest-style taxonomy): the path the pile takes.
 WARNING = const(1)  # event only
@@ -85,6 +90,8 @@ TABLE = (
 )
 
 N = len(TABLE)
+if N >= 255:  # row indices are bytes (_BY, todo) and _summed packs one in 8 bits
+    raise ValueError("interlocks: %d rows, at most 254" % N)
 NAMES = tuple(r[0] for r in TABLE)
 # Row index by name, for tools and tests (the pile itself needs only NAMES:
 # dropped by release()).
@@ -150,6 +157,22 @@ def _by_reading():
 _AT, _BY = _by_reading()
 del _by_reading  # run once: not kept in RAM
 _EVERY = bytes(k for k in range(N) if _RULES[k * _NC + _OP] == OHM_V)
+_NEVERY = len(_EVERY)
+
+# What a step hands the judging (_judge) and gets back: Interlocks.io.
+_IO_NOW = const(0)
+_IO_AGE = const(1)  # the readings' max age, ms
+_IO_STACK = const(2)  # Interlocks.stack_ms
+_IO_PHASE = const(3)  # live phases: 1 fuel, 2 stack, 4 EV
+_IO_GAP = const(4)  # Interlocks.meter_gap_ms
+_IO_WHOLE = const(5)  # 1: judge every row
+_IO_DUE = const(6)  # in: the deadline so far; out: the earliest found
+_IO_N = const(7)
+# ticks_diff in viper's machine words: ticks wrap at 2**30 on MicroPython
+# (on CPython they do not wrap; equal while two times are < 2**29 ms apart).
+_TICKS_HALF = const(0x20000000)
+_TICKS_MASK = const(0x3FFFFFFF)
+_UNKNOWN_RAW = const(-0x3FFFFFFF)  # h2p.readings.UNKNOWN, as a constant the viper code can use
 
 
 class Interlocks:
@@ -186,6 +209,7 @@ class Interlocks:
         self.due_ms = 0  # the whole table is judged again at this time ...
         self.whole = True  # ... or at the next step
         self.phase = -1  # live phases at the last step (bits: fuel, stack, EV)
+        self.io = array("i", [0] * _IO_N)  # what a step and _judge exchange
 
     def raise_ext(self, name, on=True):
         self.set_ext(NAMES.index(name), on)
@@ -199,47 +223,12 @@ class Interlocks:
     def in_force(self, i):
         return self.active[i] or self.latched[i]
 
-    def _cond(self, k, b, rd, now):
-        # b: where row k starts in _RULES.
-        i, op, t = _RULES[b + _READING], _RULES[b + _OP], _RULES[b + _THRESHOLD]
-        if op == EXT:
-            if i >= 0:  # comm row: the device's heartbeat reading
-                return rd.get(i, now) == UNKNOWN
-            return self.ext[k] == 1
-        v = rd.get(i, now)
-        if v == UNKNOWN:
-            return _UNKNOWN  # true, but not a measured hazard
-        if _RULES[b + _WHEN] == STACK and ticks_diff(rd.ts[i], self.stack_ms) <= 0:
-            # Read before the stack was loaded (a cell at open circuit with
-            # no hydrogen yet reads 0 V): says nothing about the loaded
-            # stack. Judged on the first reading taken since.
-            return False
-        if op == GE:
-            return v >= t
-        if op == LE:
-            return v <= t
-        if op == BIT:
-            return (v & t) != 0
-        if op == EQ:
-            return v == t
-        # OHM_V: kohm * 1000 / volts < t; volts stored in 0.1 V
-        dv = rd.get(_I_OUT_V, now)
-        rv = rd.get(_I_REQ_V, now)
-        if dv == UNKNOWN or rv == UNKNOWN:
-            return _UNKNOWN
-        if rv > dv:
-            dv = rv
-        if dv < 500:  # below 50 V the ratio means nothing; judge at 50 V
-            dv = 500
-        return v * 10000 < t * dv
-
     def step_full(self, now, rd, state, ev_connected):
         self.whole = True
         self.step(now, rd, state, ev_connected)
 
     def step(self, now, rd, state, ev_connected):
         self.changed = False
-        rules = _RULES
         # When rows apply. The states are numbered in the order the pile runs
         # through them: fuel is present preheat .. cooldown, the stack loaded
         # stack_start .. stopping.
@@ -255,112 +244,29 @@ class Interlocks:
                  or rd.nd > len(rd.dirty))  # more readings put than it could note
         self.phase = phase
         self.whole = False
-        ts = rd.ts
-        raw = rd.raw
-        age = rd.max_age_ms
+        io = self.io
+        io[_IO_NOW] = now
+        io[_IO_AGE] = rd.max_age_ms
+        io[_IO_STACK] = self.stack_ms if stack else 0
+        io[_IO_PHASE] = phase
+        io[_IO_GAP] = self.meter_gap_ms
+        io[_IO_WHOLE] = 1 if whole else 0
         # the earliest deadline found; judged whole at least once a data age
-        due = now + age if whole else self.due_ms
-        flips = False
-        at_ts = self.at_ts
-        at_raw = self.at_raw
-        todo = self.todo
-        inq = self.inq
-        if whole:
-            cnt = N
-        else:
-            # Only a row whose reading was read again can have changed.
-            cnt = 0
-            dirty = rd.dirty
-            for j in range(rd.nd):
-                i = dirty[j]
-                for q in range(_AT[i], _AT[i + 1]):
-                    k = _BY[q]
-                    if not inq[k] and (ts[i] != at_ts[k] or raw[i] != at_raw[k]):
-                        inq[k] = 1
-                        todo[cnt] = k
-                        cnt += 1
-            for q in range(len(_EVERY)):
-                k = _EVERY[q]
-                if not inq[k]:
-                    inq[k] = 1
-                    todo[cnt] = k
-                    cnt += 1
+        io[_IO_DUE] = now + rd.max_age_ms if whole else self.due_ms
+        flips = _judge(self, rd, io)
         rd.nd = 0
-        for j in range(cnt):
-            if whole:
-                k = j
-            else:
-                k = todo[j]
-                inq[k] = 0
-            b = k * _NC
-            i = rules[b + _READING]
-            op = rules[b + _OP]
-            when = rules[b + _WHEN]
-            live = (when == ALWAYS or (when == FUEL and fuel) or (when == STACK and stack)
-                    or (when == EV and ev_connected))
-            on = live and self._cond(k, b, rd, now)
-            if i >= 0:
-                at_ts[k] = ts[i]
-                at_raw[k] = raw[i]
-                if live and rd.seen[i]:
-                    # when this reading grows stale (OHM_V: any of its three)
-                    d = ts[i] + age + 1
-                    if op == OHM_V:
-                        for j in (_I_OUT_V, _I_REQ_V):
-                            if rd.seen[j] and ticks_diff(ts[j] + age + 1, d) < 0:
-                                d = ts[j] + age + 1
-                    if ticks_diff(d, now) > 0 and ticks_diff(d, due) < 0:
-                        due = d
-            # Unknown data blocks like the hazard itself, but only a measured
-            # hazard latches: a device that was silent at boot is not a leak.
-            was = self.active[k]
-            if on:
-                if not was:
-                    if not self.pending[k]:
-                        self.pending[k] = 1
-                        self.since[k] = now
-                    deb = rules[b + _DEBOUNCE]
-                    if k == _COMM_METER:
-                        deb = self.meter_gap_ms - rd.max_age_ms
-                    if ticks_diff(now, self.since[k]) >= deb:
-                        self.active[k] = 1
-                        flips = True
-                    else:
-                        d = self.since[k] + deb
-                        if ticks_diff(d, due) < 0:
-                            due = d
-                if self.active[k] and on is True and rules[b + _CLEAR] == RESET and not self.latched[k]:
-                    self.latched[k] = 1
-                    flips = True
-            else:
-                self.pending[k] = 0
-                if was:
-                    self.active[k] = 0
-                    flips = True
-        self.due_ms = due
+        self.due_ms = io[_IO_DUE]
         if flips or whole:
-            self.changed = flips
+            self.changed = flips == 1
             self._sum()
 
     def _sum(self):
         # The highest severity in force (the first row of it named) and the
         # lowest derating: only when a flag changed.
-        rules = _RULES
-        sev = 0
-        first = -1
-        derate = 100
-        for k in range(N):
-            if self.active[k] or self.latched[k]:
-                b = k * _NC
-                s = rules[b + _SEVERITY]
-                if s > sev:
-                    sev = s
-                    first = k
-                if s == DERATE and rules[b + _DERATE] < derate:
-                    derate = rules[b + _DERATE]
-        self.severity = sev
-        self.first = first
-        self.derate_pct = derate
+        x = _summed(self)
+        self.severity = x & 0xFF
+        self.first = ((x >> 8) & 0xFF) - 1
+        self.derate_pct = x >> 16
 
     def reset(self):
         # A reset clears latches whose condition has gone. The welded
@@ -385,6 +291,234 @@ class Interlocks:
 
     def names_in_force(self):
         return [NAMES[k] for k in range(N) if self.active[k] or self.latched[k]]
+
+
+# The judging of a step, as machine code (viper): on an RP2040 a row judged
+# in Python cost ~150 us (issue 16). Semantics, row by row:
+# - the rows: all (whole), or those whose reading was put since the last
+#   step with a new time or value, and the insulation rows;
+# - a row outside its phase is off; in phase, a reading never read or older
+#   than the max age makes it true as unknown (2: blocks, never latches);
+#   a STACK row ignores a reading taken before the stack was loaded (a cell
+#   at open circuit with no hydrogen yet reads 0 V); a comm row is true (1)
+#   when its heartbeat reading is unknown; an external row is its flag;
+# - true for its debounce makes it active (the billing meter's heartbeat
+#   row: the configured gap less the data age); a measured hazard (1) on a
+#   RESET row latches; false clears the debounce and the flag;
+# - the earliest time only time can change a result (a reading growing
+#   stale, a debounce running out) goes to io[_IO_DUE].
+# Values are loaded unsigned (viper's pointers; on the unix port's 64-bit
+# words too) and their sign restored where one can be negative. Returns 1
+# when a flag changed.
+@micropython.viper
+def _judge(il, rd, io) -> int:
+    ctl = ptr32(io)
+    now = int(ctl[_IO_NOW])
+    age = int(ctl[_IO_AGE])
+    stack_ms = int(ctl[_IO_STACK])
+    phase = int(ctl[_IO_PHASE])
+    due = int(ctl[_IO_DUE])
+    rules = ptr16(_RULES)
+    raw = ptr32(rd.raw)
+    ts = ptr32(rd.ts)
+    seen = ptr8(rd.seen)
+    active = ptr8(il.active)
+    latched = ptr8(il.latched)
+    pending = ptr8(il.pending)
+    ext = ptr8(il.ext)
+    since = ptr32(il.since)
+    at_ts = ptr32(il.at_ts)
+    at_raw = ptr32(il.at_raw)
+    todo = ptr8(il.todo)
+    inq = ptr8(il.inq)
+    one = 1
+    sign = one << 31  # (not folded by the compiler: 2**31 is no small int on a 32-bit board)
+    wrap = sign << 1  # 2**32 on 64-bit words, 0 on 32-bit ones
+    whole = int(ctl[_IO_WHOLE])
+    if whole:
+        cnt = int(N)
+    else:
+        # Only a row whose reading was read again can have changed.
+        cnt = 0
+        dirty = ptr8(rd.dirty)
+        nd = int(rd.nd)
+        at = ptr8(_AT)
+        by = ptr8(_BY)
+        j = 0
+        while j < nd:
+            i = int(dirty[j])
+            q = int(at[i])
+            qe = int(at[i + 1])
+            while q < qe:
+                k = int(by[q])
+                if inq[k] == 0 and (ts[i] != at_ts[k] or raw[i] != at_raw[k]):
+                    inq[k] = 1
+                    todo[cnt] = k
+                    cnt += 1
+                q += 1
+            j += 1
+        every = ptr8(_EVERY)
+        ne = int(_NEVERY)
+        q = 0
+        while q < ne:
+            k = int(every[q])
+            if inq[k] == 0:
+                inq[k] = 1
+                todo[cnt] = k
+                cnt += 1
+            q += 1
+    out_v = int(_I_OUT_V)
+    req_v = int(_I_REQ_V)
+    comm_meter = int(_COMM_METER)
+    flips = 0
+    j = 0
+    while j < cnt:
+        if whole:
+            k = j
+        else:
+            k = int(todo[j])
+            inq[k] = 0
+        b = k * _NC
+        i = int(rules[b + _READING])
+        if i & 0x8000:
+            i -= 0x10000
+        op = int(rules[b + _OP])
+        t = int(rules[b + _THRESHOLD])
+        if t & 0x8000:
+            t -= 0x10000
+        when = int(rules[b + _WHEN])
+        live = 0
+        if when == ALWAYS:
+            live = 1
+        elif when == FUEL:
+            live = phase & 1
+        elif when == STACK:
+            live = phase & 2
+        elif when == EV:
+            live = phase & 4
+        on = 0
+        if live and i >= 0:
+            # rd.get: the value, or UNKNOWN never read, too old or put so
+            if seen[i] == 0 or ((now - int(ts[i]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF > age:
+                v = _UNKNOWN_RAW
+            else:
+                v = int(raw[i])
+                if v & sign:
+                    v -= wrap
+            if op == EXT:  # comm row: the device's heartbeat reading
+                if v == _UNKNOWN_RAW:
+                    on = 1
+            elif v == _UNKNOWN_RAW:
+                on = _UNKNOWN  # true, but not a measured hazard
+            elif when == STACK and ((int(ts[i]) - stack_ms + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF <= 0:
+                on = 0  # read before the stack was loaded: judged on the first reading since
+            elif op == GE:
+                if v >= t:
+                    on = 1
+            elif op == LE:
+                if v <= t:
+                    on = 1
+            elif op == BIT:
+                if v & t:
+                    on = 1
+            elif op == EQ:
+                if v == t:
+                    on = 1
+            else:
+                # OHM_V: kohm * 1000 / volts < t; volts stored in 0.1 V.
+                # All three are U16 registers: the products fit 31 bits.
+                dv = _UNKNOWN_RAW
+                if seen[out_v] and ((now - int(ts[out_v]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF <= age:
+                    dv = int(raw[out_v])
+                    if dv & sign:
+                        dv -= wrap
+                rv = _UNKNOWN_RAW
+                if seen[req_v] and ((now - int(ts[req_v]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF <= age:
+                    rv = int(raw[req_v])
+                    if rv & sign:
+                        rv -= wrap
+                if dv == _UNKNOWN_RAW or rv == _UNKNOWN_RAW:
+                    on = _UNKNOWN
+                else:
+                    if rv > dv:
+                        dv = rv
+                    if dv < 500:  # below 50 V the ratio means nothing; judge at 50 V
+                        dv = 500
+                    if dv > 65535:
+                        dv = 65535
+                    if v < 0:
+                        on = 1
+                    elif v < 214748 and v * 10000 < t * dv:
+                        on = 1
+        elif live and ext[k] == 1:  # raised by code
+            on = 1
+        if i >= 0:
+            at_ts[k] = ts[i]
+            at_raw[k] = raw[i]
+            if live and seen[i]:
+                # when this reading grows stale (OHM_V: any of its three)
+                d = int(ts[i]) + age + 1
+                if op == OHM_V:
+                    if seen[out_v] and ((int(ts[out_v]) + age + 1 - d + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF < 0:
+                        d = int(ts[out_v]) + age + 1
+                    if seen[req_v] and ((int(ts[req_v]) + age + 1 - d + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF < 0:
+                        d = int(ts[req_v]) + age + 1
+                if (((d - now + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF > 0
+                        and ((d - due + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF < 0):
+                    due = d
+        # Unknown data blocks like the hazard itself, but only a measured
+        # hazard latches: a device that was silent at boot is not a leak.
+        if on:
+            if active[k] == 0:
+                if pending[k] == 0:
+                    pending[k] = 1
+                    since[k] = now
+                deb = int(rules[b + _DEBOUNCE])
+                if k == comm_meter:
+                    deb = int(ctl[_IO_GAP]) - age
+                if ((now - int(since[k]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF >= deb:
+                    active[k] = 1
+                    flips = 1
+                else:
+                    d = int(since[k]) + deb
+                    if ((d - due + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF < 0:
+                        due = d
+            if active[k] and on == 1 and rules[b + _CLEAR] == RESET and latched[k] == 0:
+                latched[k] = 1
+                flips = 1
+        else:
+            pending[k] = 0
+            if active[k]:
+                active[k] = 0
+                flips = 1
+        j += 1
+    ctl[_IO_DUE] = due
+    return flips
+
+
+@micropython.viper
+def _summed(il) -> int:
+    # Interlocks._sum's scan as machine code: severity | (first + 1) << 8 |
+    # derate << 16 (N < 255 rows, checked at import).
+    rules = ptr16(_RULES)
+    active = ptr8(il.active)
+    latched = ptr8(il.latched)
+    n = int(N)
+    sev = 0
+    first = -1
+    derate = 100
+    k = 0
+    while k < n:
+        if active[k] or latched[k]:
+            b = k * _NC
+            s = int(rules[b + _SEVERITY])
+            if s > sev:
+                sev = s
+                first = k
+            if s == DERATE and int(rules[b + _DERATE]) < derate:
+                derate = int(rules[b + _DERATE])
+        k += 1
+    return sev | ((first + 1) << 8) | (derate << 16)
 
 
 def release():

@@ -16,7 +16,7 @@ from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
 from h2p import energy as E
 from h2p import reformer as RF
-from h2p.readings import UNKNOWN
+from h2p.readings import UNKNOWN, fresh
 
 def _indices(*names):
     # Reading indices by name, resolved while loading (as h2p.uplink does):
@@ -129,6 +129,7 @@ class Supervisor:
         for d in devices:
             self.dev[d.name] = d
         self.il = IL.Interlocks()
+        self.v = array("i", [UNKNOWN] * len(_RD))  # the step's readings (fresh)
         self.ev_arb = Arbiter(EV_CLAIMS)
         self.st_arb = Arbiter(STACK_CLAIMS)
         self.contactor = Contactor(self.il)
@@ -282,7 +283,7 @@ class Supervisor:
     def ev_connected(self, now):
         # E (pilot shorted) is still an EV on the cable: a fault to ramp
         # down from, not an unplug to open on at once.
-        p = self._r(_CHG_PILOT, now)
+        p = self.v[_CHG_PILOT]
         return p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E
 
     def _fuel_current(self, now, arriving=False):
@@ -319,6 +320,9 @@ class Supervisor:
     # ---- the step --------------------------------------------------------
     def step(self, now, readings):
         self.rd = readings
+        # The readings this module uses, taken once (UNKNOWN when stale):
+        # self.v[_NAME] in the step, not a call per use.
+        fresh(readings, _RD, self.v, now)
         dt = ticks_diff(now, self.last)
         if dt < 0:
             dt = 0
@@ -327,7 +331,7 @@ class Supervisor:
         self.last = now
         il = self.il
         evc = self.ev_connected(now)
-        p = self._r(_CHG_PILOT, now)
+        p = self.v[_CHG_PILOT]
         if p != UNKNOWN:
             # A plug-in, or an EV that paused (B) asking again (C), may start
             # a session on its own (auto_charge).
@@ -389,7 +393,7 @@ class Supervisor:
                     if self.flow[k] < m:
                         m, at = self.flow[k], k
                 self.flow_min, self.flow_at = m, at
-        f = self._r(_REF_PUMP_MLMIN, now)
+        f = self.v[_REF_PUMP_MLMIN]
         if f != UNKNOWN:
             if f < self.flow[self.flow_k]:
                 self.flow[self.flow_k] = f
@@ -400,7 +404,7 @@ class Supervisor:
             k = il.first
             # E-stop state only when it is really pressed; unknown data is
             # an emergency of its own (FAULT), not a pressed button.
-            sio = self._r(_SIO_STATUS, now)
+            sio = self.v[_SIO_STATUS]
             estop = self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
@@ -535,22 +539,23 @@ class Supervisor:
         # Decide the stack current from its claims; feed-forward the pump.
         il = self.il
         arb = self.st_arb
+        c = arb.claims  # claims stored straight (Arbiter.decide: a negative one is 0)
         rated = self.rated
         if not il.fuel_allowed():
-            arb.claim(_S_INTERLOCK, 0)
+            c[_S_INTERLOCK] = 0
         else:
-            arb.claim(_S_INTERLOCK, NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100)
+            c[_S_INTERLOCK] = NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100
         fed = self.rf[_RF_FEED_OK]
-        arb.claim(_S_FUEL, self._fuel_current(now))
-        arb.claim(_S_REFORMER, NONE if fed else 0)
+        c[_S_FUEL] = self._fuel_current(now)
+        c[_S_REFORMER] = NONE if fed else 0
         # The ramp allows what its rate gives over dt (with the remainder
         # of earlier steps); it claims one step more, so that a target
         # already within reach is named as the limit, not the ramp.
         up = self.up_ua + self.ramp_up * dt
         inc = up // _UA_PER_STEP
-        arb.claim(_S_RAMP, self.fc_sp + inc + 1)
-        t = self._r(_FC_STACK_C, now)
-        arb.claim(_S_TEMP, NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load)
+        c[_S_RAMP] = self.fc_sp + inc + 1
+        t = self.v[_FC_STACK_C]
+        c[_S_TEMP] = NONE if t != UNKNOWN and t >= self.stack_ready_t else self.min_load
         # A stop-severity BMS alarm: the battery neither charges nor
         # discharges; the stack carries the load itself (bms and energy
         # both claim the current that sets the battery current to zero).
@@ -559,20 +564,20 @@ class Supervisor:
         # current plus the battery current still allowed, carried over from
         # the bus voltage to the stack's (the DC/DC's loss makes it a little
         # less: the safe side). Inline, not a method: RAM.
-        lim = 0 if alarm else self._r(_BAT_CHG_LIM_A, now)
-        ba = self._r(_BAT_A, now)  # + discharge
-        bv = self._r(_BAT_V, now)
-        sa = self._r(_FC_STACK_A, now)
-        sv = self._r(_FC_STACK_V, now)
+        lim = 0 if alarm else self.v[_BAT_CHG_LIM_A]
+        ba = self.v[_BAT_A]  # + discharge
+        bv = self.v[_BAT_V]
+        sa = self.v[_FC_STACK_A]
+        sv = self.v[_FC_STACK_V]
         if lim == UNKNOWN or ba == UNKNOWN or bv == UNKNOWN:
             bms = self.min_load  # battery unknown: push nothing into it
         elif sa == UNKNOWN or sv == UNKNOWN or sv < 100:
             bms = NONE  # the stack is not loaded yet: nothing to bound
         else:
             bms = sa + (lim + ba) * bv // sv
-        arb.claim(_S_BMS, bms)
-        arb.claim(_S_ENERGY, bms if alarm else self.em[_EM_WANT])
-        arb.claim(_S_DEMAND, rated)  # the stack's own rating
+        c[_S_BMS] = bms
+        c[_S_ENERGY] = bms if alarm else self.em[_EM_WANT]
+        c[_S_DEMAND] = rated  # the stack's own rating
         want = arb.decide()
         if want >= self.fc_sp + inc:  # the ramp limits: its rate, never its extra step
             want = self.fc_sp + inc
@@ -635,7 +640,7 @@ class Supervisor:
         self._fuel(K.REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(30)
-        aux = self._r(_CHG_STATUS, now)
+        aux = self.v[_CHG_STATUS]
         fresh = True  # every device answered within the data age
         for d in self.dev.values():
             if d.silent or ticks_diff(now, d.ok_ms) > self.rd.max_age_ms:
@@ -658,7 +663,7 @@ class Supervisor:
     def _preheat(self, now):
         self._ev(0, 0, 0, 0)
         self._fan(60)
-        air = self._r(_SIO_AIRFLOW, now)
+        air = self.v[_SIO_AIRFLOW]
         # Ignition only with proven airflow.
         if air != UNKNOWN and air > 5:
             self._fuel(K.REF_MODE_PREHEAT, 0, 0)
@@ -668,8 +673,8 @@ class Supervisor:
         # later: hydrogen the stack does not take burns in the burner, and
         # a bed fed for a stack still warming up overheats on it (and the
         # premix is wasted).
-        bed = self._r(_REF_BED_C, now)
-        t = self._r(_FC_STACK_C, now)
+        bed = self.v[_REF_BED_C]
+        t = self.v[_FC_STACK_C]
         if bed != UNKNOWN and bed >= self.bed_feed and t != UNKNOWN and t >= self.stack_start_t:
             self.feed_da = self.min_load
             self._go(S.REFORMING, now)
@@ -681,7 +686,7 @@ class Supervisor:
         self._fan(60)
         self.fc_sp = 0
         self._fuel(K.REF_MODE_RUN, self._flow_for(self.min_load if self.rf[_RF_FEED_OK] else 0), 0)
-        t = self._r(_FC_STACK_C, now)
+        t = self.v[_FC_STACK_C]
         if (
             ticks_diff(now, self.since) >= self.lead_s * 1000
             and t != UNKNOWN
@@ -699,7 +704,7 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         self._fan(60)
         self._run_stack(now, dt, False)
-        t = self._r(_FC_STACK_C, now)
+        t = self.v[_FC_STACK_C]
         if self.fc_sp >= self.min_load and t != UNKNOWN and t >= self.stack_ready_t:
             self.idle_since = now
             self._go(S.READY, now)
@@ -715,7 +720,7 @@ class Supervisor:
             # Auto-charge starts a session on a fresh plug-in only: an EV that
             # stopped asking stays plugged without a new session.
             if (self.want_charge or (self.auto_charge and self.fresh_plug)) and self.il.contactor_allowed():
-                soc = self._r(_BAT_SOC, now)
+                soc = self.v[_BAT_SOC]
                 if soc != UNKNOWN and soc > self.soc_min:
                     self.fresh_plug = False
                     self.session_active = True
@@ -736,24 +741,25 @@ class Supervisor:
 
     def _ev_claims(self, now):
         arb = self.ev_arb
+        c = arb.claims  # claims stored straight (Arbiter.decide: a negative one is 0)
         il = self.il
         if not il.contactor_allowed():
-            arb.claim(_INTERLOCK, 0)
+            c[_INTERLOCK] = 0
         else:
-            arb.claim(_INTERLOCK, NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100)
-        arb.claim(_CONTACTOR, NONE if self.contactor.verified_closed() else 0)
+            c[_INTERLOCK] = NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100
+        c[_CONTACTOR] = NONE if self.contactor.verified_closed() else 0
         # Power balance: stack net power plus what the battery may give.
         w = 0
-        v = self._r(_FC_DCDC_V, now)
-        a = self._r(_FC_DCDC_A, now)
+        v = self.v[_FC_DCDC_V]
+        a = self.v[_FC_DCDC_A]
         if v != UNKNOWN and a != UNKNOWN:
             w = v * a // 100
-        soc = self._r(_BAT_SOC, now)
-        bv = self._r(_BAT_V, now)
-        bl = self._r(_BAT_DIS_LIM_A, now)
-        ba = self._r(_BAT_A, now)
-        ov = self._r(_CHG_OUT_V, now)
-        oa = self._r(_CHG_OUT_A, now)
+        soc = self.v[_BAT_SOC]
+        bv = self.v[_BAT_V]
+        bl = self.v[_BAT_DIS_LIM_A]
+        ba = self.v[_BAT_A]
+        ov = self.v[_CHG_OUT_V]
+        oa = self.v[_CHG_OUT_A]
         if (soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min
                 and not il.in_force(_BMS_ALARM)):
             w += bl * bv // 100
@@ -762,25 +768,25 @@ class Supervisor:
             # gives beyond the balance of plant, i.e. the charger's input now
             # less what the battery is giving: no more energy out of it.
             w = ov * oa // 100 * 1000 // self.eff_pm - ba * bv // 100
-        ev_v = self._r(_CHG_OUT_V, now)
-        rv = self._r(_CHG_EV_REQ_V, now)
+        ev_v = self.v[_CHG_OUT_V]
+        rv = self.v[_CHG_EV_REQ_V]
         if ev_v == UNKNOWN or ev_v < 500:
             ev_v = rv if rv != UNKNOWN and rv > 500 else 4000
-        arb.claim(_BATTERY, w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0)
-        arb.claim(_CHARGER, self.chg_max)
-        arb.claim(_OPERATOR, self.operator)
-        req = self._r(_CHG_EV_REQ_A, now)
+        c[_BATTERY] = w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0
+        c[_CHARGER] = self.chg_max
+        c[_OPERATOR] = self.operator
+        req = self.v[_CHG_EV_REQ_A]
         s = self.session_limit
         if req != UNKNOWN and req < s:
             s = req
-        arb.claim(_SESSION, s if req != UNKNOWN else 0)
+        c[_SESSION] = s if req != UNKNOWN else 0
         return arb.decide()
 
     def _charging(self, now, dt, evc):
         self._fan(60)
         self._run_stack(now, dt, True)
-        ch = self._r(_CHG_STATUS, now)
-        pilot = self._r(_CHG_PILOT, now)
+        ch = self.v[_CHG_STATUS]
+        pilot = self.v[_CHG_PILOT]
         if not evc:
             # Unplugged: the EV draws nothing any more; open at once.
             self._ev(0, 0, 0, 0)
@@ -855,7 +861,7 @@ class Supervisor:
                 self.phase, self.phase_ms = 1, now
                 return
             self._ev(1, 0, 1, 1)
-            a = self._r(_CHG_OUT_A, now)
+            a = self.v[_CHG_OUT_A]
             if (a != UNKNOWN and a <= self.stop_a) or self._late(5000):
                 self._ev(0, 0, 0, 1, force=True)
                 self._end_session(self.stop_req or "stopped")
@@ -905,8 +911,8 @@ class Supervisor:
                 self.phase, self.phase_ms = 3, now
         else:
             self._fuel(K.REF_MODE_COOLDOWN, 0, 0)
-            bed = self._r(_REF_BED_C, now)
-            st = self._r(_FC_STACK_C, now)
+            bed = self.v[_REF_BED_C]
+            st = self.v[_FC_STACK_C]
             if bed != UNKNOWN and st != UNKNOWN and bed < self.cool_bed and st < self.cool_stack:
                 self._fuel(K.REF_MODE_OFF, 0, 0)
                 self._go(S.OFF, now)

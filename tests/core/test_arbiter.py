@@ -29,3 +29,19 @@ def test_safety_zero_beats_everything():
 def test_negative_claim_counts_as_zero():
     a = _arb(session=-50)
     assert a.decide() == 0 and a.in_charge() == "session"
+
+
+def test_a_claim_stored_straight_counts_as_claim_would():
+    # The supervisor stores claims into `claims` without claim() (a call
+    # per claim was its step's cost on an RP2040): decide() treats a
+    # negative one as 0, and keeps it so, as claim() would have.
+    a = Arbiter(("safety", "battery", "session"))
+    a.claims[0] = NONE
+    a.claims[1] = -50
+    a.claims[2] = 160
+    assert a.decide() == 0 and a.in_charge() == "battery"
+    assert a.claims[1] == 0
+    a.claims[1] = 200
+    assert a.decide() == 160 and a.in_charge() == "session"
+    a.claims[0] = -1  # the first claim too
+    assert a.decide() == 0 and a.in_charge() == "safety" and a.claims[0] == 0

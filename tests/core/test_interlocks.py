@@ -83,6 +83,25 @@ def test_insulation_ohm_per_volt():
     assert il2.contactor_allowed()
 
 
+def test_insulation_below_50_v_is_judged_at_50_v():
+    # 20 kohm at 10 V would be 2,000 ohm/V (fine); at low voltage the
+    # ratio means nothing, so it is judged at 50 V: 400 ohm/V, under the
+    # 500 ohm/V warning.
+    il = IL.Interlocks()
+    rd = _rd(chg_iso_kohm=20, chg_out_v=10, chg_ev_req_v=0, chg_pilot=2)
+    _step(il, rd, 0, ev=True)
+    rd = _rd(now=1500, chg_iso_kohm=20, chg_out_v=10, chg_ev_req_v=0, chg_pilot=2)
+    _step(il, rd, 1500, ev=True)
+    assert il.in_force(IL.ROW["iso_warn"]) and not il.in_force(IL.ROW["iso_fault"])
+    # The EV's requested voltage counts when it is the higher: 20 kohm at
+    # 450 V is 44 ohm/V, an insulation fault.
+    il = IL.Interlocks()
+    rd = _rd(chg_iso_kohm=20, chg_out_v=10, chg_ev_req_v=450, chg_pilot=2)
+    _step(il, rd, 0, ev=True)
+    _step(il, rd, 300, ev=True)
+    assert il.in_force(IL.ROW["iso_fault"])
+
+
 def test_derate_rows_lower_the_claim():
     il = IL.Interlocks()
     _step(il, _rd(), 0, state=S.REFORMING)  # the stack phase begins after this step
