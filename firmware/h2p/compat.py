@@ -12,9 +12,7 @@ except ImportError:  # CPython
         return x
 
 
-if MICROPYTHON:
-    import micropython  # noqa: F401 - `@micropython.viper` is the compiler's, named here for CPython
-else:
+if not MICROPYTHON:
     # CPython runs a viper function as plain Python. The pointers behave as
     # viper's: unsigned loads (a signed value needs its sign restored, as
     # on the unix port's 64-bit words), stores of what was loaded.

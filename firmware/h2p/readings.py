@@ -7,9 +7,7 @@ from array import array
 
 from h2p.compat import MICROPYTHON, const, ticks_diff
 
-if MICROPYTHON:
-    import micropython  # noqa: F401 - @micropython.viper below (ptr8/ptr32 are the compiler's)
-else:
+if not MICROPYTHON:  # (on MicroPython `@micropython.viper` and the pointers are the compiler's: nothing to import)
     from h2p.compat import micropython, ptr8, ptr32
 UNKNOWN = const(-0x3FFFFFFF)
 

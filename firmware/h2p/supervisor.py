@@ -136,6 +136,13 @@ class Supervisor:
         self.em = E.new(config["energy"], config["limits"])  # the energy manager (h2p.energy)
         self.rf = RF.new(config["reformer"], config["limits"])  # the bed loop (h2p.reformer)
         self.rf_dev = self.dev["reformer"]
+        # The words the core wants written, per device, set straight (what
+        # Device.set does, without a call: ~12 a step, ~40 us each on an
+        # RP2040). Every value is masked to the 16-bit register.
+        self.rf_w = self.rf_dev.want
+        self.fc_w = self.dev["fuelcell"].want
+        self.ch_w = self.dev["charger"].want
+        self.sio_w = self.dev["safety"].want
         self.feed_da = 0  # the stack current the pump feeds for (0.1 A)
         self._limits(**config["limits"])
         self._bus(**config["bus"])
@@ -461,14 +468,14 @@ class Supervisor:
 
     # ---- outputs ---------------------------------------------------------
     def _fuel(self, mode, pump, fc_en, purge=0):
-        rf, fc = self.dev["reformer"], self.dev["fuelcell"]
-        rf.set(_R_MODE, mode)
-        rf.set(_R_PUMP, pump)
-        rf.set(_R_BED, self.bed_sp)
-        rf.set(_R_BURNER, self.rf[_RF_BURNER] if mode == K.REF_MODE_RUN else 0)
-        fc.set(_F_ENABLE, fc_en)
-        fc.set(_F_SP, self.fc_sp if fc_en else 0)
-        fc.set(_F_PURGE, purge)
+        rf, fc = self.rf_w, self.fc_w
+        rf[_R_MODE] = mode & 0xFFFF
+        rf[_R_PUMP] = pump & 0xFFFF
+        rf[_R_BED] = self.bed_sp & 0xFFFF
+        rf[_R_BURNER] = (self.rf[_RF_BURNER] if mode == K.REF_MODE_RUN else 0) & 0xFFFF
+        fc[_F_ENABLE] = fc_en & 0xFFFF
+        fc[_F_SP] = (self.fc_sp if fc_en else 0) & 0xFFFF
+        fc[_F_PURGE] = purge & 0xFFFF
 
     def _open_now(self):
         # Does an emergency demand the contactor open at once, under load?
@@ -488,43 +495,43 @@ class Supervisor:
         # closed with the limit at zero until the current has fallen. Only
         # an emergency (the guard), an EV that let go (pilot A/B/E: no load
         # any more) or `force` (a ramp that timed out) opens at once.
-        ch = self.dev["charger"]
+        ch = self.ch_w
         if (not contactor and self.contactor.closed_cmd and not force
                 and not self._open_now() and self._ev_amps() > self.stop_a
                 and self.pilot in (K.PILOT_C, K.PILOT_D)):
             contactor, limit, lock = 1, 0, 1  # and no unlocking under load
         self.contactor.command(contactor)
-        ch.set(_C_CONTACTOR, 1 if self.contactor.closed_cmd else 0)
-        ch.set(_C_LIMIT, limit)
-        ch.set(_C_ENABLE, enable)
-        ch.set(_C_LOCK, lock)
+        ch[_C_CONTACTOR] = 1 if self.contactor.closed_cmd else 0
+        ch[_C_LIMIT] = limit & 0xFFFF
+        ch[_C_ENABLE] = enable & 0xFFFF
+        ch[_C_LOCK] = lock & 0xFFFF
         self.ev_limit = limit
 
     def _fan(self, pct):
-        self.dev["safety"].set(_FAN, pct)
+        self.sio_w[_FAN] = pct & 0xFFFF
 
     def _guard(self):
         # Last word before anything goes on the wire: no code path closes
         # the contactor or feeds fuel while a blocking interlock is in force.
         il = self.il
-        ch = self.dev["charger"]
+        ch = self.ch_w
         if not il.contactor_allowed():
             if self.contactor.closed_cmd and not self._open_now() and self._ev_amps() > self.stop_a:
                 # Ramp first: the limit is already 0, the contactor opens
                 # when the current has fallen (STOPPING does that).
-                ch.set(_C_LIMIT, 0)
+                ch[_C_LIMIT] = 0
             else:
                 self.contactor.command(0)
-                ch.set(_C_CONTACTOR, 0)
-                ch.set(_C_ENABLE, 0)
-                ch.set(_C_LIMIT, 0)
+                ch[_C_CONTACTOR] = 0
+                ch[_C_ENABLE] = 0
+                ch[_C_LIMIT] = 0
         if not il.fuel_allowed():
-            rf, fc = self.dev["reformer"], self.dev["fuelcell"]
-            rf.set(_R_MODE, K.REF_MODE_OFF)
-            rf.set(_R_PUMP, 0)
-            rf.set(_R_BURNER, 0)
-            fc.set(_F_SP, 0)
-            fc.set(_F_ENABLE, 0)
+            rf, fc = self.rf_w, self.fc_w
+            rf[_R_MODE] = K.REF_MODE_OFF
+            rf[_R_PUMP] = 0
+            rf[_R_BURNER] = 0
+            fc[_F_SP] = 0
+            fc[_F_ENABLE] = 0
             self.fc_sp = 0
             self._fan(100)
         elif il.in_force(_H2_WARN):
