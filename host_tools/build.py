@@ -24,6 +24,9 @@ from host_tools import FIRMWARE, ROOT
 # ("native"): on an RP2040 the control core's step was 10 ms of bytecode
 # (bench/core_steps.py), 3.6 ms as machine code, which costs ~3.5x its
 # bytecode's RAM (v1.23 loads .mpy code into the heap).
+# A module with a viper function (@micropython.viper: h2p.interlocks,
+# h2p.readings) is machine code on every board, for its architecture; a
+# double of a board run on the unix port needs `march` x64 (build()).
 MARCH = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
 
 

@@ -60,7 +60,9 @@ def build_esp32(out_root: str) -> str:
             return _builds[out_root]
         from host_tools.build import build, mpy_cross, write_rom_image
 
-        out = build("esp32_generic", out_root)
+        # The double runs on the unix port: the viper modules' machine
+        # code must be x64 (host_tools.build's `march`), not the ESP32's.
+        out = build("esp32_generic", out_root, march="x64")
         rom = os.path.join(out, "rom_esp32double")
         shutil.copytree(os.path.join(out, "lib"), rom)
         for m in DOUBLE_MODULES:

@@ -1,5 +1,7 @@
 """host_tools.build: a board's `native` list (issue 16) compiles those modules
-to machine code for that board's architecture, and nothing else."""
+to machine code for that board's architecture, and nothing else; a module
+with a viper function (`@micropython.viper`) is machine code on every board,
+for that board's architecture (the unix board's: x64)."""
 
 import json
 import os
@@ -7,10 +9,22 @@ import shutil
 
 import pytest
 
-from host_tools import ROOT, build
+from host_tools import FIRMWARE, ROOT, build
 
 # .mpy header: b"M", version 6, then arch << 2 | sub-version; arch 0 = bytecode only
+_ARCH_X64 = 2
 _ARCH_ARMV6M = 4
+
+
+def _viper_modules():
+    d = os.path.join(FIRMWARE, "h2p")
+    out = set()
+    for name in os.listdir(d):
+        if name.endswith(".py"):
+            with open(os.path.join(d, name)) as f:
+                if "@micropython.viper" in f.read():
+                    out.add(name[:-3])
+    return out
 
 
 def _arch(path):
@@ -25,14 +39,18 @@ def test_the_pico_w_gets_its_core_as_armv6m_machine_code(tmp_path):
     with open(os.path.join(ROOT, "boards", "rp2_pico_w.json")) as f:
         native = set(json.load(f)["native"])
     assert {"interlocks", "supervisor", "readings"} <= native
+    viper = _viper_modules()
+    assert {"interlocks", "readings"} <= viper
     lib = os.path.join(out, "lib", "h2p")
     for name in os.listdir(lib):
-        want = _ARCH_ARMV6M if name[:-4] in native else 0
+        want = _ARCH_ARMV6M if name[:-4] in native | viper else 0
         assert _arch(os.path.join(lib, name)) == want, name
-    # the unix board keeps bytecode everywhere (its heap is the tight budget)
+    # the unix board keeps bytecode (its heap is the tight budget) but for
+    # the viper modules, which are its own machine code
     out = build.build("unix_sim", str(tmp_path))
     for name in os.listdir(os.path.join(out, "lib", "h2p")):
-        assert _arch(os.path.join(out, "lib", "h2p", name)) == 0, name
+        want = _ARCH_X64 if name[:-4] in viper else 0
+        assert _arch(os.path.join(out, "lib", "h2p", name)) == want, name
 
 
 def test_a_native_name_that_is_no_shipped_module_is_refused_with_the_file_and_key(tmp_path, monkeypatch):
