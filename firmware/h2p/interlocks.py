@@ -378,11 +378,11 @@ def _judge(il, rd, io) -> int:
             inq[k] = 0
         b = k * _NC
         i = int(rules[b + _READING])
-        if i & 0x8000:
+        if i >= 0x8000:
             i -= 0x10000
         op = int(rules[b + _OP])
         t = int(rules[b + _THRESHOLD])
-        if t & 0x8000:
+        if t >= 0x8000:
             t -= 0x10000
         when = int(rules[b + _WHEN])
         live = 0
@@ -401,7 +401,7 @@ def _judge(il, rd, io) -> int:
                 v = _UNKNOWN_RAW
             else:
                 v = int(raw[i])
-                if v & sign:
+                if v >= sign:
                     v -= wrap
             if op == EXT:  # comm row: the device's heartbeat reading
                 if v == _UNKNOWN_RAW:
@@ -428,12 +428,12 @@ def _judge(il, rd, io) -> int:
                 dv = _UNKNOWN_RAW
                 if seen[out_v] and ((now - int(ts[out_v]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF <= age:
                     dv = int(raw[out_v])
-                    if dv & sign:
+                    if dv >= sign:
                         dv -= wrap
                 rv = _UNKNOWN_RAW
                 if seen[req_v] and ((now - int(ts[req_v]) + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF <= age:
                     rv = int(raw[req_v])
-                    if rv & sign:
+                    if rv >= sign:
                         rv -= wrap
                 if dv == _UNKNOWN_RAW or rv == _UNKNOWN_RAW:
                     on = _UNKNOWN

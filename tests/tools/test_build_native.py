@@ -66,3 +66,31 @@ def test_a_native_name_that_is_no_shipped_module_is_refused_with_the_file_and_ke
         build.build("rp2_pico_w", str(tmp_path / "out"))
     msg = str(e.value)
     assert "boards/rp2_pico_w.json" in msg and "'native'" in msg and "'signer'" in msg, msg
+
+
+@pytest.mark.micropython
+def test_a_host_without_a_native_emitter_gets_the_viper_modules_as_bytecode_that_works(tmp_path, monkeypatch):
+    # An arm64 host (Apple silicon): its unix port compiles no viper. The
+    # build takes the decorator and the pointer casts out, and the same
+    # bodies on plain (signed) arrays pass the core suite on MicroPython.
+    import subprocess
+
+    from tests.core.runner import CPYTHON_ONLY
+    from tests.helpers.fwbuild import MICROPYTHON
+
+    monkeypatch.setattr(build, "unix_march", lambda: None)
+    out = build.build("unix_sim", str(tmp_path))
+    lib = os.path.join(out, "lib")
+    for name in os.listdir(os.path.join(lib, "h2p")):
+        assert _arch(os.path.join(lib, "h2p", name)) == 0, name
+    with open(os.path.join(FIRMWARE, "h2p", "interlocks.py")) as f:
+        plain = build.without_viper(f.read())
+    assert not [ln for ln in plain.splitlines() if ln.strip().startswith("@micropython.viper") or "ptr16(" in ln]
+    core = os.path.join(ROOT, "tests", "core")
+    env = dict(os.environ, MICROPYPATH=":".join((".frozen", lib, FIRMWARE, core, ROOT)))
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=4M", "runner.py"], cwd=core,
+                       env=env, capture_output=True, text=True, timeout=300)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    assert r.returncode == 0 and " 0 failed" in last, r.stdout[-3000:] + r.stderr[-3000:]
+    files = [f for f in os.listdir(core) if f.startswith("test_") and f.endswith(".py")]
+    assert last.endswith("(%d modules)" % (len(files) - len(CPYTHON_ONLY))), last
