@@ -289,7 +289,8 @@ class Supervisor:
 
     def ev_connected(self, now):
         # E (pilot shorted) is still an EV on the cable: a fault to ramp
-        # down from, not an unplug to open on at once.
+        # down from, not an unplug to open on at once. (Asked within a step:
+        # the pilot as the step took it, self.v.)
         p = self.v[_CHG_PILOT]
         return p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E
 
