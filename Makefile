@@ -39,9 +39,11 @@ deps:
 test: venv deps lint
 	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
-# Core and unit tiers (no whole pile, no board, nothing in real time): < 60 s.
+# Core and unit tiers (no whole pile, no board, nothing in real time, no
+# campaign): < 60 s on 2 cores. The property tests run 100 examples here,
+# 300 in `make test`.
 test-fast: venv deps
-	$(PY) -m pytest -q -n 3 --dist loadfile -m "not system and not board and not slow" \
+	H2P_PROP_EXAMPLES=100 $(PY) -m pytest -q -n 5 --dist loadfile -m "not system and not board and not slow" \
 	  tests/core tests/firmware tests/sim tests/tools
 
 # The fuzz tier for longer than CI runs it (there: a fixed, derandomized

@@ -190,6 +190,7 @@ def test_unknown_record_type_is_kept(tmp_path):
     assert J.encode(9, b'{"id": "future"}') in data
 
 
+@pytest.mark.slow  # a campaign (~17 s of CPU): make test, not test-fast
 def test_random_ops_against_model(tmp_path):
     """Random appends, acks, reopens and byte-level damage at the end."""
     rnd = random.Random(3)

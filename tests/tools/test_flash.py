@@ -22,7 +22,7 @@ from host_tools.flash.session import Board
 from host_tools.flash.update import flash
 from host_tools.virtual_board import VirtualBoard
 
-pytestmark = [pytest.mark.micropython]
+pytestmark = [pytest.mark.micropython, pytest.mark.slow]  # real-time flows of tens of seconds: make test, not test-fast
 
 
 SECRET = "fleet-secret-Zq8x-do-not-leak"

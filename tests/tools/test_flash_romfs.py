@@ -27,7 +27,7 @@ from host_tools.flash.update import flash
 from host_tools.virtual_board import VirtualBoard
 from tests.tools.test_flash import board_files, builds, live_version, run, sim_port  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.micropython]
+pytestmark = [pytest.mark.micropython, pytest.mark.slow]  # real-time flows of tens of seconds: make test, not test-fast
 
 
 

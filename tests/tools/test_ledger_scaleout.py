@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.ledger_broker import Ingest, Mosquitto, Pile, PileProc
 from tests.helpers.ledger_rows import LedgerRows
 
-pytestmark = [pytest.mark.micropython, pytest.mark.broker]
+pytestmark = [pytest.mark.micropython, pytest.mark.broker, pytest.mark.slow]  # real-time flows of tens of seconds: make test, not test-fast
 
 PILES = ("PF1", "PF2", "PF3")
 SESSIONS = 100  # per pile: 300 bills
