@@ -58,7 +58,13 @@ def describe(e):
         lines = buf.getvalue().strip().split("\n")
         sys.stdout.write(buf.getvalue())
     except Exception:  # noqa: BLE001 - describing must not fail the crash path
+        # (Typically a MemoryError with no room for the text: the traceback
+        # then goes to the console straight, which needs no buffer.)
         lines = [""]
+        try:
+            _print_exception(e, sys.stdout)
+        except Exception:  # noqa: BLE001
+            pass
     text = "%s: %s" % (type(e).__name__, e)
     where = lines[-2].strip() if len(lines) > 1 else ""
     return text[:120], where[:120], task_of(lines)

@@ -24,3 +24,29 @@ def test_each_task_by_its_frame():
 def test_unknown_task_is_its_function_and_no_traceback_is_unknown():
     assert task_of(_tb(("h2p/other.py", "mystery"))) == "mystery"
     assert task_of(["MemoryError: x"]) == "?"
+
+
+def test_a_traceback_with_no_room_for_its_text_still_reaches_the_console():
+    # Out of memory, describing the crash into a buffer fails too: the
+    # traceback then goes to the console straight (seen at 96K: "CRASH task
+    # ?" and no traceback said nothing of where).
+    import sys
+
+    from h2p import crash
+
+    seen = []
+
+    def printer(e, f):
+        if f is not sys.stdout:
+            raise MemoryError("no room for the text")
+        seen.append(e)
+
+    keep = crash._print_exception
+    crash._print_exception = printer
+    try:
+        err = MemoryError("allocating 368 bytes")
+        text, where, task = crash.describe(err)
+    finally:
+        crash._print_exception = keep
+    assert seen == [err]
+    assert text == "MemoryError: allocating 368 bytes" and task == "?"
