@@ -26,15 +26,16 @@ from host_tools import FIRMWARE, ROOT
 # ("native"): on an RP2040 the control core's step was 10 ms of bytecode
 # (bench/core_steps.py), 3.6 ms as machine code, which costs ~3.5x its
 # bytecode's RAM (v1.23 loads .mpy code into the heap).
-# A module with a viper function (@micropython.viper: h2p.interlocks,
-# h2p.readings) is machine code on every board, for its architecture; a
-# double of a board run on the unix port needs `march` x64 (build()). The
-# unix port's architecture is the host's; one MicroPython has no native
-# emitter for (arm64: Apple silicon, a Raspberry Pi 4) gets those modules as
-# bytecode, with the decorator and the pointer casts taken out (the viper
-# code is written so that the same body is right on plain arrays).
+# A module with viper functions (h2p.interlocks, h2p.readings) is written
+# as plain Python that runs anywhere (CPython, any MicroPython, a bare
+# `mpy-cross`); for a board whose architecture has a native emitter the
+# build makes them viper (with_viper) and machine code. The unix port's
+# architecture is the host's; one mpy-cross has no emitter for (arm64:
+# Apple silicon, a Raspberry Pi) keeps them plain. A double of a board run
+# on the unix port needs `march` x64 (build()).
 MARCH = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
 _HOST_MARCH = {"x86_64": "x64", "amd64": "x64", "i386": "x86", "i686": "x86"}
+VIPER_MARK = "# @micropython.viper"
 
 
 def unix_march() -> str | None:
@@ -44,12 +45,11 @@ def unix_march() -> str | None:
     return _HOST_MARCH.get(platform.machine().lower())
 
 
-def without_viper(src: str) -> str:
-    """A module's source with its viper functions made plain Python (the
-    decorator and the ptr8/16/32 casts taken out): for a MicroPython that
-    cannot compile them."""
-    src = re.sub(r"^[ \t]*@micropython\.viper[ \t]*\n", "", src, flags=re.M)
-    return re.sub(r"\bptr(8|16|32)\(", "(", src)
+def with_viper(src: str) -> str:
+    """A module's marked functions made viper: each "# @micropython.viper"
+    line becomes the decorator, each "x = y  # ptrN" the cast x = ptrN(y)."""
+    src = re.sub(r"^([ \t]*)# (@micropython\.viper)[ \t]*$", r"\1\2", src, flags=re.M)
+    return re.sub(r"^([ \t]*\w+) = (.+?)  # (ptr8|ptr16|ptr32)[ \t]*$", r"\1 = \3(\2)", src, flags=re.M)
 
 
 def mpy_cross() -> str:
@@ -119,17 +119,17 @@ def build(board: str, out_root: str | None = None, march: str | None = None) -> 
     arch = march or (unix_march() if desc["platform"] == "unix" else MARCH[desc["platform"]])
     if arch is None and native:
         raise SystemExit(f"boards/{board}.json: key 'native': this host's MicroPython has no native emitter")
-    with tempfile.TemporaryDirectory() as plain:
+    with tempfile.TemporaryDirectory() as gen:
         for name in names:
             emit = ["-X", "emit=native"] if name[:-3] in native else []
             path = os.path.join(src, name)
-            if arch is None:
+            if arch is not None:
                 with open(path) as f:
                     text = f.read()
-                if "@micropython.viper" in text:
-                    path = os.path.join(plain, name)
+                if VIPER_MARK in text:
+                    path = os.path.join(gen, name)
                     with open(path, "w") as f:
-                        f.write(without_viper(text))
+                        f.write(with_viper(text))
             r = subprocess.run(
                 [mpy_cross(), *(["-march=" + arch] if arch else []), *emit, "-o",
                  os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, path],

@@ -12,26 +12,6 @@ except ImportError:  # CPython
         return x
 
 
-if not MICROPYTHON:
-    # CPython runs a viper function as plain Python, its pointers as the
-    # arrays themselves. Viper's pointers load unsigned words; the viper
-    # code restores a sign with `if v >= sign` (the same on signed loads),
-    # and only stores what it loaded or what fits: one body for both. (A
-    # MicroPython without a native emitter gets the same body with the
-    # decorator and the casts taken out: host_tools.build.)
-    class micropython:  # noqa: N801 - the module's name
-        @staticmethod
-        def viper(f):
-            return f
-
-        native = viper
-
-    def ptr8(b):
-        return b
-
-    ptr16 = ptr32 = ptr8
-
-
 try:
     import asyncio
 except ImportError:  # pragma: no cover - very old MicroPython

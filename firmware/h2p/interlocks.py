@@ -6,10 +6,8 @@
 # implausible) makes every rule that reads it true: unknown is unsafe.
 from array import array
 
-from h2p.compat import MICROPYTHON, const, ticks_diff
+from h2p.compat import const, ticks_diff
 
-if not MICROPYTHON:  # (on MicroPython `@micropython.viper` and the pointers are the compiler's: nothing to import)
-    from h2p.compat import micropython, ptr8, ptr16, ptr32
 from h2p import codes as K
 from h2p import states as S
 from h2p.readings import INDEX, SCALES
@@ -305,30 +303,34 @@ class Interlocks:
 #   RESET row latches; false clears the debounce and the flag;
 # - the earliest time only time can change a result (a reading growing
 #   stale, a debounce running out) goes to io[_IO_DUE].
-# Values are loaded unsigned (viper's pointers; on the unix port's 64-bit
-# words too) and their sign restored where one can be negative. Returns 1
-# when a flag changed.
-@micropython.viper
+# Plain Python as written (CPython, or a MicroPython without a native
+# emitter); a build for a board with one makes it viper: host_tools.build
+# turns "# @micropython.viper" into the decorator and each "x = y  # ptrN"
+# into the cast x = ptrN(y). Viper's pointers load unsigned (on the unix
+# port's 64-bit words too): a value that can be negative has its sign
+# restored with `>=`, a no-op on plain (signed) arrays. Returns 1 when a
+# flag changed.
+# @micropython.viper
 def _judge(il, rd, io) -> int:
-    ctl = ptr32(io)
+    ctl = io  # ptr32
     now = int(ctl[_IO_NOW])
     age = int(ctl[_IO_AGE])
     stack_ms = int(ctl[_IO_STACK])
     phase = int(ctl[_IO_PHASE])
     due = int(ctl[_IO_DUE])
-    rules = ptr16(_RULES)
-    raw = ptr32(rd.raw)
-    ts = ptr32(rd.ts)
-    seen = ptr8(rd.seen)
-    active = ptr8(il.active)
-    latched = ptr8(il.latched)
-    pending = ptr8(il.pending)
-    ext = ptr8(il.ext)
-    since = ptr32(il.since)
-    at_ts = ptr32(il.at_ts)
-    at_raw = ptr32(il.at_raw)
-    todo = ptr8(il.todo)
-    inq = ptr8(il.inq)
+    rules = _RULES  # ptr16
+    raw = rd.raw  # ptr32
+    ts = rd.ts  # ptr32
+    seen = rd.seen  # ptr8
+    active = il.active  # ptr8
+    latched = il.latched  # ptr8
+    pending = il.pending  # ptr8
+    ext = il.ext  # ptr8
+    since = il.since  # ptr32
+    at_ts = il.at_ts  # ptr32
+    at_raw = il.at_raw  # ptr32
+    todo = il.todo  # ptr8
+    inq = il.inq  # ptr8
     one = 1
     sign = one << 31  # (not folded by the compiler: 2**31 is no small int on a 32-bit board)
     wrap = sign << 1  # 2**32 on 64-bit words, 0 on 32-bit ones
@@ -338,10 +340,10 @@ def _judge(il, rd, io) -> int:
     else:
         # Only a row whose reading was read again can have changed.
         cnt = 0
-        dirty = ptr8(rd.dirty)
+        dirty = rd.dirty  # ptr8
         nd = int(rd.nd)
-        at = ptr8(_AT)
-        by = ptr8(_BY)
+        at = _AT  # ptr8
+        by = _BY  # ptr8
         j = 0
         while j < nd:
             i = int(dirty[j])
@@ -355,7 +357,7 @@ def _judge(il, rd, io) -> int:
                     cnt += 1
                 q += 1
             j += 1
-        every = ptr8(_EVERY)
+        every = _EVERY  # ptr8
         ne = int(_NEVERY)
         q = 0
         while q < ne:
@@ -494,13 +496,13 @@ def _judge(il, rd, io) -> int:
     return flips
 
 
-@micropython.viper
+# @micropython.viper
 def _summed(il) -> int:
     # Interlocks._sum's scan as machine code: severity | (first + 1) << 8 |
     # derate << 16 (N < 255 rows, checked at import).
-    rules = ptr16(_RULES)
-    active = ptr8(il.active)
-    latched = ptr8(il.latched)
+    rules = _RULES  # ptr16
+    active = il.active  # ptr8
+    latched = il.latched  # ptr8
     n = int(N)
     sev = 0
     first = -1

@@ -5,10 +5,8 @@
 # consumer treats UNKNOWN as the unsafe side.
 from array import array
 
-from h2p.compat import MICROPYTHON, const, ticks_diff
+from h2p.compat import const, ticks_diff
 
-if not MICROPYTHON:  # (on MicroPython `@micropython.viper` and the pointers are the compiler's: nothing to import)
-    from h2p.compat import micropython, ptr8, ptr32
 UNKNOWN = const(-0x3FFFFFFF)
 
 
@@ -80,16 +78,17 @@ class Readings:
         return None if r == UNKNOWN else r * SCALES[i]
 
 
-@micropython.viper
+# @micropython.viper
 def fresh(rd, idx, out, now: int):
     # out[j] = rd.get(idx[j], now) for every j, as machine code: a module
     # that reads the same readings many times in a step (the supervisor)
     # takes them once; on an RP2040 each rd.get cost ~50 us (issue 16).
-    raw = ptr32(rd.raw)
-    ts = ptr32(rd.ts)
-    seen = ptr8(rd.seen)
-    ix = ptr8(idx)
-    o = ptr32(out)
+    # (Viper in a board's build: see h2p.interlocks._judge.)
+    raw = rd.raw  # ptr32
+    ts = rd.ts  # ptr32
+    seen = rd.seen  # ptr8
+    ix = idx  # ptr8
+    o = out  # ptr32
     age = int(rd.max_age_ms)
     n = int(len(idx))
     j = 0

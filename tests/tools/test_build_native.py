@@ -1,7 +1,9 @@
 """host_tools.build: a board's `native` list (issue 16) compiles those modules
 to machine code for that board's architecture, and nothing else; a module
-with a viper function (`@micropython.viper`) is machine code on every board,
-for that board's architecture (the unix board's: x64)."""
+with functions marked viper ("# @micropython.viper") is machine code on every
+board whose architecture has a native emitter (the unix board's: x64), plain
+bytecode where there is none, and plain Python in the source (a bare
+`mpy-cross` compiles every firmware file)."""
 
 import json
 import os
@@ -22,7 +24,7 @@ def _viper_modules():
     for name in os.listdir(d):
         if name.endswith(".py"):
             with open(os.path.join(d, name)) as f:
-                if "@micropython.viper" in f.read():
+                if build.VIPER_MARK + "\n" in f.read():
                     out.add(name[:-3])
     return out
 
@@ -71,8 +73,8 @@ def test_a_native_name_that_is_no_shipped_module_is_refused_with_the_file_and_ke
 @pytest.mark.micropython
 def test_a_host_without_a_native_emitter_gets_the_viper_modules_as_bytecode_that_works(tmp_path, monkeypatch):
     # An arm64 host (Apple silicon): its unix port compiles no viper. The
-    # build takes the decorator and the pointer casts out, and the same
-    # bodies on plain (signed) arrays pass the core suite on MicroPython.
+    # build keeps the marked functions plain, and the same bodies on plain
+    # (signed) arrays pass the core suite on MicroPython.
     import subprocess
 
     from tests.core.runner import CPYTHON_ONLY
@@ -83,9 +85,6 @@ def test_a_host_without_a_native_emitter_gets_the_viper_modules_as_bytecode_that
     lib = os.path.join(out, "lib")
     for name in os.listdir(os.path.join(lib, "h2p")):
         assert _arch(os.path.join(lib, "h2p", name)) == 0, name
-    with open(os.path.join(FIRMWARE, "h2p", "interlocks.py")) as f:
-        plain = build.without_viper(f.read())
-    assert not [ln for ln in plain.splitlines() if ln.strip().startswith("@micropython.viper") or "ptr16(" in ln]
     core = os.path.join(ROOT, "tests", "core")
     env = dict(os.environ, MICROPYPATH=":".join((".frozen", lib, FIRMWARE, core, ROOT)))
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=4M", "runner.py"], cwd=core,
@@ -94,3 +93,26 @@ def test_a_host_without_a_native_emitter_gets_the_viper_modules_as_bytecode_that
     assert r.returncode == 0 and " 0 failed" in last, r.stdout[-3000:] + r.stderr[-3000:]
     files = [f for f in os.listdir(core) if f.startswith("test_") and f.endswith(".py")]
     assert last.endswith("(%d modules)" % (len(files) - len(CPYTHON_ONLY))), last
+
+
+def test_the_source_is_plain_python_and_the_build_makes_it_viper(tmp_path):
+    # A bare mpy-cross (no -march), as a technician might run it, compiles
+    # every firmware file; with_viper gives the marked functions their
+    # decorator and pointer casts, which need an architecture.
+    import subprocess
+
+    d = os.path.join(FIRMWARE, "h2p")
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".py"):
+            r = subprocess.run([build.mpy_cross(), "-o", str(tmp_path / "x.mpy"), os.path.join(d, name)],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, (name, r.stderr)
+    with open(os.path.join(d, "interlocks.py")) as f:
+        made = build.with_viper(f.read())
+    lines = [ln.strip() for ln in made.splitlines()]
+    assert lines.count("@micropython.viper") == 2 and "rules = ptr16(_RULES)" in lines
+    assert "raw = ptr32(rd.raw)" in lines and "seen = ptr8(rd.seen)" in lines
+    (tmp_path / "interlocks.py").write_text(made)
+    r = subprocess.run([build.mpy_cross(), "-o", str(tmp_path / "x.mpy"), str(tmp_path / "interlocks.py")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "invalid arch" in r.stderr  # viper needs one
