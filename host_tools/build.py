@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 from h2p import layers
-from host_tools import FIRMWARE, ROOT
+from host_tools import FIRMWARE, ROOT, constfold
 
 # mpy-cross -march only matters for native code; bytecode is portable. A
 # board's description lists the modules to compile to machine code
@@ -119,17 +119,23 @@ def build(board: str, out_root: str | None = None, march: str | None = None) -> 
     arch = march or (unix_march() if desc["platform"] == "unix" else MARCH[desc["platform"]])
     if arch is None and native:
         raise SystemExit(f"boards/{board}.json: key 'native': this host's MicroPython has no native emitter")
+    consts_of = constfold.firmware_consts(src)
     with tempfile.TemporaryDirectory() as gen:
         for name in names:
             emit = ["-X", "emit=native"] if name[:-3] in native else []
             path = os.path.join(src, name)
-            if arch is not None:
-                with open(path) as f:
-                    text = f.read()
-                if VIPER_MARK in text:
-                    path = os.path.join(gen, name)
-                    with open(path, "w") as f:
-                        f.write(with_viper(text))
+            with open(path) as f:
+                text = f.read()
+            # Other modules' constants folded in (S.CHARGING -> 6: no lookup
+            # at run time), and, for an architecture with a native emitter,
+            # the marked functions made viper.
+            made = constfold.fold(text, consts_of)
+            if arch is not None and VIPER_MARK in made:
+                made = with_viper(made)
+            if made != text:
+                path = os.path.join(gen, name)
+                with open(path, "w") as f:
+                    f.write(made)
             r = subprocess.run(
                 [mpy_cross(), *(["-march=" + arch] if arch else []), *emit, "-o",
                  os.path.join(lib, name[:-3] + ".mpy"), "-s", "h2p/" + name, path],

@@ -265,6 +265,9 @@ class Supervisor:
         # to zero; the contactor opens once the current is down (_ev), or at
         # once with `force`. -> True once it is commanded open.
         self.last = now
+        rd = getattr(self, "rd", None)  # (none before the first step)
+        if rd is not None:
+            fresh(rd, _RD, self.v, now)  # _ev judges the current as it is now
         self._ev(0, 0, 0, 0, force)
         return not self.contactor.closed_cmd
 
@@ -282,10 +285,6 @@ class Supervisor:
         # began can say the device did not follow (a slow bus is not a
         # failed lock).
         return ticks_diff(self.rd.ts[_RD[_CHG_STATUS]], self.phase_ms) > ms
-
-    def _r(self, k, now):
-        # reading _RD[k] (k: one of the _NAME constants above)
-        return self.rd.get(_RD[k], now)
 
     def ev_connected(self, now):
         # E (pilot shorted) is still an EV on the cable: a fault to ramp
@@ -314,7 +313,7 @@ class Supervisor:
             lag = self.flow_min
             if self.flow[self.flow_k] < lag:
                 lag = self.flow[self.flow_k]
-        f = self._r(_REF_PUMP_MLMIN, now)
+        f = self.v[_REF_PUMP_MLMIN]
         if f == UNKNOWN:
             return 0
         if lag < f:
@@ -338,8 +337,9 @@ class Supervisor:
             dt = _MAX_DT_MS
         self.last = now
         il = self.il
-        evc = self.ev_connected(now)
-        p = self.v[_CHG_PILOT]
+        v = self.v
+        p = v[_CHG_PILOT]
+        evc = p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E  # (ev_connected, inline)
         if p != UNKNOWN:
             # A plug-in, or an EV that paused (B) asking again (C), may start
             # a session on its own (auto_charge).
@@ -352,11 +352,12 @@ class Supervisor:
             elif p == K.PILOT_A:
                 self.fresh_plug = False
             self.pilot = p
-        il.set_ext(_ESTOP, self.estop_in)
+        if il.ext[_ESTOP] != (1 if self.estop_in else 0):  # (a call only on a change)
+            il.set_ext(_ESTOP, self.estop_in)
         # Contactor supervision first, so a weld seen in this read is acted
         # on in this step, not the next.
         k = _RD[_CHG_STATUS]
-        aux = readings.get(k, now)
+        aux = v[_CHG_STATUS]
         c = self.contactor
         if c.changed_ms is None and aux != UNKNOWN and aux & K.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
             c.adopt()
@@ -401,7 +402,7 @@ class Supervisor:
                     if self.flow[k] < m:
                         m, at = self.flow[k], k
                 self.flow_min, self.flow_at = m, at
-        f = self.v[_REF_PUMP_MLMIN]
+        f = v[_REF_PUMP_MLMIN]
         if f != UNKNOWN:
             if f < self.flow[self.flow_k]:
                 self.flow[self.flow_k] = f
@@ -412,7 +413,7 @@ class Supervisor:
             k = il.first
             # E-stop state only when it is really pressed; unknown data is
             # an emergency of its own (FAULT), not a pressed button.
-            sio = self.v[_SIO_STATUS]
+            sio = v[_SIO_STATUS]
             estop = self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
@@ -434,7 +435,7 @@ class Supervisor:
         # reading goes stale), not every step: the bed's time constant is
         # minutes, and the step runs after every read (issue 16: CPU).
         rf = self.rf
-        run = 1 if self.rf_dev.want[_R_MODE] == K.REF_MODE_RUN else 0
+        run = 1 if self.rf_w[_R_MODE] == K.REF_MODE_RUN else 0
         k = _RD[_REF_BED_C]
         if run != rf[_RF_ON] or (run and (readings.ts[k] != rf[_RF_TS]
                                           or ticks_diff(now, readings.ts[k]) > readings.max_age_ms)):
@@ -443,7 +444,12 @@ class Supervisor:
             if rf[_RF_FEED_OK] != fed:
                 self.events.append(("feed", "resumed" if fed == 0 else "stopped", readings.get(k, now)))
 
-        if st == S.OFF:
+        # (The states a pile spends its hours in are asked first.)
+        if st == S.CHARGING:
+            self._charging(now, dt, evc)
+        elif st == S.READY:
+            self._ready(now, dt, evc)
+        elif st == S.OFF:
             self._off(now)
         elif st == S.SELFTEST:
             self._selftest(now)
@@ -453,10 +459,6 @@ class Supervisor:
             self._reforming(now)
         elif st == S.STACK_START:
             self._stack_start(now, dt)
-        elif st == S.READY:
-            self._ready(now, dt, evc)
-        elif st == S.CHARGING:
-            self._charging(now, dt, evc)
         elif st == S.STOPPING:
             self._stopping(now, dt)
         elif st == S.COOLDOWN:
@@ -486,7 +488,7 @@ class Supervisor:
         if self.il.severity < IL.EMERGENCY:
             return False
         if self.contactor.adopted and self.state in (S.OFF, S.SELFTEST):
-            sio = self.rd.get(_RD[_SIO_STATUS], self.last)
+            sio = self.v[_SIO_STATUS]
             return self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
         return True
 
@@ -501,8 +503,10 @@ class Supervisor:
                 and not self._open_now() and self._ev_amps() > self.stop_a
                 and self.pilot in (K.PILOT_C, K.PILOT_D)):
             contactor, limit, lock = 1, 0, 1  # and no unlocking under load
-        self.contactor.command(contactor)
-        ch[_C_CONTACTOR] = 1 if self.contactor.closed_cmd else 0
+        c = self.contactor
+        if (1 if contactor else 0) != c.closed_cmd:  # (a call only for a change: command() ignores the rest)
+            c.command(contactor)
+        ch[_C_CONTACTOR] = 1 if c.closed_cmd else 0
         ch[_C_LIMIT] = limit & 0xFFFF
         ch[_C_ENABLE] = enable & 0xFFFF
         ch[_C_LOCK] = lock & 0xFFFF
@@ -516,7 +520,7 @@ class Supervisor:
         # the contactor or feeds fuel while a blocking interlock is in force.
         il = self.il
         ch = self.ch_w
-        if not il.contactor_allowed():
+        if not il.contactor_ok:  # (contactor_allowed(), read as its flag: no call)
             if self.contactor.closed_cmd and not self._open_now() and self._ev_amps() > self.stop_a:
                 # Ramp first: the limit is already 0, the contactor opens
                 # when the current has fallen (STOPPING does that).
@@ -526,7 +530,7 @@ class Supervisor:
                 ch[_C_CONTACTOR] = 0
                 ch[_C_ENABLE] = 0
                 ch[_C_LIMIT] = 0
-        if not il.fuel_allowed():
+        if not il.fuel_ok:
             rf, fc = self.rf_w, self.fc_w
             rf[_R_MODE] = K.REF_MODE_OFF
             rf[_R_PUMP] = 0
@@ -535,11 +539,11 @@ class Supervisor:
             fc[_F_ENABLE] = 0
             self.fc_sp = 0
             self._fan(100)
-        elif il.in_force(_H2_WARN):
+        elif il.active[_H2_WARN] or il.latched[_H2_WARN]:  # (il.in_force, inline)
             self._fan(100)
 
     def _ev_amps(self):
-        a = self.rd.get(_RD[_CHG_OUT_A], self.last)
+        a = self.v[_CHG_OUT_A]  # (as the step took it; fail_safe takes them first)
         return self.chg_max if a == UNKNOWN else a
 
     # ---- stack and feed ----------------------------------------------------
@@ -549,7 +553,7 @@ class Supervisor:
         arb = self.st_arb
         c = arb.claims  # claims stored straight (Arbiter.decide: a negative one is 0)
         rated = self.rated
-        if not il.fuel_allowed():
+        if not il.fuel_ok:  # (fuel_allowed())
             c[_S_INTERLOCK] = 0
         else:
             c[_S_INTERLOCK] = NONE if il.derate_pct >= 100 else rated * il.derate_pct // 100
@@ -567,16 +571,17 @@ class Supervisor:
         # A stop-severity BMS alarm: the battery neither charges nor
         # discharges; the stack carries the load itself (bms and energy
         # both claim the current that sets the battery current to zero).
-        alarm = il.in_force(_BMS_ALARM)
+        alarm = il.active[_BMS_ALARM] or il.latched[_BMS_ALARM]  # (il.in_force, inline)
         # The BMS's charge limit (0 under an alarm): the measured stack
         # current plus the battery current still allowed, carried over from
         # the bus voltage to the stack's (the DC/DC's loss makes it a little
         # less: the safe side). Inline, not a method: RAM.
-        lim = 0 if alarm else self.v[_BAT_CHG_LIM_A]
-        ba = self.v[_BAT_A]  # + discharge
-        bv = self.v[_BAT_V]
-        sa = self.v[_FC_STACK_A]
-        sv = self.v[_FC_STACK_V]
+        v = self.v
+        lim = 0 if alarm else v[_BAT_CHG_LIM_A]
+        ba = v[_BAT_A]  # + discharge
+        bv = v[_BAT_V]
+        sa = v[_FC_STACK_A]
+        sv = v[_FC_STACK_V]
         if lim == UNKNOWN or ba == UNKNOWN or bv == UNKNOWN:
             bms = self.min_load  # battery unknown: push nothing into it
         elif sa == UNKNOWN or sv == UNKNOWN or sv < 100:
@@ -633,7 +638,7 @@ class Supervisor:
         # (A bed too cold to feed: claim "reformer" is 0, the feed follows
         # the stack's ramp down to nothing.)
         self.feed_da = target
-        self._fuel(K.REF_MODE_RUN, self._flow_for(target), 1)
+        self._fuel(K.REF_MODE_RUN, (target * 1050) // self.a_per_flow, 1)  # (_flow_for, inline)
 
     # ---- states ----------------------------------------------------------
     def _off(self, now):
@@ -720,7 +725,7 @@ class Supervisor:
             self._go(S.COOLDOWN, now)
 
     def _ready(self, now, dt, evc):
-        self._fan(60)
+        self.sio_w[_FAN] = 60  # (_fan, inline)
         self._run_stack(now, dt, False)
         self._ev(0, 0, 0, 0)
         if evc:
@@ -747,43 +752,45 @@ class Supervisor:
             self.want_run = False
             self._go(S.COOLDOWN, now)
 
-    def _ev_claims(self, now):
+    def _ev_claims(self, now, verified):
+        # verified: the contactor is closed and its aux contact says so
         arb = self.ev_arb
         c = arb.claims  # claims stored straight (Arbiter.decide: a negative one is 0)
         il = self.il
-        if not il.contactor_allowed():
+        r = self.v
+        if not il.contactor_ok:  # (contactor_allowed())
             c[_INTERLOCK] = 0
         else:
             c[_INTERLOCK] = NONE if il.derate_pct >= 100 else self.chg_max * il.derate_pct // 100
-        c[_CONTACTOR] = NONE if self.contactor.verified_closed() else 0
+        c[_CONTACTOR] = NONE if verified else 0
         # Power balance: stack net power plus what the battery may give.
         w = 0
-        v = self.v[_FC_DCDC_V]
-        a = self.v[_FC_DCDC_A]
+        v = r[_FC_DCDC_V]
+        a = r[_FC_DCDC_A]
         if v != UNKNOWN and a != UNKNOWN:
             w = v * a // 100
-        soc = self.v[_BAT_SOC]
-        bv = self.v[_BAT_V]
-        bl = self.v[_BAT_DIS_LIM_A]
-        ba = self.v[_BAT_A]
-        ov = self.v[_CHG_OUT_V]
-        oa = self.v[_CHG_OUT_A]
+        soc = r[_BAT_SOC]
+        bv = r[_BAT_V]
+        bl = r[_BAT_DIS_LIM_A]
+        ba = r[_BAT_A]
+        ov = r[_CHG_OUT_V]
+        oa = r[_CHG_OUT_A]
         if (soc != UNKNOWN and bv != UNKNOWN and bl != UNKNOWN and soc > self.soc_min
-                and not il.in_force(_BMS_ALARM)):
+                and not (il.active[_BMS_ALARM] or il.latched[_BMS_ALARM])):
             w += bl * bv // 100
         elif bv != UNKNOWN and ba != UNKNOWN and ov != UNKNOWN and oa != UNKNOWN:
             # Battery at its floor (or in alarm): the EV gets what the stack
             # gives beyond the balance of plant, i.e. the charger's input now
             # less what the battery is giving: no more energy out of it.
             w = ov * oa // 100 * 1000 // self.eff_pm - ba * bv // 100
-        ev_v = self.v[_CHG_OUT_V]
-        rv = self.v[_CHG_EV_REQ_V]
+        ev_v = r[_CHG_OUT_V]
+        rv = r[_CHG_EV_REQ_V]
         if ev_v == UNKNOWN or ev_v < 500:
             ev_v = rv if rv != UNKNOWN and rv > 500 else 4000
         c[_BATTERY] = w * self.eff_pm // ev_v // 10 if soc != UNKNOWN else 0
         c[_CHARGER] = self.chg_max
         c[_OPERATOR] = self.operator
-        req = self.v[_CHG_EV_REQ_A]
+        req = r[_CHG_EV_REQ_A]
         s = self.session_limit
         if req != UNKNOWN and req < s:
             s = req
@@ -791,7 +798,7 @@ class Supervisor:
         return arb.decide()
 
     def _charging(self, now, dt, evc):
-        self._fan(60)
+        self.sio_w[_FAN] = 60  # (_fan, inline)
         self._run_stack(now, dt, True)
         ch = self.v[_CHG_STATUS]
         pilot = self.v[_CHG_PILOT]
@@ -851,8 +858,8 @@ class Supervisor:
             elif self.hold_close and self._late(self.il.meter_gap_ms):
                 self.stop_req = "meter_timeout"
         else:  # closed: aux must agree before current flows
-            lim = self._ev_claims(now)
             on = 1 if self.contactor.verified_closed() else 0
+            lim = self._ev_claims(now, on)
             self._ev(1, lim if on else 0, on, 1)
 
     def _stopping(self, now, dt):

@@ -216,6 +216,20 @@ def test_others_read_the_energy_managers_slots_where_it_keeps_them():
     assert supervisor._EM_COOL == energy._COOL
 
 
+def test_a_session_flag_given_as_a_bool_or_an_int_steps_alike():
+    # The supervisor passes its session flag (a bool); viper takes ints.
+    a, b = _energy(boost_soc=50.0), _energy(boost_soc=50.0)
+    wants = []
+    for t, soc, ev in ((0, 30, True), (1000, 30, False), (2000, 70, True)):
+        rd = _rd(t, bat_soc=soc, ref_tank_l=90.0, met_wh=0)
+        E.step(a, t, rd, S.CHARGING, ev)
+        E.step(b, t, rd, S.CHARGING, 1 if ev else 0)
+        assert list(a) == list(b), (t, list(a), list(b))
+        wants.append(a[2])
+    # below boost_soc with an EV: rated; without: the band's low end; above it: its top
+    assert wants == [a[9], a[7], a[8]], (wants, list(a))
+
+
 def _energy(**e):
     cfg = C.from_dict({"pile_id": "e", "energy": e})
     return E.new(cfg["energy"], cfg["limits"])

@@ -570,6 +570,13 @@ def test_oracle_catches_a_guard_that_lets_fuel_flow():
     # disabled, a hydrogen trip during charging is a violation.
     rig = template("charging")
     il = rig.sup.il
+    judged = il._sum
+
+    def fuel_always_allowed():  # the flag fuel_allowed() answers, stuck at "allowed"
+        judged()
+        il.fuel_ok = True
+
+    il._sum = fuel_always_allowed
     il.fuel_allowed = lambda: True
     rig.apply(("word", "sio_h2_lel", [400]))
     with pytest.raises(Violation, match="fuel on with hydrogen"):
