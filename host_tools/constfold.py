@@ -25,6 +25,11 @@ from collections.abc import Callable
 
 from host_tools import FIRMWARE
 
+# A module that says so is left as it is: a table built once at boot
+# (h2p.registers) whose rows, folded, became constants of the compiled code
+# (kept with it: +2 KB of heap) instead of tuples made once and dropped.
+NO_FOLD = "# constfold: off"
+
 
 def module_consts(path: str) -> dict[str, int]:
     """NAME -> value for each top-level `NAME = const(<int expression>)`."""
@@ -126,6 +131,8 @@ def fold(src: str, consts_of: Callable[[str], dict[str, int]]) -> str:
     """`src` with every `alias.NAME` of a const replaced by its value, and
     every use of a const imported by name (`from h2p.readings import
     UNKNOWN`); consts_of(module) -> that h2p module's {NAME: value}."""
+    if NO_FOLD in src:
+        return src
     mods, names_in, import_lines = _imports(src)
     table = {a: consts_of(m) for a, m in mods.items()}
     table = {a: c for a, c in table.items() if c}

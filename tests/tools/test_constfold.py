@@ -87,3 +87,12 @@ def test_the_built_firmware_runs_the_folded_modules(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import sys; d = open(sys.argv[1], 'rb').read(); "
                         "print(b'PILOT_C' in d, b'CHARGING' in d)", mpy], capture_output=True, text=True)
     assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr
+
+
+def test_a_module_that_opts_out_is_left_as_it_is():
+    # h2p.registers: its rows, folded, became constants kept with its code
+    # (+2 KB of heap on the unix port) instead of tuples dropped after boot.
+    src = "# constfold: off\nfrom h2p import states as S\nROWS = ((\"a\", S.OFF),)\n"
+    assert _fold(src) == src
+    with open(os.path.join(FIRMWARE, "h2p", "registers.py")) as f:
+        assert constfold.NO_FOLD in f.read()
