@@ -161,3 +161,46 @@ def test_a_scale_that_is_no_simple_fraction_is_refused_at_build():
         raise AssertionError("a scale of 1/3 of the stored unit was accepted")
     b = D._blocks_from([("bat_v", 0, K.U16, 1.0)], 4, {})[0]  # 1 V on the wire, 0.1 V stored
     assert list(b.ratios) == [10, 1] and b.fields[0][3] == 10
+
+
+def _readings_state(rd):
+    return list(rd.raw), list(rd.ts), list(rd.seen), list(rd.dirty[:min(rd.nd, len(rd.dirty))]), rd.nd
+
+
+def test_a_block_of_16_bit_registers_is_stored_as_the_field_by_field_path_stores_it():
+    # The hot blocks are decoded as machine code on the boards (_put_words);
+    # the field-by-field path (decode, range check, Readings.put) is the
+    # reference: random replies, negative I16 values, values outside their
+    # plausible range, and the interlocks' note of what was put overflowing.
+    import random
+
+    random.seed(16)
+    devs = D.build(from_dict({"pile_id": "p"}))
+    blocks = [(d, b) for d in devs for b in d.blocks if b.words16]
+    assert {d.name for d, b in blocks} == {"charger", "safety", "fuelcell", "reformer", "bms"}
+    fast, slow = Readings(1000), Readings(1000)
+    for n in range(300):
+        d, b = blocks[random.randrange(len(blocks))]
+        buf = bytearray(2 * b.count)
+        for j in range(len(buf)):
+            buf[j] = random.choice((0, 0xFF, 0x80, 0x7F, random.randrange(256)))
+        if n % 7 == 0:  # the interlocks looked: the note starts again
+            fast.nd = slow.nd = 0
+        now = 100 + n
+        d.store(b, memoryview(buf), fast, now)
+        b.words16 = False
+        try:
+            d.store(b, buf, slow, now)
+        finally:
+            b.words16 = True
+        assert _readings_state(fast) == _readings_state(slow), (d.name, n)
+    assert any(x == UNKNOWN for x in fast.raw) and any(x < 0 and x != UNKNOWN for x in fast.raw)
+    assert fast.nd > len(fast.dirty)  # the overflow was met
+
+
+def test_a_block_with_a_scaled_or_32_bit_field_takes_the_field_by_field_path():
+    devs = D.build(from_dict({"pile_id": "p"}))
+    meter = [d for d in devs if d.name == "meter"][0]
+    assert not any(b.words16 for b in meter.blocks)
+    p = D.array("i", [INDEX["met_wh"], 0, K.U32, 0, 100])
+    assert not D.Block(4, 0, 2, p, None).words16
