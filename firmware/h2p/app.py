@@ -158,7 +158,7 @@ class Pile:
         # the control step). It read the clock for each device and visited
         # the devices without commands; now the clock once (again after a
         # write) and the devices that take commands (~0.4 ms a read less).
-        urgent = not self.sup.il.fuel_allowed()
+        urgent = not self.sup.il.fuel_ok  # (fuel_allowed(), as its flag: no call)
         now = self.clock.ms()
         for k in self.writers:
             if k and not urgent and ticks_diff(now, self.wrote_ms[k]) < _THROTTLE_MS:

@@ -220,10 +220,19 @@ class Device:
     def set(self, i, raw):
         self.want[i] = raw & 0xFFFF
 
-    def dirty(self):
-        for i in range(len(self.want)):
-            if self.want[i] != self.sent[i]:
+    # Asked after every read for each device that takes commands (h2p.app
+    # _flush): machine code on a board with a native emitter (see
+    # _put_words). Words compare equal as loaded, signed or not.
+    # @micropython.viper
+    def dirty(self) -> bool:
+        w = self.want  # ptr32
+        s = self.sent  # ptr32
+        n = int(len(self.want))
+        i = 0
+        while i < n:
+            if w[i] != s[i]:
                 return True
+            i += 1
         return False
 
     def store(self, block, buf, readings, now):
