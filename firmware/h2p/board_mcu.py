@@ -50,7 +50,6 @@ class UartLine:
         self.de = machine.Pin(u["de"], machine.Pin.OUT, value=0)
         self.char_us = 11000000 // baud
         self.tx_done = tx_done  # fn(uart): True once the shift register is empty
-        self.reader = asyncio.StreamReader(self.uart)
 
     async def open(self):
         self.de.value(0)
@@ -89,10 +88,28 @@ class UartLine:
         # the receiver is off while we talk.
 
     async def recv_into(self, mv, timeout_ms):
-        try:
-            return (await asyncio.wait_for_ms(self.reader.readinto(mv), timeout_ms)) or 0
-        except asyncio.TimeoutError:
-            return 0
+        # Polled from the UART's receive buffer, not awaited through a
+        # StreamReader with asyncio.wait_for_ms: that made a task, a closure
+        # and generators for every read (garbage in the control loop, which
+        # keeps the GC busy and cuts up the heap). Nothing is allocated here
+        # but the call's own generator. The bytes asked for cannot all be
+        # there before their time on the wire: sleep that long first (capped
+        # by the timeout), then look every ms; the driver's ring buffer
+        # holds what arrives meanwhile, so a reply is taken at most ~1 ms
+        # after its last byte. Whatever is there is returned (the master
+        # asks again for the rest, as with a stream).
+        u = self.uart
+        t0 = time.ticks_ms()
+        wait = len(mv) * self.char_us // 1000
+        if wait >= timeout_ms:
+            wait = timeout_ms - 1
+        if wait > 0:
+            await asyncio.sleep_ms(wait)
+        while not u.any():
+            if time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
+                return 0
+            await asyncio.sleep_ms(1)
+        return u.readinto(mv) or 0
 
 
 class Watchdog:
