@@ -647,6 +647,10 @@ def boot(board, config):
     if config["mqtt"]["host"]:
         import h2p.uplink  # noqa: F401 - resolves the reading names it sends while loading
     readings.release()  # every module has its reading indices now
+    # The codes module: its tables and names were for boot (the register
+    # maps, the interlock table); the modules that run have their codes as
+    # constants. (~1.4 KB on this port.)
+    forget("h2p.codes")
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()
     # One machine-readable line for `h2pile verify` and the runner.

@@ -5,9 +5,16 @@
 # float meter) are stored as UNKNOWN: a sensor fault, never a value.
 from array import array
 
-from h2p import codes as K
 from h2p.compat import const, ticks_diff
 from h2p.readings import SCALES, UNKNOWN
+
+# The register types of h2p.codes, as constants of this module: h2p.codes
+# is dropped after boot, and every field of every read compares them
+# (tests/core/test_codes_copies.py checks they match).
+_U16 = const(0)
+_I16 = const(1)
+_U32 = const(2)
+_F32 = const(3)
 
 
 def plausible_ranges():
@@ -40,12 +47,12 @@ def decode(buf, off, typ):
     # Register bytes at word offset `off` -> int (or float for F32).
     o = 2 * off
     w = (buf[o] << 8) | buf[o + 1]  # registers are big-endian
-    if typ == K.U16:
+    if typ == _U16:
         return w
-    if typ == K.I16:
+    if typ == _I16:
         return w - 0x10000 if w & 0x8000 else w
     w2 = (buf[o + 2] << 8) | buf[o + 3]
-    if typ == K.U32:
+    if typ == _U32:
         return (w << 16) | w2
     import struct
 
@@ -58,7 +65,7 @@ def scaled(v, typ, num, den):
     # the IEEE-754 bit pattern (decode_bits); None for NaN or infinity.
     # The same result as int(float_value * num / den).
     neg = False
-    if typ == K.F32:
+    if typ == _F32:
         e = (v >> 23) & 0xFF
         if e == 0xFF:
             return None  # NaN or +-inf
@@ -83,8 +90,8 @@ def scaled(v, typ, num, den):
 
 def decode_bits(buf, off, typ):
     # Like decode(), but an F32 comes back as its raw 32-bit pattern.
-    if typ == K.F32:
-        return decode(buf, off, K.U32)
+    if typ == _F32:
+        return decode(buf, off, _U32)
     return decode(buf, off, typ)
 
 
@@ -142,16 +149,18 @@ def _field(name, off, typ, wire_scale, ranges):
     # small ints and allocates nothing (floats are boxed on MicroPython).
     lo = int(round(lo / SCALES[i])) if lo > -1e9 else -0x3FFFFFFE
     hi = int(round(hi / SCALES[i])) if hi < 1e9 else 0x3FFFFFFE
-    if typ != K.F32 and abs(f - 1) < 1e-9:
+    if typ != _F32 and abs(f - 1) < 1e-9:
         f = 1
     return (i, off, typ, f, lo, hi)
 
 
 def _blocks_from(fields, fc, ranges, max_gap=8):
     # Merge fields into as few reads as possible (gaps up to max_gap words).
+    from h2p.codes import TYPE_WORDS  # boot only
+
     groups = []  # [start, end, [fields]]
     for f in sorted(fields, key=lambda f: f[1]):
-        end = f[1] + K.TYPE_WORDS[f[2]]
+        end = f[1] + TYPE_WORDS[f[2]]
         if groups and f[1] - groups[-1][1] <= max_gap:
             g = groups[-1]
             g[2].append(f)
@@ -175,7 +184,7 @@ def _blocks_from(fields, fc, ranges, max_gap=8):
                                  % (f[0], factor))
             ratios.append(nd[0])
             ratios.append(nd[1])
-            scaled = scaled or factor != 1 or typ == K.F32
+            scaled = scaled or factor != 1 or typ == _F32
         out.append(Block(fc, start, end - start, packed, ratios if scaled else None))
     return out
 

@@ -523,6 +523,7 @@ def _summed(il) -> int:
 
 def release():
     # On the board: the compiled rules and NAMES are all the engine needs;
-    # the source table and the index by name (docs, host tools) can go.
-    global TABLE, ROW, INDEX
-    TABLE = ROW = INDEX = None
+    # the source table and the index by name (docs, host tools) can go, and
+    # h2p.codes (the table's codes) is dropped after boot (h2p.app.boot).
+    global TABLE, ROW, INDEX, K
+    TABLE = ROW = INDEX = K = None

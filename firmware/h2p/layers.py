@@ -79,7 +79,7 @@ MODULES = {
     "h2p.compat": (HELPER, ""),
     "h2p.log": (HELPER, ""),
     "h2p.crc": (HELPER, "the Modbus CRC, on its own so a board can compile it to machine code"),
-    "h2p.codes": (CONTRACT, ""),
+    "h2p.codes": (CONTRACT, "on the board: read at boot (the tables, the drivers), then dropped; the step has its codes as constants"),
     "h2p.states": (CONTRACT, ""),
     "h2p.registers": (CONTRACT, "on the board: read at boot to build the drivers, then dropped"),
     "h2p.topics": (CONTRACT, "on the board: read while the uplink sets up, then dropped"),

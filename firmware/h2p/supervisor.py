@@ -10,13 +10,30 @@ from array import array
 
 from h2p.compat import const, ticks_diff
 from h2p import states as S
-from h2p import codes as K
 from h2p import interlocks as IL
 from h2p.arbiter import Arbiter, NONE
 from h2p.contactor import Contactor
 from h2p import energy as E
 from h2p import reformer as RF
 from h2p.readings import UNKNOWN, fresh
+
+# The codes of h2p.codes the step compares, as constants of this module
+# (h2p.codes is dropped after boot, and a constant costs no lookup in the
+# step; tests/core/test_codes_copies.py checks they match).
+_PILOT_A = const(0)
+_PILOT_B = const(1)
+_PILOT_C = const(2)
+_PILOT_D = const(3)
+_PILOT_E = const(4)
+_CHG_AUX_CLOSED = const(1)
+_CHG_LOCKED = const(4)
+_CHG_IMD_DONE = const(8)
+_SIO_ESTOP = const(4)
+_REF_MODE_OFF = const(0)
+_REF_MODE_PREHEAT = const(1)
+_REF_MODE_RUN = const(2)
+_REF_MODE_COOLDOWN = const(3)
+
 
 def _indices(*names):
     # Reading indices by name, resolved while loading (as h2p.uplink does):
@@ -292,7 +309,7 @@ class Supervisor:
         # down from, not an unplug to open on at once. (Asked within a step:
         # the pilot as the step took it, self.v.)
         p = self.v[_CHG_PILOT]
-        return p == K.PILOT_B or p == K.PILOT_C or p == K.PILOT_D or p == K.PILOT_E
+        return p == _PILOT_B or p == _PILOT_C or p == _PILOT_D or p == _PILOT_E
 
     def _fuel_current(self, now, arriving=False):
         # The current the hydrogen reaching the stack can carry from now
@@ -346,10 +363,10 @@ class Supervisor:
             if self.pilot < 0:
                 # First reading after boot: an EV still asking (a reset
                 # mid-charge) gets a new session; one that is done (B) not.
-                self.fresh_plug = p == K.PILOT_C or p == K.PILOT_D
-            elif (self.pilot == K.PILOT_A and p != K.PILOT_A) or (self.pilot == K.PILOT_B and p == K.PILOT_C):
+                self.fresh_plug = p == _PILOT_C or p == _PILOT_D
+            elif (self.pilot == _PILOT_A and p != _PILOT_A) or (self.pilot == _PILOT_B and p == _PILOT_C):
                 self.fresh_plug = True
-            elif p == K.PILOT_A:
+            elif p == _PILOT_A:
                 self.fresh_plug = False
             self.pilot = p
         il.set_ext(_ESTOP, self.estop_in)
@@ -358,7 +375,7 @@ class Supervisor:
         k = _RD[_CHG_STATUS]
         aux = readings.get(k, now)
         c = self.contactor
-        if c.changed_ms is None and aux != UNKNOWN and aux & K.CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
+        if c.changed_ms is None and aux != UNKNOWN and aux & _CHG_AUX_CLOSED and self._ev_amps() > self.stop_a:
             c.adopt()
         c.supervise(now, aux, readings.ts[k])
         # The rows' phase is what runs, not the state's name: a stop-severity
@@ -413,7 +430,7 @@ class Supervisor:
             # E-stop state only when it is really pressed; unknown data is
             # an emergency of its own (FAULT), not a pressed button.
             sio = self.v[_SIO_STATUS]
-            estop = self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
+            estop = self.estop_in or (sio != UNKNOWN and sio & _SIO_ESTOP)
             # While off or in self-test nothing is energised and devices are
             # still coming up: unknown data is waited for, not tripped on.
             if (st != S.OFF and st != S.SELFTEST) or estop:
@@ -434,7 +451,7 @@ class Supervisor:
         # reading goes stale), not every step: the bed's time constant is
         # minutes, and the step runs after every read (issue 16: CPU).
         rf = self.rf
-        run = 1 if self.rf_dev.want[_R_MODE] == K.REF_MODE_RUN else 0
+        run = 1 if self.rf_dev.want[_R_MODE] == _REF_MODE_RUN else 0
         k = _RD[_REF_BED_C]
         if run != rf[_RF_ON] or (run and (readings.ts[k] != rf[_RF_TS]
                                           or ticks_diff(now, readings.ts[k]) > readings.max_age_ms)):
@@ -473,7 +490,7 @@ class Supervisor:
         rf[_R_MODE] = mode & 0xFFFF
         rf[_R_PUMP] = pump & 0xFFFF
         rf[_R_BED] = self.bed_sp & 0xFFFF
-        rf[_R_BURNER] = (self.rf[_RF_BURNER] if mode == K.REF_MODE_RUN else 0) & 0xFFFF
+        rf[_R_BURNER] = (self.rf[_RF_BURNER] if mode == _REF_MODE_RUN else 0) & 0xFFFF
         fc[_F_ENABLE] = fc_en & 0xFFFF
         fc[_F_SP] = (self.fc_sp if fc_en else 0) & 0xFFFF
         fc[_F_PURGE] = purge & 0xFFFF
@@ -487,7 +504,7 @@ class Supervisor:
             return False
         if self.contactor.adopted and self.state in (S.OFF, S.SELFTEST):
             sio = self.rd.get(_RD[_SIO_STATUS], self.last)
-            return self.estop_in or (sio != UNKNOWN and sio & K.SIO_ESTOP)
+            return self.estop_in or (sio != UNKNOWN and sio & _SIO_ESTOP)
         return True
 
     def _ev(self, contactor, limit, enable, lock, force=False):
@@ -499,7 +516,7 @@ class Supervisor:
         ch = self.ch_w
         if (not contactor and self.contactor.closed_cmd and not force
                 and not self._open_now() and self._ev_amps() > self.stop_a
-                and self.pilot in (K.PILOT_C, K.PILOT_D)):
+                and self.pilot in (_PILOT_C, _PILOT_D)):
             contactor, limit, lock = 1, 0, 1  # and no unlocking under load
         self.contactor.command(contactor)
         ch[_C_CONTACTOR] = 1 if self.contactor.closed_cmd else 0
@@ -528,7 +545,7 @@ class Supervisor:
                 ch[_C_LIMIT] = 0
         if not il.fuel_allowed():
             rf, fc = self.rf_w, self.fc_w
-            rf[_R_MODE] = K.REF_MODE_OFF
+            rf[_R_MODE] = _REF_MODE_OFF
             rf[_R_PUMP] = 0
             rf[_R_BURNER] = 0
             fc[_F_SP] = 0
@@ -633,19 +650,19 @@ class Supervisor:
         # (A bed too cold to feed: claim "reformer" is 0, the feed follows
         # the stack's ramp down to nothing.)
         self.feed_da = target
-        self._fuel(K.REF_MODE_RUN, self._flow_for(target), 1)
+        self._fuel(_REF_MODE_RUN, self._flow_for(target), 1)
 
     # ---- states ----------------------------------------------------------
     def _off(self, now):
         self.fc_sp = 0
-        self._fuel(K.REF_MODE_OFF, 0, 0)
+        self._fuel(_REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(0)
         if self.want_run:
             self._go(S.SELFTEST, now)
 
     def _selftest(self, now):
-        self._fuel(K.REF_MODE_OFF, 0, 0)
+        self._fuel(_REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(30)
         aux = self.v[_CHG_STATUS]
@@ -657,7 +674,7 @@ class Supervisor:
             fresh
             and self.il.severity < IL.STOP
             and aux != UNKNOWN
-            and not aux & K.CHG_AUX_CLOSED
+            and not aux & _CHG_AUX_CLOSED
         )
         if ok and ticks_diff(now, self.since) >= 1000:
             self.events.append(("selftest", "pass", ""))
@@ -674,9 +691,9 @@ class Supervisor:
         air = self.v[_SIO_AIRFLOW]
         # Ignition only with proven airflow.
         if air != UNKNOWN and air > 5:
-            self._fuel(K.REF_MODE_PREHEAT, 0, 0)
+            self._fuel(_REF_MODE_PREHEAT, 0, 0)
         else:
-            self._fuel(K.REF_MODE_OFF, 0, 0)
+            self._fuel(_REF_MODE_OFF, 0, 0)
         # Premix only once the stack can take current a transport delay
         # later: hydrogen the stack does not take burns in the burner, and
         # a bed fed for a stack still warming up overheats on it (and the
@@ -693,7 +710,7 @@ class Supervisor:
         self._ev(0, 0, 0, 0)
         self._fan(60)
         self.fc_sp = 0
-        self._fuel(K.REF_MODE_RUN, self._flow_for(self.min_load if self.rf[_RF_FEED_OK] else 0), 0)
+        self._fuel(_REF_MODE_RUN, self._flow_for(self.min_load if self.rf[_RF_FEED_OK] else 0), 0)
         t = self.v[_FC_STACK_C]
         if (
             ticks_diff(now, self.since) >= self.lead_s * 1000
@@ -801,11 +818,11 @@ class Supervisor:
             self._end_session("ev_unplugged")
             self._go(S.READY, now)
             return
-        if pilot == K.PILOT_E:
+        if pilot == _PILOT_E:
             self.stop_req = "pilot_short"  # ramp down, then open
-        elif pilot == K.PILOT_C or pilot == K.PILOT_D:
+        elif pilot == _PILOT_C or pilot == _PILOT_D:
             self.saw_c = True
-        elif self.saw_c and pilot == K.PILOT_B:
+        elif self.saw_c and pilot == _PILOT_B:
             # The EV stopped asking (C->B): it has already cut its current,
             # IEC 61851 wants the contactor open within 100 ms.
             self._ev(0, 0, 0, 1)
@@ -821,19 +838,19 @@ class Supervisor:
         p = self.phase
         if p == 0:  # lock the connector
             self._ev(0, 0, 0, 1)
-            if ch != UNKNOWN and ch & K.CHG_LOCKED:
+            if ch != UNKNOWN and ch & _CHG_LOCKED:
                 self.phase, self.phase_ms = 1, now
             elif self._late(_LOCK_MS):
                 self.stop_req = "lock_failed"
         elif p == 1:  # insulation measured and fine (the interlocks judge it)
             self._ev(0, 0, 0, 1)
-            if ch == UNKNOWN or not ch & K.CHG_IMD_DONE:
+            if ch == UNKNOWN or not ch & _CHG_IMD_DONE:
                 self.imd_ms = -1
             elif self.imd_ms < 0:
                 self.imd_ms = now
             # The result must stand past the insulation rules' debounce
             # before it counts: a bad value and "done" can come in one read.
-            if ch != UNKNOWN and ch & K.CHG_AUX_CLOSED:
+            if ch != UNKNOWN and ch & _CHG_AUX_CLOSED:
                 # Commanded open, reads closed: never close onto a weld. The
                 # contactor supervision declares the weld (a latch) once
                 # fresh readings confirm it; one reading is no weld.
@@ -907,22 +924,22 @@ class Supervisor:
                 self.fc_sp = self.min_load // 2
                 self.phase, self.phase_ms = 1, now
             self.feed_da = self.fc_sp
-            self._fuel(K.REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
+            self._fuel(_REF_MODE_RUN, self._flow_for(self.fc_sp), 1)
         elif p == 1:
-            self._fuel(K.REF_MODE_COOLDOWN, 0, 1)
+            self._fuel(_REF_MODE_COOLDOWN, 0, 1)
             if ticks_diff(now, self.phase_ms) > _RESIDUAL_MS:
                 self.fc_sp = 0
                 self.phase, self.phase_ms = 2, now
         elif p == 2:
-            self._fuel(K.REF_MODE_COOLDOWN, 0, 0, 1)
+            self._fuel(_REF_MODE_COOLDOWN, 0, 0, 1)
             if ticks_diff(now, self.phase_ms) > self.purge_ms:
                 self.phase, self.phase_ms = 3, now
         else:
-            self._fuel(K.REF_MODE_COOLDOWN, 0, 0)
+            self._fuel(_REF_MODE_COOLDOWN, 0, 0)
             bed = self.v[_REF_BED_C]
             st = self.v[_FC_STACK_C]
             if bed != UNKNOWN and st != UNKNOWN and bed < self.cool_bed and st < self.cool_stack:
-                self._fuel(K.REF_MODE_OFF, 0, 0)
+                self._fuel(_REF_MODE_OFF, 0, 0)
                 self._go(S.OFF, now)
 
     def _fault(self, now, dt):
@@ -934,7 +951,7 @@ class Supervisor:
             self._run_stack(now, dt, False)
         else:
             self.fc_sp = 0
-            self._fuel(K.REF_MODE_OFF, 0, 0)
+            self._fuel(_REF_MODE_OFF, 0, 0)
             self._fan(100)
         if il.severity < IL.STOP and ticks_diff(now, self.since) > 2000:
             if self.fc_sp > 0 and self.want_run:
@@ -944,7 +961,7 @@ class Supervisor:
 
     def _estop(self, now):
         self.fc_sp = 0
-        self._fuel(K.REF_MODE_OFF, 0, 0)
+        self._fuel(_REF_MODE_OFF, 0, 0)
         self._ev(0, 0, 0, 0)
         self._fan(100)
         if self.il.severity < IL.EMERGENCY and ticks_diff(now, self.since) > 2000:
