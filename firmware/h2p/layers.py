@@ -52,9 +52,9 @@ LAYERS = {
         (HELPER, CONTRACT, BOARD),
         "tests/board/"),
     ENTRY: (
-        "main.py, run by the board at boot: picks the board module, validates the board description "
-        "and the config, then starts the shell.",
-        (HELPER, CONTRACT, BOOT_ONLY, SHELL, BOARD),
+        "main.py, run by the board at boot, and h2p.start, which it runs from flash: picks the board "
+        "module, validates the board description and the config, then starts the shell.",
+        (HELPER, CONTRACT, BOOT_ONLY, SHELL, BOARD, ENTRY),
         "tests/board/, tests/system/"),
     HELPER: (
         "The one place MicroPython and CPython differ, the console log line and the package itself: "
@@ -75,6 +75,7 @@ LAYERS = {
 # docs/architecture.md.
 MODULES = {
     "main": (ENTRY, ""),
+    "h2p.start": (ENTRY, "main.py's boot, run from flash (main.py itself is compiled into the heap)"),
     "h2p": (HELPER, "VERSION; every module's parent package"),
     "h2p.compat": (HELPER, ""),
     "h2p.log": (HELPER, ""),
