@@ -4,7 +4,7 @@
 # the docs need (mode names, BMS alarm bits) are in docs_text. On the board
 # this module is read at boot and dropped (h2p.app.boot): the modules that
 # run keep the codes they compare as constants of their own
-# (tests/core/test_codes_copies.py).
+# (tests/firmware/test_codes_copies.py).
 from h2p.compat import const
 
 U16 = const(0)

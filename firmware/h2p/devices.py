@@ -10,7 +10,7 @@ from h2p.readings import SCALES, UNKNOWN
 
 # The register types of h2p.codes, as constants of this module: h2p.codes
 # is dropped after boot, and every field of every read compares them
-# (tests/core/test_codes_copies.py checks they match).
+# (tests/firmware/test_codes_copies.py checks they match).
 _U16 = const(0)
 _I16 = const(1)
 _U32 = const(2)

@@ -19,7 +19,7 @@ from h2p.readings import UNKNOWN, fresh
 
 # The codes of h2p.codes the step compares, as constants of this module
 # (h2p.codes is dropped after boot, and a constant costs no lookup in the
-# step; tests/core/test_codes_copies.py checks they match).
+# step; tests/firmware/test_codes_copies.py checks they match).
 _PILOT_A = const(0)
 _PILOT_B = const(1)
 _PILOT_C = const(2)
