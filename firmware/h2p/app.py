@@ -63,10 +63,11 @@ class Pile:
         bus = config["bus"]
         self.rd = Readings(bus["data_age_ms"])
         self.devices = D.build(config)
-        # The register maps were needed to build the drivers, not after:
-        # dropped before the supervisor and its interlocks are loaded, so
-        # the two never sit in the heap together (that was the boot peak).
-        forget("h2p.registers")
+        # The register maps and the drivers' builder were needed to build
+        # the drivers, not after: dropped before the supervisor and its
+        # interlocks are loaded, so the two never sit in the heap together
+        # (that was the boot peak).
+        forget("h2p.registers", "h2p.devbuild")
         from h2p.supervisor import Supervisor
 
         self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"],

@@ -19,7 +19,7 @@ N = const(3)
 
 
 if MICROPYTHON:
-    from asyncio import core as _core
+    from asyncio import core as _core  # type: ignore[attr-defined]  # (MicroPython's asyncio)
     class _Wake:
         # asyncio.Event's wait and set on asyncio's queues (a task cancelled while waiting
         # leaves it), without the asyncio.event module: ~1.2 KB of RAM nothing else loads.

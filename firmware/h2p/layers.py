@@ -92,6 +92,7 @@ MODULES = {
                              "contract"),
     "h2p.readings": (CORE, ""),
     "h2p.devices": (CORE, ""),
+    "h2p.devbuild": (CORE, "on the board: builds the drivers at boot (h2p.devices.build), then dropped"),
     "h2p.interlocks": (CORE, ""),
     "h2p.arbiter": (CORE, ""),
     "h2p.contactor": (CORE, ""),

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from h2p import codes, devices, supervisor
+from h2p import codes, devbuild, devices, supervisor
 
 
-@pytest.mark.parametrize("mod", [supervisor, devices])
+@pytest.mark.parametrize("mod", [supervisor, devices, devbuild])
 def test_private_copies_equal_the_codes(mod):
     with open(mod.__file__) as f:
         src = f.read()
