@@ -128,12 +128,11 @@ class TcpLine:
         # time (the event loop is held that long, so the reply is taken the
         # moment it arrives: no polling delay in the bus's timing), and the
         # other tasks run between those waits.
-        s = self.sock
-        wall = self.clock.to_wall(timeout_ms)
-        t0 = time.ticks_ms()
+        # (Few locals: the generator's frame is a heap block per read.)
+        timeout_ms = time.ticks_add(time.ticks_ms(), self.clock.to_wall(timeout_ms))  # the deadline
         while True:
             try:
-                n = s.readinto(mv)  # None: nothing there yet (non-blocking)
+                n = self.sock.readinto(mv)  # None: nothing there yet (non-blocking)
             except OSError as e:
                 # Connection reset: the far end of the line went away.
                 print("bus: line lost (%s), reconnecting" % e)
@@ -141,11 +140,9 @@ class TcpLine:
                 return 0
             if n is not None:
                 break
-            left = wall - time.ticks_diff(time.ticks_ms(), t0)
-            if left <= 0:
+            if time.ticks_diff(timeout_ms, time.ticks_ms()) <= 0:
                 return 0
-            for _ in self.poller.ipoll(1):  # (ipoll reuses its result: no list per wait)
-                pass
+            self.poller.ipoll(1)  # polls now (ipoll: no list of results made)
             await asyncio.sleep_ms(0)
         if n == 0:
             # Simulator went away: reconnect and report a timeout.
