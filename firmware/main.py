@@ -1,9 +1,10 @@
-# Board entry point: pick the board module, load and validate the board
-# description and the config (h2p.boardcfg.load_both), then run the pile. A
-# bad file stops here with one line naming the file and key; nothing is
-# driven, so the contactor stays open (its controller's default) and the
-# pile stays `off`. Kept small: main.py is compiled into the heap at boot and
-# stays there; the rest of the firmware runs from flash.
+# Board entry point: check the MicroPython version, mount the firmware's
+# flash, then h2p.start picks the board module, loads and validates the
+# board description and the config (h2p.boardcfg.load_both) and runs the
+# pile. A bad file stops there with one line naming the file and key;
+# nothing is driven, so the contactor stays open (its controller's default)
+# and the pile stays `off`. Kept small: main.py is compiled into the heap at
+# boot and stays there; the rest of the firmware runs from flash.
 import sys
 
 
@@ -27,17 +28,6 @@ def _mount_flash():
         sys.path.insert(0, "/rom")
 
 
-def _board_module():
-    p = sys.platform
-    if p == "esp32":
-        from h2p import board_esp32 as m
-    elif p == "rp2":
-        from h2p import board_rp2 as m
-    else:
-        from h2p import board_unix as m
-    return m
-
-
 def main():
     # The oldest MicroPython the firmware runs on: 1.23.0 (checked on the
     # official Pico W image, ../shared/mcu; README "Boards").
@@ -55,22 +45,11 @@ def main():
         # (Kept short: main.py is compiled into the heap.)
         print("NO ROM IMAGE: running prev/lib")
         sys.path.append("prev/lib")
-    m = _board_module()
-    from h2p.compat import forget
-    from h2p import boardcfg
+    # The rest of the boot runs from flash (h2p.start): what is compiled
+    # here stays in the heap for as long as the pile runs.
+    from h2p import start
 
-    desc, cfg = boardcfg.load_both(m.PLATFORM)
-    boardcfg = None  # (a reference here would keep the schemas in the heap)
-    forget("h2p.config", "h2p.boardcfg", "h2p.schema", "h2p.registers")
-    if cfg is None:
-        return 2
-    board = m.Board(desc, cfg["bus"]["baud"])
-    forget("h2p.board")  # the interface module: read at boot, not kept
-    from h2p import app
-
-    pile = app.boot(board, cfg)
-    cfg = None  # the pile copied what it needs; this frame lives as long as the pile
-    return app.run_forever(pile)
+    return start.run()
 
 
 if __name__ == "__main__":

@@ -161,6 +161,23 @@ def fold(src: str, consts_of: Callable[[str], dict[str, int]]) -> str:
     for row, c0, c1, text in reversed(edits):  # right to left: columns stay valid
         ln = lines[row - 1]
         lines[row - 1] = ln[:c0] + text + ln[c1:]
+    return _drop_unused_imports("".join(lines), mods)
+
+
+def _drop_unused_imports(src: str, mods: dict[str, str]) -> str:
+    # An import of one h2p module whose every use was folded goes too (as
+    # `pass`, the line kept): on a board the module is then never loaded
+    # for its constants alone (h2p.codes: ~1.4 KB of heap).
+    tree = ast.parse(src)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    lines = src.splitlines(keepends=True)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.ImportFrom) and node.module == "h2p" and node.level == 0
+                and len(node.names) == 1 and (node.names[0].asname or node.names[0].name) in mods
+                and (node.names[0].asname or node.names[0].name) not in used
+                and node.lineno == node.end_lineno):
+            ln = lines[node.lineno - 1]
+            lines[node.lineno - 1] = ln[:node.col_offset] + "pass  # (folded)" + ln[node.end_col_offset:]
     return "".join(lines)
 
 

@@ -63,10 +63,11 @@ class Pile:
         bus = config["bus"]
         self.rd = Readings(bus["data_age_ms"])
         self.devices = D.build(config)
-        # The register maps were needed to build the drivers, not after:
-        # dropped before the supervisor and its interlocks are loaded, so
-        # the two never sit in the heap together (that was the boot peak).
-        forget("h2p.registers")
+        # The register maps and the drivers' builder were needed to build
+        # the drivers, not after: dropped before the supervisor and its
+        # interlocks are loaded, so the two never sit in the heap together
+        # (that was the boot peak).
+        forget("h2p.registers", "h2p.devbuild")
         from h2p.supervisor import Supervisor
 
         self.master = Master(board.line, clock, bus["baud"], bus["timeout_ms"], bus["retries"],
@@ -647,6 +648,10 @@ def boot(board, config):
     if config["mqtt"]["host"]:
         import h2p.uplink  # noqa: F401 - resolves the reading names it sends while loading
     readings.release()  # every module has its reading indices now
+    # The codes module: its tables and names were for boot (the register
+    # maps, the interlock table); the modules that run have their codes as
+    # constants. (~1.4 KB on this port.)
+    forget("h2p.codes")
     log("boot", "h2pile", VERSION, "board", board.name, "pile", config["pile_id"], "reset", board.reset_cause)
     gc.collect()
     # One machine-readable line for `h2pile verify` and the runner.

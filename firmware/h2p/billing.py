@@ -22,21 +22,25 @@ class Billing:
     online: optional callable -> bool; while it returns False nothing is
       handed to publish() (the MQTT client's queue is not durable and is
       shared with other messages). Call wake() from the client's on_connect.
-    topic, ack_topic: h2pile/v1/<pile>/bill and .../bill/ack.
+    topic, ack_topic: h2pile/v1/<pile>/bill and .../bill/ack (or topics=).
     """
 
-    def __init__(self, journal, pile_id, publish, retry_s=(10, 30, 60, 120, 300), max_per_poll=4, online=None):
-        # h2p.topics is imported here, not kept: the board drops it once the
-        # uplink is set up (h2p.uplink).
-        from h2p.topics import topic
+    def __init__(self, journal, pile_id, publish, retry_s=(10, 30, 60, 120, 300), max_per_poll=4, online=None,
+                 topics=None):
+        # topics: (bill topic, bill/ack topic) as h2p.topics names them, if
+        # the caller has them: the pile's uplink reads h2p.topics at boot
+        # only (loaded later it may find no room in the heap). Otherwise
+        # h2p.topics is imported here, not kept.
+        if topics is None:
+            from h2p.topics import topic
 
+            topics = (topic(pile_id, "bill"), topic(pile_id, "bill/ack"))
         self.online = online
         self.j = journal
         self.publish = publish
         self.retry_s = retry_s
         self.max_per_poll = max_per_poll
-        self.topic = topic(pile_id, "bill")
-        self.ack_topic = topic(pile_id, "bill/ack")
+        self.topic, self.ack_topic = topics
         # RAM: sid -> (next due time or None = now, attempts), only for
         # records sent at least once; a record not in it is due now.
         self._due = {}

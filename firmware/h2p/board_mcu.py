@@ -50,7 +50,6 @@ class UartLine:
         self.de = machine.Pin(u["de"], machine.Pin.OUT, value=0)
         self.char_us = 11000000 // baud
         self.tx_done = tx_done  # fn(uart): True once the shift register is empty
-        self.reader = asyncio.StreamReader(self.uart)
 
     async def open(self):
         self.de.value(0)
@@ -89,10 +88,37 @@ class UartLine:
         # the receiver is off while we talk.
 
     async def recv_into(self, mv, timeout_ms):
-        try:
-            return (await asyncio.wait_for_ms(self.reader.readinto(mv), timeout_ms)) or 0
-        except asyncio.TimeoutError:
-            return 0
+        # Polled from the UART's receive buffer, not awaited through a
+        # StreamReader with asyncio.wait_for_ms: that made a task, a closure
+        # and generators for every read (garbage in the control loop, which
+        # keeps the GC busy and cuts up the heap). Nothing is allocated here
+        # but the call's own generator. The bytes asked for cannot all be
+        # there before their time on the wire: sleep that long first (capped
+        # by the timeout). Then, for 2 ms, look at every pass of the event
+        # loop (~0.1 ms: a reply is taken as its last byte lands, not up to
+        # a ms later, and not in two parts a ms apart: the control loop's
+        # turn, issue 16), and after that every ms (a slow device, or a
+        # shorter reply than asked: an exception, taken as it is). The
+        # master asks again for whatever is missing, as with a stream.
+        u = self.uart
+        t0 = time.ticks_ms()
+        want = len(mv)
+        wire = want * self.char_us // 1000
+        if wire >= timeout_ms:
+            wire = timeout_ms - 1
+        if wire > 0:
+            await asyncio.sleep_ms(wire)
+        while True:
+            n = u.any()
+            if n >= want:
+                break
+            late = time.ticks_diff(time.ticks_ms(), t0)
+            if late >= timeout_ms or (n and late > wire + 2):
+                if not n:
+                    return 0
+                break
+            await asyncio.sleep_ms(0 if late <= wire + 2 else 1)
+        return u.readinto(mv) or 0
 
 
 class Watchdog:

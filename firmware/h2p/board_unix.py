@@ -5,6 +5,7 @@
 # it, as a board would reboot). The board's filesystem is the working
 # directory: config.json, board.json, data/.
 import os
+import select
 import time
 
 from h2p.compat import asyncio, const
@@ -23,6 +24,10 @@ class Clock:
         # epoch_ns: the simulator's wall-clock start; with it both processes
         # read the same simulated time, so their logs line up.
         self.speed = speed
+        # The factor in thousandths, so that reading the clock (several
+        # times a transaction) is integer arithmetic: a float is a heap
+        # object on MicroPython, so d * speed allocated on every call.
+        self._k = int(speed * 1000 + 0.5)
         self._last = time.ticks_us()
         self._acc_us = 0
         if epoch_ns:
@@ -33,7 +38,7 @@ class Clock:
         t = time.ticks_us()
         d = time.ticks_diff(t, self._last)
         self._last = t
-        self._acc_us += int(d * self.speed)
+        self._acc_us += d * self._k // 1000
         return (self._acc_us // 1000) & _TICKS_MASK
 
     def wall_ms(self):
@@ -42,11 +47,11 @@ class Clock:
     def to_wall(self, sim_ms):
         # Host sockets have their own latency; a timeout shorter than the
         # floor would turn scheduling jitter into a silent device.
-        w = int(sim_ms / self.speed)
+        w = int(sim_ms) * 1000 // self._k
         return w if w > self.floor else self.floor
 
     async def sleep_ms(self, sim_ms):
-        await asyncio.sleep_ms(int(sim_ms / self.speed))
+        await asyncio.sleep_ms(int(sim_ms) * 1000 // self._k)
 
 
 class TcpLine:
@@ -57,6 +62,8 @@ class TcpLine:
         self.clock = clock
         self.r = None
         self.w = None
+        self.sock = None  # the stream's socket (non-blocking), read directly
+        self.poller = None  # select.poll with only that socket in it (recv_into)
         self.scratch = bytearray(64)  # for bytes we drop: no allocation per transaction
 
     async def open(self):
@@ -69,6 +76,9 @@ class TcpLine:
                 try:
                     await asyncio.wait_for_ms(self.r.readinto(bytearray(1)), 20)
                 except asyncio.TimeoutError:
+                    self.sock = self.r.s  # MicroPython's Stream keeps its socket here
+                    self.poller = select.poll()
+                    self.poller.register(self.sock, select.POLLIN)
                     return
                 raise OSError("connection closed")
             except OSError as e:
@@ -77,7 +87,7 @@ class TcpLine:
 
     def discard(self):
         # Stale bytes from a late reply must not be taken for the next one.
-        s = getattr(self.r, "s", None)  # MicroPython's Stream keeps its socket here
+        s = self.sock
         if s is None:
             return
         try:
@@ -87,19 +97,20 @@ class TcpLine:
             pass
 
     async def settle(self):
-        scratch = self.scratch
+        # Until the line has been quiet for the floor (to_wall(0)) of wall time.
         for _ in range(16):
-            try:
-                await asyncio.wait_for_ms(self.r.readinto(scratch), self.clock.floor)
-            except asyncio.TimeoutError:
+            if not await self.recv_into(self.scratch, 0):
                 return
-            except OSError:
-                return  # the next send or read reconnects
 
     async def send(self, buf, n):
         try:
-            self.w.write(memoryview(buf)[:n])
-            await self.w.drain()
+            # Straight to the socket (a frame is a few bytes: it takes them
+            # whole); the stream's write and drain made two views and a
+            # generator per frame. The stream only if it did not.
+            k = self.sock.write(buf, n) or 0
+            if k < n:
+                self.w.write(memoryview(buf)[k:n])
+                await self.w.drain()
         except OSError as e:
             # The simulator (the far end of the line) went away: reconnect;
             # this transaction then times out like one to a silent device.
@@ -107,17 +118,32 @@ class TcpLine:
             await self.open()
 
     async def recv_into(self, mv, timeout_ms):
-        try:
-            n = await asyncio.wait_for_ms(self.r.readinto(mv), self.clock.to_wall(timeout_ms))
-        except asyncio.TimeoutError:
-            return 0
-        except OSError as e:
-            # Connection reset: the far end of the line went away.
-            print("bus: line lost (%s), reconnecting" % e)
-            await self.open()
-            return 0
-        if n is None:
-            return 0
+        # Read from the socket itself, not through the stream with
+        # asyncio.wait_for_ms: that made a task, a closure and generators for
+        # every read (~1.2 KB of garbage on this port, hundreds of reads a
+        # second), which kept the GC busy and cut a 96K heap into holes too
+        # small for the next module to load. Here nothing is allocated but the
+        # call's own generator: the
+        # reply is waited for on the line's own poller, at most 1 ms at a
+        # time (the event loop is held that long, so the reply is taken the
+        # moment it arrives: no polling delay in the bus's timing), and the
+        # other tasks run between those waits.
+        # (Few locals: the generator's frame is a heap block per read.)
+        timeout_ms = time.ticks_add(time.ticks_ms(), self.clock.to_wall(timeout_ms))  # the deadline
+        while True:
+            try:
+                n = self.sock.readinto(mv)  # None: nothing there yet (non-blocking)
+            except OSError as e:
+                # Connection reset: the far end of the line went away.
+                print("bus: line lost (%s), reconnecting" % e)
+                await self.open()
+                return 0
+            if n is not None:
+                break
+            if time.ticks_diff(timeout_ms, time.ticks_ms()) <= 0:
+                return 0
+            self.poller.ipoll(1)  # polls now (ipoll: no list of results made)
+            await asyncio.sleep_ms(0)
         if n == 0:
             # Simulator went away: reconnect and report a timeout.
             await self.open()

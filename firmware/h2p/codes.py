@@ -1,7 +1,10 @@
-# Small constants the running firmware needs (register types, modes, pilot
+# Small constants the firmware needs (register types, modes, pilot
 # states, status bits). Kept apart from the register maps in registers.py so
 # the board can drop those big tables once the drivers are built. Codes only
-# the docs need (mode names, BMS alarm bits) are in docs_text.
+# the docs need (mode names, BMS alarm bits) are in docs_text. On the board
+# this module is read at boot and dropped (h2p.app.boot): the build folds
+# the codes into the modules that run (host_tools.constfold), which then do
+# not import it (tests/tools/test_constfold.py).
 from h2p.compat import const
 
 U16 = const(0)

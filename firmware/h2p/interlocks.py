@@ -43,25 +43,27 @@ RESET = const(1)
 # names of the codes above are in docs_text too.
 # Rows are lists, not tuples: a tuple of constants is compiled into the
 # module's constants and stays in RAM as long as the module; these are built
-# at import, compiled into _RULES below and freed by release().
+# at import, compiled into _RULES below and freed by release(). Whole
+# thresholds are written as ints: a float literal is an object of its own,
+# in RAM for as long as the module is loaded (the rows are not).
 TABLE = (
     ["estop", None, EXT, 0, 0, EMERGENCY, RESET, ALWAYS, 0],
-    ["h2_warn", "sio_h2_lel", GE, 10.0, 500, WARNING, AUTO, ALWAYS, 0],
-    ["h2_trip", "sio_h2_lel", GE, 25.0, 100, EMERGENCY, RESET, ALWAYS, 0],
+    ["h2_warn", "sio_h2_lel", GE, 10, 500, WARNING, AUTO, ALWAYS, 0],
+    ["h2_trip", "sio_h2_lel", GE, 25, 100, EMERGENCY, RESET, ALWAYS, 0],
     ["meoh_leak", "ref_meoh_leak", GE, 1, 500, EMERGENCY, RESET, ALWAYS, 0],
-    ["bed_overtemp", "ref_bed_c", GE, 320.0, 500, EMERGENCY, RESET, ALWAYS, 0],
-    ["burner_overtemp", "ref_burner_c", GE, 650.0, 1000, EMERGENCY, RESET, FUEL, 0],
+    ["bed_overtemp", "ref_bed_c", GE, 320, 500, EMERGENCY, RESET, ALWAYS, 0],
+    ["burner_overtemp", "ref_burner_c", GE, 650, 1000, EMERGENCY, RESET, FUEL, 0],
     ["ref_trip", "ref_alarms", BIT, K.REF_ALM_FLAME | K.REF_ALM_PRESSURE, 200, EMERGENCY, RESET, FUEL, 0],
     ["ref_alarm", "ref_alarms", BIT, K.REF_ALM_PUMP | K.REF_ALM_SENSOR, 1000, STOP, AUTO, FUEL, 0],
-    ["evap_overtemp", "ref_evap_c", GE, 250.0, 2000, STOP, AUTO, FUEL, 0],
-    ["evap_cold", "ref_evap_c", LE, 120.0, 10000, DERATE, AUTO, STACK, 50],
+    ["evap_overtemp", "ref_evap_c", GE, 250, 2000, STOP, AUTO, FUEL, 0],
+    ["evap_cold", "ref_evap_c", LE, 120, 10000, DERATE, AUTO, STACK, 50],
     ["co_high", "fc_co_ppm", GE, 20000, 5000, DERATE, AUTO, STACK, 50],
     ["co_trip", "fc_co_ppm", GE, 30000, 2000, STOP, AUTO, STACK, 0],
-    ["stack_hot", "fc_stack_c", GE, 185.0, 2000, DERATE, AUTO, STACK, 50],
-    ["stack_overtemp", "fc_stack_c", GE, 195.0, 500, EMERGENCY, RESET, ALWAYS, 0],
+    ["stack_hot", "fc_stack_c", GE, 185, 2000, DERATE, AUTO, STACK, 50],
+    ["stack_overtemp", "fc_stack_c", GE, 195, 500, EMERGENCY, RESET, ALWAYS, 0],
     ["cell_low", "fc_min_cell_v", LE, 0.35, 1000, DERATE, AUTO, STACK, 50],
     ["cell_trip", "fc_min_cell_v", LE, 0.20, 200, EMERGENCY, RESET, STACK, 0],
-    ["tank_empty", "ref_tank_l", LE, 2.0, 5000, STOP, AUTO, FUEL, 0],
+    ["tank_empty", "ref_tank_l", LE, 2, 5000, STOP, AUTO, FUEL, 0],
     ["vent_fail", "sio_airflow", LE, 0.5, 3000, EMERGENCY, RESET, FUEL, 0],
     ["tilt", "sio_status", BIT, K.SIO_TILT, 500, STOP, AUTO, ALWAYS, 0],
     ["door_open", "sio_status", BIT, K.SIO_DOOR_OPEN, 500, STOP, AUTO, ALWAYS, 0],
@@ -71,9 +73,9 @@ TABLE = (
     ["iso_fault", "chg_iso_kohm", OHM_V, 100, 200, STOP, RESET, EV, 0],
     ["pilot_short", "chg_pilot", EQ, K.PILOT_E, 100, STOP, AUTO, EV, 0],
     ["bms_alarm", "bat_alarms", GE, 1, 500, STOP, AUTO, ALWAYS, 0],
-    ["bat_hot", "bat_c", GE, 50.0, 5000, DERATE, AUTO, ALWAYS, 50],
-    ["bat_overtemp", "bat_c", GE, 60.0, 2000, STOP, AUTO, ALWAYS, 0],
-    ["charger_hot", "chg_c", GE, 85.0, 2000, DERATE, AUTO, EV, 50],
+    ["bat_hot", "bat_c", GE, 50, 5000, DERATE, AUTO, ALWAYS, 50],
+    ["bat_overtemp", "bat_c", GE, 60, 2000, STOP, AUTO, ALWAYS, 0],
+    ["charger_hot", "chg_c", GE, 85, 2000, DERATE, AUTO, EV, 50],
     ["contactor_welded", None, EXT, 0, 0, STOP, RESET, ALWAYS, 0],
     ["contactor_stuck", None, EXT, 0, 0, STOP, AUTO, ALWAYS, 0],
     ["comm_charger", "chg_status", EXT, 0, 0, EMERGENCY, AUTO, ALWAYS, 0],
@@ -530,6 +532,7 @@ def _summed(il) -> int:
 
 def release():
     # On the board: the compiled rules and NAMES are all the engine needs;
-    # the source table and the index by name (docs, host tools) can go.
-    global TABLE, ROW, INDEX
-    TABLE = ROW = INDEX = None
+    # the source table and the index by name (docs, host tools) can go, and
+    # h2p.codes (the table's codes) is dropped after boot (h2p.app.boot).
+    global TABLE, ROW, INDEX, K
+    TABLE = ROW = INDEX = K = None

@@ -52,9 +52,9 @@ LAYERS = {
         (HELPER, CONTRACT, BOARD),
         "tests/board/"),
     ENTRY: (
-        "main.py, run by the board at boot: picks the board module, validates the board description "
-        "and the config, then starts the shell.",
-        (HELPER, CONTRACT, BOOT_ONLY, SHELL, BOARD),
+        "main.py, run by the board at boot, and h2p.start, which it runs from flash: picks the board "
+        "module, validates the board description and the config, then starts the shell.",
+        (HELPER, CONTRACT, BOOT_ONLY, SHELL, BOARD, ENTRY),
         "tests/board/, tests/system/"),
     HELPER: (
         "The one place MicroPython and CPython differ, the console log line and the package itself: "
@@ -75,11 +75,12 @@ LAYERS = {
 # docs/architecture.md.
 MODULES = {
     "main": (ENTRY, ""),
+    "h2p.start": (ENTRY, "main.py's boot, run from flash (main.py itself is compiled into the heap)"),
     "h2p": (HELPER, "VERSION; every module's parent package"),
     "h2p.compat": (HELPER, ""),
     "h2p.log": (HELPER, ""),
     "h2p.crc": (HELPER, "the Modbus CRC, on its own so a board can compile it to machine code"),
-    "h2p.codes": (CONTRACT, ""),
+    "h2p.codes": (CONTRACT, "on the board: read at boot (the tables, the drivers), then dropped; the build folds its codes into the modules that run"),
     "h2p.states": (CONTRACT, ""),
     "h2p.registers": (CONTRACT, "on the board: read at boot to build the drivers, then dropped"),
     "h2p.topics": (CONTRACT, "on the board: read while the uplink sets up, then dropped"),
@@ -91,6 +92,7 @@ MODULES = {
                              "contract"),
     "h2p.readings": (CORE, ""),
     "h2p.devices": (CORE, ""),
+    "h2p.devbuild": (CORE, "on the board: builds the drivers at boot (h2p.devices.build), then dropped"),
     "h2p.interlocks": (CORE, ""),
     "h2p.arbiter": (CORE, ""),
     "h2p.contactor": (CORE, ""),

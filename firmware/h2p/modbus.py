@@ -69,20 +69,12 @@ class Master:
         self._tx[n + 1] = c >> 8
         return n + 2
 
-    async def _transact(self, n, unit, fc, expect):
-        try:
-            return await self._transact1(n, unit, fc, expect)
-        except ModbusError as e:
-            if e.kind != "exception":
-                # A late or broken reply must not be read as the next one:
-                # wait until the line has been quiet, as a master on a real
-                # RS-485 line waits for bus idle after a fault.
-                await self.t.settle()
-            raise
-
     async def _transact1(self, n, unit, fc, expect):
         # One request, one reply of `expect` bytes (whole frame incl. CRC).
         # Returns the reply length; raises ModbusError on anything wrong.
+        # The callers wait for line silence after an error that is not an
+        # exception reply (read, write): one generator less per
+        # transaction than a wrapper around this one (garbage per read).
         clock = self.clock
         t = self.t
         # Keep the inter-frame silence the wire demands before talking.
@@ -146,9 +138,14 @@ class Master:
         while True:
             tries -= 1
             try:
-                await self._transact(n, unit, fc, 5 + 2 * count)
+                await self._transact1(n, unit, fc, 5 + 2 * count)
                 break
             except ModbusError as e:
+                if e.kind != "exception":
+                    # A late or broken reply must not be read as the next one:
+                    # wait until the line has been quiet, as a master on a real
+                    # RS-485 line waits for bus idle after a fault.
+                    await self.t.settle()
                 if tries <= 0 or e.kind == "exception":
                     raise
         return self._rxmv[3 : 3 + 2 * count]
@@ -177,7 +174,12 @@ class Master:
         n = self._frame(n)
         if self.on_write:
             self.on_write(unit, addr, values, count)
-        await self._transact(n, unit, fc, 8)
+        try:
+            await self._transact1(n, unit, fc, 8)
+        except ModbusError as e:
+            if e.kind != "exception":
+                await self.t.settle()  # as in read()
+            raise
         # The echo must name what we wrote; anything else is a wrong reply.
         r = self._rx
         if (r[2] << 8 | r[3]) != addr:

@@ -105,17 +105,41 @@ class Uplink:
         from array import array
 
         self.cmdmem = None  # the command memory (h2p.cmdhandler), made in _setup
-        self.prefix = None  # "h2pile/v1/<pile>/"
-        self.cmd_topic = None
-        self.flags = None  # topic name -> qos | 2 if retained
         self.seq = 0
-        self.bill = None
         self.evts = []  # (kind, a, b) not yet published
         self.evt_lost = 0
         self.last_state = None
 
         self.tele = array("d", bytes(8 * _TELE_SIZE))
         self.tele_ms = 0
+        # Everything that needs h2p.topics, here at boot (h2p.app._start),
+        # then it is dropped. It used to be read in _setup, after the
+        # journal: by then the heap is cut into pieces, and the module's
+        # globals table needs one block of 1280 B: at 96K the uplink waited
+        # for it for good (it never came up).
+        from h2p import topics
+
+        self.cmd_topic = topics.topic(pid, "cmd")
+        self.prefix = topics.PREFIX + pid + "/"  # the pile id was checked by topic() above
+        # The bill topics, until _setup makes the Billing (in its place: an
+        # attribute more would grow this instance's table).
+        self.bill = (topics.topic(pid, "bill"), topics.topic(pid, "bill/ack"))
+        self.flags = {}  # topic name -> qos | 2 if retained
+        for row in topics.TOPICS:
+            if row[topics.T_DIR] == "pub":
+                self.flags[row[0]] = row[1] | (2 if row[2] else 0)
+        # the deadband of each tele field, by its key: the first _N_TELE
+        # quoted names of _TELE_JSON (one key at a time: no list of pieces)
+        k = 0
+        for i in range(_N_TELE):
+            j = _TELE_JSON.index('"', k) + 1
+            k = _TELE_JSON.index('"', j)
+            self.tele[i] = topics.TELE_DEADBAND[_TELE_JSON[j:k]]
+            self.tele[_SENT + i] = nan
+            k += 1
+        self.heartbeat_ms = min(self.heartbeat_ms, topics.TELE_MAX_INTERVAL_S * 1000)
+        topics = row = None
+        forget("h2p.topics", "h2p.cmdspec")
 
     # ---- MQTT callbacks ------------------------------------------------------
     def _connected(self):
@@ -134,7 +158,7 @@ class Uplink:
             "units": {"power": "kW", "energy": "kWh", "current": "A", "temp": "degC", "premix": "L"},
         })
         self.last_state = None  # re-send state now
-        if self.bill:
+        if not isinstance(self.bill, tuple):  # (a tuple: not set up yet, the bill topics)
             self.bill.wake()
         return True, ""
 
@@ -311,44 +335,22 @@ class Uplink:
             self._pub("tele", _TELE_JSON % vals)
 
     def _setup(self):
-        # Everything that needs h2p.topics, in one call so that no local
-        # keeps it; then it is dropped.
+        # What needs the journal (ids, the boot counter, bills); the topics
+        # were read at boot (__init__).
         p = self.pile
         c = self.c
-        from h2p import topics
-
-        self.cmd_topic = topics.topic(self.pid, "cmd")
-        self.prefix = topics.PREFIX + self.pid + "/"  # the pile id was checked by topic() above
-        self.flags = {}
-        for row in topics.TOPICS:
-            if row[topics.T_DIR] == "pub":
-                self.flags[row[0]] = row[1] | (2 if row[2] else 0)
-        # the deadband of each tele field, by its key: the first _N_TELE
-        # quoted names of _TELE_JSON (one key at a time: no list of pieces)
-        k = 0
-        for i in range(_N_TELE):
-            j = _TELE_JSON.index('"', k) + 1
-            k = _TELE_JSON.index('"', j)
-            self.tele[i] = topics.TELE_DEADBAND[_TELE_JSON[j:k]]
-            self.tele[_SENT + i] = nan
-            k += 1
-        self.heartbeat_ms = min(self.heartbeat_ms, topics.TELE_MAX_INTERVAL_S * 1000)
         f = self.flags["status"]
         c.will = ((self.prefix + "status").encode(), json.dumps({"online": False, "seq": 0, "boot": p.boot_no}),
                   bool(f & 2), f & 1)
         from h2p.billing import Billing
 
-        self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected)
-        c.subscribe(self.cmd_topic, 1)
-        for t, q in self.bill.subscriptions():
-            c.subscribe(t, q)
-        topics = row = None
-        forget("h2p.topics", "h2p.cmdspec")
+        b = self.bill
+        if isinstance(b, tuple):  # (not on a try again: made by the last one)
+            self.bill = Billing(p.rec.j, self.pid, c.publish, online=lambda: c.connected, topics=b)
         global cmdgate
         from h2p import cmdgate
 
-        # The command memory, made once, fixed in size: after h2p.topics is
-        # gone, so that loading it found the heap as free as it can be.
+        # The command memory, made once, fixed in size.
         # (RAM: the uplink's own command integers are in it too, _U_*: an
         # attribute more each would grow the instance's table.)
         from array import array
@@ -357,6 +359,10 @@ class Uplink:
         n = self.cmdmem[1]
         n[_U_T0] = ticks_ms()  # a little after the boot: the floor errs late, i.e. safe
         n[_U_FLOOR] = p.rec.j.get_meta("cmd_floor", 0)
+        # Last, so that a try again (out of memory above) does not subscribe twice.
+        c.subscribe(self.cmd_topic, 1)
+        for t, q in self.bill.subscriptions():
+            c.subscribe(t, q)
 
     async def run(self):
         p = self.pile
@@ -365,15 +371,17 @@ class Uplink:
             await asyncio.sleep_ms(50)
         c = self.c
         while True:
-            # h2p.topics needs one block of 1280 B (its globals' table): in
-            # a heap the boot has just cut up it may not be there yet. Not
-            # a crash: said, and tried again once the boot's leftovers are
-            # gone; the pile charges meanwhile, offline.
+            # The set-up loads h2p.billing and h2p.cmdgate: in a heap the
+            # boot has just cut up they may not fit yet. Not a crash: said,
+            # and tried again once the boot's leftovers are gone; the pile
+            # charges meanwhile, offline.
             try:
                 self._setup()
                 break
             except MemoryError as e:
-                forget("h2p.topics", "h2p.cmdspec", "h2p.billing")
+                # What a half-done load left (what was made is kept for the next try).
+                forget(*((("h2p.billing",) if isinstance(self.bill, tuple) else ()) +
+                         (("h2p.cmdgate",) if cmdgate is None else ())))
                 log("uplink", "setup waits for memory:", e)
                 await asyncio.sleep_ms(2000)
         p.listeners.append(self._event)

@@ -23,7 +23,8 @@ def test_an_alias_attribute_and_a_const_imported_by_name_become_their_values():
            "    return st == S.CHARGING and p == K.PILOT_C and v != UNKNOWN and -K.NEG\n")
     out = _fold(src)
     assert "return st == 6 and p == 2 and v != (-1073741823) and -(-5)\n" in out, out
-    assert out.splitlines()[:3] == src.splitlines()[:3]  # the imports stay
+    # the modules' imports go (every use folded), the name's import stays
+    assert out.splitlines()[:3] == ["pass  # (folded)", "pass  # (folded)", "from h2p.readings import UNKNOWN"]
     ns: dict = {}
     exec(compile(out.replace("from h2p", "#"), "m", "exec"), ns)
     assert ns["f"](6, 2, 0) == 5 and ns["f"](5, 2, 0) is False
@@ -96,3 +97,19 @@ def test_a_module_that_opts_out_is_left_as_it_is():
     assert _fold(src) == src
     with open(os.path.join(FIRMWARE, "h2p", "registers.py")) as f:
         assert constfold.NO_FOLD in f.read()
+
+
+def test_an_import_whose_every_use_was_folded_goes():
+    # On a board h2p.codes is then never loaded for its constants alone
+    # (~1.4 KB of heap; h2p.app drops it after boot).
+    src = "from h2p import codes as K\nfrom h2p import states as S\nx = K.PILOT_C\ny = S.NAMES\n"
+    out = _fold(src).splitlines()
+    assert out[0] == "pass  # (folded)" and out[1] == "from h2p import states as S" and out[2] == "x = 2"
+
+
+def test_the_modules_that_run_after_boot_load_no_codes_module_on_a_board():
+    consts_of = constfold.firmware_consts()
+    for name in ("supervisor", "devices", "devbuild", "contactor", "energy"):
+        with open(os.path.join(FIRMWARE, "h2p", name + ".py")) as f:
+            out = constfold.fold(f.read(), consts_of)
+        assert not re.search(r"^\s*from h2p import codes\b|^\s*import h2p\.codes\b", out, re.M), name
