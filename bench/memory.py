@@ -49,8 +49,14 @@ async def session(heap: str, speed: float = 20.0, mqtt: bool = True, timeout_wal
                 peak_free_min = h[1] if peak_free_min is None else min(peak_free_min, h[1])
 
     pr.on_line = on_line
+    sub = None
     try:
         await pr.start()
+        if mqtt:
+            # "MQTT on" means the uplink works: the session's bill must reach
+            # the broker (a 96K heap once left the uplink waiting for memory
+            # for good while the session itself completed).
+            sub = _Subscriber(pr.mqtt_port, pr.config["pile_id"])
         end = time.monotonic() + timeout_wall
 
         def dead():
@@ -67,8 +73,15 @@ async def session(heap: str, speed: float = 20.0, mqtt: bool = True, timeout_wal
                 stage = "closing"
             elif stage == "closing" and any(x.startswith("LOG session closed") for x in pr.lines):
                 await asyncio.sleep(2.0)  # the bill goes out, STATUS shows the heap after
-                if not dead():
+                if sub is not None:
+                    for _ in range(100):
+                        if sub.count("bill") or dead():
+                            break
+                        await asyncio.sleep(0.05)
+                if not dead() and (sub is None or sub.count("bill")):
                     res["completed"] = True
+                elif sub is not None and not sub.count("bill"):
+                    stage = "bill over MQTT"
                 break
             await asyncio.sleep(0.05)
         if not res["completed"]:
@@ -77,10 +90,54 @@ async def session(heap: str, speed: float = 20.0, mqtt: bool = True, timeout_wal
                              f"stuck at stage {stage} (state {pr.state})")
             res["tail"] = pr.tail(8)
     finally:
+        if sub is not None:
+            res["mqtt_msgs"] = sub.total()
+            sub.close()
         await pr.stop()
     res.update({"peak_alloc": peak, "min_free": peak_free_min, "wall_s": round(time.monotonic() - t0, 1),
                 "sim_s": round((time.monotonic() - t0) * speed, 1)})
     return res
+
+
+class _Subscriber:
+    """Counts the pile's MQTT messages by sub-topic (h2p.topics' names)."""
+
+    def __init__(self, port: int, pile_id: str) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+
+        from h2p import topics
+
+        self.prefix = topics.PREFIX + pile_id + "/"
+        self.n: dict[str, int] = {}
+        self._lock = threading.Lock()
+        try:
+            self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-memory")
+        except AttributeError:  # paho-mqtt 1.x
+            self.c = paho.Client(client_id="bench-memory")
+
+        def on_message(_c, _u, m) -> None:  # type: ignore[no-untyped-def]
+            with self._lock:
+                name = m.topic[len(self.prefix):]
+                self.n[name] = self.n.get(name, 0) + 1
+
+        self.c.on_message = on_message
+        self.c.on_connect = lambda c, *a: c.subscribe(self.prefix + "#", 1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return self.n.get(name, 0)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.n.values())
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
 
 
 async def smallest_heap(lo_k=32, hi_k=256, step_k=8, log=print) -> dict:
