@@ -616,9 +616,23 @@ async def run(pile, board):
         await asyncio.gather(*tasks)
     except Exception as e:  # noqa: BLE001 - any failure takes the crash path
         tasks = None
+        gc.collect()  # the dead task's memory: room to load the crash path
         try:
             from h2p import crash
-
+        except MemoryError:
+            # Not even room for the crash path (it is loaded only now): say
+            # what died on the console, which needs no heap, and reset; the
+            # devices' comm watchdogs take the charger and the fuel safe
+            # (docs/safety.md) and the next boot starts `off`.
+            print("CRASH task ? (no memory for the crash path)")
+            pe = getattr(sys, "print_exception", None)  # MicroPython
+            if pe is not None:
+                pe(e)
+            else:
+                print(repr(e))
+            board.reset("crash")
+            return
+        try:
             await crash.handle(pile, e)
         finally:
             board.reset("crash")
