@@ -117,6 +117,12 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
         gaps_ms.append((q[0] - p[1]) / 1e6)
         gaps_cyc.append(q[2] - p[3])
     per_req_ms = dt_emu * 1000 / max(1, sum(1 for x in trace if x[0] >= a[0]))
+    # The poll cycle against its reads' time on the wire with the simulated
+    # devices' turnaround (issue 16: <= 1.25x at 115200), as the unix port's
+    # figure (bench.busjitter) counts it.
+    from bench.wire import TURNAROUND_S, Layout
+
+    reads_ta_ms = Layout().cycle_reads_s(115200, TURNAROUND_S) * 1000
     return {
         "image": image.name, "mpy": boot.get("mpy"), "code": boot.get("code"),
         "boot_heap_used": boot["heap_used"], "boot_heap_free": boot["heap_free"],
@@ -126,6 +132,7 @@ def measure(emu_s: float = 8.0, uf2: str | None = None, log: Callable[..., Any] 
         "cpu_ms_per_cycle": round(cyc_ms * busy, 1),
         "cycles_per_poll_cycle": int(cyc_ms / 1000 * busy * CPU_HZ),
         "transaction_ms": round(per_req_ms, 2),
+        "reads_wire_turnaround_ms": round(reads_ta_ms, 1), "ratio_wire_turnaround": round(cyc_ms / reads_ta_ms, 2),
         "step_gap_ms": {"n": len(gaps_ms), "p50": round(statistics.median(gaps_ms), 2) if gaps_ms else None,
                         "p90": round(_pct(gaps_ms, 0.9), 2) if gaps_ms else None,
                         "max": round(max(gaps_ms), 2) if gaps_ms else None},
@@ -158,6 +165,11 @@ def rows(p: dict[str, Any], unix: dict[str, Any] | None = None) -> list[tuple]:
          f"unix port {cyc_unix:.1f} ms" if cyc_unix else "unix port: run the reaction section",
          f"{p['poll_cycle_ms'] / cyc_unix:.1f}x" if cyc_unix else "",
          f"{p['transaction_ms']:.1f} ms per bus transaction"),
+        ("picow", "poll cycle vs its reads on the wire @115200 (RP2040)",
+         f"{p['poll_cycle_ms']:.1f} ms vs {p['reads_wire_turnaround_ms']:.1f} ms", "<= 1.25x",
+         f"{p['ratio_wire_turnaround']:.2f}x", "reads' wire time + 2 ms device turnaround each; the cycle "
+         "also holds the writes and the chores' turns (hot reads again)") if "ratio_wire_turnaround" in p else
+        ("picow", "poll cycle vs its reads on the wire", "not measured", "", "", ""),
         ("picow", "CPU busy at 125 MHz (headroom = 100 % - busy)", f"{min(p['cpu_busy'], 1.0) * 100:.0f} %",
          "", "", f"executed / elapsed cycles = {p['cpu_busy']:.2f} (above 1: the emulator's cycle count runs "
          f"slightly ahead of its clock; read: no idle time); {p['cycles_per_poll_cycle'] / 1e6:.1f} M cycles per poll cycle"),
