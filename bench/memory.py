@@ -112,10 +112,7 @@ class _Subscriber:
         self.prefix = topics.PREFIX + pile_id + "/"
         self.n: dict[str, int] = {}
         self._lock = threading.Lock()
-        try:
-            self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-memory")
-        except AttributeError:  # paho-mqtt 1.x
-            self.c = paho.Client(client_id="bench-memory")
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-memory")
 
         def on_message(_c, _u, m) -> None:  # type: ignore[no-untyped-def]
             with self._lock:

@@ -77,12 +77,6 @@ def _int_expr(node: ast.expr, known: dict[str, int]) -> int:
     raise ValueError("not an integer expression")
 
 
-def aliases(src: str) -> dict[str, str]:
-    """alias -> h2p module name, for `from h2p import X [as Y]` and `import
-    h2p.X as Y` at any level, less aliases the module also assigns to."""
-    return _imports(src)[0]
-
-
 def _imports(src: str) -> tuple[dict[str, str], dict[str, tuple[str, str]], set[int]]:
     # (module aliases, names imported from an h2p module: local -> (module,
     # name), the lines of import statements), each bound only by its import.
