@@ -7,6 +7,7 @@ from __future__ import annotations
 from h2p import app as A
 from h2p import config as C
 from h2p import devices as D
+from h2p.modbus import char_time_us, gap_us
 from sim.server import wire_time_s
 
 BAUDS = (9600, 19200, 115200)
@@ -58,6 +59,33 @@ class Layout:
         """One transaction that reads the hazard + one write that fixes it."""
         _d, b = self.block_of(reading)
         return self.read_s(baud, b.count, turnaround) + self.write_s(baud, write_dev, turnaround)
+
+    def reaction_floor_s(self, baud, reading, write_dev, turnaround, between):
+        """The worst reaction no loop can beat, at zero CPU: the hazard appears just after
+        the device took the reading for a reply (the rest of that transaction), the
+        `between` blocks are read, then the reading's block again, then the write is on
+        the wire with its t3.5 silence (where bench.picow_loop stops its clock)."""
+        c, g = char_time_us(baud) / 1e6, gap_us(baud) / 1e6
+        _d, b = self.block_of(reading)
+
+        def read(count):
+            req, rep = read_bytes(count)
+            return req * c + g + turnaround + rep * c + g
+
+        tail = turnaround + read_bytes(b.count)[1] * c + g
+        req, _rep = write_bytes(len(self.dev[write_dev].commands))
+        return tail + sum(read(x.count) for x in between) + read(b.count) + req * c + g
+
+    def ev_stop_floors_s(self, baud, turnaround):
+        """issue 16's EV stop: (this schedule's floor: the hot reads and the longest other
+        block between two charger reads; the floor of any schedule that reads one other
+        block between them: the shortest)."""
+        hot = [b for d in self.devices if d.name in A._HOT and d.name != "charger" for b in d.blocks]
+        others = [b for d in self.devices if d.name != "charger" for b in d.blocks if b.fast]
+        longest = max((b for b in others if b not in hot), key=lambda b: b.count)
+        shortest = min(others, key=lambda b: b.count)
+        return (self.reaction_floor_s(baud, "chg_pilot", "charger", turnaround, hot + [longest]),
+                self.reaction_floor_s(baud, "chg_pilot", "charger", turnaround, [shortest]))
 
     def cycle_reads_s(self, baud, turnaround=0.0):
         """Wire time of one poll cycle's reads (slow blocks pro rata)."""

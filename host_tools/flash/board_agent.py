@@ -107,19 +107,26 @@ def agent_free() -> tuple:
     return (s[0], s[2], s[3])
 
 
-# A file is written in chunks of base64, one exec each: open, write..., close.
-def agent_open(path: str) -> None:
+# Files go over in pieces of base64. One exec carries several pieces, of one
+# file or of several small ones (session.write_files): a round trip through
+# the raw REPL costs more than the bytes on a board's USB.
+def agent_put(path: str, b64: str, first: int, last: int) -> None:
     global agent_file
-    agent_file = open(path, 'wb')
-
-
-def agent_write(b64: str) -> None:
     agent_feed()
+    if first:
+        agent_file = open(path, 'wb')
     agent_file.write(binascii.a2b_base64(b64))
+    if last:
+        agent_file.close()
 
 
-def agent_close() -> None:
-    agent_file.close()
+def agent_abort() -> None:
+    # After a failed exec: the file it was writing is closed (the host
+    # removes the staging directory, or says which file failed).
+    try:
+        agent_file.close()
+    except Exception:
+        pass
 
 
 def agent_walk(path: str, out: list) -> list:

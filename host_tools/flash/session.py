@@ -24,6 +24,7 @@ CONNECT_TIMEOUT = 5.0  # seconds for the board to show its raw REPL
 SLOW_BOARD_S = 15.0  # longest silence of a connected board inside one exchange (raw-paste flow control)
 _BANNER = b"raw REPL; CTRL-B to exit\r\n"  # what the board prints on entering the raw REPL
 CHUNK = 1536  # bytes of file per exec (2 KB of base64)
+_PUTS_PER_EXEC = 16  # pieces per exec (small files: their paths' text is in the exec too)
 AGENT_CHUNK = 1000  # characters of agent code per exec (the raw REPL buffers and compiles each in the heap)
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "board_agent.py")
 # The line in board_agent.py where its ROMFS part begins.
@@ -272,24 +273,53 @@ class Board:
         return bsize, blocks, free
 
     def write_file(self, path: str, data: bytes, progress: ProgressFn | None = None) -> None:
+        self.write_files([(path, data)], progress)
+
+    def write_files(self, items: list[tuple[str, bytes]], progress: ProgressFn | None = None) -> None:
+        """Write each (path, data), in order. Up to CHUNK bytes of file go in one exec: a
+        large file in several, small files several to one (each exec is a round trip
+        through the raw REPL; on the emulated Pico W ~0.5 s of wall time, so 49 files
+        took 226 execs and 113 s one file at a time)."""
+        calls: list[tuple[str, str, int]] = []  # (the agent_put line, its path, its bytes)
+        size = 0
+        for path, data in items:
+            off = 0
+            while True:
+                piece = data[off:off + CHUNK - size]
+                first, off = off == 0, off + len(piece)
+                last = off >= len(data)
+                calls.append(("agent_put(%r,%r,%d,%d)" % (path, base64.b64encode(piece).decode(), first, last),
+                              path, len(piece)))
+                size += len(piece)
+                if size >= CHUNK or len(calls) >= _PUTS_PER_EXEC:
+                    self._put(calls, progress)
+                    calls, size = [], 0
+                if last:
+                    break
+        if calls:
+            self._put(calls, progress)
+
+    def _put(self, calls: list[tuple[str, str, int]], progress: ProgressFn | None) -> None:
         from mpremote.transport import TransportExecError
 
         try:
-            self.exec("agent_open(%r)" % path)
-            for i in range(0, len(data), CHUNK):
-                chunk = data[i:i + CHUNK]
-                self.exec("agent_write(%r)" % base64.b64encode(chunk).decode())
-                if progress:
-                    progress(len(chunk), path)
-            self.exec("agent_close()")
+            self.exec("\n".join(c[0] for c in calls))
         except TransportExecError as e:
             try:
-                self.exec("agent_close()")
+                self.exec("agent_abort()")
             except Exception:
                 pass
+            # The traceback's first frame is this exec's line that failed: one call a line.
+            # (The agent's own frames are "<stdin>" too, from the exec that defined it.)
+            m = re.search(r'File "<stdin>", line (\d+)', e.error_output)
+            k = int(m.group(1)) - 1 if m and 0 < int(m.group(1)) <= len(calls) else 0
+            path = calls[k][1]
             if is_enospc(e.error_output):
                 raise FlashError(f"board filesystem full while writing {path}", NO_SPACE)
             raise FlashError(f"board error writing {path}: {board_err(e.error_output)}", BOARD_ERROR)
+        if progress:
+            for _line, path, n in calls:
+                progress(n, path)
 
     # ---- reset and console -------------------------------------------------
     def soft_reset_and_read(self, seconds: float, stop: Callable[[str], bool] | None = None) -> list[str]:

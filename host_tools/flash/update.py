@@ -111,8 +111,7 @@ def flash(port: str, board: str | None, build_dir: str | None = None, baud: int 
                 b.run("".join("agent_copy(%r, %r)\n" % (f, STAGE + "/" + f) for f in reuse),
                       "copying unchanged files on the board")
             prog = Progress(sum(len(payload[f]) for f in send), "flash", out)
-            for f in send:
-                b.write_file(STAGE + "/" + f, payload[f], prog.add)
+            b.write_files([(STAGE + "/" + f, payload[f]) for f in send], prog.add)
             prog.end()
         except FlashError as e:
             # Give the space back; the running firmware was never touched.

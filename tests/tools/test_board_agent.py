@@ -35,10 +35,11 @@ os.chdir(%(dir)r)
 %(agent)s
 out = {}
 agent_makedirs('a/b/c')
-agent_open('a/b/c/f.bin')
-agent_write(binascii.b2a_base64(b'hello ').decode())
-agent_write(binascii.b2a_base64(b'agent').decode())
-agent_close()
+agent_put('a/b/c/f.bin', binascii.b2a_base64(b'hello ').decode(), 1, 0)
+agent_put('a/b/c/f.bin', binascii.b2a_base64(b'agent').decode(), 0, 1)
+agent_put('a/b/e.bin', '', 1, 1)
+agent_abort()
+out['empty'] = len(open('a/b/e.bin', 'rb').read())
 out['sha'] = agent_sha256('a/b/c/f.bin')
 out['missing'] = agent_sha256('nope')
 agent_copy('a/b/c/f.bin', 'a/g.bin')
@@ -73,7 +74,7 @@ def test_agent_runs_on_micropython(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["sha"] == hashlib.sha256(b"hello agent").hexdigest() and out["missing"] is None
-    assert out["walk"] == ["a/b/c/f.bin", "a/g.bin"]
+    assert out["walk"] == ["a/b/c/f.bin", "a/b/e.bin", "a/g.bin"] and out["empty"] == 0
     assert out["isdir"] == [True, False, True, False] and out["free"] == 3 and out["gone"] is False
     assert out["after"] == {"main.py": "new", "VERSION": "2", "prev/main.py": "old", "prev/VERSION": "1"}
     assert out["left"] == [False, False]

@@ -245,14 +245,14 @@ def test_bad_pile_id_and_bad_provision_input(vb, capsys, tmp_path):
 def test_failed_hash_keeps_previous_firmware(vb, builds, capsys, monkeypatch):
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v1"]) == 0
     capsys.readouterr()
-    real = Board.write_file
+    real = Board.write_files
 
-    def corrupt(self, path, data, progress=None):
-        if path.endswith("main.py"):
-            data = data[:-2] + b"#\n"  # one byte changed on the way
-        return real(self, path, data, progress)
+    def corrupt(self, items, progress=None):
+        # One byte of main.py changed on the way.
+        items = [(p, d[:-2] + b"#\n" if p.endswith("main.py") else d) for p, d in items]
+        return real(self, items, progress)
 
-    monkeypatch.setattr(Board, "write_file", corrupt)
+    monkeypatch.setattr(Board, "write_files", corrupt)
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v2"]) == 6
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not match" in err[0] and "main.py" in err[0]
@@ -264,19 +264,16 @@ def test_failed_hash_keeps_previous_firmware(vb, builds, capsys, monkeypatch):
 def test_interrupted_flash_and_switch_recover(vb, builds, capsys, monkeypatch):
     assert run("flash", "--port", vb.link, "--board", "unix_sim", "--build", builds["v1"]) == 0
     v1 = live_version(vb.link)
-    real = Board.write_file
-    n = []
+    real = Board.write_files
 
-    def cut(self, path, data, progress=None):
-        n.append(path)
-        if len(n) == 2:
-            raise KeyboardInterrupt  # the cable is pulled mid-copy
-        return real(self, path, data, progress)
+    def cut(self, items, progress=None):
+        real(self, items[:1], progress)
+        raise KeyboardInterrupt  # the cable is pulled mid-copy, after the first file
 
-    monkeypatch.setattr(Board, "write_file", cut)
+    monkeypatch.setattr(Board, "write_files", cut)
     with pytest.raises(KeyboardInterrupt):
         flash(vb.link, "unix_sim", builds["v2"])
-    monkeypatch.setattr(Board, "write_file", real)
+    monkeypatch.setattr(Board, "write_files", real)
     assert live_version(vb.link) == v1  # still the old firmware, staging half full
     # A switch-over cut after its first rename: the next connection finishes it.
     b = Board(vb.link)

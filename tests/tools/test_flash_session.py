@@ -126,3 +126,35 @@ def test_silent_port_fails_fast_and_says_so(monkeypatch):
     finally:
         os.close(m)
         os.close(s)
+
+
+QUIET = "import time\nwhile True:\n    time.sleep(0.05)\n"
+
+
+@pytest.mark.parametrize("slow_board", [QUIET], indirect=True)
+def test_files_go_several_to_an_exec_and_a_failure_names_its_file(slow_board, tmp_path):
+    b = Board(slow_board)
+    try:
+        b.run("import os\nos.chdir(%r)" % str(tmp_path), "chdir")
+        d = "fs"
+        b.run("agent_makedirs(%r)" % d, "mkdir")
+        files = [("%s/s%02d.bin" % (d, i), os.urandom(37 * i)) for i in range(30)]
+        files += [("%s/big.bin" % d, os.urandom(3 * session.CHUNK + 5)), ("%s/empty.bin" % d, b"")]
+        execs = []
+        real = b.exec
+        b.exec = lambda code, timeout=30: (execs.append(code), real(code, timeout))[1]  # type: ignore[method-assign]
+        b.write_files(files)
+        total = sum(len(x) for _p, x in files)
+        assert len(execs) <= total // session.CHUNK + 2, (len(execs), total)  # not one or more a file
+        for path, data in files:
+            assert b.read_bytes(path) == data, path
+        # The fourth file's directory is not there: its name in the error, the files before it written.
+        bad = [("%s/t%d.bin" % (d, i), b"x%d" % i) for i in range(3)] + [("%s/no/such.bin" % d, b"y")]
+        bad.append(("%s/t9.bin" % d, b"z"))
+        with pytest.raises(FlashError) as e:
+            b.write_files(bad)
+        assert "writing %s/no/such.bin" % d in str(e.value), str(e.value)
+        assert b.read_bytes("%s/t2.bin" % d) == b"x2"
+        assert b.eval("6 * 7") == 42  # the session goes on
+    finally:
+        b.close()
