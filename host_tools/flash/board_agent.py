@@ -109,15 +109,31 @@ def agent_free() -> tuple:
 
 # Files go over in pieces of base64. One exec carries several pieces, of one
 # file or of several small ones (session.write_files): a round trip through
-# the raw REPL costs more than the bytes on a board's USB.
-def agent_put(path: str, b64: str, first: int, last: int) -> None:
+# the raw REPL costs more than the bytes on a board's USB. z: the piece is
+# raw deflate with a window of 2**z bytes (0: as it is).
+def agent_put(path: str, b64: str, first: int, last: int, z: int) -> None:
     global agent_file
     agent_feed()
     if first:
         agent_file = open(path, 'wb')
-    agent_file.write(binascii.a2b_base64(b64))
+    data = binascii.a2b_base64(b64)
+    if z:
+        import io
+
+        import deflate
+        data = deflate.DeflateIO(io.BytesIO(data), deflate.RAW, z).read()
+    agent_file.write(data)
     if last:
         agent_file.close()
+
+
+def agent_inflates() -> bool:
+    # MicroPython 1.21+ has deflate where the port enables it (rp2, esp32, unix do).
+    try:
+        import deflate  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def agent_abort() -> None:

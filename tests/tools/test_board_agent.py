@@ -5,10 +5,12 @@ finished by a rerun, on the unix port in a scratch directory."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
+import zlib
 
 from host_tools.flash import session
 from host_tools.flash.layout import ENTRIES
@@ -35,9 +37,10 @@ os.chdir(%(dir)r)
 %(agent)s
 out = {}
 agent_makedirs('a/b/c')
-agent_put('a/b/c/f.bin', binascii.b2a_base64(b'hello ').decode(), 1, 0)
-agent_put('a/b/c/f.bin', binascii.b2a_base64(b'agent').decode(), 0, 1)
-agent_put('a/b/e.bin', '', 1, 1)
+agent_put('a/b/c/f.bin', binascii.b2a_base64(b'hello ').decode(), 1, 0, 0)
+agent_put('a/b/c/f.bin', %(z)r, 0, 1, 10)
+agent_put('a/b/e.bin', '', 1, 1, 0)
+out['inflates'] = agent_inflates()
 agent_abort()
 out['empty'] = len(open('a/b/e.bin', 'rb').read())
 out['sha'] = agent_sha256('a/b/c/f.bin')
@@ -68,13 +71,15 @@ def test_agent_runs_on_micropython(tmp_path):
     script = tmp_path / "run.py"
     work = tmp_path / "fs"
     work.mkdir()
-    script.write_text(SCRIPT % {"dir": str(work), "agent": agent, "entries": ENTRIES})
+    c = zlib.compressobj(9, zlib.DEFLATED, -10)
+    z = base64.b64encode(c.compress(b"agent") + c.flush()).decode()  # raw deflate, as write_files sends
+    script.write_text(SCRIPT % {"dir": str(work), "agent": agent, "entries": ENTRIES, "z": z})
     r = subprocess.run([MICROPYTHON, str(script)], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, MICROPYPATH=""))
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["sha"] == hashlib.sha256(b"hello agent").hexdigest() and out["missing"] is None
-    assert out["walk"] == ["a/b/c/f.bin", "a/b/e.bin", "a/g.bin"] and out["empty"] == 0
+    assert out["walk"] == ["a/b/c/f.bin", "a/b/e.bin", "a/g.bin"] and out["empty"] == 0 and out["inflates"]
     assert out["isdir"] == [True, False, True, False] and out["free"] == 3 and out["gone"] is False
     assert out["after"] == {"main.py": "new", "VERSION": "2", "prev/main.py": "old", "prev/VERSION": "1"}
     assert out["left"] == [False, False]

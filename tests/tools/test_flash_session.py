@@ -138,14 +138,19 @@ def test_files_go_several_to_an_exec_and_a_failure_names_its_file(slow_board, tm
         b.run("import os\nos.chdir(%r)" % str(tmp_path), "chdir")
         d = "fs"
         b.run("agent_makedirs(%r)" % d, "mkdir")
+        # Random bytes (sent as they are) and text (deflated: the board inflates it).
         files = [("%s/s%02d.bin" % (d, i), os.urandom(37 * i)) for i in range(30)]
         files += [("%s/big.bin" % d, os.urandom(3 * session.CHUNK + 5)), ("%s/empty.bin" % d, b"")]
+        files += [("%s/text%d.py" % (d, i), b"".join(b"reading_%d = %d\n" % (k, k * i) for k in range(900)))
+                  for i in range(2)]
         execs = []
         real = b.exec
         b.exec = lambda code, timeout=30: (execs.append(code), real(code, timeout))[1]  # type: ignore[method-assign]
         b.write_files(files)
         total = sum(len(x) for _p, x in files)
-        assert len(execs) <= total // session.CHUNK + 2, (len(execs), total)  # not one or more a file
+        assert len(execs) < len(files), (len(execs), total)  # not one or more a file
+        assert any(",10)" in x for x in execs) and any(",0)" in x for x in execs)  # deflated and as is
+        assert sum(len(x) for x in execs) < total * 4 // 3  # less than the base64 of it all
         for path, data in files:
             assert b.read_bytes(path) == data, path
         # The fourth file's directory is not there: its name in the error, the files before it written.
