@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 # Keyed by what goes into a build, so an edit to the firmware rebuilds and two
 # checkouts never share a stale one.
-_INPUTS = ("firmware", "boards", os.path.join("host_tools", "build.py"))
+_INPUTS = ("firmware", "boards", os.path.join("host_tools", "build.py"), os.path.join("host_tools", "constfold.py"))
 
 
 def _inputs_hash(board: str) -> str:
