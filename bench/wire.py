@@ -67,14 +67,10 @@ class Layout:
         the wire with its t3.5 silence (where bench.picow_loop stops its clock)."""
         c, g = char_time_us(baud) / 1e6, gap_us(baud) / 1e6
         _d, b = self.block_of(reading)
-
-        def read(count):
-            req, rep = read_bytes(count)
-            return req * c + g + turnaround + rep * c + g
-
         tail = turnaround + read_bytes(b.count)[1] * c + g
         req, _rep = write_bytes(len(self.dev[write_dev].commands))
-        return tail + sum(read(x.count) for x in between) + read(b.count) + req * c + g
+        return (tail + sum(self.read_s(baud, x.count, turnaround) for x in between)
+                + self.read_s(baud, b.count, turnaround) + req * c + g)
 
     def ev_stop_floors_s(self, baud, turnaround):
         """issue 16's EV stop: (this schedule's floor: the hot reads and the longest other

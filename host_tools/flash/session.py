@@ -308,8 +308,9 @@ class Board:
         of data; at most CHUNK on the wire each, and one piece for an empty file."""
         if not data:
             yield b"", 0, 0
-        for off in range(0, len(data), RAW_PIECE if z else CHUNK):
-            raw = data[off:off + (RAW_PIECE if z else CHUNK)]
+        step = RAW_PIECE if z else CHUNK
+        for off in range(0, len(data), step):
+            raw = data[off:off + step]
             if z:
                 c = zlib.compressobj(9, zlib.DEFLATED, -z)
                 packed = c.compress(raw) + c.flush()
@@ -317,7 +318,8 @@ class Board:
                     yield packed, z, len(raw)
                     continue
             for i in range(0, len(raw), CHUNK):  # as it is: it does not pack
-                yield raw[i:i + CHUNK], 0, len(raw[i:i + CHUNK])
+                part = raw[i:i + CHUNK]
+                yield part, 0, len(part)
 
     def _put(self, calls: list[tuple[str, str, int]], progress: ProgressFn | None) -> None:
         from mpremote.transport import TransportExecError
