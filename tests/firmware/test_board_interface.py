@@ -22,7 +22,6 @@ INI = os.path.join(ROOT, "tests", "helpers", "mypy_board.ini")
 BOARDS = {"esp32": ("micropython-esp32-stubs==1.29.0.post1", "xtensawin"),
           "rp2": ("micropython-rp2-stubs==1.29.0.post1", "armv6m")}
 STDLIB = "micropython-stdlib-stubs==1.29.0.post2"
-BIN = os.path.dirname(sys.executable)
 
 
 def stubs(platform: str) -> str:
@@ -75,7 +74,9 @@ def test_typecheck_catches_a_wrong_call(tmp_path):
 @pytest.mark.parametrize("platform", sorted(BOARDS))
 def test_firmware_compiles_for_board(platform, tmp_path):
     march = BOARDS[platform][1]
-    mpy = os.path.join(BIN, "mpy-cross")
+    from host_tools.build import mpy_cross
+
+    mpy = mpy_cross()
     names = [n for n in sorted(os.listdir(os.path.join(FW, "h2p"))) if n.endswith(".py")]
     assert "board_%s.py" % platform in names and "board_mcu.py" in names
     for n in names + ["../main.py"]:
