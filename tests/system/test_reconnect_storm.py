@@ -5,6 +5,7 @@ not storm it (bounded backoff with jitter: the connection attempts spread
 out in time, during the outage and at the return)."""
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -52,14 +53,25 @@ async def _storm(port, attempts):
 
 
 def test_a_fleet_reconnects_fast_without_a_storm(monkeypatch):
-    attempts = []
+    attempts = []  # when each connection attempt started
+    planned = []  # when each client's backoff said it would try again
     real = mqtt.asyncio.open_connection
+    real_sleep = mqtt.sleep_ms
+    run_code = mqtt.MQTTClient.run.__code__
 
     async def counted(*a, **kw):
         attempts.append(time.monotonic())
         return await real(*a, **kw)
 
+    def backoff(ms):
+        # The one sleep in MQTTClient.run is its backoff (no link_ok here):
+        # its end is when that client means to try again.
+        if sys._getframe(1).f_code is run_code:
+            planned.append(time.monotonic() + ms / 1000)
+        return real_sleep(ms)
+
     monkeypatch.setattr(mqtt.asyncio, "open_connection", counted)
+    monkeypatch.setattr(mqtt, "sleep_ms", backoff)
     port = free_port()
     t_down, t_back, back = asyncio.run(_storm(port, attempts))
     back.sort()
@@ -69,9 +81,14 @@ def test_a_fleet_reconnects_fast_without_a_storm(monkeypatch):
     # No storm. In the second half of the outage (backoff at its cap) the
     # fleet tries about FLEET / 3 s a second, never all at once; around
     # the return no 250 ms window holds more than a quarter of the fleet.
+    # The window counts the attempts as the clients planned them: the 200
+    # share one event loop here, and on a loaded machine a stall of that
+    # loop lets every backoff that ended meanwhile go at once (a clump of
+    # this harness; 200 piles are 200 boards).
     steady = [t for t in attempts if t_down + OUTAGE_S / 2 <= t < t_back]
     rate = len(steady) / (t_back - t_down - OUTAGE_S / 2)
-    window = [t for t in attempts if t_back - 1 <= t <= t_back + 5]
+    window = [t for t in planned if t_back - 1 <= t <= t_back + 5]
+    assert len(window) >= FLEET // 2, len(window)  # the fleet's retries around the return were seen
     peak = max(sum(1 for u in window if t <= u < t + 0.25) for t in window)
     print("attempts during the outage: %.0f/s at the cap; busiest 250 ms around the return: %d"
           % (rate, peak))
