@@ -36,7 +36,16 @@ class Mosquitto(Broker):
 
 class Ingest:
     """`python -m host_tools.ledger ingest` in a subprocess; stderr lines
-    collected in self.lines by a reader thread."""
+    collected in self.lines by a reader thread (they can lag what the
+    ingest did: wait for a line, do not count at once)."""
+
+    running = []  # this process's ingests, for kill_all()
+
+    @classmethod
+    def kill_all(cls):
+        """Every ingest still running (a test's teardown: none left behind when it failed)."""
+        while cls.running:
+            cls.running.pop().kill()
 
     def __init__(self, port, db_url, share=None, client_id=None):
         args = [sys.executable, "-m", "host_tools.ledger", "ingest", "--broker", "127.0.0.1:%d" % port,
@@ -47,6 +56,7 @@ class Ingest:
             args += ["--client-id", client_id]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
+        Ingest.running.append(self)
         self.lines = []
         self.subscribed = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
