@@ -18,9 +18,9 @@ _INPUTS = ("firmware", "boards", os.path.join("host_tools", "build.py"), os.path
 def _inputs_hash(board: str) -> str:
     h = hashlib.sha256(board.encode())
     for top in _INPUTS:
+        path = os.path.join(ROOT, top)
         # Not __pycache__: another worker may be writing a .pyc there (as
         # x.pyc.<id>, renamed when done) while this walks.
-        path = os.path.join(ROOT, top)
         files = [path] if os.path.isfile(path) else sorted(
             os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if "__pycache__" not in d)
         for f in files:

@@ -44,8 +44,8 @@ class Ingest:
     @classmethod
     def kill_all(cls):
         """Every ingest still running (a test's teardown: none left behind when it failed)."""
-        while cls.running:
-            cls.running.pop().kill()
+        for ing in list(cls.running):
+            ing.kill()
 
     def __init__(self, port, db_url, share=None, client_id=None):
         args = [sys.executable, "-m", "host_tools.ledger", "ingest", "--broker", "127.0.0.1:%d" % port,
@@ -74,6 +74,8 @@ class Ingest:
         return sum(1 for ln in list(self.lines) if ln.startswith("ledger: " + word))
 
     def kill(self, sig=signal.SIGKILL):
+        if self in Ingest.running:  # the list holds only ingests not yet killed
+            Ingest.running.remove(self)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(10)
