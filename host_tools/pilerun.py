@@ -38,6 +38,22 @@ def _heap_budget() -> str:
 
 
 HEAP = _heap_budget()
+
+# The rig's clocks run `speed` times the wall, and the host's scheduling
+# latency is multiplied with them: at 40x, a poll cycle slowed by 125 ms of
+# wall time (a busy 2-core machine, every transaction a wake-up of two
+# processes) is 5 s of simulated time, and a reading that old is unknown,
+# which is unsafe (CI, 2026-12: cold_start at 40x with data_age_ms 5000
+# went to fault in preheat). So an accelerated run's data age must cover
+# this much wall time; what the rules do once data *is* stale is tested at
+# real time (tests/core/test_supervisor.py).
+DATA_AGE_WALL_MS = 300
+
+
+def min_data_age_ms(speed: float) -> int:
+    """The shortest `bus.data_age_ms` the rig honours at `speed`: below it
+    the host's scheduling, not the pile, decides when a reading goes stale."""
+    return int(DATA_AGE_WALL_MS * speed + 0.5)
 UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
 
 
@@ -70,6 +86,7 @@ class PileRun:
         self.log_path = log_path
         self.wall_floor_ms = wall_floor_ms
         self.firmware_build = firmware_build
+        self._own_build: str | None = None  # the build made for this run, if none was given
         # 0: the simulator binds ports the system picks and says which (no
         # race with another process for a port found free a moment before).
         self.port = port or 0
@@ -97,7 +114,12 @@ class PileRun:
 
     # ---- set-up ------------------------------------------------------------
     def _prepare_board(self) -> str:
-        out = self.firmware_build or build("unix_sim", os.path.join(ROOT, "build"))
+        # A build of its own unless given one: two runs at once (two scenarios
+        # in two terminals) must not rebuild each other's firmware mid-run.
+        out = self.firmware_build
+        if not out:
+            self._own_build = tempfile.mkdtemp(prefix="h2pile-fw-")
+            out = build("unix_sim", self._own_build)
         d = self.board_dir or tempfile.mkdtemp(prefix="h2pile-board-")
         self.board_dir = d
         os.makedirs(os.path.join(d, "data"), exist_ok=True)
@@ -256,6 +278,9 @@ class PileRun:
                     await p.wait()
         for t in self._tasks:
             t.cancel()
+        if self._own_build:  # the board's files (board_dir) stay: callers read them afterwards
+            shutil.rmtree(self._own_build, ignore_errors=True)
+            self._own_build = None
 
 
 def _deep_update(d: dict[str, Any], u: dict[str, Any]) -> None:

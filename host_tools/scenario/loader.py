@@ -135,6 +135,9 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         err("config", "[config] must be a table")
     _check_config(cfg, path, text)
     sc.config = cfg
+    reason = data_age_too_short(sc, sc.speed)
+    if reason:
+        err("data_age_ms", reason, _line_of(text, "config"))
     # [[event]]
     evs = d.get("event", [])
     if not isinstance(evs, list):
@@ -283,3 +286,20 @@ def _check_config(cfg: dict, path: str, text: str) -> None:
         line = _line_of(text, m.group(1).split(".")[-1], cl) if m else cl
         raise ScenarioError(path, line, f"[config]: {msg}") from None
 
+
+def data_age_too_short(sc: Scenario, speed: float) -> str | None:
+    """Why the scenario's own data age cannot hold at `speed` on this rig, or
+    None (host_tools.pilerun.min_data_age_ms: the host's scheduling latency
+    times the speed would make readings stale, and the verdict a matter of
+    load). A scenario that sets none gets the rig's (runner.rig_config)."""
+    from host_tools.pilerun import DATA_AGE_WALL_MS, min_data_age_ms
+
+    bus = sc.config.get("bus")
+    if not isinstance(bus, dict) or "data_age_ms" not in bus:
+        return None
+    age, need = bus["data_age_ms"], min_data_age_ms(speed)
+    if age >= need:
+        return None
+    return (f"bus.data_age_ms {age} at speed {speed:g} is {age / speed:.0f} ms of wall time; the rig needs "
+            f"{DATA_AGE_WALL_MS} ms (host scheduling would decide when readings go stale): "
+            f"set it >= {need} or lower the speed")

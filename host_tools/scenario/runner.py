@@ -13,11 +13,26 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from host_tools.scenario import records as REC
-from host_tools.scenario.model import Scenario
+from host_tools.scenario.loader import data_age_too_short
+from host_tools.scenario.model import Scenario, ScenarioError
 from host_tools.scenario.verdict import Result, evaluate
 
 if TYPE_CHECKING:
     from host_tools.pilerun import PileRun
+
+
+def rig_config(sc: Scenario, speed: float) -> dict:
+    """The firmware configuration the run uses: the scenario's, with the
+    rig's data age at `speed` where the scenario sets none (the firmware's
+    default is for real time; host_tools.pilerun.min_data_age_ms)."""
+    from h2p import config as C
+    from host_tools.pilerun import min_data_age_ms
+
+    cfg = dict(sc.config)
+    bus = dict(cfg.get("bus") or {})
+    bus.setdefault("data_age_ms", max(C.BUS["data_age_ms"][1], min_data_age_ms(speed)))
+    cfg["bus"] = bus
+    return cfg
 
 
 async def run(sc: Scenario, speed: float | None = None, log_path: str | None = None,
@@ -29,6 +44,9 @@ async def run(sc: Scenario, speed: float | None = None, log_path: str | None = N
     from host_tools.pilerun import PileRun
 
     speed = float(speed or sc.speed)
+    too_short = data_age_too_short(sc, speed)
+    if too_short:  # a --speed faster than the scenario's own
+        raise ScenarioError(sc.path, 0, f"at --speed {speed:g}: {too_short}")
     wall0 = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="h2pile-scn-")
     sim_log = os.path.join(tmp, "sim.jsonl")
@@ -36,7 +54,7 @@ async def run(sc: Scenario, speed: float | None = None, log_path: str | None = N
     sim_args = ["--sample-s", str(sample_s)]
     for k, v in sc.plant_params().items():
         sim_args += ["--param", f"{k}={v!r}"]
-    pr = PileRun(speed=speed, heap=sc.heap, config=sc.config, sim_args=sim_args, log_path=sim_log,
+    pr = PileRun(speed=speed, heap=sc.heap, config=rig_config(sc, speed), sim_args=sim_args, log_path=sim_log,
                  firmware_build=firmware_build)
     wake = asyncio.Event()
     pr.on_line = lambda line: wake.set() if line.startswith("LOG event") else None

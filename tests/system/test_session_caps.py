@@ -17,7 +17,7 @@ import time
 import pytest
 
 from host_tools import ROOT, ledger
-from host_tools.pilerun import HEAP, PileRun
+from host_tools.pilerun import HEAP, PileRun, min_data_age_ms
 from tests.helpers.ledger_broker import Ingest
 from tests.helpers.pilewait import until
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.micropython, pytest.mark.broker, pytest.mark.system]
 PILE = "cap-1"
 SPEED = 20
 WARM = ["--param", "bed_c0=265", "--param", "stack_c0=165", "--param", "evap_delay_s=5"]
-CONFIG = {"pile_id": PILE, "auto_charge": False, "idle_shutdown_s": 0, "bus": {"data_age_ms": 5000},
+CONFIG = {"pile_id": PILE, "auto_charge": False, "idle_shutdown_s": 0, "bus": {"data_age_ms": min_data_age_ms(SPEED)},
           "limits": {"feed_lead_s": 6, "stack_ramp_up": 0.05}}
 CAP_KWH = 0.5
 CAP_MIN = 1

@@ -12,6 +12,7 @@ from host_tools.scenario.condition import Condition
 from host_tools.scenario.durations import parse_duration
 from host_tools.scenario.loader import load, loads
 from host_tools.scenario.model import ScenarioError
+from host_tools.scenario.runner import rig_config
 from host_tools.scenario.verdict import evaluate, latency_ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -123,6 +124,7 @@ def _line(text, needle):
     ("bat_soc = 50", "bat_socc = 50", "unknown parameter"),
     ("bat_soc = 50", 'bat_soc = "x"', "must be a number"),
     ("data_age_ms = 3000", "data_age_ms = 5", "data_age_ms"),
+    ("data_age_ms = 3000", "data_age_ms = 1400", "is 280 ms of wall time"),
     ('at = "12m30s"', 'at = "soon"', "not a duration"),
     ('delay = "2s"', 'delay = "2 parsecs"', "not a duration"),
     ('to = "ref_pump_sp=0"', 'to = "ref_pumps=0"', "command=value"),
@@ -139,6 +141,22 @@ def test_bad_values_name_file_and_line(old, new, why):
     want = _line(text, new)
     assert e.value.line == want, (str(e.value), want)
     assert str(e.value).startswith(f"bad.toml:{want}: ")
+
+
+def test_data_age_must_cover_the_rigs_wall_time_at_the_speed():
+    # At 40x, 5000 ms of simulated time is 125 ms of wall time: a busy host
+    # makes readings stale and the verdict a matter of load (cold_start, CI).
+    text = GOOD.replace("speed = 5", "speed = 40").replace("data_age_ms = 3000", "data_age_ms = 5000")
+    with pytest.raises(ScenarioError) as e:
+        loads(text, "fast.toml")
+    assert e.value.line == _line(text, "data_age_ms = 5000")
+    assert "set it >= 12000" in e.value.reason, e.value.reason
+    loads(text.replace("data_age_ms = 5000", "data_age_ms = 12000"), "fast.toml")
+    # No data age given: the run gets the rig's at its speed, at least the firmware's default.
+    sc = loads(text.replace("data_age_ms = 5000\n", ""), "fast.toml")
+    assert rig_config(sc, 40)["bus"]["data_age_ms"] == 12000
+    assert rig_config(sc, 1)["bus"]["data_age_ms"] == 2500
+    assert rig_config(sc, 40)["auto_charge"] is True and "data_age_ms" not in sc.config["bus"]  # a copy
 
 
 def test_structural_errors():
@@ -226,3 +244,8 @@ def test_cli_refuses_a_bad_scenario_before_running(tmp_path):
     good.write_text(GOOD)
     r = h2pile("sim", "check", str(good))
     assert r.returncode == 0 and "ok" in r.stdout
+    # A --speed the scenario's data age cannot hold is refused the same way.
+    r = h2pile("sim", "run", str(good), "--speed", "20", "--log", str(tmp_path / "x.jsonl"))
+    assert r.returncode == 2, r.stderr
+    assert f"{good}: at --speed 20: bus.data_age_ms 3000" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.jsonl").exists()
