@@ -17,9 +17,8 @@ import json
 import sys
 import time
 
-from h2p import config as C
 from h2p import topics
-from host_tools.pilerun import HEAP, PileRun, min_data_age_ms
+from host_tools.pilerun import HEAP, PileRun, rig_data_age_ms
 from host_tools.topic_filter import topic_filter
 
 
@@ -98,7 +97,7 @@ async def live(args: argparse.Namespace) -> int:
 
     run = PileRun(speed=args.speed, heap=args.heap or HEAP, mqtt=True, port=args.port, ctl_port=args.control_port,
                   config={"pile_id": args.pile_id, "idle_shutdown_s": args.idle_s,
-                          "bus": {"data_age_ms": max(C.BUS["data_age_ms"][1], min_data_age_ms(args.speed))}})
+                          "bus": {"data_age_ms": rig_data_age_ms(args.speed)}})
     view = View(args.pile_id)
     await run.start()
     # How to reach the simulated pile (broker, a working `h2pile cmd` line): host_tools/live_hint.py.

@@ -54,6 +54,16 @@ def min_data_age_ms(speed: float) -> int:
     """The shortest `bus.data_age_ms` the rig honours at `speed`: below it
     the host's scheduling, not the pile, decides when a reading goes stale."""
     return int(DATA_AGE_WALL_MS * speed + 0.5)
+
+
+def rig_data_age_ms(speed: float) -> int:
+    """The data age a run at `speed` gets when its config sets none: the
+    firmware's default (for real time), raised to the rig's minimum."""
+    from h2p import config as C
+
+    return max(C.BUS["data_age_ms"][1], min_data_age_ms(speed))
+
+
 UNIX_FLASH = os.path.join(ROOT, "host_tools", "unix_flash.py")
 
 

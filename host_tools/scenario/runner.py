@@ -25,12 +25,11 @@ def rig_config(sc: Scenario, speed: float) -> dict:
     """The firmware configuration the run uses: the scenario's, with the
     rig's data age at `speed` where the scenario sets none (the firmware's
     default is for real time; host_tools.pilerun.min_data_age_ms)."""
-    from h2p import config as C
-    from host_tools.pilerun import min_data_age_ms
+    from host_tools.pilerun import rig_data_age_ms
 
     cfg = dict(sc.config)
     bus = dict(cfg.get("bus") or {})
-    bus.setdefault("data_age_ms", max(C.BUS["data_age_ms"][1], min_data_age_ms(speed)))
+    bus.setdefault("data_age_ms", rig_data_age_ms(speed))
     cfg["bus"] = bus
     return cfg
 
