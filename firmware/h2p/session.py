@@ -108,14 +108,17 @@ class SessionRecorder:
 
     def _count(self, st, now, meter_wh, premix_l):
         # Energy from the billing meter, premix from the pump counter: both
-        # only as increments.
+        # only as increments. True when this reading is the session's first
+        # (its baseline): the caller journals it at once.
         flag = None
+        base = False
         m = st["m"]
         if meter_wh is None:
             flag = "meter_gap"  # the next reading covers the gap
         elif m is None:
             st["m"] = meter_wh  # the first reading: the baseline
             st["tm"] = now
+            base = True
             if st["m0"] is None:
                 st["m0"] = meter_wh
         elif meter_wh < m:
@@ -140,6 +143,7 @@ class SessionRecorder:
             elif pm is not None and "premix_backwards" not in fl:
                 fl.append("premix_backwards")
             st["pm"] = premix_l
+        return base
 
     def _record(self, st, stop_stamp, reason):
         e = st["e"]
@@ -216,14 +220,18 @@ class SessionRecorder:
                 st["ep"] += power_w * dt / 3600
         st["t"] = now
         st["dur"] += dt
-        self._count(st, now, meter_wh, premix_l)
+        # A baseline taken after the session opened (the start meter value
+        # comes on the next slow read) is journaled at once, not at the next
+        # interval: a reset before that would leave recovery no meter value
+        # to count from, and bill the energy so far as 0 Wh.
+        base = self._count(st, now, meter_wh, premix_l)
         if ev_soc is not None:
             if st["soc0"] is None:
                 st["soc0"] = ev_soc
             st["soc1"] = ev_soc
         sid = st["id"]
         # RAM: the checkpoint body is built only when one is due
-        if not self.j.due(sid, now):
+        if not (base or self.j.due(sid, now)):
             return False
         return self.j.checkpoint({
             "id": sid,

@@ -147,6 +147,22 @@ def test_recover_before_first_checkpoint(tmp_path):
     assert rec["id"] == sid and rec["energy_wh"] == 60.0 and rec["reason"] == "reboot"
 
 
+def test_a_baseline_that_came_after_the_start_is_journaled_at_once(tmp_path):
+    # The app opens the record before the start meter value is read (it
+    # comes on the next slow read; no energy flows before it). A reset
+    # within the checkpoint interval after that must still bill the energy
+    # from that baseline to the meter at boot, not 0 Wh.
+    j, r, _ = boot(tmp_path / "j", interval=60, wall=lambda: None)
+    sid = r.start(0, "t", meter_wh=None)
+    assert r.step(1, meter_wh=None) is False  # no meter yet: nothing to journal
+    assert r.step(2, meter_wh=8000.0) is True  # the baseline: journaled now
+    assert [r.step(t, meter_wh=8000.0 + (t - 2) * 4) for t in range(3, 12)] == [False] * 9
+    _, r2, _ = boot(tmp_path / "j", wall=lambda: None)
+    rec = r2.recover(0, meter_wh=8076.0, reason="power_loss")[0]
+    assert rec["id"] == sid and rec["meter0"] == 8000.0 and rec["energy_wh"] == 76.0
+    assert "meter_at_boot" in rec["flags"]
+
+
 def test_a_capped_session_s_bill_shows_its_caps_also_when_recovered(tmp_path):
     j, r, _ = boot(tmp_path / "j")
     r.start(0, "sponsor:acme:1", meter_wh=0.0, cap=(2.5, None))

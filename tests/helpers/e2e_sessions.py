@@ -393,8 +393,9 @@ class Campaign:
                 return m * 1000.0
             last = m if ok else None
             await asyncio.sleep(0.3)
-        raise AssertionError("window did not settle: state %s open %s plant %s" % (
-            self.pr.state, self.open_id, {k: p[k] for k in ("ev_present", "contactor", "ev_a", "pilot")}))
+        raise AssertionError("window did not settle: state %s open %s plant %s; ids %s; last lines %s" % (
+            self.pr.state, self.open_id, {k: p[k] for k in ("ev_present", "ev_asking", "contactor", "ev_a", "pilot")},
+            self.windows[-1].ids if self.windows else [], [ln for _t, ln in self.fwlog[-20:]]))
 
     async def one(self, i):
         plan = self.make_plan(i)
