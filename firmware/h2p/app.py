@@ -12,10 +12,12 @@ from h2p import VERSION
 from h2p.compat import asyncio, const, forget, ticks_diff
 from h2p import devices as D
 from h2p.chores import GC, STATUS, Chores
+from h2p.chores import N as _N_CHORES
 from h2p.log import log
 from h2p.modbus import Master, ModbusError
 from h2p.readings import Readings, SCALES, UNKNOWN
 from h2p.readings import INDEX as _IX
+from h2p.states import OFF as _S_OFF
 
 TYPE_CHECKING = const(0)  # mypy reads it as true: the block under it is for mypy only
 
@@ -77,6 +79,11 @@ class Pile:
         self.steps = 0
         self.polls = 0  # bus transactions done, answered or timed out (the watchdog's sign of progress)
         self.slow_every = bus["slow_every"]
+        # The parked cycle (bus_task): under half the data age and half the
+        # devices' comm watchdog (h2p.devbuild), so readings stay fresh and
+        # the devices fed.
+        age = bus["data_age_ms"]
+        self.idle_ms = min(bus["idle_cycle_ms"], age // 2, (bus["comm_timeout_ms"] or 2 * age) // 2)
         self.refresh_ms = [0] * len(self.devices)
         # The devices that take commands (_flush), the charger (0) first.
         self.writers = [k for k in range(len(self.devices)) if len(self.devices[k].want)]
@@ -226,6 +233,7 @@ class Pile:
         sched = self.schedule
         nh = self.n_hot
         while True:
+            t0 = self.clock.ms()
             # force_slow stays on until the session has the energy reading it
             # waits for (a read lost to a timeout is asked for again).
             slow = self.force_slow or self.cycles % self.slow_every == 0
@@ -249,6 +257,23 @@ class Pile:
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
+            if self.sup.state == _S_OFF and self.idle_ms:
+                # Parked (off: nothing energised, nothing to ramp down): one
+                # cycle per idle period, not back to back. The CPU sleeps
+                # (a parked pile's controller runs off its buffer battery),
+                # the waiting chores are served first, and a wake or start
+                # waits at most one period (self-test takes seconds). Each
+                # chore once: one that asks again at once waits for a turn.
+                for _ in range(_N_CHORES):
+                    if not (chores.want and chores.give()):
+                        break
+                    for _ in range(_CHORE_YIELDS):
+                        await asyncio.sleep_ms(0)
+                        if not chores.busy:
+                            break
+                left = self.idle_ms - ticks_diff(self.clock.ms(), t0)
+                if left > 0:
+                    await self.clock.sleep_ms(left)
             # Yield even when every device answers at once.
             await asyncio.sleep_ms(0)
 

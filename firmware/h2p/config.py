@@ -39,6 +39,9 @@ BUS = {
     "retries": (int, 0, rng(0, 3), "retries of a read before the device counts as silent"),
     "data_age_ms": (int, 2500, rng(100, 60000), "a reading older than this is unknown (raise only for accelerated simulation)"),
     "slow_every": (int, 10, rng(1, 100), "slow telemetry is read every N poll cycles"),
+    "idle_cycle_ms": (int, 1000, rng(0, 2000), "while off (nothing energised), one poll cycle per this period "
+                      "instead of back to back, so the CPU sleeps; at most half of data_age_ms and of the comm "
+                      "watchdog (and under the board's watchdog); 0: back to back"),
     "comm_timeout_ms": (int, 0, _comm_timeout, "charger, fuel cell and reformer go safe on their own after hearing "
                         "nothing from the pile this long (their comm watchdog, written at boot; any request "
                         "feeds it); 0: twice data_age_ms"),

@@ -14,38 +14,7 @@ import pytest
 
 from h2p import app, chores, compat
 from h2p import config as C
-from tests.helpers.fakes import FakeClock, frame
-
-
-class AnsweringLine:
-    # Every read is answered with zeros, every write with its echo; each request logged.
-    def __init__(self, log):
-        self.log = log
-        self.pending = b""
-
-    def discard(self):
-        self.pending = b""
-
-    async def settle(self):
-        pass
-
-    async def send(self, buf, n):
-        req = bytes(buf[:n])
-        unit, fc = req[0], req[1]
-        if fc in (3, 4):
-            count = req[4] << 8 | req[5]
-            self.pending = frame(unit, fc, 2 * count, *([0] * 2 * count))
-            self.log.append(("read", unit, req[2] << 8 | req[3]))
-        else:
-            self.pending = frame(*req[:6])
-            self.log.append(("write", unit))
-        await asyncio.sleep(0)
-
-    async def recv_into(self, mv, timeout_ms):
-        k = min(len(mv), len(self.pending))
-        mv[:k] = self.pending[:k]
-        self.pending = self.pending[k:]
-        return k
+from tests.helpers.fakes import AnsweringLine, FakeClock
 
 
 class Console:
@@ -67,7 +36,10 @@ def _pile(tmp_path, monkeypatch, log):
 
     board = SimpleNamespace(clock=clock, line=AnsweringLine(log), reset_cause="power_on", unix_time=lambda: None,
                             console=True, name="test", estop_pressed=lambda: False, open=opened)
-    p = app.Pile(board, C.from_dict({"pile_id": "t1", "data_dir": str(tmp_path / "data")}))
+    # Back to back (idle_cycle_ms 0): the turns while the bus polls; the parked
+    # cycle's own serving of chores is tests/firmware/test_app_idle.py's.
+    p = app.Pile(board, C.from_dict({"pile_id": "t1", "data_dir": str(tmp_path / "data"),
+                                     "bus": {"idle_cycle_ms": 0}}))
 
     def mark(what):
         # A chore, as it runs: what the bus task has done by then.

@@ -1,0 +1,105 @@
+"""The parked poll cycle (h2p.app's bus_task, bus.idle_cycle_ms) on CPython: the real Pile,
+its Modbus master and poll schedule against a line that answers every request at once, on a
+clock that moves only when something sleeps on it (the master's inter-frame silence, the
+parked cycle's pause). While the pile is off, one poll cycle per idle period and every block
+still read in it, the chores still served; running, back to back; the period kept under half
+the data age and half the devices' comm watchdog."""
+
+import asyncio
+from types import SimpleNamespace
+
+from h2p import app, chores, compat
+from h2p import config as C
+from h2p import states as S
+from tests.helpers.fakes import AnsweringLine, FakeClock
+
+
+def _pile(tmp_path, monkeypatch, bus=None):
+    monkeypatch.setattr(app, "forget", lambda *names: None)  # keep h2p.registers for the other tests
+    monkeypatch.setattr(asyncio, "sleep_ms", compat.sleep_ms, raising=False)  # MicroPython's, as h2p.compat has it
+    clock = FakeClock()
+    log: list = []
+    line = AnsweringLine(log)
+    send = line.send
+
+    async def stamped(buf, n):
+        await send(buf, n)
+        log[-1] = log[-1] + (clock.t,)
+
+    line.send = stamped
+
+    async def opened():
+        pass
+
+    board = SimpleNamespace(clock=clock, line=line, reset_cause="power_on", unix_time=lambda: None,
+                            console=True, name="test", estop_pressed=lambda: False, open=opened)
+    cfg = {"pile_id": "t1", "data_dir": str(tmp_path / "data")}
+    if bus is not None:
+        cfg["bus"] = bus
+    return app.Pile(board, C.from_dict(cfg)), clock, log, []
+
+
+def _run_until(p, clock, t_ms, served=None):
+    async def chore():
+        # One that asks for a turn again as soon as it has run (the uplink
+        # with a queue of messages).
+        while True:
+            await p.chores.turn(chores.UPLINK)
+            served.append(clock.t)
+
+    async def main():
+        tasks = [asyncio.create_task(p.bus_task())]
+        if served is not None:
+            tasks.append(asyncio.create_task(chore()))
+        try:
+            while clock.t < t_ms:
+                await asyncio.sleep(0)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_off_the_pile_polls_one_cycle_per_idle_period_and_every_block_in_it(tmp_path, monkeypatch):
+    p, clock, log, served = _pile(tmp_path, monkeypatch)
+    assert p.sup.state == S.OFF and p.idle_ms == 1000  # the default
+    _run_until(p, clock, 10_000, served)
+    assert 10 <= p.cycles <= 11, p.cycles
+    # Each cycle's reads come together at its start, then the line is quiet.
+    charger = p.devices[0].unit
+    starts = [e[3] for e in log if e[0] == "read" and e[1] == charger]
+    firsts = [t for i, t in enumerate(starts) if i == 0 or t - starts[i - 1] > 500]
+    assert len(firsts) == p.cycles
+    # (the first read waits the master's 1 ms of silence after its start)
+    assert [b - a for a, b in zip(firsts, firsts[1:])] == [999] + [1000] * (len(firsts) - 2), firsts
+    # Every fast block of the schedule was read in every cycle.
+    fast = {(d.unit, b.start) for d, b in p.schedule if b.fast}
+    for a in firsts[:-1]:
+        seen = {(e[1], e[2]) for e in log if e[0] == "read" and a <= e[3] < a + 1000}
+        assert fast <= seen, (a, fast - seen)
+    # The chores are still served, in every cycle.
+    for a in firsts[:-1]:
+        assert any(a <= t < a + 1000 for t in served), (a, served)
+
+
+def test_running_or_idle_cycle_0_the_pile_polls_back_to_back(tmp_path, monkeypatch):
+    p, clock, _log, _ = _pile(tmp_path, monkeypatch, {"idle_cycle_ms": 0})
+    assert p.idle_ms == 0
+    _run_until(p, clock, 2_000)
+    assert p.cycles > 20, p.cycles  # the master's inter-frame silences only
+
+    p, clock, _log, _ = _pile(tmp_path, monkeypatch)
+    p.sup.state = S.READY
+    p.sup.step = lambda now, rd: None  # stays ready: not parked
+    _run_until(p, clock, 2_000)
+    assert p.cycles > 20, p.cycles
+
+
+def test_the_idle_period_stays_under_half_the_data_age_and_the_comm_watchdog(tmp_path, monkeypatch):
+    assert _pile(tmp_path, monkeypatch, {"data_age_ms": 1000})[0].idle_ms == 500
+    assert _pile(tmp_path, monkeypatch, {"comm_timeout_ms": 600})[0].idle_ms == 300
+    # comm_timeout_ms 0 is twice the data age: the data age's half decides
+    assert _pile(tmp_path, monkeypatch, {"data_age_ms": 1600, "idle_cycle_ms": 2000})[0].idle_ms == 800
+    assert _pile(tmp_path, monkeypatch, {"idle_cycle_ms": 250})[0].idle_ms == 250
