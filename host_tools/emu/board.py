@@ -28,7 +28,7 @@ from rp2040py.device.mp_device import MicroPythonDevice
 from rp2040py.external.bootsel_button import BootselButton
 from rp2040py.external.led_mock import LEDMock
 
-from host_tools.emu import uart_fix
+from host_tools.emu import pace, uart_fix, usb_fix
 from host_tools.emu.net import GuardedCyw43, NetRules
 
 # MicroPython's rp2 littlefs on the Pico W: 212 blocks of 4096 B at flash offset 1,228,800.
@@ -154,6 +154,8 @@ class EmuPicoW:
         self.device = MicroPythonDevice(board=spec, filesystem=fs)
         self.mcu = self.device.mcu
         uart_fix.apply(self.mcu)
+        usb_fix.apply(self.device.cdc)
+        pace.apply(self.mcu)
         self.console = Console(self.emu_s, echo)
         self.pty: str = ""
         self._repl: ThreadPtyRepl | None = None
