@@ -291,7 +291,8 @@ class Pile:
             os.mkdir(data_dir)
         except OSError:
             pass  # exists
-        j = Journal(data_dir + "/journal.bin", max_bytes=kb * 1024, checkpoint_interval_s=ckpt_s)
+        j = Journal(data_dir + "/journal.bin", max_bytes=kb * 1024, checkpoint_interval_s=ckpt_s,
+                    sync=self.board.fs_sync)
         rep = j.open()
         if rep["torn_bytes"] or rep["garbage"]:
             log("journal", "repaired", "torn", rep["torn_bytes"], "garbage", rep["garbage"])

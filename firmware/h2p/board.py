@@ -112,6 +112,7 @@ if TYPE_CHECKING:
         console: bool  # STATUS lines go to the console (USB REPL / stdout)
         has_wifi: bool
         has_led: bool  # a status LED (h2p.led drives it through led())
+        fs_sync: bool  # journal writes synced to storage before they count (h2p.journal)
 
         # Read-only to the firmware (a property: each board has its own
         # Clock, Line and Watchdog classes that only need to fit these).

@@ -165,6 +165,7 @@ class McuBoard:
         # Only what is used after boot is kept, not the description dict.
         self.name = desc["name"]
         self.console = True  # STATUS lines on the USB REPL
+        self.fs_sync = True  # littlefs: a write counts once committed
         self.has_wifi = desc["has_wifi"]
         self.clock = Clock()
         u = desc["uart"]

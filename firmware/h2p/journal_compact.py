@@ -124,7 +124,8 @@ def rewrite(j, skip, forced, garbage):
     mv = memoryview(bytearray(_COPY))
     shift = J.LOC_SHIFT
     new = 0
-    fsync = getattr(os, "fsync", None)  # CPython only; MicroPython flush() syncs
+    # CPython only (MicroPython's flush() syncs); none without j.sync
+    fsync = getattr(os, "fsync", None) if j.sync else None
     with open(j.path, "rb") as src:
         with open(tmp, "wb") as dst:
             for loc, rtype in records(src, j.size, garbage):
@@ -146,7 +147,8 @@ def rewrite(j, skip, forced, garbage):
                 if k == _KEEP and loc in live:
                     moved[loc] = (new << shift) | total
                 new += total
-            dst.flush()
+            if j.sync:
+                dst.flush()
             if fsync is not None:
                 fsync(dst.fileno())
     try:

@@ -27,7 +27,7 @@ class Loop:
     def __init__(self, tmp_path, monkeypatch, cycle_ms, volts=400.0, ev_a=125.0, ramp_a_s=50.0, meter_v=True):
         monkeypatch.setattr(app, "forget", lambda *names: None)
         self.clock = FakeClock()
-        board = SimpleNamespace(clock=self.clock, line=None, reset_cause="power_on", unix_time=lambda: None,
+        board = SimpleNamespace(clock=self.clock, line=None, reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
                                 console=False, name="test", estop_pressed=lambda: False)
         p = self.p = app.Pile(board, C.from_dict({"pile_id": "t1", "data_dir": str(tmp_path / "data")}))
         p.sup.step = lambda now, rd: None  # the state machine is played by this loop

@@ -34,7 +34,7 @@ def _pile(tmp_path, monkeypatch, log):
     async def opened():
         pass
 
-    board = SimpleNamespace(clock=clock, line=AnsweringLine(log), reset_cause="power_on", unix_time=lambda: None,
+    board = SimpleNamespace(clock=clock, line=AnsweringLine(log), reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
                             console=True, name="test", estop_pressed=lambda: False, open=opened)
     # Back to back (idle_cycle_ms 0): the turns while the bus polls; the parked
     # cycle's own serving of chores is tests/firmware/test_app_idle.py's.

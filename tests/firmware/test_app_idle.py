@@ -31,7 +31,7 @@ def _pile(tmp_path, monkeypatch, bus=None):
     async def opened():
         pass
 
-    board = SimpleNamespace(clock=clock, line=line, reset_cause="power_on", unix_time=lambda: None,
+    board = SimpleNamespace(clock=clock, line=line, reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
                             console=True, name="test", estop_pressed=lambda: False, open=opened)
     cfg = {"pile_id": "t1", "data_dir": str(tmp_path / "data")}
     if bus is not None:

@@ -15,7 +15,7 @@ WH = INDEX["met_wh"]
 def _pile(tmp_path, monkeypatch):
     monkeypatch.setattr(app, "forget", lambda *names: None)  # keep h2p.registers for the other tests
     clock = FakeClock()
-    board = SimpleNamespace(clock=clock, line=None, reset_cause="power_on", unix_time=lambda: None,
+    board = SimpleNamespace(clock=clock, line=None, reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
                             console=False, name="test")
     p = app.Pile(board, C.from_dict({"pile_id": "t1", "data_dir": str(tmp_path / "data")}))
     p._open_journal()

@@ -52,7 +52,7 @@ class Pile:
         self.b = bench
         self.cfg, self.sup, self.rd = bench.cfg, bench.sup, bench.rd
         self.clock = SimpleNamespace(ms=lambda: bench.now)
-        self.board = SimpleNamespace(name="unix_sim", reset_cause="power_on", unix_time=time.time)
+        self.board = SimpleNamespace(name="unix_sim", reset_cause="power_on", fs_sync=True, unix_time=time.time)
         self.last_crash = None
         self.link = None
         self.maintenance = None
