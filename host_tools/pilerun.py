@@ -97,6 +97,7 @@ class PileRun:
         self.wall_floor_ms = wall_floor_ms
         self.firmware_build = firmware_build
         self._own_build: str | None = None  # the build made for this run, if none was given
+        self._own_board: str | None = None  # the board directory made for this run, if none was given
         # 0: the simulator binds ports the system picks and says which (no
         # race with another process for a port found free a moment before).
         self.port = port or 0
@@ -130,7 +131,9 @@ class PileRun:
         if not out:
             self._own_build = tempfile.mkdtemp(prefix="h2pile-fw-")
             out = build("unix_sim", self._own_build)
-        d = self.board_dir or tempfile.mkdtemp(prefix="h2pile-board-")
+        d = self.board_dir
+        if d is None:
+            d = self._own_board = tempfile.mkdtemp(prefix="h2pile-board-")
         self.board_dir = d
         os.makedirs(os.path.join(d, "data"), exist_ok=True)
         shutil.copy(os.path.join(out, "main.py"), d)
@@ -288,9 +291,14 @@ class PileRun:
                     await p.wait()
         for t in self._tasks:
             t.cancel()
-        if self._own_build:  # the board's files (board_dir) stay: callers read them afterwards
-            shutil.rmtree(self._own_build, ignore_errors=True)
-            self._own_build = None
+        # What this run made for itself goes with it; a board_dir the caller
+        # gave stays (tests read the journal and the crash record from it).
+        for d in (self._own_build, self._own_board):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+        if self._own_board:
+            self.board_dir = None  # (a start() after this makes a new one)
+        self._own_build = self._own_board = None
 
 
 def _deep_update(d: dict[str, Any], u: dict[str, Any]) -> None:

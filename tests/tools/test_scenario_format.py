@@ -249,3 +249,20 @@ def test_cli_refuses_a_bad_scenario_before_running(tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"{good}: at --speed 20: bus.data_age_ms 3000" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.system
+def test_sim_run_leaves_nothing_of_its_own_in_tmp(tmp_path):
+    # `h2pile sim run` builds the firmware and makes a board directory for
+    # itself (PileRun without a build or board_dir): both go when it ends.
+    # (Five hundred of them had gathered in one machine's /tmp.)
+    sc = tmp_path / "short.toml"
+    sc.write_text('name = "short"\nduration = "30s"\nspeed = 5\n\n[start]\nwarm = true\n')
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "run", str(sc), "--log",
+                        str(tmp_path / "short.jsonl")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TMPDIR=str(tmp)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "short.jsonl").stat().st_size > 0  # it ran
+    assert sorted(os.listdir(tmp)) == [], "left in TMPDIR"
