@@ -257,13 +257,15 @@ class Pile:
             self.cycles += 1
             if self.cycles == 2:
                 self._open_journal()
-            if self.sup.state == _S_OFF and self.idle_ms:
+            if self.sup.state == _S_OFF and self.idle_ms and self.cycles >= 2:
                 # Parked (off: nothing energised, nothing to ramp down): one
                 # cycle per idle period, not back to back. The CPU sleeps
                 # (a parked pile's controller runs off its buffer battery),
                 # the waiting chores are served first, and a wake or start
                 # waits at most one period (self-test takes seconds). Each
                 # chore once: one that asks again at once waits for a turn.
+                # Not before the journal is open (the second cycle): a
+                # session the last boot left open is closed at once.
                 for _ in range(_N_CHORES):
                     if not (chores.want and chores.give()):
                         break

@@ -65,15 +65,21 @@ def _run_until(p, clock, t_ms, served=None):
 def test_off_the_pile_polls_one_cycle_per_idle_period_and_every_block_in_it(tmp_path, monkeypatch):
     p, clock, log, served = _pile(tmp_path, monkeypatch)
     assert p.sup.state == S.OFF and p.idle_ms == 1000  # the default
+    opened: list = []
+    open_journal = p._open_journal
+    monkeypatch.setattr(p, "_open_journal", lambda: (opened.append(clock.t), open_journal())[1])
     _run_until(p, clock, 10_000, served)
-    assert 10 <= p.cycles <= 11, p.cycles
+    assert 11 <= p.cycles <= 12, p.cycles
     # Each cycle's reads come together at its start, then the line is quiet.
     charger = p.devices[0].unit
     starts = [e[3] for e in log if e[0] == "read" and e[1] == charger]
     firsts = [t for i, t in enumerate(starts) if i == 0 or t - starts[i - 1] > 500]
-    assert len(firsts) == p.cycles
-    # (the first read waits the master's 1 ms of silence after its start)
-    assert [b - a for a, b in zip(firsts, firsts[1:])] == [999] + [1000] * (len(firsts) - 2), firsts
+    # The first two cycles back to back (one group): the journal opens after
+    # the second at once, not two periods after boot. Then one per period.
+    assert len(firsts) == p.cycles - 1
+    assert opened and opened[0] < firsts[1] and opened[0] < 100, (opened, firsts)
+    gaps = [b - a for a, b in zip(firsts, firsts[1:])]
+    assert 1000 < gaps[0] < 1100 and gaps[1:] == [1000] * (len(gaps) - 1), firsts
     # Every fast block of the schedule was read in every cycle.
     fast = {(d.unit, b.start) for d, b in p.schedule if b.fast}
     for a in firsts[:-1]:
