@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from h2p import app, chores, compat
-from h2p import config as C
+from h2p import app, chores
+from tests.helpers.app_pile import fake_pile, run_until
 from tests.helpers.fakes import AnsweringLine, FakeClock
 
 
@@ -27,19 +27,9 @@ class Console:
 
 
 def _pile(tmp_path, monkeypatch, log):
-    monkeypatch.setattr(app, "forget", lambda *names: None)  # keep h2p.registers for the other tests
-    monkeypatch.setattr(asyncio, "sleep_ms", compat.sleep_ms, raising=False)  # MicroPython's, as h2p.compat has it
-    clock = FakeClock()
-
-    async def opened():
-        pass
-
-    board = SimpleNamespace(clock=clock, line=AnsweringLine(log), reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
-                            console=True, name="test", estop_pressed=lambda: False, open=opened)
     # Back to back (idle_cycle_ms 0): the turns while the bus polls; the parked
     # cycle's own serving of chores is tests/firmware/test_app_idle.py's.
-    p = app.Pile(board, C.from_dict({"pile_id": "t1", "data_dir": str(tmp_path / "data"),
-                                     "bus": {"idle_cycle_ms": 0}}))
+    p = fake_pile(tmp_path, monkeypatch, AnsweringLine(log), FakeClock(), {"idle_cycle_ms": 0})
 
     def mark(what):
         # A chore, as it runs: what the bus task has done by then.
@@ -60,21 +50,8 @@ async def _uplink(p, mark):
 
 
 def _run(p, mark, log, n_chores):
-    async def main():
-        tasks = [asyncio.create_task(p.bus_task()), asyncio.create_task(p.status_task(1)),
-                 asyncio.create_task(_uplink(p, mark))]
-        try:
-            async def enough():
-                while sum(1 for e in log if e[0] == "chore") < n_chores:
-                    await asyncio.sleep(0.005)
-
-            await asyncio.wait_for(enough(), 60)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(main())
+    run_until([p.bus_task(), p.status_task(1), _uplink(p, mark)],
+              lambda: sum(1 for e in log if e[0] == "chore") >= n_chores, poll_s=0.005)
 
 
 def test_chores_run_only_in_the_turn_of_a_block_after_the_hot_reads(tmp_path, monkeypatch):

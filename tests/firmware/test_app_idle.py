@@ -5,38 +5,16 @@ parked cycle's pause). While the pile is off, one poll cycle per idle period and
 still read in it, the chores still served; running, back to back; the period kept under half
 the data age and half the devices' comm watchdog."""
 
-import asyncio
-from types import SimpleNamespace
-
-from h2p import app, chores, compat
-from h2p import config as C
+from h2p import chores
 from h2p import states as S
+from tests.helpers.app_pile import fake_pile, run_until
 from tests.helpers.fakes import AnsweringLine, FakeClock
 
 
 def _pile(tmp_path, monkeypatch, bus=None):
-    monkeypatch.setattr(app, "forget", lambda *names: None)  # keep h2p.registers for the other tests
-    monkeypatch.setattr(asyncio, "sleep_ms", compat.sleep_ms, raising=False)  # MicroPython's, as h2p.compat has it
     clock = FakeClock()
-    log: list = []
-    line = AnsweringLine(log)
-    send = line.send
-
-    async def stamped(buf, n):
-        await send(buf, n)
-        log[-1] = log[-1] + (clock.t,)
-
-    line.send = stamped
-
-    async def opened():
-        pass
-
-    board = SimpleNamespace(clock=clock, line=line, reset_cause="power_on", fs_sync=True, unix_time=lambda: None,
-                            console=True, name="test", estop_pressed=lambda: False, open=opened)
-    cfg = {"pile_id": "t1", "data_dir": str(tmp_path / "data")}
-    if bus is not None:
-        cfg["bus"] = bus
-    return app.Pile(board, C.from_dict(cfg)), clock, log, []
+    log: list = []  # (kind, unit, ..., clock ms)
+    return fake_pile(tmp_path, monkeypatch, AnsweringLine(log, clock), clock, bus), clock, log, []
 
 
 def _run_until(p, clock, t_ms, served=None):
@@ -47,19 +25,7 @@ def _run_until(p, clock, t_ms, served=None):
             await p.chores.turn(chores.UPLINK)
             served.append(clock.t)
 
-    async def main():
-        tasks = [asyncio.create_task(p.bus_task())]
-        if served is not None:
-            tasks.append(asyncio.create_task(chore()))
-        try:
-            while clock.t < t_ms:
-                await asyncio.sleep(0)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(main())
+    run_until([p.bus_task()] + ([chore()] if served is not None else []), lambda: clock.t >= t_ms)
 
 
 def test_off_the_pile_polls_one_cycle_per_idle_period_and_every_block_in_it(tmp_path, monkeypatch):

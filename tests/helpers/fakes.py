@@ -58,9 +58,11 @@ def run(coro):
 
 
 class AnsweringLine:
-    # Every read is answered with zeros, every write with its echo; each request logged.
-    def __init__(self, log):
+    # Every read is answered with zeros, every write with its echo; each request logged
+    # (with the clock's time last, when given one).
+    def __init__(self, log, clock=None):
         self.log = log
+        self.clock = clock
         self.pending = b""
 
     def discard(self):
@@ -79,6 +81,8 @@ class AnsweringLine:
         else:
             self.pending = frame(*req[:6])
             self.log.append(("write", unit))
+        if self.clock is not None:
+            self.log[-1] = self.log[-1] + (self.clock.t,)
         await asyncio.sleep(0)
 
     async def recv_into(self, mv, timeout_ms):
